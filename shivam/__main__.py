@@ -1,0 +1,3 @@
+from shivam.cli import main
+
+raise SystemExit(main())

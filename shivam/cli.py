@@ -1,0 +1,88 @@
+"""The `shivam` command line. Every user error ends as one line on stderr and exit code 2.
+
+Subcommands import what they need when they run, so `shivam predict` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shivam.errors import ShivamError
+
+DEFAULT_DRAFT = "opt-125m"  # the draft model of the paper's stages II and III
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage dump is two lines and a wall of text; keep it to one
+        raise ShivamError(f"{message}; run `{self.prog} --help` for the options")
+
+
+def _add_scenario_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="alias (mistral-7b), Hugging Face id or path to a config.json")
+    p.add_argument("--gpu", required=True, help="bundled GPU id (see `shivam gpus`)")
+    p.add_argument("--engine", default="graph", help="graph (CUDA graph, static KV) or eager (transformers generate)")
+    p.add_argument("--draft", default=None, help=f"draft model for k > 0 (default {DEFAULT_DRAFT}, as in the paper)")
+    p.add_argument("--batch", default="1")
+    p.add_argument("--prompt", default="128", help="prompt tokens")
+    p.add_argument("--gen", default="128", help="generated tokens: results average over the growing context")
+    p.add_argument("--weights-dtype", default=None, help="fp32 fp16 bf16 fp8 int8 int4 (default: bf16, fp16 without bf16)")
+    p.add_argument("--act-dtype", default=None, help="activation/matmul dtype (default: 16-bit)")
+    p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: the activation dtype)")
+    p.add_argument("--calibration", default=None, help="calibration file from `shivam fit` (overrides the bundled one)")
+    p.add_argument("--no-calibration", action="store_true", help="use datasheet estimates even if a calibration exists")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shivam", description="Energy per generated token of LLM inference and speculative decoding.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("predict", help="time and energy per token vs speculation window k and acceptance alpha")
+    _add_scenario_args(p)
+    p.add_argument("--k", default="1..8", help="speculation windows: 4, 1..8 or 0,2,4 (k=0, the baseline, is always added)")
+    p.add_argument("--alpha", default="0.6,0.7,0.8,0.9", help="acceptance rates: 0.6,0.8 or 0.5..0.9:0.1")
+    p.add_argument("--acceptance", default=None, help="per-position acceptance a_1,a_2,... (instead of --alpha)")
+    p.add_argument("--target-ratio", default=None, help="also report the alpha each k needs for this energy reduction (e.g. 2.24)")
+    p.add_argument("--format", default="table", choices=["table", "json", "csv"])
+    p.add_argument("--units", default="J", choices=["J", "kWh"])
+    p.add_argument("--report", default=None, help="also write an interactive HTML report here")
+
+    p = sub.add_parser("inspect", help="per-layer parameters, bytes and FLOPs per token, KV bytes per token")
+    p.add_argument("--model", required=True)
+    p.add_argument("--gpu", default=None)
+    p.add_argument("--weights-dtype", default=None)
+    p.add_argument("--kv-dtype", default=None)
+    p.add_argument("--context", default="512")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+
+    sub.add_parser("models", help="bundled model configs")
+    sub.add_parser("gpus", help="bundled GPU specifications")
+
+    p = sub.add_parser("stage1", help="the paper's stage I: reload weights before every GEMM vs load once and reuse")
+    p.add_argument("--gpu", required=True)
+    p.add_argument("--size", default="4096", help="n of the n x n weight matrix")
+    p.add_argument("--tokens", default="4096", help="rows of the activation matrix")
+    p.add_argument("--reuse", default="1..100", help="reuse counts: 1..100 or 1,10,100")
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--format", default="table", choices=["table", "json"])
+
+    p = sub.add_parser("overview", help="decode energy per token of every bundled model on every bundled GPU")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+        from shivam import commands
+
+        return getattr(commands, f"cmd_{args.command}")(args) or 0
+    except ShivamError as exc:
+        print(f"shivam: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("shivam: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,176 @@
+"""GPU specifications (hardware/<gpu>.json), engine profiles (hardware/engines/) and calibrations.
+
+Everything the cost model needs ends up in one flat `Params` object: datasheet ceilings from the GPU file, software
+overheads from the engine profile, and energy coefficients from the GPU file, any of which a calibration file
+(written by `shivam fit`) replaces. `Params` is also the set of quantities the fitter can move.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from shivam.errors import ShivamError, suggest
+from shivam.resources import data_dir
+
+ENGINES = ("graph", "eager")
+
+
+class Estimate(BaseModel):
+    value: float = Field(ge=0)
+    estimate: bool = True
+    basis: str
+
+
+class Memory(BaseModel):
+    type: str
+    capacity_gb: float = Field(gt=0)
+    bandwidth_gbs: float = Field(gt=0)
+
+
+class Pcie(BaseModel):
+    generation: int
+    bandwidth_gbs: float = Field(gt=0, description="per direction, x16")
+
+
+class Energy(BaseModel):
+    idle_power_w: Estimate
+    static_power_w: Estimate
+    active_power_w: Estimate
+    dram_device_pj_per_bit: Estimate
+    dram_board_pj_per_bit: Estimate
+    pcie_pj_per_bit: Estimate
+    pj_per_flop: dict[str, Estimate]
+
+
+class GPU(BaseModel):
+    id: str
+    name: str
+    memory: Memory
+    peak_tflops: dict[str, float]
+    tdp_w: float = Field(gt=0)
+    pcie: Pcie
+    l2_mb: float
+    energy: Energy
+    sources: list[str] = Field(min_length=1)
+    notes: str = ""
+
+    @property
+    def capacity_bytes(self) -> float:
+        return self.memory.capacity_gb * 1e9
+
+    def default_dtype(self) -> str:
+        return "bf16" if "bf16" in self.peak_tflops else "fp16"
+
+
+class Params(BaseModel):
+    """The simulator's free parameters for one GPU and engine (SI units: bytes, seconds, joules, watts)."""
+
+    bandwidth_Bps: float = Field(gt=0, description="datasheet DRAM bandwidth")
+    peak_flops: dict[str, float] = Field(description="dense peak FLOP/s per dtype")
+    memory_efficiency: float = Field(gt=0, le=1.5)
+    compute_efficiency: float = Field(gt=0, le=1.5)
+    per_kernel_s: float = Field(ge=0, description="launch/dispatch overhead per kernel")
+    per_step_s: float = Field(ge=0, description="host overhead per forward step")
+    per_iteration_s: float = Field(ge=0, description="host synchronization per decoding iteration")
+    static_power_w: float = Field(ge=0, description="power drawn for as long as the step lasts")
+    active_power_w: float = Field(ge=0, description="extra power while kernels execute")
+    dram_j_per_byte: float = Field(ge=0, description="board-level energy per DRAM byte moved")
+    dram_floor_j_per_byte: float = Field(ge=0, description="DRAM-device energy per byte: the physical floor")
+    j_per_flop: dict[str, float]
+    pcie_Bps: float = Field(gt=0)
+    pcie_j_per_byte: float = Field(ge=0)
+    capacity_bytes: float = Field(gt=0)
+    source: str = Field(description="where the numbers came from: 'datasheet estimates' or a calibration file")
+
+
+class EngineProfile(BaseModel):
+    engine: str
+    description: str
+    memory_efficiency: float
+    compute_efficiency: float
+    per_kernel_s: float
+    per_step_s: float
+    per_iteration_s: float
+    basis: str
+
+
+class Calibration(BaseModel):
+    """What `shivam fit` writes: fitted values replace the defaults of the named parameters."""
+
+    gpu: str
+    engine: str
+    parameters: dict[str, float | dict[str, float]]
+    uncertainty: dict[str, float | dict[str, float]] = {}
+    fitted_from: list[str] = []
+    note: str = ""
+
+
+@lru_cache(maxsize=None)
+def gpu_ids() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in data_dir("hardware").glob("*.json")))
+
+
+@lru_cache(maxsize=None)
+def load_gpu(ref: str) -> GPU:
+    key = ref.lower().replace("_", "-")
+    if key not in gpu_ids():
+        raise ShivamError(f"unknown GPU {ref!r}{suggest(key, gpu_ids())}; run `shivam gpus` for the bundled ones")
+    path = data_dir("hardware") / f"{key}.json"
+    try:
+        return GPU.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise ShivamError(f"{path}: invalid GPU file ({exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})") from None
+
+
+def load_engine(engine: str) -> EngineProfile:
+    if engine not in ENGINES:
+        raise ShivamError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    return EngineProfile.model_validate_json((data_dir("hardware") / "engines" / f"{engine}.json").read_text())
+
+
+def bundled_calibration(gpu_id: str, engine: str) -> Path | None:
+    path = data_dir("hardware") / "calibrated" / f"{gpu_id}-{engine}.json"
+    return path if path.is_file() else None
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    path = Path(path)
+    if not path.is_file():
+        raise ShivamError(f"calibration file {str(path)!r} does not exist; give a file written by `shivam fit`")
+    try:
+        return Calibration.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise ShivamError(f"{path}: not a calibration file ({exc.errors()[0]['msg']}); give a file written by `shivam fit`") from None
+
+
+def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None = None,
+                calibration_path: str | None = None) -> Params:
+    prof = load_engine(engine)
+    e = gpu.energy
+    values = dict(
+        bandwidth_Bps=gpu.memory.bandwidth_gbs * 1e9,
+        peak_flops={dt: r * 1e12 for dt, r in gpu.peak_tflops.items()},
+        memory_efficiency=prof.memory_efficiency, compute_efficiency=prof.compute_efficiency,
+        per_kernel_s=prof.per_kernel_s, per_step_s=prof.per_step_s, per_iteration_s=prof.per_iteration_s,
+        static_power_w=e.static_power_w.value, active_power_w=e.active_power_w.value,
+        dram_j_per_byte=e.dram_board_pj_per_bit.value * 8e-12,
+        dram_floor_j_per_byte=e.dram_device_pj_per_bit.value * 8e-12,
+        j_per_flop={dt: v.value * 1e-12 for dt, v in e.pj_per_flop.items()},
+        pcie_Bps=gpu.pcie.bandwidth_gbs * 1e9, pcie_j_per_byte=e.pcie_pj_per_bit.value * 8e-12,
+        capacity_bytes=gpu.capacity_bytes,
+        source=f"{gpu.id} datasheet + energy estimates, {engine} engine defaults",
+    )
+    if calibration is not None:
+        if calibration.gpu != gpu.id or calibration.engine != engine:
+            raise ShivamError(f"calibration {calibration_path} is for {calibration.gpu}/{calibration.engine}, not "
+                              f"{gpu.id}/{engine}; pass the matching --gpu and --engine or another file")
+        for name, value in calibration.parameters.items():
+            if name not in values:
+                raise ShivamError(f"{calibration_path}: unknown parameter {name!r}; known: {', '.join(values)}")
+            values[name] = {**values[name], **value} if isinstance(value, dict) else value
+        values["source"] = f"calibration {calibration_path}"
+    return Params(**values)

@@ -1,0 +1,150 @@
+"""Predictions for a scenario: a target model (and draft) on a GPU with an engine, batch, prompt and generation length.
+
+`Scenario.grid` costs a whole (k, acceptance, context) grid in one vectorized pass; `prediction` averages it over the
+generation (the context grows from the prompt to prompt + generated tokens) and builds the rows `shivam predict`
+prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shivam.errors import ShivamError
+from shivam.hardware import Params
+from shivam.modelspec import ModelSpec
+from shivam.roofline import StepCost, host_wait, step_cost
+from shivam.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
+from shivam.workload import Dtypes, kv_cache_bytes, step_ops, weight_bytes
+
+BREAKDOWN = ("e_static", "e_active", "e_memory", "e_compute", "e_overhead", "e_pcie")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    target: ModelSpec
+    params: Params
+    dtypes: Dtypes = field(default_factory=Dtypes)
+    draft: ModelSpec | None = None
+    batch: int = 1
+    prompt: int = 128
+    gen: int = 128
+
+    # --- the three kinds of step ---------------------------------------------------------------------------
+    def verify_step(self, k, context) -> StepCost:
+        """Target forward over k+1 tokens (k=0: a plain decode step)."""
+        k = np.asarray(k)
+        return step_cost(step_ops(self.target, self.batch, k + 1, context, self.dtypes), self.params, self.dtypes.compute)
+
+    def draft_step(self, context) -> StepCost:
+        if self.draft is None:
+            raise ShivamError("speculative decoding needs a draft model: pass --draft (e.g. --draft opt-125m)")
+        return step_cost(step_ops(self.draft, self.batch, 1, context, self.dtypes), self.params, self.dtypes.compute)
+
+    def iteration(self, k, context) -> tuple[StepCost, StepCost, StepCost]:
+        """(k draft steps, one verify step, one host sync). Draft steps run at contexts c..c+k-1; costs are affine
+        in context, so their mean context c + (k-1)/2 gives their exact total."""
+        k = np.asarray(k, dtype=float)
+        verify = self.verify_step(k.astype(int) if k.ndim == 0 else k, context)
+        if self.draft is None:
+            if np.any(k > 0):
+                self.draft_step(context)  # raises the clear error
+            draft = verify.scaled(0.0)
+        else:
+            draft = self.draft_step(context + np.maximum(k - 1, 0) / 2).scaled(k)
+        return draft, verify, host_wait(self.params, self.params.per_iteration_s + 0.0 * k)
+
+    def contexts(self, points: int = 16) -> np.ndarray:
+        """Midpoints of `points` equal slices of the generation: the context each slice's tokens see on average."""
+        m = max(1, min(points, self.gen))
+        return self.prompt + self.gen * (np.arange(m) + 0.5) / m
+
+    def grid(self, ks, taus, contexts) -> dict[str, np.ndarray]:
+        """Per-token time, energy and breakdown on a (k, acceptance, context) grid.
+
+        ks: shape (K,); taus: tokens per iteration per sequence, shape (K, A); contexts: shape (C,)."""
+        ks = np.asarray(ks, dtype=float)[:, None, None]
+        c = np.asarray(contexts, dtype=float)[None, None, :]
+        draft, verify, sync = self.iteration(ks, c)
+        tok = per_token(draft, verify, sync, self.batch * np.asarray(taus, dtype=float)[:, :, None])
+        out = {"time_per_token_s": tok.time_s, "energy_per_token_j": tok.energy_j,
+               "floor_energy_per_token_j": tok.dram_bytes * self.params.dram_floor_j_per_byte}
+        for name in BREAKDOWN:
+            out[name] = getattr(tok, name)
+        return out
+
+    # --- capacity ------------------------------------------------------------------------------------------
+    def memory_needed(self, k_max: int) -> float:
+        tokens = self.prompt + self.gen + k_max + 1
+        need = weight_bytes(self.target, self.dtypes) + kv_cache_bytes(self.target, self.dtypes, self.batch, tokens)
+        if self.draft is not None and k_max > 0:
+            need += weight_bytes(self.draft, self.dtypes) + kv_cache_bytes(self.draft, self.dtypes, self.batch, tokens)
+        return need
+
+    def check_fits(self, k_max: int, gpu_name: str) -> None:
+        need, have = self.memory_needed(k_max), self.params.capacity_bytes
+        if need > have:
+            raise ShivamError(f"{self.target.name} does not fit on {gpu_name}: weights + KV cache need "
+                              f"{need:,.0f} bytes ({need / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB); "
+                              f"use a smaller --weights-dtype, batch or context, or a larger GPU")
+        for m in (self.target, self.draft):
+            if m is not None and self.prompt + self.gen + k_max + 1 > m.max_context:
+                raise ShivamError(f"prompt + generation + k + 1 = {self.prompt + self.gen + k_max + 1} tokens exceeds "
+                                  f"{m.name}'s max_position_embeddings {m.max_context}; shorten --prompt or --gen")
+
+
+def acceptance_taus(ks, alphas=None, positional=None) -> tuple[list[str], np.ndarray]:
+    """Labels and tokens-per-iteration (K, A) for scalar alphas or one per-position acceptance vector."""
+    ks = list(ks)
+    if positional is not None:
+        taus = np.array([[tokens_per_iteration_positional(positional, k)] for k in ks])
+        return ["[" + ",".join(f"{a:g}" for a in positional) + "]"], taus
+    alphas = list(alphas)
+    return [f"{a:g}" for a in alphas], tokens_per_iteration(np.array(alphas)[None, :], np.array(ks)[:, None])
+
+
+def prediction(scn: Scenario, ks, alphas=None, positional=None, target_ratio: float | None = None) -> dict:
+    """Rows for k = 0 (baseline) and each requested k, for each acceptance, averaged over the generation."""
+    ks = sorted({0, *ks})
+    labels, taus = acceptance_taus(ks, alphas, positional)
+    contexts = scn.contexts()
+    g = {name: arr.mean(axis=-1) for name, arr in scn.grid(ks, taus, contexts).items()}  # (K, A)
+    t, e = g["time_per_token_s"], g["energy_per_token_j"]
+    mid = float(np.mean(contexts))
+    bounds_verify = {k: scn.verify_step(k, mid).bound for k in ks}
+    draft_bound = scn.draft_step(mid).bound if scn.draft is not None else None
+    rows, best = [], {}
+    for a, label in enumerate(labels):
+        e_k, t_k = e[:, a], t[:, a]
+        best_e, best_t = ks[int(np.argmin(e_k))], ks[int(np.argmin(t_k))]
+        best[label] = {"best_k_energy": best_e, "best_k_latency": best_t}
+        for i, k in enumerate(ks):
+            row = {"k": k, "alpha": label if positional is not None else float(label),
+                   "tokens_per_iteration": float(taus[i, a]),
+                   "time_per_token_s": float(t_k[i]), "energy_per_token_j": float(e_k[i]),
+                   "speedup": float(t_k[0] / t_k[i]), "energy_ratio": float(e_k[0] / e_k[i]),
+                   "energy_saving": float(1 - e_k[i] / e_k[0]),
+                   "floor_energy_per_token_j": float(g["floor_energy_per_token_j"][i, a]),
+                   "breakdown_j": {name[2:]: float(g[name][i, a]) for name in BREAKDOWN},
+                   "verify_bound": bounds_verify[k], "draft_bound": draft_bound if k else None,
+                   "best_energy": k == best_e, "best_latency": k == best_t}
+            rows.append(row)
+    result = {"rows": rows, "best": best, "contexts_averaged": [float(c) for c in contexts]}
+    if target_ratio is not None:
+        result["required_alpha"] = required_alpha(scn, [k for k in ks if k > 0], target_ratio)
+    return result
+
+
+def required_alpha(scn: Scenario, ks, ratio: float) -> dict:
+    """The i.i.d. acceptance rate at which speculative decoding at each k spends `ratio` times less energy per token
+    than standard decoding. Energy per token is E_iter(k) / (batch * tau(alpha)); E_iter hardly depends on alpha, so
+    tau_needed = ratio * E_iter(k) / (batch * E_baseline), inverted for alpha. None where no alpha <= 1 reaches it."""
+    c = scn.contexts()
+    e0 = per_token(*scn.iteration(0, c), scn.batch).energy_j.mean()
+    out = {}
+    for k in ks:
+        e_iter = sum(s.energy_j for s in scn.iteration(k, c)).mean()
+        a = float(alpha_for_tokens(ratio * e_iter / (scn.batch * e0), k))
+        out[str(k)] = None if np.isnan(a) else a
+    return out

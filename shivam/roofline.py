@@ -1,0 +1,107 @@
+"""Time and energy of a list of operators on one GPU: the only place these equations live.
+
+Per operator (docs/model.md, section 3):
+    t_mem  = dram_bytes / (bandwidth * memory_efficiency)
+    t_comp = flops / (peak_rate[dtype] * compute_efficiency)
+    t_op   = max(t_mem, t_comp) + launches * per_kernel_s        (+ pcie_bytes / pcie bandwidth for copies)
+Per step:
+    t_step = sum(repeat * t_op) + per_step_s
+    E_step = static_power * t_step + active_power * t_busy + e_dram * dram_bytes + sum(e_flop[dtype] * flops)
+             + e_pcie * pcie_bytes
+Everything broadcasts over numpy arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from shivam.errors import ShivamError
+from shivam.hardware import Params
+from shivam.workload import OpCost
+
+BOUNDS = ("memory", "compute", "overhead")
+
+
+@dataclass
+class StepCost:
+    time_s: object
+    busy_s: object  # roofline time: kernels executing
+    overhead_s: object  # launch gaps and host work
+    memory_bound_s: object  # busy time in operators limited by bytes
+    compute_bound_s: object
+    dram_bytes: object
+    weight_bytes: object
+    kv_bytes: object
+    pcie_bytes: object
+    flops: object
+    launches: object
+    e_static: object  # static power over the busy time
+    e_overhead: object  # static power over launch gaps and host work
+    e_active: object
+    e_memory: object
+    e_compute: object
+    e_pcie: object
+
+    @property
+    def energy_j(self):
+        return self.e_static + self.e_overhead + self.e_active + self.e_memory + self.e_compute + self.e_pcie
+
+    @property
+    def bound(self):
+        """Which of memory, compute or overhead takes most of the step's time."""
+        stack = np.stack(np.broadcast_arrays(self.memory_bound_s, self.compute_bound_s, self.overhead_s))
+        idx = np.argmax(stack, axis=0)
+        return BOUNDS[int(idx)] if idx.ndim == 0 else np.array(BOUNDS)[idx]
+
+    def scaled(self, factor) -> "StepCost":
+        return StepCost(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
+
+    def __add__(self, other: "StepCost") -> "StepCost":
+        return StepCost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+
+def rate(p: Params, kind: str, dtype: str) -> float:
+    """Peak FLOP/s that runs an operator: tensor cores in `dtype` for matmuls and attention, fp32 vector units for
+    element-wise work."""
+    key = "fp32" if kind == "elementwise" else dtype
+    if key not in p.peak_flops:
+        raise ShivamError(f"this GPU has no {key} matmul rate; choose a dtype it has: {', '.join(p.peak_flops)}")
+    return p.peak_flops[key]
+
+
+def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int = 1) -> StepCost:
+    bw = p.bandwidth_Bps * p.memory_efficiency
+    z = 0.0
+    busy = mem_b = comp_b = dram = wb = kvb = pcie = flops = launches = e_flop = z
+    for op in ops:
+        t_mem = op.dram_bytes / bw
+        t_comp = op.flops / (rate(p, op.kind, compute_dtype) * p.compute_efficiency)
+        t_pcie = op.pcie_bytes / p.pcie_Bps
+        t_op = np.maximum(t_mem, t_comp) + t_pcie
+        busy = busy + op.repeat * t_op
+        mem_b = mem_b + op.repeat * np.where(t_mem >= t_comp, t_op, 0.0)
+        comp_b = comp_b + op.repeat * np.where(t_mem >= t_comp, 0.0, t_op)
+        dram = dram + op.repeat * op.dram_bytes
+        wb = wb + op.repeat * op.weight_bytes
+        kvb = kvb + op.repeat * (op.kv_read_bytes + op.kv_write_bytes)
+        pcie = pcie + op.repeat * op.pcie_bytes
+        flops = flops + op.repeat * op.flops
+        launches += op.repeat * op.launches
+        e_flop = e_flop + op.repeat * op.flops * p.j_per_flop.get("fp32" if op.kind == "elementwise" else compute_dtype, 0.0)
+    overhead = launches * p.per_kernel_s + host_steps * p.per_step_s
+    return StepCost(time_s=busy + overhead, busy_s=busy, overhead_s=overhead + 0.0 * busy, memory_bound_s=mem_b,
+                    compute_bound_s=comp_b, dram_bytes=dram, weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie,
+                    flops=flops, launches=launches + 0.0 * busy,
+                    e_static=p.static_power_w * busy, e_overhead=p.static_power_w * overhead + 0.0 * busy,
+                    e_active=p.active_power_w * busy, e_memory=p.dram_j_per_byte * dram, e_compute=e_flop,
+                    e_pcie=p.pcie_j_per_byte * pcie)
+
+
+def host_wait(p: Params, seconds) -> StepCost:
+    """The GPU idling (at static power) while the host synchronizes, e.g. to accept or reject drafted tokens."""
+    z = 0.0 * seconds
+    return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, dram_bytes=z,
+                    weight_bytes=z, kv_bytes=z, pcie_bytes=z, flops=z, launches=z, e_static=z,
+                    e_overhead=p.static_power_w * seconds, e_active=z, e_memory=z, e_compute=z, e_pcie=z)

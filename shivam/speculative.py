@@ -1,0 +1,56 @@
+"""Speculative decoding arithmetic (Leviathan et al. 2023; Chen et al. 2023).
+
+One iteration = k draft steps (draft model, 1 token each) + one verify step (target model, k+1 tokens) + one host
+synchronization that accepts or rejects the drafted tokens. It yields tau tokens per sequence:
+    i.i.d. acceptance a:        tau = (1 - a^(k+1)) / (1 - a)          (k+1 when a = 1; includes the bonus token)
+    per-position a_1..a_k:      tau = 1 + sum_{i=1..k} prod_{j<=i} a_j
+k = 0 is standard decoding: one decode step and one synchronization per token, tau = 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shivam.errors import ShivamError
+from shivam.roofline import StepCost
+
+
+def tokens_per_iteration(alpha, k):
+    """Expected tokens per iteration for i.i.d. acceptance probability alpha and window k (broadcasts)."""
+    a = np.asarray(alpha, dtype=float)
+    k = np.asarray(k, dtype=float)
+    safe = np.where(np.isclose(a, 1.0), 0.5, a)
+    return np.where(np.isclose(a, 1.0), k + 1.0, (1.0 - safe ** (k + 1.0)) / (1.0 - safe))
+
+
+def tokens_per_iteration_positional(acceptance, k: int) -> float:
+    """Expected tokens per iteration when draft position i is accepted with probability acceptance[i-1], given that
+    every earlier position was accepted."""
+    acc = np.asarray(acceptance, dtype=float)
+    if k > len(acc):
+        raise ShivamError(f"the per-position acceptance vector has {len(acc)} values but k goes up to {k}; "
+                          f"give at least {k} values")
+    return float(1.0 + np.cumprod(acc[:k]).sum())
+
+
+def per_token(draft: StepCost, verify: StepCost, sync: StepCost, tokens_per_iter) -> StepCost:
+    """Cost per generated token of an iteration: (k draft steps + verify + sync) / tokens.
+
+    `draft` must already hold all k draft steps; `tokens_per_iter` counts tokens for the whole batch."""
+    return (draft + verify + sync).scaled(1.0 / tokens_per_iter)
+
+
+def alpha_for_tokens(tau_needed, k, tol: float = 1e-9):
+    """Inverse of tokens_per_iteration in alpha (monotonic from 1 at a=0 to k+1 at a=1), by bisection so that it
+    broadcasts. NaN where tau_needed is unreachable (> k+1) and 0 where it is already met (<= 1)."""
+    tau_needed, k = np.broadcast_arrays(np.asarray(tau_needed, float), np.asarray(k, float))
+    lo, hi = np.zeros_like(tau_needed), np.ones_like(tau_needed)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        low = tokens_per_iteration(mid, k) < tau_needed
+        lo, hi = np.where(low, mid, lo), np.where(low, hi, mid)
+        if np.all(hi - lo < tol):
+            break
+    out = 0.5 * (lo + hi)
+    out = np.where(tau_needed <= 1.0, 0.0, out)
+    return np.where(tau_needed > k + 1.0 + 1e-12, np.nan, out)

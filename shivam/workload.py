@@ -1,0 +1,168 @@
+"""What one forward step moves and computes, operator by operator.
+
+This module is the workload definition that both `shivam predict` (through shivam.roofline) and `shivam validate`
+(which builds and times the same steps on a GPU) use. A step is a forward pass of `new_tokens` tokens for each of
+`batch` sequences over a KV cache already holding `context` tokens:
+
+    decode step   new_tokens = 1        (standard autoregressive decoding, and each draft step)
+    verify step   new_tokens = k + 1    (the target model scores k drafted tokens plus the bonus position)
+
+Counts are per step, for the whole batch. `batch`, `new_tokens` and `context` may be numpy arrays: every expression
+here broadcasts, so a whole (k, context) grid is costed in one pass. Equations and assumptions: docs/model.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from shivam.dtypes import nbytes, normalize
+from shivam.errors import ShivamError
+from shivam.modelspec import Linear, ModelSpec
+
+LOGIT_BYTES = 4  # logits are written and read back in fp32 for sampling
+
+
+class OpCost(NamedTuple):
+    """One operator of a step. `repeat` is how many times it occurs (the layer count for per-layer operators)."""
+
+    name: str
+    kind: str  # "matmul" (tensor cores, compute dtype), "attention", "elementwise" (fp32 vector units), "copy"
+    flops: object
+    weight_bytes: object
+    kv_read_bytes: object
+    kv_write_bytes: object
+    act_bytes: object  # activations and logits read + written
+    launches: int
+    repeat: int = 1
+    pcie_bytes: object = 0.0
+
+    @property
+    def dram_bytes(self):
+        return self.weight_bytes + self.kv_read_bytes + self.kv_write_bytes + self.act_bytes
+
+
+@dataclass(frozen=True)
+class Dtypes:
+    weights: str = "bf16"
+    activations: str = "bf16"
+    kv: str = "bf16"
+
+    @classmethod
+    def of(cls, weights: str, activations: str | None = None, kv: str | None = None) -> "Dtypes":
+        w = normalize(weights, "weights dtype")
+        a = normalize(activations or ("bf16" if w in ("fp8", "int8", "int4") else w), "activation dtype")
+        if a in ("int8", "int4"):
+            raise ShivamError(f"activation dtype {a} is not supported: use fp32, fp16, bf16 or fp8")
+        return cls(w, a, normalize(kv or a, "KV-cache dtype"))
+
+    @property
+    def compute(self) -> str:
+        """The dtype the matmuls run in: the activations'. fp8 weights with fp8 activations run fp8 arithmetic;
+        weight-only quantization (int8/int4 weights, 16-bit activations) dequantizes and runs at the 16-bit rate."""
+        return self.activations
+
+
+def _matmul(name: str, linears: list[Linear], tokens, dt: Dtypes, repeat: int, weight_copies=1.0,
+            tokens_per_weight=None) -> OpCost:
+    """A (fused) linear layer applied to `tokens` rows. Weight bytes are read once per step (a GEMM streams its
+    weights once whatever the token count); `weight_copies` scales them for MoE (distinct experts touched)."""
+    macs_per_token = sum(l.d_in * l.d_out for l in linears)
+    rows = tokens if tokens_per_weight is None else tokens_per_weight
+    flops = 2 * rows * macs_per_token + rows * sum(l.d_out for l in linears if l.bias)
+    w_bytes = weight_copies * sum(l.params for l in linears) * nbytes(dt.weights)
+    a = nbytes(dt.activations)
+    act = rows * a * (sum(l.d_in for l in linears[:1]) + sum(l.d_out for l in linears))
+    return OpCost(name, "matmul", flops, w_bytes, 0.0, 0.0, act, len(linears), repeat)
+
+
+def _elementwise(name: str, tokens, width: int, dt: Dtypes, repeat: int, flops_per_element: float,
+                 reads: int, weight_elems: int = 0, launches: int = 1) -> OpCost:
+    a = nbytes(dt.activations)
+    return OpCost(name, "elementwise", flops_per_element * tokens * width, weight_elems * nbytes(dt.weights), 0.0, 0.0,
+                  (reads + 1) * tokens * width * a, launches, repeat)
+
+
+def expected_distinct_experts(experts: int, per_token: int, tokens):
+    """Experts touched when `tokens` tokens each route to `per_token` of `experts` (uniform, independent routing):
+    E * (1 - (1 - per_token/E)^tokens). One token touches exactly `per_token`."""
+    return experts * (1.0 - (1.0 - per_token / experts) ** tokens)
+
+
+def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCost]:
+    T = batch * new_tokens  # tokens in this step
+    L = m.layers
+    a, kvb = nbytes(dt.activations), nbytes(dt.kv)
+    q_dim, kv_dim = m.heads * m.head_dim, m.kv_heads * m.head_dim
+    norm_w = m.hidden * (2 if m.norm == "layernorm" else 1)
+    norm_flops = 8 if m.norm == "layernorm" else 5  # mean, variance, scale, shift per element (fewer for RMS)
+    attn = m.attention_linears()
+    ops: list[OpCost] = []
+
+    # Embedding: only the T looked-up rows are read (the full table is read by the LM head if tied).
+    ops.append(OpCost("embed", "elementwise", 0.0, T * m.embed_dim * nbytes(dt.weights)
+                      + T * m.hidden * nbytes(dt.weights) * (m.learned_positions > 0), 0.0, 0.0,
+                      T * m.hidden * a, 1 + (m.learned_positions > 0)))
+    proj = m.embedding_linears()
+    if proj:
+        ops.append(_matmul("project_in", proj[:1], T, dt, 1))
+
+    # --- per layer ---
+    ops.append(_elementwise("attn_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w))  # + residual add
+    ops.append(_matmul("qkv_proj", attn[:3], T, dt, L))
+    if m.learned_positions == 0:
+        ops.append(_elementwise("rope", T, q_dim + kv_dim, dt, L, 3, 1, launches=2))
+    ops.append(OpCost("kv_write", "elementwise", 0.0, 0.0, 0.0, T * 2 * kv_dim * kvb, 0.0, 2, L))
+    attended = context + new_tokens  # each new token attends to the cache and the new tokens (causal within them)
+    ops.append(OpCost("attention", "attention",
+                      4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
+                      0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim, 3, L))
+    ops.append(_matmul("o_proj", attn[3:], T, dt, L))
+    ops.append(_elementwise("mlp_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w))  # + residual add
+    mlp = m.expert_linears()
+    if m.experts > 1:
+        distinct = expected_distinct_experts(m.experts, m.experts_per_token, T)
+        ops.append(_matmul("router", [m.router()], T, dt, L))
+        ops.append(_elementwise("router_topk", T, m.experts, dt, L, 4, 1, launches=4))
+        ops.append(_matmul("experts_up", mlp[:-1], T, dt, L, weight_copies=distinct,
+                           tokens_per_weight=T * m.experts_per_token))
+        ops.append(_elementwise("act", T * m.experts_per_token, m.intermediate, dt, L, 6, 2, launches=2))
+        ops.append(_matmul("experts_down", mlp[-1:], T, dt, L, weight_copies=distinct,
+                           tokens_per_weight=T * m.experts_per_token))
+        ops.append(_elementwise("expert_combine", T * m.experts_per_token, m.hidden, dt, L, 2, 1, launches=2))
+    else:
+        ops.append(_matmul("mlp_up", mlp[:-1], T, dt, L))
+        ops.append(_elementwise("act", T, m.intermediate, dt, L, 6 if m.gated_mlp else 1,
+                                2 if m.gated_mlp else 1, launches=2 if m.gated_mlp else 1))
+        ops.append(_matmul("mlp_down", mlp[-1:], T, dt, L))
+        # residual add folded into the next norm
+
+    # --- head ---
+    if m.final_norm:
+        ops.append(_elementwise("final_norm", T, m.hidden, dt, 1, norm_flops, 2, norm_w))
+    if proj:
+        ops.append(_matmul("project_out", proj[1:], T, dt, 1))
+    head = _matmul("lm_head", [Linear("lm_head", m.embed_dim, m.vocab, False)], T, dt, 1)
+    ops.append(head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES))
+    ops.append(OpCost("sample", "elementwise", T * m.vocab, 0.0, 0.0, 0.0, T * m.vocab * LOGIT_BYTES, 1))
+    return ops
+
+
+def host_to_device_gemm_ops(n: int, tokens: int, dt: Dtypes, reload: bool) -> list[OpCost]:
+    """Stage I of the paper: an n x n weight matrix applied to `tokens` rows, with (reload=True) or without a
+    host-to-device copy of the weights before the GEMM."""
+    w = Linear("weight", n, n, False)
+    ops = [_matmul("gemm", [w], tokens, dt, 1)]
+    if reload:
+        w_bytes = w.params * nbytes(dt.weights)
+        ops.insert(0, OpCost("h2d_copy", "copy", 0.0, 0.0, 0.0, 0.0, w_bytes, 1, 1, pcie_bytes=w_bytes))
+    return ops
+
+
+def weight_bytes(m: ModelSpec, dt: Dtypes) -> float:
+    """Bytes the model's weights occupy in device memory."""
+    return m.param_count() * nbytes(dt.weights)
+
+
+def kv_cache_bytes(m: ModelSpec, dt: Dtypes, batch: int, tokens: int) -> float:
+    return batch * tokens * m.kv_bytes_per_token(nbytes(dt.kv))
