@@ -1,0 +1,53 @@
+"""Speed benchmark (prints figures; nothing asserted):
+1. cold wall time of `shivam predict --model mistral-7b --gpu l4 --k 1..8` (goal: median < 0.5 s on 2 cores);
+2. throughput of the vectorized (k, alpha, context) grid (goal: >= 1,000,000 points per second).
+
+Run: .venv/bin/python scripts/benchmark.py
+"""
+
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from shivam.hardware import load_gpu, make_params
+from shivam.modelspec import load_model
+from shivam.predict import Scenario
+from shivam.speculative import tokens_per_iteration
+
+
+def cold_predict(runs: int = 9) -> list[float]:
+    cmd = [sys.executable, "-m", "shivam", "predict", "--model", "mistral-7b", "--gpu", "l4", "--k", "1..8"]
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def grid_throughput(repeats: int = 5) -> tuple[int, float]:
+    scn = Scenario(target=load_model("mistral-7b"), draft=load_model("opt-125m"), params=make_params(load_gpu("l4")),
+                   prompt=128, gen=2048)
+    ks = np.arange(0, 17)
+    alphas = np.linspace(0.0, 1.0, 101)
+    contexts = np.linspace(128, 4096, 1000)
+    taus = tokens_per_iteration(alphas[None, :], ks[:, None])
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = scn.grid(ks, taus, contexts)
+        _ = out["energy_per_token_j"].sum()
+        best = min(best, time.perf_counter() - t0)
+    return ks.size * alphas.size * contexts.size, best
+
+
+if __name__ == "__main__":
+    times = cold_predict()
+    print(f"cold `shivam predict --model mistral-7b --gpu l4 --k 1..8`: median {statistics.median(times):.3f} s, "
+          f"min {min(times):.3f} s, max {max(times):.3f} s over {len(times)} runs (goal: median < 0.5 s)")
+    n, t = grid_throughput()
+    print(f"vectorized grid: {n:,} (k, alpha, context) points in {t * 1e3:.1f} ms = {n / t:,.0f} points/s "
+          f"(goal: >= 1,000,000/s)")

@@ -1,0 +1,68 @@
+"""Parameter counts and KV sizes against published figures (independent of this code)."""
+
+import json
+
+import pytest
+
+from shivam.dtypes import nbytes
+from shivam.modelspec import load_model
+
+# Published totals: OPT paper / HF model cards, Meta's Llama 2 card, Mistral AI, and HF's num_parameters() as reported
+# in the model cards and papers (GPT-2 124,439,808; Gemma-2B 2,506,172,416; Qwen2-0.5B 494,032,768; Phi-3-mini
+# 3,821,079,552; Mixtral 46.7 B total, 12.9 B active).
+PUBLISHED = {
+    "opt-125m": 125_239_296,
+    "opt-1.3b": 1_315_758_080,
+    "llama-2-7b": 6_738_415_616,
+    "mistral-7b": 7_241_732_096,
+    "mixtral-8x7b": 46_702_792_704,
+    "gpt2": 124_439_808,
+    "gemma-2b": 2_506_172_416,
+    "qwen2-0.5b": 494_032_768,
+    "phi-3-mini": 3_821_079_552,
+    "opt-6.7b": 6_658_473_984,
+    "llama-2-13b": 13_015_864_320,
+    "tinyllama-1.1b": 1_100_048_384,
+}
+
+
+@pytest.mark.parametrize("alias,count", PUBLISHED.items())
+def test_parameter_count_matches_published(alias, count):
+    assert load_model(alias).param_count() == count
+
+
+def test_mixtral_active_parameters_are_about_12_9_billion():
+    # Mistral AI: "12.9B active parameters"; hand count: total minus 6 idle experts x 3 x 4096 x 14336 per layer
+    m = load_model("mixtral-8x7b")
+    assert m.active_param_count() == 46_702_792_704 - 32 * 6 * 3 * 4096 * 14336
+    assert round(m.active_param_count() / 1e9, 1) == 12.9
+
+
+@pytest.mark.parametrize("alias,kv", [("llama-2-7b", 524_288), ("mistral-7b", 131_072)])
+def test_kv_bytes_per_token_16bit(alias, kv):
+    assert load_model(alias).kv_bytes_per_token(nbytes("bf16")) == kv
+
+
+def test_attention_kinds():
+    assert load_model("llama-2-7b").attention_kind == "MHA"
+    assert load_model("mistral-7b").attention_kind.startswith("GQA")
+    assert load_model("gemma-2b").attention_kind == "MQA"
+
+
+def test_opt_350m_projects_its_512_wide_embedding():
+    m = load_model("opt-350m")
+    assert (m.embed_dim, m.hidden, m.final_norm) == (512, 1024, False)
+    assert [l.name for l in m.embedding_linears()] == ["project_in", "project_out"]
+
+
+def test_model_by_hf_id_and_by_path(tmp_path):
+    assert load_model("mistralai/Mistral-7B-Instruct-v0.2").param_count() == 7_241_732_096
+    cfg = json.loads((__import__("shivam.resources").resources.data_dir("models") / "opt-1.3b.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    assert load_model(str(tmp_path)).param_count() == 1_315_758_080
+    assert load_model(str(tmp_path / "config.json")).param_count() == 1_315_758_080
+
+
+def test_int4_counts_its_group_scales():
+    # 4 bits per weight + one fp16 scale and one fp16 zero per 128 weights
+    assert nbytes("int4") == pytest.approx(0.5 + 4 / 128)

@@ -1,0 +1,51 @@
+"""The roofline and energy equations on a synthetic GPU whose answers are computed by hand."""
+
+import pytest
+
+from shivam.hardware import Params
+from shivam.roofline import step_cost
+from shivam.stage1 import reload_vs_reuse
+from shivam.workload import Dtypes, OpCost
+
+P = Params(bandwidth_Bps=1e12, peak_flops={"bf16": 100e12, "fp32": 10e12}, memory_efficiency=0.5,
+           compute_efficiency=0.5, per_kernel_s=1e-6, per_step_s=10e-6, per_iteration_s=0.0, static_power_w=100.0,
+           active_power_w=50.0, dram_j_per_byte=1e-12, dram_floor_j_per_byte=0.5e-12, j_per_flop={"bf16": 1e-13,
+           "fp32": 1e-12}, pcie_Bps=10e9, pcie_j_per_byte=2e-12, capacity_bytes=1e12, source="test")
+
+
+def test_memory_bound_op_by_hand():
+    op = OpCost("mm", "matmul", flops=1e9, weight_bytes=1e9, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
+                launches=2, repeat=3)
+    c = step_cost([op], P, "bf16")
+    t_op = 1e9 / (1e12 * 0.5)  # 2 ms memory vs 1e9 / 50e12 = 0.02 ms compute
+    assert c.busy_s == pytest.approx(3 * t_op)
+    assert c.time_s == pytest.approx(3 * t_op + 3 * 2 * 1e-6 + 10e-6)
+    assert c.bound == "memory"
+    e = 100 * c.time_s + 50 * 3 * t_op + 1e-12 * 3e9 + 1e-13 * 3e9
+    assert c.energy_j == pytest.approx(e)
+
+
+def test_compute_bound_op_by_hand():
+    op = OpCost("mm", "matmul", flops=1e12, weight_bytes=1e6, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
+                launches=1)
+    c = step_cost([op], P, "bf16")
+    assert c.busy_s == pytest.approx(1e12 / 50e12)
+    assert c.bound == "compute"
+
+
+def test_overhead_bound_step():
+    op = OpCost("tiny", "elementwise", flops=10, weight_bytes=100, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
+                launches=50)
+    assert step_cost([op], P, "bf16").bound == "overhead"
+
+
+def test_stage1_saving_follows_the_copy_share():
+    # reload: r (copy + gemm); reuse: copy + r gemm -> saving = (r - 1) copy / (r (copy + gemm))
+    res = reload_vs_reuse(P, 1024, 1024, Dtypes.of("bf16"), [1, 10, 100])
+    copy, gemm = res["copy_energy_j"], res["gemm_energy_j"]
+    assert copy > 0 and gemm > 0
+    for r, s in zip(res["reuse"], res["energy_saving"]):
+        assert s == pytest.approx((r - 1) * copy / (r * (copy + gemm)))
+    # the copy moves 1024^2 bf16 weights over PCIe at 10 GB/s, then writes them to DRAM at 0.5 TB/s; one launch
+    w = 2 * 1024 ** 2
+    assert res["copy_time_s"] == pytest.approx(w / 10e9 + w / 0.5e12 + 1e-6)
