@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 def _add_scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="alias (mistral-7b), Hugging Face id or path to a config.json")
     p.add_argument("--gpu", required=True, help="bundled GPU id (see `shivam gpus`)")
-    p.add_argument("--engine", default="graph", help="graph (CUDA graph, static KV) or eager (transformers generate)")
+    p.add_argument("--engine", default="graph", help="graph (CUDA graph, static KV cache) or hf (transformers generate, eager)")
     p.add_argument("--draft", default=None, help=f"draft model for k > 0 (default {DEFAULT_DRAFT}, as in the paper)")
     p.add_argument("--batch", default="1")
     p.add_argument("--prompt", default="128", help="prompt tokens")
@@ -65,6 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse", default="1..100", help="reuse counts: 1..100 or 1,10,100")
     p.add_argument("--dtype", default=None)
     p.add_argument("--format", default="table", choices=["table", "json"])
+
+    p = sub.add_parser("validate", help="measure time and energy on a real GPU (NVML energy counter)")
+    p.add_argument("--suite", default="quick", help="quick, stage1, stage2, stage3, steps or precision (comma-separated)")
+    p.add_argument("--out", default=None, help="results folder (default validation/results/<gpu>/)")
+    p.add_argument("--gpu-index", default="0")
+    p.add_argument("--repeats", default="3", help="windows per point")
+    p.add_argument("--min-periods", default="20", help="energy-counter periods per window (>= 20 recommended)")
+    p.add_argument("--engine", default=None, help="only points of this engine (graph or hf)")
+    p.add_argument("--limit", default=None, help="measure at most this many points of the suite (for smoke runs)")
+    p.add_argument("--weights", default=None, help="local safetensors checkpoint folder for the hf engine")
+    p.add_argument("--subtract-idle", action="store_true", help="also record energy above idle-with-context power")
+    p.add_argument("--codecarbon", action="store_true", help="cross-check one window per point with CodeCarbon")
+    p.add_argument("--simulate-meter", action="store_true",
+                   help="testing only: run on the CPU against a simulated 100 ms counter (no GPU, no real joules)")
+    p.add_argument("--points-file", default=None, help="testing only: a JSON list of points instead of a suite")
 
     p = sub.add_parser("overview", help="decode energy per token of every bundled model on every bundled GPU")
     p.add_argument("--format", default="table", choices=["table", "json"])

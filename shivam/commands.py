@@ -168,3 +168,9 @@ def cmd_overview(args) -> int:
     table("Energy per token, batch 1, prompt 128 + 128 generated (speculative: OPT-125M draft, k=4, alpha=0.8)",
           ["model", "gpu", "decode ms/tok", "decode J/tok", "spec J/tok", "energy ratio", "decode bound"], rows)
     return 0
+
+
+def cmd_validate(args) -> int:
+    from shivam.validate.cli import validate
+
+    return validate(args)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, ValidationError
 from shivam.errors import ShivamError, suggest
 from shivam.resources import data_dir
 
-ENGINES = ("graph", "eager")
+ENGINES = ("graph", "hf")
 
 
 class Estimate(BaseModel):

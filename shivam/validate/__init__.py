@@ -1,0 +1,1 @@
+"""The empirical validator: measure on a GPU exactly the workloads the simulator predicts."""

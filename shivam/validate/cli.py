@@ -1,0 +1,91 @@
+"""`shivam validate`: set up the meter, the environment record and the idle baselines, then run the campaign."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from shivam.errors import ShivamError
+from shivam.parsing import parse_positive_int
+from shivam.validate.points import Point
+from shivam.validate.suites import suite_points
+
+# NVML names -> bundled GPU ids (for predictions next to each measurement)
+GPU_IDS = {"H200": "h200", "H100 80GB HBM3": "h100-sxm", "H100 PCIe": "h100-pcie", "A100-SXM4-80GB": "a100-80gb",
+           "A100-SXM4-40GB": "a100-40gb", "L4": "l4", "T4": "t4", "A10G": "a10g", "L40S": "l40s", "RTX 4090": "rtx-4090"}
+
+
+def gpu_id_for(name: str) -> str | None:
+    for key, gid in GPU_IDS.items():
+        if key in name:
+            return gid
+    return None
+
+
+def _points(args) -> list[Point]:
+    if args.points_file:
+        return [Point(**p) for p in json.loads(Path(args.points_file).read_text())]
+    pts = [p for name in args.suite.split(",") for p in suite_points(name.strip())]
+    if args.engine:
+        pts = [p for p in pts if p.engine == args.engine]
+    if args.limit:
+        pts = pts[: parse_positive_int(args.limit, "--limit")]
+    if not pts:
+        raise ShivamError("no points selected: check --suite and --engine")
+    return pts
+
+
+def validate(args) -> int:
+    points = _points(args)
+    repeats = parse_positive_int(args.repeats, "--repeats")
+    min_periods = parse_positive_int(args.min_periods, "--min-periods")
+    command = "shivam " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ShivamError("the validator needs torch; install the extra: pip install 'shivam[validate]'") from None
+    from shivam.validate.runner import ResultsFile, Workbench, print_summary, run_campaign
+
+    if args.simulate_meter:
+        from shivam.validate.meter import SimulatedCounter
+
+        counter = SimulatedCounter(power_w=100.0).counter()
+        device, gpu_id, snapshot, idle = "cpu", None, (lambda: {}), None
+        env = {"record": "environment", "command": command, "simulated_meter": True, "device": "cpu"}
+        out_dir = Path(args.out or "validation/results/simulated")
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ShivamError("no CUDA GPU is visible; run `shivam validate` on a machine with an NVIDIA GPU")
+        from shivam.validate import nvml
+        from shivam.validate.meter import idle_power
+
+        index = parse_positive_int(args.gpu_index, "--gpu-index", 0)
+        device = f"cuda:{index}"
+        gpu_sync = lambda: torch.cuda.synchronize(index)  # noqa: E731
+        counter = nvml.counter(index, gpu_sync)
+        env = nvml.environment(index, command)
+        gpu_id = gpu_id_for(env["gpu"])
+        # idle before this process holds a CUDA context (torch has not touched the device yet), then with one
+        idle = {"no_context_w": idle_power(counter, 3.0)}
+        torch.zeros(1, device=device)
+        torch.cuda.synchronize(index)
+        idle["with_context_w"] = idle_power(counter, 3.0)
+        snapshot = lambda: nvml.snapshot(index)  # noqa: E731
+        out_dir = Path(args.out or f"validation/results/{gpu_id or 'gpu'}")
+    name = "points" if args.points_file else args.suite.replace(",", "_")
+    results = ResultsFile(out_dir / f"{name}.jsonl")
+    results.append(env)
+    if idle:
+        results.append({"record": "idle", **idle, "note": "board power over >= 3 s of counter periods"})
+    bench = Workbench(device, args.weights)
+    written = run_campaign(points, results, counter, bench, gpu_id, snapshot, repeats, min_periods,
+                           idle if args.subtract_idle else None, progress=sys.stderr.isatty() or True)
+    all_points = [r for r in results.records() if r.get("record") == "point"]
+    print_summary(all_points)
+    failed = sum(r["status"] != "ok" for r in written)
+    print(f"{len(written)} points measured this run ({failed} failed), {len(all_points)} in {results.path}")
+    return 0

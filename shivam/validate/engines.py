@@ -1,0 +1,300 @@
+"""The engines that run a Point on a device (torch is imported here and only here).
+
+graph: a decoder built from the same ModelSpec the simulator uses, with a static KV cache; each forward step
+       (n new tokens at context c) is captured once in a CUDA graph and replayed. On the CPU it runs eagerly, so its
+       logic is tested without a GPU.
+hf:    transformers' generate(), eager, with a DynamicCache, as the paper ran it; assisted generation for
+       speculative decoding when a draft is given.
+Weights are random (energy depends on shapes, not values) unless a local safetensors checkpoint is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shivam.errors import ShivamError
+from shivam.modelspec import ModelSpec, resolve_model
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Fp8Linear:
+    """fp8 (e4m3) weights and activations through torch._scaled_mm, per-tensor scales of 1 (random data stays in
+    range): the arithmetic and bytes of an fp8 matmul, which is what energy depends on."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.w = weight.to(torch.float8_e4m3fn)  # [out, in]; .t() gives the column-major operand _scaled_mm wants
+        self.one = torch.ones((), device=weight.device, dtype=torch.float32)
+
+    def __call__(self, x: torch.Tensor, bias=None) -> torch.Tensor:
+        shape = x.shape
+        x8 = x.reshape(-1, shape[-1]).to(torch.float8_e4m3fn)
+        pad = (-x8.shape[0]) % 16  # cuBLASLt fp8 wants rows in multiples of 16
+        if pad:
+            x8 = torch.cat([x8, x8.new_zeros(pad, x8.shape[1])])
+        y = torch._scaled_mm(x8, self.w.t(), scale_a=self.one, scale_b=self.one, out_dtype=torch.bfloat16)
+        y = y[: x8.shape[0] - pad].reshape(*shape[:-1], -1)
+        return y + bias if bias is not None else y
+
+
+class Decoder:
+    """A transformer decoder with a static KV cache, shaped by a ModelSpec (dense families; MoE is not built)."""
+
+    def __init__(self, spec: ModelSpec, batch: int, max_context: int, weights_dtype: str = "bf16",
+                 kv_dtype: str = "bf16", device: str | torch.device = "cuda", seed: int = 0):
+        if spec.experts > 1:
+            raise ShivamError(f"{spec.name}: the graph engine does not build mixture-of-experts models")
+        self.spec, self.batch, self.max_context = spec, batch, max_context
+        self.device = torch.device(device)
+        self.fp8 = weights_dtype == "fp8"
+        if not self.fp8 and weights_dtype not in TORCH_DTYPES:
+            raise ShivamError(f"the graph engine runs fp32, fp16, bf16 or fp8 weights, not {weights_dtype}")
+        self.dtype = torch.bfloat16 if self.fp8 else TORCH_DTYPES[weights_dtype]
+        if self.device.type == "cpu":
+            self.dtype = torch.float32  # CPU runs check logic, not speed
+        kv_torch = TORCH_DTYPES.get(kv_dtype, self.dtype) if self.device.type != "cpu" else torch.float32
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        s = spec
+
+        def w(*shape, scale=0.02):
+            # random normal weights (never zeros: zeros can run faster than real data)
+            return (torch.randn(*shape, generator=gen, device=self.device, dtype=torch.float32) * scale).to(self.dtype)
+
+        def lin(d_in, d_out, bias):
+            weight = w(d_out, d_in)
+            return (Fp8Linear(weight) if self.fp8 else weight), (w(d_out) if bias else None)
+
+        self.embed = w(s.vocab, s.embed_dim)
+        self.lm_head = self.embed if s.tied_embeddings else w(s.vocab, s.embed_dim)
+        self.positions = w(s.learned_positions, s.hidden) if s.learned_positions else None
+        self.proj = [w(l.d_out, l.d_in) for l in s.embedding_linears()]
+        self.layers = []
+        for _ in range(s.layers):
+            layer = {"n1": self._norm_params(w), "n2": self._norm_params(w)}
+            for l in s.attention_linears() + s.expert_linears():
+                layer[l.name] = lin(l.d_in, l.d_out, l.bias)
+            self.layers.append(layer)
+        self.final_norm = self._norm_params(w) if s.final_norm else None
+        cache_shape = (s.layers, batch, s.kv_heads, max_context, s.head_dim)
+        self.k_cache = torch.zeros(cache_shape, device=self.device, dtype=kv_torch)
+        self.v_cache = torch.zeros(cache_shape, device=self.device, dtype=kv_torch)
+        if not s.learned_positions:
+            inv = 1.0 / (10000 ** (torch.arange(0, s.head_dim, 2, device=self.device, dtype=torch.float32) / s.head_dim))
+            ang = torch.arange(max_context, device=self.device, dtype=torch.float32)[:, None] * inv[None, :]
+            ang = torch.cat([ang, ang], dim=-1)
+            self.cos, self.sin = ang.cos().to(self.dtype), ang.sin().to(self.dtype)
+        self._graphs: dict = {}
+
+    def _norm_params(self, w):
+        ones = torch.ones(self.spec.hidden, device=self.device, dtype=self.dtype) + w(self.spec.hidden, scale=0.01)
+        return (ones, w(self.spec.hidden)) if self.spec.norm == "layernorm" else (ones, None)
+
+    def _norm(self, x, params):
+        weight, bias = params
+        if self.spec.norm == "layernorm":
+            return F.layer_norm(x, (x.shape[-1],), weight, bias)
+        return F.rms_norm(x, (x.shape[-1],), weight, eps=1e-5)
+
+    @staticmethod
+    def _linear(x, wb):
+        weight, bias = wb
+        return weight(x, bias) if isinstance(weight, Fp8Linear) else F.linear(x, weight, bias)
+
+    def _rope(self, x, c, n):
+        cos, sin = self.cos[c:c + n][None, None], self.sin[c:c + n][None, None]
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    def forward(self, tokens: torch.Tensor, c: int) -> torch.Tensor:
+        """tokens [batch, n] at positions c..c+n-1; returns greedy next tokens [batch, n]. c is a Python int, so each
+        (n, c) is a static shape: attention reads exactly c+n cached positions, as the workload counts."""
+        s, (b, n) = self.spec, tokens.shape
+        x = F.embedding(tokens, self.embed)
+        if self.proj:
+            x = F.linear(x, self.proj[0])
+        if self.positions is not None:
+            x = x + self.positions[c + 2 if s.family == "opt" else c:][:n][None]
+        mask = None
+        if n > 1:
+            mask = torch.ones(n, c + n, dtype=torch.bool, device=self.device).tril(diagonal=c)
+        for i, layer in enumerate(self.layers):
+            h = self._norm(x, layer["n1"])
+            q = self._linear(h, layer["q_proj"]).view(b, n, s.heads, s.head_dim).transpose(1, 2)
+            k = self._linear(h, layer["k_proj"]).view(b, n, s.kv_heads, s.head_dim).transpose(1, 2)
+            v = self._linear(h, layer["v_proj"]).view(b, n, s.kv_heads, s.head_dim).transpose(1, 2)
+            if self.positions is None:
+                q, k = self._rope(q, c, n), self._rope(k, c, n)
+            self.k_cache[i, :, :, c:c + n] = k
+            self.v_cache[i, :, :, c:c + n] = v
+            keys = self.k_cache[i, :, :, :c + n].to(q.dtype)
+            values = self.v_cache[i, :, :, :c + n].to(q.dtype)
+            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=s.kv_heads != s.heads)
+            x = x + self._linear(att.transpose(1, 2).reshape(b, n, s.heads * s.head_dim), layer["o_proj"])
+            h = self._norm(x, layer["n2"])
+            if s.gated_mlp:
+                h = F.silu(self._linear(h, layer["gate_proj"])) * self._linear(h, layer["up_proj"])
+                x = x + self._linear(h, layer["down_proj"])
+            else:
+                x = x + self._linear(F.relu(self._linear(h, layer["fc1"])), layer["fc2"])
+        if self.final_norm is not None:
+            x = self._norm(x, self.final_norm)
+        if len(self.proj) > 1:
+            x = F.linear(x, self.proj[1])
+        return F.linear(x, self.lm_head).float().argmax(dim=-1)
+
+    def step_fn(self, tokens: torch.Tensor, c: int, out: torch.Tensor | None = None, out_vocab: int | None = None):
+        """A function that runs forward(tokens, c) and writes the last token into `out` (for chaining draft steps),
+        replayed from a CUDA graph on a GPU. `out_vocab` folds tokens into a smaller vocabulary: a draft with another
+        tokenizer (OPT-125M for Mistral-7B, as in the paper) must hand the target ids it can embed."""
+        def run():
+            result = self.forward(tokens, c)
+            if out is not None:
+                last = result[:, -1:]
+                out.copy_(last.remainder(out_vocab) if out_vocab else last)
+            return result
+
+        if self.device.type != "cuda":
+            return run
+        key = (tokens.data_ptr(), tokens.shape, c, None if out is None else out.data_ptr())
+        if key not in self._graphs:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    run()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                result = run()
+            self._graphs[key] = (graph, result)
+        graph, result = self._graphs[key]
+
+        def replay():
+            graph.replay()
+            return result
+
+        return replay
+
+
+def step_call(dec: Decoder, n: int, c: int, seed: int = 0):
+    """One forward of n tokens at context c, then the host reads the tokens back (as a decoding loop must)."""
+    if c + n > dec.max_context:
+        raise ShivamError(f"context {c} + {n} exceeds the decoder's cache of {dec.max_context}")
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    tokens = torch.randint(0, dec.spec.vocab, (dec.batch, n), generator=g).to(dec.device)
+    fn = dec.step_fn(tokens, c)
+
+    def call() -> float:
+        fn().cpu()
+        return float(dec.batch * n)
+
+    return call
+
+
+def spec_call(target: Decoder, draft: Decoder, k: int, alpha: float, c: int, seed: int = 0):
+    """One speculative iteration at context c: k chained draft steps (each feeds its token to the next), one verify
+    step of k+1 tokens, one host readback; the accepted count per sequence is drawn from alpha (seeded), since random
+    weights give no meaningful acceptance. Returns the tokens produced (accepted + 1 per sequence)."""
+    b = target.batch
+    vocab = min(target.spec.vocab, draft.spec.vocab)
+    buf = torch.randint(0, vocab, (b, k + 1), device=target.device)
+    drafts = [draft.step_fn(buf[:, i:i + 1], c + i, out=buf[:, i + 1:i + 2], out_vocab=vocab) for i in range(k)]
+    verify = target.step_fn(buf, c)
+    rng = np.random.default_rng(seed)
+
+    def call() -> float:
+        for d in drafts:
+            d()
+        verify().cpu()
+        accepted = np.zeros(b, dtype=int)
+        alive = np.ones(b, dtype=bool)
+        for _ in range(k):  # each position accepted with probability alpha, given all earlier ones were
+            alive &= rng.random(b) < alpha
+            accepted += alive
+        return float((accepted + 1).sum())
+
+    return call
+
+
+def stage1_call(n: int, tokens: int, reuse: int, reload: bool, dtype: str, device):
+    """The paper's stage I: weights created on the host (pageable memory, as the paper did) and copied to the device
+    before every GEMM (reload) or once (reuse), then `reuse` GEMMs."""
+    dt = TORCH_DTYPES[dtype] if torch.device(device).type == "cuda" else torch.float32
+    host_w = (torch.randn(n, n) * 0.02).to(dt)
+    x = (torch.randn(tokens, n, device=device) * 0.02).to(dt)
+    dev = torch.device(device)
+
+    def call() -> float:
+        w = host_w.to(dev)
+        for i in range(reuse):
+            if reload and i:
+                w = host_w.to(dev)
+            y = x @ w
+        sync(dev)
+        return 0.0
+
+    return call
+
+
+# --- transformers --------------------------------------------------------------------------------------------------
+def hf_model(ref: str, dtype: str, device, weights: str | None = None):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dt = TORCH_DTYPES[dtype] if torch.device(device).type == "cuda" else torch.float32
+    if weights:
+        path = Path(weights)
+        if not list(path.glob("*.safetensors")):
+            raise ShivamError(f"--weights {weights}: no *.safetensors files there; only safetensors checkpoints are loaded")
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dt, use_safetensors=True, trust_remote_code=False,
+                                                    local_files_only=True).to(device).eval()
+    _, cfg, _ = resolve_model(ref)
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    config = AutoConfig.for_model(**cfg)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dt)
+    return model.eval()
+
+
+def generate_call(model, prompt: int, gen: int, batch: int, draft_model=None, k: int = 0, seed: int = 0):
+    """transformers generate() of exactly `gen` new tokens (greedy; assisted when a draft is given). Counts the target's
+    forward calls, so tokens per iteration = gen / (calls - 1) is measured, not assumed."""
+    device = next(model.parameters()).device
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    vocab = model.config.vocab_size if draft_model is None else min(model.config.vocab_size, draft_model.config.vocab_size)
+    ids = torch.randint(3, vocab, (batch, prompt), generator=g).to(device)
+    if not hasattr(model, "_shivam_forwards"):
+        model._shivam_forwards = {"n": 0}
+        model.register_forward_hook(lambda *a: model._shivam_forwards.__setitem__("n", model._shivam_forwards["n"] + 1))
+    calls = model._shivam_forwards
+    from transformers import GenerationConfig
+
+    settings = dict(max_new_tokens=gen, min_new_tokens=gen, do_sample=False, pad_token_id=0, eos_token_id=None)
+    if draft_model is not None:
+        settings.update(num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
+                        assistant_confidence_threshold=0.0)
+    kwargs = dict(generation_config=GenerationConfig(**settings), attention_mask=torch.ones_like(ids))
+    if draft_model is not None:
+        kwargs["assistant_model"] = draft_model
+    stats = {"iterations": 0, "calls": 0}
+
+    def call() -> float:
+        before = calls["n"]
+        with torch.inference_mode():
+            out = model.generate(ids, **kwargs)
+        sync(device)
+        stats["iterations"] += calls["n"] - before - 1  # the first forward is the prefill
+        stats["calls"] += 1
+        return float(batch * (out.shape[1] - prompt))
+
+    call.stats = stats
+    return call

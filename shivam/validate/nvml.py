@@ -1,0 +1,106 @@
+"""NVML access (nvidia-ml-py): the energy counter, memory-domain power, and the environment of each window."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import socket
+from importlib import metadata
+
+from shivam.errors import ShivamError
+from shivam.validate.meter import EnergyCounter, PolledEnergy
+
+
+def _nvml():
+    try:
+        import pynvml
+    except ImportError:
+        raise ShivamError("nvidia-ml-py is not installed; install the validator extra: pip install 'shivam[validate]'") from None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        raise ShivamError(f"no NVIDIA GPU found (NVML: {exc}); run `shivam validate` on a machine with one") from None
+    return pynvml
+
+
+def handle(index: int = 0):
+    nv = _nvml()
+    if index >= nv.nvmlDeviceGetCount():
+        raise ShivamError(f"GPU index {index} does not exist; this machine has {nv.nvmlDeviceGetCount()}")
+    return nv, nv.nvmlDeviceGetHandleByIndex(index)
+
+
+def memory_power_reader(nv, h):
+    """Hopper reports memory-domain power through field values with a power scope; None where it is absent."""
+    field = getattr(nv, "NVML_FI_DEV_POWER_INSTANT", None)
+    scope = getattr(nv, "NVML_POWER_SCOPE_MEMORY", 2)
+    if field is None:
+        return None
+
+    def read():
+        try:
+            values = nv.nvmlDeviceGetFieldValues(h, [(field, scope)])
+            v = values[0]
+            if v.nvmlReturn != 0:
+                return None
+            return float(v.value.uiVal) / 1000.0  # mW
+        except Exception:  # noqa: BLE001 - an absent field is not an error, only a missing reading
+            return None
+
+    return read if read() is not None else None
+
+
+def counter(index: int, sync) -> EnergyCounter:
+    nv, h = handle(index)
+    try:
+        nv.nvmlDeviceGetTotalEnergyConsumption(h)
+        read_mj = lambda: float(nv.nvmlDeviceGetTotalEnergyConsumption(h))  # noqa: E731
+        period = 0.1
+    except nv.NVMLError:  # no counter on this GPU: integrate polled instantaneous power instead
+        poller = PolledEnergy(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0)
+        read_mj, period = poller.read_mj, 0.02
+    return EnergyCounter(read_mj=read_mj, sync=sync, period_s=period, memory_power_w=memory_power_reader(nv, h))
+
+
+def _try(f, *a):
+    try:
+        return f(*a)
+    except Exception:  # noqa: BLE001 - environment fields are best-effort; a missing one is recorded as None
+        return None
+
+
+def snapshot(index: int) -> dict:
+    """Clocks, temperature, power and throttle state now: recorded with every measurement."""
+    nv, h = handle(index)
+    reasons = _try(getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", nv.nvmlDeviceGetCurrentClocksThrottleReasons), h)
+    return {"sm_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
+            "mem_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),
+            "temperature_c": _try(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
+            "power_w": (_try(nv.nvmlDeviceGetPowerUsage, h) or 0) / 1000.0,
+            "throttle_reasons": reasons}
+
+
+def environment(index: int, command: str) -> dict:
+    nv, h = handle(index)
+    versions = {}
+    for pkg in ("shivam", "torch", "transformers", "nvidia-ml-py", "numpy", "codecarbon"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        import torch
+
+        versions["cuda"] = torch.version.cuda
+    except ImportError:
+        pass
+    name = nv.nvmlDeviceGetName(h)
+    return {"record": "environment", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "command": command, "host": socket.gethostname(), "python": platform.python_version(),
+            "gpu": name.decode() if isinstance(name, bytes) else name,
+            "driver": _try(nv.nvmlSystemGetDriverVersion),
+            "max_sm_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM),
+            "max_mem_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_MEM),
+            "power_limit_w": (_try(nv.nvmlDeviceGetPowerManagementLimit, h) or 0) / 1000.0,
+            "memory_total_bytes": _try(lambda: nv.nvmlDeviceGetMemoryInfo(h).total),
+            "versions": versions, **{f"start_{k}": v for k, v in snapshot(index).items()}}

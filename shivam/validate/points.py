@@ -1,0 +1,102 @@
+"""Measurement points: the one workload definition that both the validator runs and the simulator predicts.
+
+A Point names a workload (a forward step, a speculative iteration, a transformers generate() call, a stage-I
+reload/reuse sequence) with every shape that matters. `predict_point` costs it with shivam's model; the engines in
+shivam.validate.engines build and run the same thing on a GPU. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from shivam.hardware import Params
+from shivam.modelspec import load_model
+from shivam.predict import Scenario
+from shivam.roofline import host_wait, step_cost
+from shivam.speculative import tokens_per_iteration
+from shivam.workload import Dtypes, host_to_device_gemm_ops, step_ops
+
+
+class Point(BaseModel, frozen=True):
+    suite: str
+    engine: Literal["graph", "hf"] = "graph"
+    kind: Literal["step", "spec", "generate", "stage1"]
+    model: str | None = None
+    draft: str | None = None
+    batch: int = 1
+    new_tokens: int = 1  # step: tokens per sequence in the forward (1 decode/draft, k+1 verify)
+    context: int = 512  # step/spec: tokens already in the KV cache
+    k: int = 0
+    alpha: float | None = None
+    prompt: int = 0  # generate
+    gen: int = 0  # generate
+    weights_dtype: str = "bf16"
+    act_dtype: str | None = None
+    kv_dtype: str = "bf16"
+    size: int = 0  # stage1: n of the n x n weights
+    tokens: int = 0  # stage1: activation rows
+    reuse: int = 0  # stage1
+    reload: bool = False  # stage1
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        """Stable identity for resuming: the same point always has the same id."""
+        blob = json.dumps(self.model_dump(), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+    @property
+    def dtypes(self) -> Dtypes:
+        return Dtypes.of(self.weights_dtype, self.act_dtype, self.kv_dtype)
+
+    def label(self) -> str:
+        if self.kind == "step":
+            return f"{self.model} step n={self.new_tokens} b={self.batch} c={self.context}"
+        if self.kind == "spec":
+            return f"{self.model}+{self.draft} k={self.k} a={self.alpha} c={self.context}"
+        if self.kind == "generate":
+            return f"hf generate {self.model}{'+' + self.draft if self.draft else ''} {self.prompt}+{self.gen}"
+        return f"stage1 {'reload' if self.reload else 'reuse'} r={self.reuse} n={self.size}"
+
+
+def scenario(point: Point, params: Params) -> Scenario:
+    return Scenario(target=load_model(point.model), params=params, dtypes=point.dtypes,
+                    draft=load_model(point.draft) if point.draft else None, batch=point.batch,
+                    prompt=point.prompt or point.context, gen=max(point.gen, 1))
+
+
+def predict_point(point: Point, params: Params) -> dict:
+    """Predicted time and energy of one measured call of this point, and the tokens it yields.
+
+    The same calls the engines time: a step is one forward + host readback; a spec call is one iteration
+    (k draft steps, verify of k+1, sync); a generate call is prefill + gen-1 decode steps; stage1 is the whole
+    reload or reuse sequence."""
+    if point.kind == "stage1":
+        dt = point.dtypes
+        copy_gemm = step_cost(host_to_device_gemm_ops(point.size, point.tokens, dt, True), params, dt.compute, 0)
+        gemm = step_cost(host_to_device_gemm_ops(point.size, point.tokens, dt, False), params, dt.compute, 0)
+        total = copy_gemm.scaled(point.reuse) if point.reload else (copy_gemm + gemm.scaled(point.reuse - 1))
+        return {"time_s": float(total.time_s), "energy_j": float(total.energy_j), "tokens": 0.0, "bound": gemm.bound}
+    scn = scenario(point, params)
+    if point.kind == "step":
+        c = scn.verify_step(point.new_tokens - 1, point.context)
+        return {"time_s": float(c.time_s), "energy_j": float(c.energy_j), "tokens": float(point.batch * point.new_tokens),
+                "bound": c.bound}
+    if point.kind == "spec":
+        draft, verify, sync = scn.iteration(point.k, point.context)
+        total = draft + verify + sync
+        tau = float(tokens_per_iteration(point.alpha, point.k))
+        return {"time_s": float(total.time_s), "energy_j": float(total.energy_j), "tokens": point.batch * tau,
+                "bound": verify.bound}
+    # generate: prefill of the prompt, then gen-1 decode steps at contexts prompt .. prompt+gen-2, each synced
+    prefill = step_cost(step_ops(scn.target, point.batch, point.prompt, 0, scn.dtypes), params, scn.dtypes.compute)
+    ctx = point.prompt + np.arange(point.gen - 1)
+    decode = scn.verify_step(0, ctx) + host_wait(params, params.per_iteration_s + 0.0 * ctx)
+    return {"time_s": float(prefill.time_s + decode.time_s.sum()),
+            "energy_j": float(prefill.energy_j + decode.energy_j.sum()), "tokens": float(point.batch * point.gen),
+            "bound": scn.verify_step(0, point.prompt).bound}

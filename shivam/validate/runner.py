@@ -1,0 +1,195 @@
+"""A measurement campaign: run a suite's points, append one JSON record per point, resume where it stopped.
+
+Results file (JSONL, append-only): an "environment" record at each start, "idle" records, then one "point" record
+per point (status "ok" or "failed"), each flushed and fsynced as soon as it is complete. On restart, every point whose
+id is already recorded is skipped, so an interrupted campaign completes with every point recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from shivam.errors import ShivamError
+from shivam.hardware import load_gpu, make_params
+from shivam.validate.points import Point, predict_point
+
+
+class ResultsFile:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+
+    def _repair(self):
+        """Drop a half-written last line (a kill during a write) so the next append starts on a fresh line."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def records(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            if line.strip():
+                out.append(json.loads(line))
+        return out
+
+    def done_ids(self) -> set[str]:
+        return {r["id"] for r in self.records() if r.get("record") == "point"}
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class Workbench:
+    """Builds engines for points and keeps the expensive ones (decoders with their weights) between points."""
+
+    def __init__(self, device: str, weights: str | None = None):
+        from shivam.validate import engines
+
+        self.engines, self.device, self.weights = engines, device, weights
+        self._decoders: dict = {}
+        self._hf: dict = {}
+
+    def decoder(self, model: str, batch: int, need_context: int, p: Point):
+        from shivam.modelspec import load_model
+
+        key = (model, batch, p.weights_dtype, p.kv_dtype)
+        dec = self._decoders.get(key)
+        if dec is None or dec.max_context < need_context:
+            self.release()
+            dec = self.engines.Decoder(load_model(model), batch, max(need_context, 1024), p.weights_dtype,
+                                       p.kv_dtype, self.device, p.seed)
+            self._decoders[key] = dec
+        return dec
+
+    def release(self):
+        self._decoders.clear()
+        self._hf.clear()
+        import gc
+
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            try:
+                torch.cuda.empty_cache()
+            except Exception as exc:  # noqa: BLE001 - a device-side assert kills the CUDA context for good
+                raise ShivamError(f"the CUDA context was lost ({str(exc).splitlines()[0]}); the results so far are "
+                                  f"saved: run the same command again to resume") from None
+
+    def call_for(self, p: Point):
+        e = self.engines
+        if p.kind == "stage1":
+            return e.stage1_call(p.size, p.tokens, p.reuse, p.reload, p.weights_dtype, self.device)
+        if p.kind == "generate":
+            key = (p.model, p.weights_dtype)
+            if key not in self._hf:
+                self.release()
+                self._hf[key] = e.hf_model(p.model, p.weights_dtype, self.device, self.weights)
+            draft = e.hf_model(p.draft, p.weights_dtype, self.device) if p.draft else None
+            return e.generate_call(self._hf[key], p.prompt, p.gen, p.batch, draft, p.k, p.seed)
+        if p.kind == "step":
+            dec = self.decoder(p.model, p.batch, p.context + p.new_tokens, p)
+            return e.step_call(dec, p.new_tokens, p.context, p.seed)
+        # spec: the target and the draft are both resident
+        target = self.decoder(p.model, p.batch, p.context + p.k + 1, p)
+        key = (p.draft, p.batch, p.weights_dtype, p.kv_dtype)
+        if key not in self._decoders:
+            from shivam.modelspec import load_model
+
+            self._decoders[key] = e.Decoder(load_model(p.draft), p.batch, max(p.context + p.k + 1, 1024),
+                                            p.weights_dtype, p.kv_dtype, self.device, p.seed + 1)
+        return e.spec_call(target, self._decoders[key], p.k, p.alpha, p.context, p.seed)
+
+
+def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Workbench, gpu_id: str | None,
+                 snapshot=lambda: {}, repeats: int = 3, min_periods: int = 20, idle_w: dict | None = None,
+                 progress: bool = True) -> list[dict]:
+    """Measure every point not yet in `results`; returns the records written this run."""
+    from shivam.validate.meter import measure
+
+    done = results.done_ids()
+    todo = [p for p in points if p.id not in done]
+    params = {eng: make_params(load_gpu(gpu_id), eng) for eng in ("graph", "hf")} if gpu_id else None
+    written = []
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                       TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        bar.start()
+        task = bar.add_task("measuring", total=len(points), completed=len(points) - len(todo))
+    try:
+        for p in todo:
+            if bar:
+                bar.update(task, description=p.label()[:48])
+            record = {"record": "point", "id": p.id, "point": p.model_dump(), "label": p.label(),
+                      "started": time.time(), "before": snapshot()}
+            try:
+                call = bench.call_for(p)
+                m = measure(counter, call, repeats=repeats, min_periods=min_periods)
+                record.update(status="ok", measured=m.summary(), after=snapshot())
+                stats = getattr(call, "stats", None)
+                if stats and stats["calls"]:
+                    record["measured"]["iterations_per_call"] = stats["iterations"] / stats["calls"]
+                if idle_w:
+                    s = record["measured"]
+                    s["energy_per_call_above_idle_j"] = s["energy_per_call_j"] - idle_w["with_context_w"] * s["time_per_call_s"]
+            except ShivamError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failing point (OOM, say) is recorded and the campaign goes on
+                record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                              traceback=traceback.format_exc(limit=3)[-2000:])
+                bench.release()
+            if params:
+                try:
+                    record["predicted"] = predict_point(p, params[p.engine])
+                except ShivamError as exc:
+                    record["predicted"] = {"error": str(exc)}
+            record["ended"] = time.time()
+            results.append(record)
+            written.append(record)
+            if bar:
+                bar.advance(task)
+    finally:
+        if bar:
+            bar.stop()
+    return written
+
+
+def summary_rows(records: list[dict]) -> list[list[str]]:
+    rows = []
+    for r in records:
+        if r.get("record") != "point":
+            continue
+        if r["status"] != "ok":
+            rows.append([r["label"], "FAILED", r.get("error", "")[:40], "", "", "", ""])
+            continue
+        m, pr = r["measured"], r.get("predicted") or {}
+        err = ""
+        if "energy_j" in pr:
+            err = f"{100 * (pr['energy_j'] / m['energy_per_call_j'] - 1):+.1f} %"
+        rows.append([r["label"], f"{1e3 * m['time_per_call_s']:.3f}", f"{m['energy_per_call_j']:.4f}",
+                     f"{100 * m['energy_spread']:.1f} %", f"{m['power_w']:.0f}",
+                     f"{pr['energy_j']:.4f}" if "energy_j" in pr else "-", err])
+    return rows
+
+
+def print_summary(records: list[dict], file=sys.stdout) -> None:
+    from shivam.render import table
+
+    table("Measured (median of windows) vs predicted with datasheet estimates",
+          ["point", "ms/call", "J/call", "spread", "W", "predicted J/call", "pred. error"], summary_rows(records))

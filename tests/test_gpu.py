@@ -1,0 +1,61 @@
+"""Tests that need a CUDA GPU with NVML (marked gpu; skipped on CPU; run on the device machine)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.gpu
+
+
+def test_graph_replay_equals_eager_forward():
+    import torch
+
+    from shivam.modelspec import load_model
+    from shivam.validate.engines import Decoder
+
+    dec = Decoder(load_model(str(ROOT / "tests/data/tiny-llama.json")), 2, 256, device="cuda", seed=3)
+    tokens = torch.randint(0, 256, (2, 5), device="cuda")
+    eager = dec.forward(tokens, 40)
+    replay = dec.step_fn(tokens, 40)
+    assert torch.equal(replay(), eager)
+    tokens.copy_(torch.randint(0, 256, (2, 5), device="cuda"))  # the graph reads its input buffer afresh
+    assert torch.equal(replay(), dec.forward(tokens, 40))
+
+
+def test_nvml_window_reads_real_energy():
+    import torch
+
+    from shivam.validate import nvml
+    from shivam.validate.meter import measure
+
+    counter = nvml.counter(0, torch.cuda.synchronize)
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+
+    def call():
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
+        return 0.0
+
+    m = measure(counter, call, repeats=2, min_periods=10).summary()
+    assert all(s >= 10 for s in m["counter_steps"])
+    assert 50 < m["power_w"] < 1000  # a busy board draws between idle and its power limit
+
+
+def test_validate_cli_on_gpu(tmp_path):
+    pts = tmp_path / "p.json"
+    pts.write_text(json.dumps([{"suite": "t", "kind": "step", "model": str(ROOT / "tests/data/tiny-llama.json")}]))
+    res = subprocess.run([sys.executable, "-m", "shivam", "validate", "--points-file", str(pts), "--out",
+                          str(tmp_path), "--repeats", "2", "--min-periods", "5"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(l) for l in (tmp_path / "points.jsonl").read_text().splitlines()]
+    env = [r for r in recs if r["record"] == "environment"][0]
+    assert env["driver"] and "H" in env["gpu"] or env["gpu"]
+    idle = [r for r in recs if r["record"] == "idle"][0]
+    assert idle["with_context_w"] > 0 and idle["no_context_w"] > 0
+    point = [r for r in recs if r["record"] == "point"][0]
+    assert point["status"] == "ok" and point["measured"]["energy_per_call_j"] > 0
