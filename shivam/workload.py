@@ -65,15 +65,16 @@ class Dtypes:
 
 def _matmul(name: str, linears: list[Linear], tokens, dt: Dtypes, repeat: int, weight_copies=1.0,
             tokens_per_weight=None) -> OpCost:
-    """A (fused) linear layer applied to `tokens` rows. Weight bytes are read once per step (a GEMM streams its
-    weights once whatever the token count); `weight_copies` scales them for MoE (distinct experts touched)."""
+    """Linear layers sharing an input (q/k/v, gate/up), fused into one GEMM, applied to `tokens` rows. Weight bytes
+    are read once per step (a GEMM streams its weights once whatever the token count); `weight_copies` scales them
+    for MoE (distinct experts touched)."""
     macs_per_token = sum(l.d_in * l.d_out for l in linears)
     rows = tokens if tokens_per_weight is None else tokens_per_weight
     flops = 2 * rows * macs_per_token + rows * sum(l.d_out for l in linears if l.bias)
     w_bytes = weight_copies * sum(l.params for l in linears) * nbytes(dt.weights)
     a = nbytes(dt.activations)
     act = rows * a * (sum(l.d_in for l in linears[:1]) + sum(l.d_out for l in linears))
-    return OpCost(name, "matmul", flops, w_bytes, 0.0, 0.0, act, len(linears), repeat)
+    return OpCost(name, "matmul", flops, w_bytes, 0.0, 0.0, act, 1, repeat)  # fused: one launch
 
 
 def _elementwise(name: str, tokens, width: int, dt: Dtypes, repeat: int, flops_per_element: float,

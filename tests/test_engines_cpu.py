@@ -1,0 +1,70 @@
+"""The validator's engines on the CPU with tiny configs: their logic, not their speed."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import ROOT  # noqa: E402
+from shivam.modelspec import load_model  # noqa: E402
+from shivam.validate.engines import Decoder, spec_call, step_call, stage1_call  # noqa: E402
+
+TINY_LLAMA = str(ROOT / "tests/data/tiny-llama.json")
+TINY_OPT = str(ROOT / "tests/data/tiny-opt.json")
+
+
+def _logits_path(dec, tokens, c):
+    return dec.forward(tokens, c)
+
+
+@pytest.mark.parametrize("cfg", [TINY_LLAMA, TINY_OPT])
+def test_kv_cache_one_at_a_time_equals_all_at_once(cfg):
+    # a verify step of n tokens must see exactly what n decode steps see: same cache, positions and causal mask
+    torch.manual_seed(0)
+    dec = Decoder(load_model(cfg), 2, 64, device="cpu", seed=1)
+    prompt = torch.randint(0, 200, (2, 6))
+    dec.forward(prompt, 0)
+    new = torch.randint(0, 200, (2, 4))
+    together = dec.forward(new, 6)
+    one_by_one = torch.cat([dec.forward(new[:, i:i + 1], 6 + i) for i in range(4)], dim=1)
+    assert torch.equal(together, one_by_one)
+
+
+def test_step_call_counts_tokens():
+    dec = Decoder(load_model(TINY_LLAMA), 3, 64, device="cpu")
+    assert step_call(dec, 5, 10)() == 15
+
+
+def test_spec_loop_yields_tau_tokens_on_average():
+    # drawn acceptance must reproduce (1 - a^(k+1)) / (1 - a) per sequence: a=0.7, k=3 -> 2.533
+    target = Decoder(load_model(TINY_LLAMA), 4, 64, device="cpu")
+    draft = Decoder(load_model(TINY_OPT), 4, 64, device="cpu")  # another vocabulary (300 vs 256), folded
+    call = spec_call(target, draft, 3, 0.7, 20, seed=5)
+    mean = np.mean([call() for _ in range(400)]) / 4
+    assert mean == pytest.approx((1 - 0.7 ** 4) / 0.3, rel=0.04)
+
+
+def test_spec_loop_alpha_extremes():
+    target = Decoder(load_model(TINY_LLAMA), 2, 64, device="cpu")
+    draft = Decoder(load_model(TINY_LLAMA), 2, 64, device="cpu")
+    assert spec_call(target, draft, 4, 1.0, 10)() == 2 * 5
+    assert spec_call(target, draft, 4, 0.0, 10)() == 2 * 1
+
+
+def test_context_beyond_cache_is_refused():
+    from shivam.errors import ShivamError
+
+    dec = Decoder(load_model(TINY_LLAMA), 1, 32, device="cpu")
+    with pytest.raises(ShivamError, match="exceeds"):
+        step_call(dec, 4, 30)
+
+
+def test_stage1_runs_the_sequence():
+    assert stage1_call(32, 8, 3, True, "bf16", "cpu")() == 0.0
+
+
+def test_moe_is_refused_by_the_graph_engine():
+    from shivam.errors import ShivamError
+
+    with pytest.raises(ShivamError, match="mixture-of-experts"):
+        Decoder(load_model("mixtral-8x7b"), 1, 16, device="cpu")

@@ -1,0 +1,51 @@
+"""Where the graph engine's decode step spends its time: kernels launched, summed kernel time, replay time.
+
+Evidence for the gap between shivam's graph engine and the minimal decoder of h200-facts.md.
+Run on a GPU: python3 validation/profile_step.py [model] [context] > profile.json
+"""
+
+import json
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from shivam.modelspec import load_model
+from shivam.validate.engines import Decoder
+
+
+def main(model="mistral-7b", context=512):
+    spec = load_model(model)
+    dec = Decoder(spec, 1, context + 8, device="cuda")
+    tokens = torch.randint(0, spec.vocab, (1, 1), device="cuda")
+    for _ in range(3):
+        dec.forward(tokens, context)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        dec.forward(tokens, context)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_us = sum(e.device_time for e in kernels)
+    by_name = {}
+    for e in kernels:
+        by_name.setdefault(e.name[:60], [0, 0.0])
+        by_name[e.name[:60]][0] += 1
+        by_name[e.name[:60]][1] += e.device_time
+    replay = dec.step_fn(tokens, context)
+    for _ in range(5):
+        replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(100):
+        replay()
+    end.record()
+    torch.cuda.synchronize()
+    top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:15]
+    print(json.dumps({"model": model, "context": context, "kernels_per_step": len(kernels),
+                      "kernel_time_ms": busy_us / 1e3, "graph_replay_ms": start.elapsed_time(end) / 100,
+                      "top_kernels": [{"name": k, "count": c, "ms": t / 1e3} for k, (c, t) in top]}, indent=1))
+
+
+if __name__ == "__main__":
+    main(*(sys.argv[1:2] or ["mistral-7b"]), *(int(x) for x in sys.argv[2:3]))
