@@ -58,19 +58,19 @@ def validate(args) -> int:
     else:
         import torch
 
-        if not torch.cuda.is_available():
-            raise ShivamError("no CUDA GPU is visible; run `shivam validate` on a machine with an NVIDIA GPU")
         from shivam.validate import nvml
         from shivam.validate.meter import idle_power
 
         index = parse_positive_int(args.gpu_index, "--gpu-index", 0)
         device = f"cuda:{index}"
         gpu_sync = lambda: torch.cuda.synchronize(index)  # noqa: E731
-        counter = nvml.counter(index, gpu_sync)
+        counter = nvml.counter(index, gpu_sync)  # NVML needs no CUDA context; says so in one line if no GPU
         env = nvml.environment(index, command)
         gpu_id = gpu_id_for(env["gpu"])
-        # idle before this process holds a CUDA context (torch has not touched the device yet), then with one
+        # idle before this process touches CUDA at all, then with a context held
         idle = {"no_context_w": idle_power(counter, 3.0)}
+        if not torch.cuda.is_available():
+            raise ShivamError("NVML sees a GPU but torch has no CUDA; install a CUDA build of torch")
         torch.zeros(1, device=device)
         torch.cuda.synchronize(index)
         idle["with_context_w"] = idle_power(counter, 3.0)

@@ -13,6 +13,7 @@ The counter source is injected (`read_mj`, `clock`, `sync`), so the logic is tes
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import threading
@@ -171,6 +172,8 @@ class SimulatedCounter:
 def idle_power(counter: EnergyCounter, seconds: float = 3.0) -> float:
     """Board power while nothing runs, over edge-aligned counter periods."""
     periods = max(2, int(round(seconds / counter.period_s)))
+    # no device sync: synchronizing would create the CUDA context whose absence the first reading measures
+    counter = dataclasses.replace(counter, sync=lambda: None, memory_power_w=None)
     win = counter.window(lambda: (time.sleep(counter.period_s / 20), 0.0)[1], min_periods=periods, min_calls=1)
     return win.power_w
 

@@ -83,7 +83,7 @@ def snapshot(index: int) -> dict:
 def environment(index: int, command: str) -> dict:
     nv, h = handle(index)
     versions = {}
-    for pkg in ("shivam", "torch", "transformers", "nvidia-ml-py", "numpy", "codecarbon"):
+    for pkg in ("torch", "transformers", "nvidia-ml-py", "numpy", "codecarbon"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -94,6 +94,14 @@ def environment(index: int, command: str) -> dict:
         versions["cuda"] = torch.version.cuda
     except ImportError:
         pass
+    import hashlib
+    from pathlib import Path
+
+    import shivam
+
+    pkg = Path(shivam.__file__).parent
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(pkg.rglob("*.py")))).hexdigest()[:12]
+    versions["shivam"] = f"{shivam.__version__} (source sha1 {digest})"
     name = nv.nvmlDeviceGetName(h)
     return {"record": "environment", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "command": command, "host": socket.gethostname(), "python": platform.python_version(),
