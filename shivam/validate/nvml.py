@@ -59,7 +59,8 @@ def counter(index: int, sync) -> EnergyCounter:
     except nv.NVMLError:  # no counter on this GPU: integrate polled instantaneous power instead
         poller = PolledEnergy(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0)
         read_mj, period = poller.read_mj, 0.02
-    return EnergyCounter(read_mj=read_mj, sync=sync, period_s=period, memory_power_w=memory_power_reader(nv, h))
+    return EnergyCounter(read_mj=read_mj, sync=sync, period_s=period, memory_power_w=memory_power_reader(nv, h),
+                         threaded=True)
 
 
 def _try(f, *a):

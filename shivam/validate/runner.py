@@ -19,6 +19,10 @@ from shivam.hardware import load_gpu, make_params
 from shivam.validate.points import Point, predict_point
 
 
+class ContextLost(ShivamError):
+    """The CUDA context died (a device-side assert): nothing more can run in this process."""
+
+
 class ResultsFile:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -86,7 +90,7 @@ class Workbench:
             try:
                 torch.cuda.empty_cache()
             except Exception as exc:  # noqa: BLE001 - a device-side assert kills the CUDA context for good
-                raise ShivamError(f"the CUDA context was lost ({str(exc).splitlines()[0]}); the results so far are "
+                raise ContextLost(f"the CUDA context was lost ({str(exc).splitlines()[0]}); the results so far are "
                                   f"saved: run the same command again to resume") from None
 
     def call_for(self, p: Point):
@@ -148,7 +152,7 @@ def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Work
                 if idle_w:
                     s = record["measured"]
                     s["energy_per_call_above_idle_j"] = s["energy_per_call_j"] - idle_w["with_context_w"] * s["time_per_call_s"]
-            except ShivamError:
+            except ContextLost:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing point (OOM, say) is recorded and the campaign goes on
                 record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],

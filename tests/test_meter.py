@@ -1,0 +1,104 @@
+"""The measurement window on a simulated counter that steps every 100 ms, like NVML's."""
+
+import time
+
+import pytest
+
+from shivam.validate.meter import EnergyCounter, MeterError, Measurement, SimulatedCounter, Window, idle_power, measure
+
+
+class VirtualClock:
+    """Time that moves only when the workload runs (plus 1 us per reading, so polling loops progress)."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        self.t += 1e-6
+        return self.t
+
+    def work(self, seconds, tokens=1.0):
+        def call():
+            self.t += seconds
+            return tokens
+        return call
+
+
+@pytest.mark.parametrize("call_s", [0.007, 0.037, 0.0005])
+def test_inline_window_error_is_bounded_by_one_call_over_the_span(call_s):
+    # read between calls, the closing edge is seen up to one call late: relative error <= call / span
+    clock = VirtualClock()
+    counter = SimulatedCounter(clock, power_w=200.0, period_s=0.1).counter()
+    win = counter.window(clock.work(call_s), min_periods=20)
+    assert win.counter_span_s >= 2.0 and win.duration_s >= 2.0 - call_s
+    assert win.energy_j / win.calls == pytest.approx(200.0 * call_s, rel=call_s / 2.0 + 2e-6 / call_s)  # + the virtual 1 us per reading
+    assert win.duration_s / win.calls == pytest.approx(call_s, rel=1e-4 + 2e-6 / call_s)
+
+
+@pytest.mark.parametrize("call_s", [0.0007, 0.007, 0.023])
+def test_threaded_window_on_a_100ms_counter(call_s):
+    # the real set-up: the counter polled on a thread, steps every 100 ms, 20 periods per window
+    counter = SimulatedCounter(power_w=250.0, period_s=0.1).counter()
+    counter.threaded = True
+
+    def call():
+        time.sleep(call_s)
+        return 1.0
+
+    win = counter.window(call, min_periods=20)
+    assert win.counter_steps >= 20 and win.counter_span_s >= 1.99
+    assert win.power_w == pytest.approx(250.0, rel=0.005)  # edges timestamped within ~1 ms of 2 s
+    assert win.energy_j == pytest.approx(250.0 * win.duration_s, rel=0.005)
+
+
+def test_long_calls_still_need_min_calls():
+    clock = VirtualClock()
+    counter = SimulatedCounter(clock, power_w=100.0).counter()
+    win = counter.window(clock.work(0.3), min_periods=20, min_calls=20)
+    assert win.calls >= 20 and win.counter_span_s >= 5.9
+    assert win.energy_j / win.calls == pytest.approx(30.0, rel=1e-3)
+
+
+def test_power_trace_follows_a_power_change():
+    clock = VirtualClock()
+    counter = SimulatedCounter(clock, power_w=lambda t: 100.0 if t < 1.5 else 300.0).counter()
+    win = counter.window(clock.work(0.01), min_periods=30)
+    powers = [p for _, p in win.power_trace]
+    assert min(powers) == pytest.approx(100.0, rel=0.01) and max(powers) == pytest.approx(300.0, rel=0.01)
+
+
+def test_a_stuck_counter_is_refused():
+    clock = VirtualClock()
+    counter = EnergyCounter(read_mj=lambda: 5.0, clock=clock)
+    with pytest.raises(MeterError, match="did not change"):
+        counter.window(clock.work(0.01))
+
+
+def test_spread_and_tokens_by_hand():
+    wins = [Window(energy_j=e, duration_s=1.0, calls=10, counter_steps=20, counter_energy_j=e, counter_span_s=1.0,
+                   tokens=20.0) for e in (1.0, 1.02, 0.98)]
+    s = Measurement(wins).summary()
+    assert s["energy_per_call_j"] == pytest.approx(0.1)
+    assert s["energy_spread"] == pytest.approx(0.04 / 1.0)
+    assert s["energy_per_token_j"] == pytest.approx(3.0 / 60)
+
+
+def test_measure_runs_warmup_and_repeats():
+    clock = VirtualClock()
+    counter = SimulatedCounter(clock, power_w=150.0).counter()
+    m = measure(counter, clock.work(0.005), repeats=3, min_periods=20)
+    assert len(m.windows) == 3
+    assert m.summary()["energy_spread"] < 0.01
+
+
+def test_idle_power_reads_the_constant():
+    clock = VirtualClock()
+    counter = SimulatedCounter(clock, power_w=83.0).counter()
+    # idle_power sleeps for real between readings; on a virtual clock that only costs wall time
+    counter.clock = clock
+    orig_sleep = time.sleep
+    try:
+        time.sleep = lambda s: setattr(clock, "t", clock.t + s)
+        assert idle_power(counter, 1.0) == pytest.approx(83.0, rel=1e-3)
+    finally:
+        time.sleep = orig_sleep
