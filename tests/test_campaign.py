@@ -1,0 +1,101 @@
+"""Campaigns: append-only results, resume after a kill, failed points recorded, and the validator's error cases."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+
+pytest.importorskip("torch")
+
+TINY = str(ROOT / "tests/data/tiny-llama.json")
+TINY_OPT = str(ROOT / "tests/data/tiny-opt.json")
+
+
+def points(n):
+    pts = [{"suite": "t", "kind": "step", "model": TINY, "new_tokens": 1 + i % 3, "context": 8 + i} for i in range(n)]
+    pts.append({"suite": "t", "kind": "spec", "model": TINY, "draft": TINY_OPT, "k": 2, "alpha": 0.5, "context": 8})
+    return pts
+
+
+def validate_cmd(pfile, out):
+    return [sys.executable, "-m", "shivam", "validate", "--simulate-meter", "--points-file", str(pfile), "--out",
+            str(out), "--repeats", "1", "--min-periods", "3"]
+
+
+def point_records(path):
+    return [json.loads(l) for l in path.read_text().splitlines() if '"record": "point"' in l]
+
+
+def test_killed_campaign_resumes_with_every_point_exactly_once(tmp_path):
+    pts = points(7)
+    pfile = tmp_path / "points.json"
+    pfile.write_text(json.dumps(pts))
+    results = tmp_path / "out" / "points.jsonl"
+    proc = subprocess.Popen(validate_cmd(pfile, tmp_path / "out"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it once 3 points are on disk
+        if results.exists() and len(point_records(results)) >= 3:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = point_records(results)
+    assert 3 <= len(before) < len(pts), "the kill must land mid-campaign"
+    res = subprocess.run(validate_cmd(pfile, tmp_path / "out"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    after = point_records(results)
+    ids = [r["id"] for r in after]
+    assert len(ids) == len(set(ids)) == len(pts)  # each point exactly once
+    assert [r["id"] for r in after[: len(before)]] == [r["id"] for r in before]  # nothing earlier rewritten
+    assert all(r["status"] == "ok" for r in after)
+
+
+def test_half_written_line_is_dropped_on_resume(tmp_path):
+    from shivam.validate.runner import ResultsFile
+
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"record": "point", "id": "a"}\n{"record": "point", "id": "b", "trunc')
+    rf = ResultsFile(path)
+    assert rf.done_ids() == {"a"}
+    rf.append({"record": "point", "id": "c"})
+    assert rf.done_ids() == {"a", "c"}
+
+
+def test_a_failing_point_is_recorded_and_the_campaign_goes_on(tmp_path):
+    pts = [{"suite": "t", "kind": "step", "model": "mixtral-8x7b"}, {"suite": "t", "kind": "step", "model": TINY}]
+    pfile = tmp_path / "p.json"
+    pfile.write_text(json.dumps(pts))
+    res = subprocess.run(validate_cmd(pfile, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    recs = point_records(tmp_path / "points.jsonl")
+    assert [r["status"] for r in recs] == ["failed", "ok"]
+    assert "mixture-of-experts" in recs[0]["error"]
+
+
+def test_validate_without_a_gpu_says_so(cli):
+    res = cli("validate", "--suite", "quick")
+    if res.returncode == 0:
+        pytest.skip("this machine has a GPU")
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert "GPU" in res.stderr
+
+
+def test_validate_unknown_suite(cli):
+    res = cli("validate", "--suite", "stage9", "--simulate-meter")
+    assert res.returncode == 2 and "unknown suite" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_every_suite_is_well_formed():
+    from shivam.validate.suites import SUITES, suite_points
+
+    for name in SUITES:
+        pts = suite_points(name)
+        assert pts and len({p.id for p in pts}) == len(pts), name
