@@ -81,6 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="testing only: run on the CPU against a simulated 100 ms counter (no GPU, no real joules)")
     p.add_argument("--points-file", default=None, help="testing only: a JSON list of points instead of a suite")
 
+    p = sub.add_parser("fit", help="fit the simulator's parameters to measured results: a calibrated GPU profile")
+    p.add_argument("results", nargs="+", help="JSONL files written by `shivam validate`")
+    p.add_argument("-o", "--output", required=True, help="calibration file to write, e.g. hardware/calibrated/h200-graph.json")
+    p.add_argument("--engine", default="graph")
+    p.add_argument("--gpu", default=None, help="GPU id (default: from the results' environment record)")
+    p.add_argument("--fix", action="append", default=[], help="hold a parameter: NAME=VALUE (repeatable)")
+
+    p = sub.add_parser("check", help="predicted vs measured for every point, error statistics, cross-validation")
+    p.add_argument("results", nargs="+")
+    p.add_argument("--calibration", default=None, help="calibration file (default: the bundled one for the GPU and engine)")
+    p.add_argument("--engine", default="graph")
+    p.add_argument("--gpu", default=None)
+    p.add_argument("--max-error", default="0.10", help="exit 1 when the median absolute error exceeds this fraction")
+    p.add_argument("--fix", action="append", default=[], help="as for fit, for the cross-validation fits")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+
+    p = sub.add_parser("report", help="interactive HTML report of measured results (with predictions)")
+    p.add_argument("results", nargs="+")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--calibration", default=None)
+    p.add_argument("--engine", default="graph")
+    p.add_argument("--gpu", default=None)
+
     p = sub.add_parser("overview", help="decode energy per token of every bundled model on every bundled GPU")
     p.add_argument("--format", default="table", choices=["table", "json"])
     return parser

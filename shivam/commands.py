@@ -174,3 +174,100 @@ def cmd_validate(args) -> int:
     from shivam.validate.cli import validate
 
     return validate(args)
+
+
+def _fixes(items: list[str]) -> dict:
+    from shivam.fit import ENERGY_PARAMS, TIME_PARAMS
+
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in TIME_PARAMS + ENERGY_PARAMS:
+            raise ShivamError(f"--fix {item!r}: unknown parameter; choose from {', '.join(TIME_PARAMS + ENERGY_PARAMS)}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ShivamError(f"--fix {item!r}: give NAME=NUMBER") from None
+    return out
+
+
+def cmd_fit(args) -> int:
+    from shivam.fit import base_params, calibration_file, error_stats, fit, load_results, predictions
+    from shivam.render import table
+
+    data, gpu = load_results(args.results, args.engine)
+    gpu = args.gpu or gpu
+    fixes = _fixes(args.fix)
+    result = fit(data, base_params(gpu, args.engine), fixes, strict=True)
+    cal = calibration_file(result, gpu, args.engine, [str(p) for p in args.results],
+                           note=f"shivam fit {' '.join(args.results)} --engine {args.engine} "
+                                f"{' '.join('--fix ' + f for f in args.fix)}".strip())
+    from pathlib import Path
+
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(cal.model_dump_json(indent=1) + "\n")
+    rows = [[n, f"{v:.6g}", f"{result.uncertainty[n]:.3g}" if n in result.uncertainty else "-", "fixed" if n in fixes else "fitted"]
+            for n, v in result.values.items()]
+    rows += [[n, f"{v:.6g}", "-", "held (no data moves it)"] for n, v in result.held.items()]
+    rows_pred = predictions(data, result.params)
+    e, t = error_stats([r["energy_err"] for r in rows_pred]), error_stats([r["time_err"] for r in rows_pred])
+    table(f"Fitted {gpu}/{args.engine} from {len(data)} points -> {args.output}", ["parameter", "value", "± 1 sd", ""],
+          rows, f"residuals: energy median {100 * e['median']:.1f} %, max {100 * e['max']:.1f} %; "
+                f"time median {100 * t['median']:.1f} %, max {100 * t['max']:.1f} %")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from shivam.fit import base_params, best_k_check, error_stats, leave_one_group_out, load_results, predictions
+
+    data, gpu = load_results(args.results, args.engine)
+    gpu = args.gpu or gpu
+    g = load_gpu(gpu)
+    calib_path = args.calibration or bundled_calibration(g.id, args.engine)
+    calib = load_calibration(calib_path) if calib_path else None
+    params = make_params(g, args.engine, calib, str(calib_path) if calib_path else None)
+    rows = predictions(data, params)
+    stats = {key: error_stats([r[f"{key}_err"] for r in rows]) for key in ("time", "energy")}
+    tok = [r for r in rows if "energy_tok_meas" in r]
+    models = [m for m in data if m.group != "stage1"]
+    cv = leave_one_group_out(models, base_params(gpu, args.engine), _fixes(args.fix)) if len({m.group for m in models}) > 2 else []
+    cv_stats = {key: error_stats([r[f"{key}_err"] for r in cv]) for key in ("time", "energy")} if cv else {}
+    bestk = best_k_check(rows)
+    max_error = parse_floats(args.max_error, "--max-error", 0, 100)[0]
+    out = {"gpu": gpu, "engine": args.engine, "parameters": params.source, "points": rows, "errors": stats,
+           "cross_validation": {"errors": cv_stats, "points": cv}, "best_k": bestk}
+    if args.format == "json":
+        json.dump(out, sys.stdout, indent=1)
+        print()
+    else:
+        from shivam.render import table
+
+        table(f"Predicted vs measured, {gpu}/{args.engine} ({params.source})",
+              ["point", "ms pred", "ms meas", "err", "J pred", "J meas", "err", "J/tok pred", "J/tok meas"],
+              [[r["label"][:44], f"{1e3 * r['time_pred']:.3f}", f"{1e3 * r['time_meas']:.3f}", f"{100 * r['time_err']:+.1f} %",
+                f"{r['energy_pred']:.4f}", f"{r['energy_meas']:.4f}", f"{100 * r['energy_err']:+.1f} %",
+                f"{r['energy_tok_pred']:.4f}" if "energy_tok_pred" in r else "-",
+                f"{r['energy_tok_meas']:.4f}" if "energy_tok_meas" in r else "-"] for r in rows])
+        lines = [f"all points ({stats['energy']['n']}): energy median {100 * stats['energy']['median']:.1f} %, max "
+                 f"{100 * stats['energy']['max']:.1f} %; time median {100 * stats['time']['median']:.1f} %, max "
+                 f"{100 * stats['time']['max']:.1f} %"]
+        if cv_stats:
+            lines.append(f"leave-one-model-out ({cv_stats['energy']['n']} points, {len({r['fold'] for r in cv})} models): "
+                         f"energy median {100 * cv_stats['energy']['median']:.1f} %, max {100 * cv_stats['energy']['max']:.1f} %; "
+                         f"time median {100 * cv_stats['time']['median']:.1f} %, max {100 * cv_stats['time']['max']:.1f} %")
+        for b in bestk:
+            lines.append(f"best k {b['model']} alpha {b['alpha']}: measured {b['best_k_measured']}, predicted "
+                         f"{b['best_k_predicted']} ({'ok' if b['ok'] else 'MISS'}, {100 * b['energy_gap']:+.1f} % energy)")
+        print("\n".join(lines))
+    worst = max(stats["energy"]["median"], stats["time"]["median"])
+    if worst > max_error:
+        print(f"shivam: median error {100 * worst:.1f} % exceeds --max-error {100 * max_error:.1f} %", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from shivam.report import validation_report
+
+    validation_report(args)
+    return 0

@@ -16,11 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from shivam.dtypes import nbytes, normalize
 from shivam.errors import ShivamError
 from shivam.modelspec import Linear, ModelSpec
 
 LOGIT_BYTES = 4  # logits are written and read back in fp32 for sampling
+ATTENTION_LAUNCHES_MASKED = 12
 
 
 class OpCost(NamedTuple):
@@ -33,7 +36,7 @@ class OpCost(NamedTuple):
     kv_read_bytes: object
     kv_write_bytes: object
     act_bytes: object  # activations and logits read + written
-    launches: int
+    launches: object  # kernels launched (may depend on the step's shape)
     repeat: int = 1
     pcie_bytes: object = 0.0
 
@@ -117,7 +120,10 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     attended = context + new_tokens  # each new token attends to the cache and the new tokens (causal within them)
     ops.append(OpCost("attention", "attention",
                       4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
-                      0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim, 3, L))
+                      0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim,
+                      # one fused kernel per layer for a single token; a causal mask over several new tokens
+                      # sends PyTorch's SDPA down its unfused path (mask expansion, two GEMMs, softmax)
+                      np.where(np.asarray(new_tokens) > 1, ATTENTION_LAUNCHES_MASKED, 3), L))
     ops.append(_matmul("o_proj", attn[3:], T, dt, L))
     ops.append(_elementwise("mlp_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w))  # + residual add
     mlp = m.expert_linears()

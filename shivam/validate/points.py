@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from shivam.hardware import Params
 from shivam.modelspec import load_model
 from shivam.predict import Scenario
-from shivam.roofline import host_wait, step_cost
+from shivam.roofline import StepCost, host_wait, step_cost
 from shivam.speculative import tokens_per_iteration
 from shivam.workload import Dtypes, host_to_device_gemm_ops, step_ops
 
@@ -70,33 +70,34 @@ def scenario(point: Point, params: Params) -> Scenario:
                     prompt=point.prompt or point.context, gen=max(point.gen, 1))
 
 
-def predict_point(point: Point, params: Params) -> dict:
-    """Predicted time and energy of one measured call of this point, and the tokens it yields.
+def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
+    """(cost of one measured call, expected tokens per call, bound of its main step).
 
     The same calls the engines time: a step is one forward + host readback; a spec call is one iteration
-    (k draft steps, verify of k+1, sync); a generate call is prefill + gen-1 decode steps; stage1 is the whole
-    reload or reuse sequence."""
+    (k draft steps, verify of k+1, sync); a generate call is prefill + gen-1 synced decode steps; stage1 is the
+    whole reload or reuse sequence."""
     if point.kind == "stage1":
         dt = point.dtypes
         copy_gemm = step_cost(host_to_device_gemm_ops(point.size, point.tokens, dt, True), params, dt.compute, 0)
         gemm = step_cost(host_to_device_gemm_ops(point.size, point.tokens, dt, False), params, dt.compute, 0)
         total = copy_gemm.scaled(point.reuse) if point.reload else (copy_gemm + gemm.scaled(point.reuse - 1))
-        return {"time_s": float(total.time_s), "energy_j": float(total.energy_j), "tokens": 0.0, "bound": gemm.bound}
+        return total, 0.0, gemm.bound
     scn = scenario(point, params)
     if point.kind == "step":
         c = scn.verify_step(point.new_tokens - 1, point.context)
-        return {"time_s": float(c.time_s), "energy_j": float(c.energy_j), "tokens": float(point.batch * point.new_tokens),
-                "bound": c.bound}
+        return c, float(point.batch * point.new_tokens), c.bound
     if point.kind == "spec":
         draft, verify, sync = scn.iteration(point.k, point.context)
-        total = draft + verify + sync
-        tau = float(tokens_per_iteration(point.alpha, point.k))
-        return {"time_s": float(total.time_s), "energy_j": float(total.energy_j), "tokens": point.batch * tau,
-                "bound": verify.bound}
+        return draft + verify + sync, point.batch * float(tokens_per_iteration(point.alpha, point.k)), verify.bound
     # generate: prefill of the prompt, then gen-1 decode steps at contexts prompt .. prompt+gen-2, each synced
     prefill = step_cost(step_ops(scn.target, point.batch, point.prompt, 0, scn.dtypes), params, scn.dtypes.compute)
     ctx = point.prompt + np.arange(point.gen - 1)
     decode = scn.verify_step(0, ctx) + host_wait(params, params.per_iteration_s + 0.0 * ctx)
-    return {"time_s": float(prefill.time_s + decode.time_s.sum()),
-            "energy_j": float(prefill.energy_j + decode.energy_j.sum()), "tokens": float(point.batch * point.gen),
-            "bound": scn.verify_step(0, point.prompt).bound}
+    total = prefill + StepCost(**{f: np.sum(getattr(decode, f)) for f in StepCost.__dataclass_fields__})
+    return total, float(point.batch * point.gen), scn.verify_step(0, point.prompt).bound
+
+
+def predict_point(point: Point, params: Params) -> dict:
+    """Predicted time and energy of one measured call of this point, and the tokens it yields."""
+    cost, tokens, bound = point_cost(point, params)
+    return {"time_s": float(cost.time_s), "energy_j": float(cost.energy_j), "tokens": tokens, "bound": bound}

@@ -1,0 +1,263 @@
+"""Calibration: fit the simulator's free parameters to measured points, and check predictions against them.
+
+Two stages, because the model is built that way (docs/model.md, section 3):
+  time   = f(memory_efficiency, compute_efficiency, per_kernel_s, per_step_s, per_iteration_s, pcie_Bps):
+           nonlinear (a max per operator), fitted with scipy.optimize.least_squares on relative error;
+  energy = static_power * time + active_power * busy + e_dram * bytes + compute_scale * E_compute + e_pcie * pcie:
+           linear once the times are fixed, fitted with scipy.optimize.lsq_linear (bounded, relative error).
+Uncertainties come from the Jacobian (time) or design matrix (energy) at the solution: s^2 (J^T J)^-1.
+A parameter the data cannot identify (singular or with relative uncertainty above 100 %) is refused by name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shivam.errors import ShivamError
+from shivam.hardware import Calibration, Params, load_gpu, make_params
+from shivam.validate.points import Point, point_cost
+
+TIME_PARAMS = ("memory_efficiency", "compute_efficiency", "per_kernel_s", "per_step_s", "per_iteration_s", "pcie_Bps")
+TIME_BOUNDS = {"memory_efficiency": (0.05, 1.2), "compute_efficiency": (0.05, 1.2), "per_kernel_s": (0.0, 1e-3),
+               "per_step_s": (0.0, 0.05), "per_iteration_s": (0.0, 0.05), "pcie_Bps": (1e8, 2e11)}
+ENERGY_PARAMS = ("static_power_w", "active_power_w", "dram_j_per_byte", "compute_scale", "pcie_j_per_byte")
+
+
+@dataclass
+class Measured:
+    point: Point
+    time_s: float  # per call
+    energy_j: float  # per call
+    tokens: float  # per call, as measured (drawn acceptance for spec points)
+    group: str  # for leave-one-model-out
+
+    @classmethod
+    def from_record(cls, r: dict) -> "Measured":
+        p = Point(**r["point"])
+        m = r["measured"]
+        group = p.model if p.kind != "stage1" else "stage1"
+        return cls(p, m["time_per_call_s"], m["energy_per_call_j"], m.get("tokens_per_call", 0.0), group)
+
+
+def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Measured], str | None]:
+    """Measured points (status ok) from JSONL files, and the GPU id their environment records name."""
+    from shivam.validate.cli import gpu_id_for
+
+    out, gpu = [], None
+    for path in paths:
+        if not Path(path).is_file():
+            raise ShivamError(f"results file {path!r} does not exist; give JSONL files written by `shivam validate`")
+        for line in Path(path).read_text().splitlines():
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            if r.get("record") == "environment" and r.get("gpu"):
+                gpu = gpu or gpu_id_for(r["gpu"])
+            if r.get("record") == "point" and r.get("status") == "ok":
+                m = Measured.from_record(r)
+                if engine is None or m.point.engine == engine:
+                    out.append(m)
+    if not out:
+        raise ShivamError(f"no measured points{' of the ' + engine + ' engine' if engine else ''} in {', '.join(paths)}")
+    return out, gpu
+
+
+def _with(params: Params, values: dict) -> Params:
+    return params.model_copy(update=values)
+
+
+def _time_residuals(x, names, base: Params, data: list[Measured]) -> np.ndarray:
+    p = _with(base, dict(zip(names, x)))
+    return np.array([float(point_cost(m.point, p)[0].time_s) / m.time_s - 1.0 for m in data])
+
+
+def _identifiable(names, cov, values, fixed_ok) -> tuple[dict, list[str]]:
+    sd = np.sqrt(np.clip(np.diag(cov), 0, None)) if cov is not None else np.full(len(names), np.inf)
+    unc, bad = {}, []
+    for n, s, v in zip(names, sd, values):
+        unc[n] = float(s)
+        if not np.isfinite(s) or (v != 0 and s / abs(v) > 1.0) or (v == 0 and s > 0):
+            bad.append(n)
+    return unc, [b for b in bad if b not in fixed_ok]
+
+
+def _covariance(J: np.ndarray, resid: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray | None:
+    """s^2 (J^T J)^-1, computed with columns scaled to unit size (parameters span 1e-6 s to 1e10 B/s)."""
+    m, k = J.shape
+    if m <= k:
+        return None
+    scale = np.ones(k) if scale is None else scale
+    Js = J * scale
+    JTJ = Js.T @ Js
+    if np.linalg.cond(JTJ) > 1e12:
+        return None
+    return np.linalg.inv(JTJ) * float(resid @ resid) / (m - k) * np.outer(scale, scale)
+
+
+@dataclass
+class FitResult:
+    params: Params
+    values: dict
+    uncertainty: dict
+    residuals: dict = field(default_factory=dict)
+    held: dict = field(default_factory=dict)  # parameters the data could not identify, held at their defaults
+
+
+def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: bool = True) -> FitResult:
+    """Fit time then energy parameters. strict: refuse, by name, a parameter the data cannot identify. strict=False
+    (cross-validation folds) keeps the least-squares values however uncertain; parameters that no point of the
+    data moves at all are held at their defaults either way."""
+    from scipy.optimize import least_squares, lsq_linear
+
+    fix = dict(fix or {})
+    kinds = {m.point.kind for m in data}
+    # parameters with no data that could move them are held, not fitted
+    relevant = {"pcie_Bps": "stage1" in kinds, "per_iteration_s": bool(kinds & {"spec", "generate"}),
+                "per_step_s": bool(kinds - {"stage1"}), "per_kernel_s": bool(kinds - {"stage1"})}
+    names = [n for n in TIME_PARAMS if n not in fix and relevant.get(n, True)]
+    held = {n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix}
+    base = _with(base, fix)
+    for _ in range(len(TIME_PARAMS)):
+        x0 = np.array([getattr(base, n) for n in names])
+        lo, hi = np.array([TIME_BOUNDS[n][0] for n in names]), np.array([TIME_BOUNDS[n][1] for n in names])
+        scale = np.maximum(np.abs(x0), 1e-7)
+        sol = least_squares(_time_residuals, np.clip(x0, lo, hi), bounds=(lo, hi), args=(names, base, data),
+                            x_scale=scale, method="trf")
+        unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, np.maximum(np.abs(sol.x), scale)), sol.x, ())
+        if not bad or not strict:
+            break
+        if strict:
+            raise ShivamError(f"the data cannot identify {', '.join(bad)} (uncertainty above 100 %); measure points "
+                              f"that move it or hold it with --fix {bad[0]}=VALUE")
+        held.update({n: getattr(base, n) for n in bad})
+        names = [n for n in names if n not in bad]
+    time_values = dict(zip(names, map(float, sol.x)))
+    p = _with(base, time_values)
+    time_resid = _time_residuals(sol.x, names, base, data)
+
+    # energy: linear in the energy parameters once the times are known
+    costs = [point_cost(m.point, p)[0] for m in data]
+    e_compute_default = np.array([float(c.e_compute) for c in costs])
+    cols = {"static_power_w": np.array([float(c.time_s) for c in costs]),
+            "active_power_w": np.array([float(c.busy_s) for c in costs]),
+            "dram_j_per_byte": np.array([float(c.dram_bytes) for c in costs]),
+            "compute_scale": e_compute_default,
+            "pcie_j_per_byte": np.array([float(c.pcie_bytes) for c in costs])}
+    e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
+    meas_e = np.array([m.energy_j for m in data])
+    fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix)
+    while True:
+        A = np.stack([cols[n] / meas_e for n in e_names], axis=1)
+        b = 1.0 - fixed_part / meas_e
+        colscale = np.maximum(np.abs(A).max(axis=0), 1e-30)
+        res = lsq_linear(A / colscale, b, bounds=(0, np.inf))
+        coef = res.x / colscale
+        resid = A @ coef - b
+        cov = _covariance(A, resid, np.maximum(np.abs(coef), 1.0 / colscale))
+        e_unc, bad = _identifiable(e_names, cov, coef, ())
+        if not bad or not strict:
+            break
+        if strict:
+            raise ShivamError(f"the data cannot identify {', '.join(bad)} (uncertainty above 100 %); measure points "
+                              f"that move it or hold it with --fix {bad[0]}=VALUE")
+        defaults = {"static_power_w": p.static_power_w, "active_power_w": p.active_power_w,
+                    "dram_j_per_byte": p.dram_j_per_byte, "compute_scale": 1.0, "pcie_j_per_byte": p.pcie_j_per_byte}
+        for n in bad:
+            held[n] = defaults[n]
+            fixed_part = fixed_part + defaults[n] * cols[n]
+        e_names = [n for n in e_names if n not in bad]
+    energy_values = dict(zip(e_names, map(float, coef)))
+    all_values = {**fix, **time_values, **energy_values}
+    scale = all_values.get("compute_scale", held.get("compute_scale", 1.0))
+    final = _with(p, {k: v for k, v in all_values.items() if k in Params.model_fields and k not in time_values})
+    final = _with(final, {k: v for k, v in held.items() if k in Params.model_fields})
+    final = _with(final, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
+    energy_pred = np.array([float(point_cost(m.point, final)[0].energy_j) for m in data])
+    return FitResult(final, all_values, {**dict(zip(names, unc_values(unc, names))), **e_unc},
+                     {"time": time_resid.tolist(), "energy": (energy_pred / meas_e - 1).tolist()}, held)
+
+
+def unc_values(unc: dict, names) -> list[float]:
+    return [unc[n] for n in names]
+
+
+def predictions(data: list[Measured], params: Params) -> list[dict]:
+    rows = []
+    for m in data:
+        cost, tokens, bound = point_cost(m.point, params)
+        row = {"label": m.point.label(), "group": m.group, "kind": m.point.kind,
+               "time_pred": float(cost.time_s), "time_meas": m.time_s,
+               "energy_pred": float(cost.energy_j), "energy_meas": m.energy_j, "bound": bound}
+        if m.tokens:
+            # per token: the prediction with the measured tokens per call, so acceptance draws do not count as error
+            row.update(energy_tok_pred=row["energy_pred"] / m.tokens, energy_tok_meas=m.energy_j / m.tokens,
+                       time_tok_pred=row["time_pred"] / m.tokens, time_tok_meas=m.time_s / m.tokens,
+                       tokens=m.tokens, expected_tokens=tokens)
+        row["time_err"] = row["time_pred"] / row["time_meas"] - 1
+        row["energy_err"] = row["energy_pred"] / row["energy_meas"] - 1
+        rows.append(row)
+    return rows
+
+
+def error_stats(errors) -> dict:
+    a = np.abs(np.asarray(errors, dtype=float))
+    return {"median": float(np.median(a)), "max": float(np.max(a)), "mean": float(np.mean(a)), "n": int(a.size)}
+
+
+def leave_one_group_out(data: list[Measured], base: Params, fix: dict | None = None) -> list[dict]:
+    """Fit without each model's points, predict that model's points."""
+    rows = []
+    for g in sorted({m.group for m in data}):
+        train = [m for m in data if m.group != g]
+        test = [m for m in data if m.group == g]
+        if len({m.group for m in train}) < 2:
+            continue
+        result = fit(train, base, fix, strict=False)
+        rows += [{**r, "fold": g, "held": sorted(result.held)} for r in predictions(test, result.params)]
+    return rows
+
+
+def best_k_check(rows: list[dict]) -> list[dict]:
+    """For each (target, draft, alpha): the k of least measured energy per token against the predicted best k."""
+    out = []
+    groups: dict = {}
+    for r in rows:
+        if r["kind"] == "spec":
+            groups.setdefault((r["group"], r["label"].split(" a=")[1] if " a=" in r["label"] else ""), []).append(r)
+    for (model, alpha), rs in groups.items():
+        base = [r for r in rs if " k=0 " in r["label"]]
+        if alpha.startswith("0.0"):
+            continue
+        # k=0 rows are shared by every alpha of a pair
+        cands = rs + [r for r in rows if r["kind"] == "spec" and r["group"] == model and " k=0 " in r["label"]]
+        meas = min(cands, key=lambda r: r["energy_tok_meas"])
+        pred = min(cands, key=lambda r: r["energy_tok_pred"])
+        out.append({"model": model, "alpha": alpha.split()[0], "best_k_measured": _k(meas), "best_k_predicted": _k(pred),
+                    "energy_gap": pred["energy_tok_meas"] / meas["energy_tok_meas"] - 1, "ok":
+                    _k(meas) == _k(pred) or pred["energy_tok_meas"] <= 1.02 * meas["energy_tok_meas"]})
+        del base
+    return out
+
+
+def _k(row: dict) -> int:
+    return int(row["label"].split(" k=")[1].split()[0])
+
+
+def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str], note: str = "") -> Calibration:
+    p = result.params
+    params = {n: getattr(p, n) for n in TIME_PARAMS + ("static_power_w", "active_power_w", "dram_j_per_byte",
+                                                         "pcie_j_per_byte")}
+    params["j_per_flop"] = dict(p.j_per_flop)
+    return Calibration(gpu=gpu, engine=engine, parameters=params,
+                       uncertainty={k: v for k, v in result.uncertainty.items()}, fitted_from=sources,
+                       note=note or f"held at defaults (not identifiable from this data): {sorted(result.held) or 'none'}")
+
+
+def base_params(gpu: str | None, engine: str) -> Params:
+    if gpu is None:
+        raise ShivamError("the results name no GPU shivam knows; pass --gpu")
+    return make_params(load_gpu(gpu), engine)

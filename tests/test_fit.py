@@ -1,0 +1,81 @@
+"""Calibration: the fit recovers known parameters from synthetic data; check's statistics by hand."""
+
+import json
+
+import numpy as np
+import pytest
+
+from shivam.fit import Measured, error_stats, fit
+from shivam.hardware import load_gpu, make_params
+from shivam.validate.points import Point, point_cost
+
+TRUTH = {"memory_efficiency": 0.68, "compute_efficiency": 0.6, "per_kernel_s": 3.3e-6, "per_step_s": 150e-6,
+         "static_power_w": 140.0, "dram_j_per_byte": 1.1e-10}
+FIXED = {"per_iteration_s": 40e-6, "active_power_w": 0.0, "pcie_j_per_byte": 5.2e-11}
+
+
+def synthetic(noise=0.01, seed=0):
+    truth = make_params(load_gpu("h200"), "graph").model_copy(update={**TRUTH, **FIXED})
+    truth = truth.model_copy(update={"j_per_flop": {k: 1.3 * v for k, v in truth.j_per_flop.items()}})
+    pts = [Point(suite="s", kind="step", model=m, new_tokens=n, batch=b, context=c)
+           for m in ("mistral-7b", "opt-1.3b", "opt-125m", "tinyllama-1.1b") for n, b, c in
+           ((1, 1, 512), (9, 1, 512), (129, 1, 512), (1, 32, 2048), (257, 4, 128))]
+    pts += [Point(suite="s", kind="spec", model="mistral-7b", draft="opt-125m", k=k, alpha=0.8) for k in (0, 2, 6)]
+    rng = np.random.default_rng(seed)
+    data = []
+    for p in pts:
+        cost, tokens, _ = point_cost(p, truth)
+        data.append(Measured(p, float(cost.time_s) * (1 + noise * rng.standard_normal()),
+                             float(cost.energy_j) * (1 + noise * rng.standard_normal()), tokens, p.model))
+    return data, truth
+
+
+def test_fit_recovers_known_parameters_from_noisy_synthetic_data():
+    data, truth = synthetic()
+    base = make_params(load_gpu("h200"), "graph")  # the datasheet defaults as the starting point
+    res = fit(data, base, FIXED)
+    for name, value in TRUTH.items():
+        got, sd = res.values[name], res.uncertainty[name]
+        assert abs(got - value) <= max(4 * sd, 0.03 * abs(value)), (name, got, value, sd)
+    assert res.values["compute_scale"] == pytest.approx(1.3 * base.j_per_flop["bf16"] / base.j_per_flop["bf16"], rel=0.1)
+    assert np.median(np.abs(res.residuals["energy"])) < 0.02
+
+
+def test_fit_refuses_what_the_data_cannot_identify():
+    from shivam.errors import ShivamError
+
+    data, _ = synthetic()
+    only_decode = [m for m in data if m.point.kind == "step" and m.point.new_tokens == 1 and m.point.batch == 1]
+    with pytest.raises(ShivamError, match="cannot identify"):
+        fit(only_decode, make_params(load_gpu("h200"), "graph"), FIXED)
+
+
+def test_error_stats_by_hand():
+    s = error_stats([0.1, -0.2, 0.05, -0.01])
+    assert s["median"] == pytest.approx((0.05 + 0.1) / 2) and s["max"] == pytest.approx(0.2) and s["n"] == 4
+
+
+def test_check_statistics_and_exit_code(tmp_path, cli):
+    # three measured points whose values are the prediction x 1.1, x 0.8, x 1.05: the errors are then
+    # 1/1.1 - 1 = -9.09 %, 1/0.8 - 1 = +25 %, 1/1.05 - 1 = -4.76 %: median |error| 9.09 %, max 25 %
+    from shivam.hardware import bundled_calibration, load_calibration
+
+    cal = bundled_calibration("h200", "graph")
+    params = make_params(load_gpu("h200"), "graph", load_calibration(cal) if cal else None, str(cal))
+    lines = [json.dumps({"record": "environment", "gpu": "NVIDIA H200"})]
+    for model, factor in (("mistral-7b", 1.1), ("opt-1.3b", 0.8), ("opt-125m", 1.05)):
+        p = Point(suite="t", kind="step", model=model)
+        cost, _, _ = point_cost(p, params)
+        lines.append(json.dumps({"record": "point", "id": p.id, "status": "ok", "point": p.model_dump(),
+                                 "measured": {"time_per_call_s": float(cost.time_s) * factor,
+                                              "energy_per_call_j": float(cost.energy_j) * factor,
+                                              "tokens_per_call": 1.0}}))
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    res = cli("check", str(path), "--format", "json", "--max-error", "0.2")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    for key in ("time", "energy"):
+        assert out["errors"][key]["median"] == pytest.approx(abs(1 / 1.1 - 1), abs=1e-6)
+        assert out["errors"][key]["max"] == pytest.approx(0.25, abs=1e-6)
+    assert cli("check", str(path), "--max-error", "0.05").returncode == 1
