@@ -19,6 +19,9 @@ from shivam.workload import Dtypes
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<script>/* record script errors on the page itself, so a headless browser's DOM dump shows them */
+(function(){{var note=function(m){{var d=document.documentElement;d.setAttribute('data-errors',(d.getAttribute('data-errors')||'')+m+';');}};
+window.addEventListener('error',function(e){{note(e.message);}});var ce=console.error;console.error=function(){{note([].join.call(arguments,' '));ce.apply(console,arguments);}};}})();</script>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}} table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#f3f3f3}} .fig{{margin:28px 0}}
 code{{background:#f6f6f6;padding:1px 4px}}</style></head>
@@ -147,3 +150,101 @@ def prediction_report(scn: Scenario, res: dict, path: str) -> None:
                 "<h2>Run parameters</h2>", f"<pre>{html.escape(json.dumps(params, indent=1))}</pre>"]
     figs = [_energy_vs_k(res), *_heatmaps(scn, ks), _roofline(scn, ks), _breakdown(scn, res, ks), _stage1(scn)]
     write_page(path, f"shivam: {res['model']} on {res['gpu_name']} ({res['engine']} engine)", sections, figs)
+
+
+# --- validation reports -------------------------------------------------------------------------------------------
+def _pred_vs_meas(rows: list[dict], key: str, unit: str, scale: float) -> go.Figure:
+    fig = go.Figure()
+    lo = min(min(r[f"{key}_meas"], r[f"{key}_pred"]) for r in rows) * scale
+    hi = max(max(r[f"{key}_meas"], r[f"{key}_pred"]) for r in rows) * scale
+    x = np.geomspace(lo * 0.8, hi * 1.25, 50)
+    fig.add_trace(go.Scatter(x=x, y=x, mode="lines", name="y = x", line=dict(color="black")))
+    for band, dash in ((0.05, "dot"), (0.10, "dash")):
+        for sign in (1, -1):
+            fig.add_trace(go.Scatter(x=x, y=x * (1 + sign * band), mode="lines", line=dict(color="gray", dash=dash),
+                                     name=f"±{int(band * 100)} %", showlegend=sign == 1, hoverinfo="skip"))
+    for group in sorted({r["group"] for r in rows}):
+        rs = [r for r in rows if r["group"] == group]
+        fig.add_trace(go.Scatter(x=[r[f"{key}_meas"] * scale for r in rs], y=[r[f"{key}_pred"] * scale for r in rs],
+                                 mode="markers", name=group, text=[r["label"] for r in rs],
+                                 customdata=[100 * r[f"{key}_err"] for r in rs],
+                                 hovertemplate="%{text}<br>measured %{x:.4g}<br>predicted %{y:.4g}<br>"
+                                               "error %{customdata:+.1f} %<extra></extra>"))
+    fig.update_layout(title=f"Predicted vs measured {key} per call", xaxis_title=f"measured {key} per call ({unit})",
+                      yaxis_title=f"predicted {key} per call ({unit})", xaxis_type="log", yaxis_type="log")
+    return fig
+
+
+def _residuals(rows: list[dict]) -> go.Figure:
+    fig = go.Figure()
+    for key in ("energy", "time"):
+        fig.add_trace(go.Box(x=[r["group"] for r in rows], y=[100 * r[f"{key}_err"] for r in rows], name=key,
+                             boxpoints="all", text=[r["label"] for r in rows],
+                             hovertemplate="%{text}<br>%{y:+.1f} %<extra>" + key + "</extra>"))
+    fig.update_layout(boxmode="group", title="Residuals by model (prediction / measurement - 1)",
+                      xaxis_title="target model", yaxis_title="error (%)")
+    return fig
+
+
+def _spec_energy(rows: list[dict]) -> go.Figure:
+    fig = go.Figure()
+    spec = [r for r in rows if r["kind"] == "spec"]
+    for group in sorted({r["group"] for r in spec}):
+        base = [r for r in spec if r["group"] == group and " k=0 " in r["label"]]
+        for alpha in sorted({r["label"].split(" a=")[1].split()[0] for r in spec if r["group"] == group} - {"0.0"}):
+            rs = sorted(base[:1] + [r for r in spec if r["group"] == group and f" a={alpha} " in r["label"]],
+                        key=lambda r: int(r["label"].split(" k=")[1].split()[0]))
+            ks = [int(r["label"].split(" k=")[1].split()[0]) for r in rs]
+            fig.add_trace(go.Scatter(x=ks, y=[r["energy_tok_meas"] for r in rs], mode="markers",
+                                     name=f"{group} a={alpha} measured", text=[r["label"] for r in rs],
+                                     hovertemplate="%{text}<br>%{y:.4f} J/token measured<extra></extra>"))
+            fig.add_trace(go.Scatter(x=ks, y=[r["energy_tok_pred"] for r in rs], mode="lines",
+                                     name=f"{group} a={alpha} predicted",
+                                     hovertemplate="k=%{x}: %{y:.4f} J/token predicted<extra></extra>"))
+    fig.update_layout(title="Speculative decoding: energy per generated token vs k (measured tokens per call)",
+                      xaxis_title="speculation window k", yaxis_title="energy per token (J)")
+    return fig
+
+
+def _power_traces(records: list[dict]) -> go.Figure:
+    fig = go.Figure()
+    for r in records:
+        trace = r.get("measured", {}).get("power_trace") or []
+        if trace:
+            fig.add_trace(go.Scatter(x=[t for t, _ in trace], y=[p for _, p in trace], mode="lines", name=r["label"],
+                                     hovertemplate=r["label"] + "<br>%{x:.2f} s: %{y:.0f} W<extra></extra>"))
+    fig.update_layout(title="Measured board power over each point's first window (one line per point)",
+                      xaxis_title="time since the window's opening counter edge (s)", yaxis_title="power (W)")
+    return fig
+
+
+def validation_report(args) -> None:
+    from shivam.fit import error_stats, load_results, predictions
+    from shivam.hardware import bundled_calibration, load_calibration, load_gpu, make_params
+
+    data, gpu = load_results(args.results, args.engine)
+    g = load_gpu(args.gpu or gpu)
+    cal = args.calibration or bundled_calibration(g.id, args.engine)
+    params = make_params(g, args.engine, load_calibration(cal) if cal else None, str(cal) if cal else None)
+    rows = predictions(data, params)
+    records, env = [], None
+    for path in args.results:
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            if r.get("record") == "environment" and env is None:
+                env = r
+            if r.get("record") == "point" and r.get("status") == "ok":
+                records.append(r)
+    stats = {k: error_stats([r[f"{k}_err"] for r in rows]) for k in ("energy", "time")}
+    summary = [[k, stats[k]["n"], f"{100 * stats[k]['median']:.1f} %", f"{100 * stats[k]['mean']:.1f} %",
+                f"{100 * stats[k]['max']:.1f} %"] for k in ("energy", "time")]
+    env_rows = [[k, env.get(k)] for k in ("gpu", "driver", "date", "power_limit_w", "max_sm_clock_mhz")] if env else []
+    sections = [f"<p>Measured by <code>shivam validate</code>; predictions with {html.escape(params.source)}.</p>",
+                "<h2>Summary</h2>", _table(["quantity", "points", "median |error|", "mean |error|", "max |error|"], summary),
+                "<h2>Environment</h2>", _table(["field", "value"], env_rows),
+                "<h2>Parameters</h2>", f"<pre>{html.escape(params.model_dump_json(indent=1))}</pre>"]
+    figs = [_pred_vs_meas(rows, "energy", "J", 1.0), _pred_vs_meas(rows, "time", "ms", 1e3), _residuals(rows)]
+    if any(r["kind"] == "spec" for r in rows):
+        figs.append(_spec_energy(rows))
+    figs.append(_power_traces(records))
+    write_page(args.output, f"shivam validation: {g.name}, {args.engine} engine", sections, figs)
