@@ -99,3 +99,15 @@ def test_every_suite_is_well_formed():
     for name in SUITES:
         pts = suite_points(name)
         assert pts and len({p.id for p in pts}) == len(pts), name
+
+
+def test_codecarbon_cross_check_is_recorded_beside_the_meter(tmp_path):
+    pytest.importorskip("codecarbon")
+    pfile = tmp_path / "p.json"
+    pfile.write_text(json.dumps([{"suite": "t", "kind": "step", "model": TINY}]))
+    res = subprocess.run(validate_cmd(pfile, tmp_path) + ["--codecarbon"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    cc = point_records(tmp_path / "points.jsonl")[0]["codecarbon"]
+    assert cc["shivam_power_w"] == pytest.approx(100.0, rel=0.01)  # the simulated counter's constant power
+    assert cc["codecarbon_total_energy_j"] > 0 and cc["codecarbon_wall_s"] > 0.3

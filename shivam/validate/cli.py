@@ -48,6 +48,11 @@ def validate(args) -> int:
         raise ShivamError("the validator needs torch; install the extra: pip install 'shivam[validate]'") from None
     from shivam.validate.runner import ResultsFile, Workbench, print_summary, run_campaign
 
+    if args.codecarbon:
+        from shivam.validate.crosscheck import require_codecarbon
+
+        require_codecarbon()  # refuse at the start, not after the first point
+
     if args.simulate_meter:
         from shivam.validate.meter import SimulatedCounter
 
@@ -83,7 +88,8 @@ def validate(args) -> int:
         results.append({"record": "idle", **idle, "note": "board power over >= 3 s of counter periods"})
     bench = Workbench(device, args.weights)
     written = run_campaign(points, results, counter, bench, gpu_id, snapshot, repeats, min_periods,
-                           idle if args.subtract_idle else None, progress=sys.stderr.isatty() or True)
+                           idle if args.subtract_idle else None, progress=True,
+                           codecarbon_gpu=(None if args.simulate_meter else index) if args.codecarbon else False)
     all_points = [r for r in results.records() if r.get("record") == "point"]
     print_summary(all_points)
     failed = sum(r["status"] != "ok" for r in written)

@@ -120,7 +120,7 @@ class Workbench:
 
 def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Workbench, gpu_id: str | None,
                  snapshot=lambda: {}, repeats: int = 3, min_periods: int = 20, idle_w: dict | None = None,
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, codecarbon_gpu: int | None | bool = False) -> list[dict]:
     """Measure every point not yet in `results`; returns the records written this run."""
     from shivam.validate.meter import measure
 
@@ -149,6 +149,10 @@ def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Work
                 stats = getattr(call, "stats", None)
                 if stats and stats["calls"]:
                     record["measured"]["iterations_per_call"] = stats["iterations"] / stats["calls"]
+                if codecarbon_gpu is not False:
+                    from shivam.validate.crosscheck import codecarbon_window
+
+                    record["codecarbon"] = codecarbon_window(counter, call, min_periods, codecarbon_gpu)
                 if idle_w:
                     s = record["measured"]
                     s["energy_per_call_above_idle_j"] = s["energy_per_call_j"] - idle_w["with_context_w"] * s["time_per_call_s"]
