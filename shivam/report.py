@@ -181,8 +181,24 @@ def _residuals(rows: list[dict]) -> go.Figure:
         fig.add_trace(go.Box(x=[r["group"] for r in rows], y=[100 * r[f"{key}_err"] for r in rows], name=key,
                              boxpoints="all", text=[r["label"] for r in rows],
                              hovertemplate="%{text}<br>%{y:+.1f} %<extra>" + key + "</extra>"))
-    fig.update_layout(boxmode="group", title="Residuals by model (prediction / measurement - 1)",
-                      xaxis_title="target model", yaxis_title="error (%)")
+    fig.update_layout(boxmode="group", title="Residuals by model",
+                      xaxis_title="target model", yaxis_title="error, prediction / measurement - 1 (%)")
+    return fig
+
+
+def _residuals_by_k(rows: list[dict]) -> go.Figure:
+    spec = [r for r in rows if r["kind"] == "spec"]
+    fig = go.Figure()
+    for group in sorted({r["group"] for r in spec}):
+        rs = [r for r in spec if r["group"] == group]
+        for key, symbol in (("energy", "circle"), ("time", "x")):
+            fig.add_trace(go.Scatter(x=[int(r["label"].split(" k=")[1].split()[0]) for r in rs],
+                                     y=[100 * r[f"{key}_err"] for r in rs], mode="markers", marker=dict(symbol=symbol),
+                                     name=f"{group}: {key}", text=[r["label"] for r in rs],
+                                     hovertemplate="%{text}<br>%{y:+.1f} %<extra>" + key + "</extra>"))
+    fig.add_hline(y=0, line_color="black")
+    fig.update_layout(title="Residuals of speculative iterations by window k", xaxis_title="speculation window k",
+                      yaxis_title="error, prediction / measurement - 1 (%)")
     return fig
 
 
@@ -209,11 +225,13 @@ def _spec_energy(rows: list[dict]) -> go.Figure:
 def _power_traces(records: list[dict]) -> go.Figure:
     fig = go.Figure()
     for r in records:
-        trace = r.get("measured", {}).get("power_trace") or []
-        if trace:
-            fig.add_trace(go.Scatter(x=[t for t, _ in trace], y=[p for _, p in trace], mode="lines", name=r["label"],
-                                     hovertemplate=r["label"] + "<br>%{x:.2f} s: %{y:.0f} W<extra></extra>"))
-    fig.update_layout(title="Measured board power over each point's first window (one line per point)",
+        m = r.get("measured", {})
+        traces = m.get("power_traces") or [m.get("power_trace") or []]  # older records kept the first window only
+        for i, trace in enumerate(t for t in traces if t):
+            name = f"{r['label']} (window {i + 1})"
+            fig.add_trace(go.Scatter(x=[t for t, _ in trace], y=[p for _, p in trace], mode="lines", name=name,
+                                     hovertemplate=name + "<br>%{x:.2f} s: %{y:.0f} W<extra></extra>"))
+    fig.update_layout(title="Measured board power over each measurement window (one line per window)",
                       xaxis_title="time since the window's opening counter edge (s)", yaxis_title="power (W)")
     return fig
 
@@ -245,6 +263,6 @@ def validation_report(args) -> None:
                 "<h2>Parameters</h2>", f"<pre>{html.escape(params.model_dump_json(indent=1))}</pre>"]
     figs = [_pred_vs_meas(rows, "energy", "J", 1.0), _pred_vs_meas(rows, "time", "ms", 1e3), _residuals(rows)]
     if any(r["kind"] == "spec" for r in rows):
-        figs.append(_spec_energy(rows))
+        figs += [_residuals_by_k(rows), _spec_energy(rows)]
     figs.append(_power_traces(records))
     write_page(args.output, f"shivam validation: {g.name}, {args.engine} engine", sections, figs)

@@ -178,7 +178,8 @@ class Measurement:
                "counter_steps": [w.counter_steps for w in self.windows],
                "power_w": statistics.median(w.power_w for w in self.windows),
                "flags": sorted({f for w in self.windows for f in w.flags}),
-               "power_trace": self.windows[0].power_trace}
+               "power_trace": self.windows[0].power_trace,
+               "power_traces": [w.power_trace for w in self.windows]}
         total_tokens = sum(w.tokens for w in self.windows)
         if total_tokens > 0:
             out["energy_per_token_j"] = sum(w.energy_j for w in self.windows) / total_tokens

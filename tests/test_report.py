@@ -1,0 +1,21 @@
+"""Reports without a browser: self-contained, the promised figures present, and no torch on the predict path."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_predict_report_is_self_contained_and_light(tmp_path):
+    html = tmp_path / "r.html"
+    code = ("import sys; from shivam.cli import main; "
+            f"rc = main(['predict','--model','mistral-7b','--gpu','l4','--k','1..8','--report',{str(html)!r},'--format','json']); "
+            "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    text = html.read_text()
+    assert "<script src=\"http" not in text and "cdn.plot.ly" not in text  # plotly.js embedded: opens offline
+    for title in ("Energy per generated token vs speculation window k", "Energy saving vs standard decoding",
+                  "Speed-up vs standard decoding", "Roofline", "Energy per token by term", "Stage I"):
+        assert title in text, title
+    assert "energy per token (J)" in text and "arithmetic intensity (FLOP per DRAM byte)" in text
