@@ -177,12 +177,8 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     final = _with(final, {k: v for k, v in held.items() if k in Params.model_fields})
     final = _with(final, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
     energy_pred = np.array([float(point_cost(m.point, final)[0].energy_j) for m in data])
-    return FitResult(final, all_values, {**dict(zip(names, unc_values(unc, names))), **e_unc},
+    return FitResult(final, all_values, {**{n: unc[n] for n in names}, **e_unc},
                      {"time": time_resid.tolist(), "energy": (energy_pred / meas_e - 1).tolist()}, held)
-
-
-def unc_values(unc: dict, names) -> list[float]:
-    return [unc[n] for n in names]
 
 
 def predictions(data: list[Measured], params: Params) -> list[dict]:
@@ -222,25 +218,24 @@ def leave_one_group_out(data: list[Measured], base: Params, fix: dict | None = N
 
 
 def best_k_check(rows: list[dict]) -> list[dict]:
-    """For each (target, draft, alpha): the k of least measured energy per token against the predicted best k."""
+    """For each (target, alpha) of the speculative points: the k of least measured energy per token, against the
+    k of least predicted energy per token (k=0, standard decoding, competes at every alpha)."""
+    spec = [r for r in rows if r["kind"] == "spec"]
     out = []
-    groups: dict = {}
-    for r in rows:
-        if r["kind"] == "spec":
-            groups.setdefault((r["group"], r["label"].split(" a=")[1] if " a=" in r["label"] else ""), []).append(r)
-    for (model, alpha), rs in groups.items():
-        base = [r for r in rs if " k=0 " in r["label"]]
-        if alpha.startswith("0.0"):
-            continue
-        # k=0 rows are shared by every alpha of a pair
-        cands = rs + [r for r in rows if r["kind"] == "spec" and r["group"] == model and " k=0 " in r["label"]]
-        meas = min(cands, key=lambda r: r["energy_tok_meas"])
-        pred = min(cands, key=lambda r: r["energy_tok_pred"])
-        out.append({"model": model, "alpha": alpha.split()[0], "best_k_measured": _k(meas), "best_k_predicted": _k(pred),
-                    "energy_gap": pred["energy_tok_meas"] / meas["energy_tok_meas"] - 1, "ok":
-                    _k(meas) == _k(pred) or pred["energy_tok_meas"] <= 1.02 * meas["energy_tok_meas"]})
-        del base
+    for model in sorted({r["group"] for r in spec}):
+        baseline = [r for r in spec if r["group"] == model and _k(r) == 0]
+        for alpha in sorted({_alpha(r) for r in spec if r["group"] == model and _k(r) > 0}):
+            cands = baseline + [r for r in spec if r["group"] == model and _k(r) > 0 and _alpha(r) == alpha]
+            meas = min(cands, key=lambda r: r["energy_tok_meas"])
+            pred = min(cands, key=lambda r: r["energy_tok_pred"])
+            gap = pred["energy_tok_meas"] / meas["energy_tok_meas"] - 1
+            out.append({"model": model, "alpha": alpha, "best_k_measured": _k(meas), "best_k_predicted": _k(pred),
+                        "energy_gap": gap, "ok": _k(meas) == _k(pred) or gap <= 0.02})
     return out
+
+
+def _alpha(row: dict) -> str:
+    return row["label"].split(" a=")[1].split()[0]
 
 
 def _k(row: dict) -> int:

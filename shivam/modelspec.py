@@ -116,8 +116,8 @@ class ModelSpec(BaseModel):
 # --- reading config.json ---------------------------------------------------------------------------------------
 _OPT_LIKE = {"opt"}
 _GPT2_LIKE = {"gpt2"}
-_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "phi3", "gemma", "qwen2_moe"}
-SUPPORTED_FAMILIES = sorted(_OPT_LIKE | _GPT2_LIKE | _LLAMA_LIKE - {"qwen2_moe"})
+_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "phi3", "gemma"}
+SUPPORTED_FAMILIES = sorted(_OPT_LIKE | _GPT2_LIKE | _LLAMA_LIKE)
 
 
 def _need(cfg: dict, key: str, source: str):

@@ -102,3 +102,14 @@ def test_idle_power_reads_the_constant():
         assert idle_power(counter, 1.0) == pytest.approx(83.0, rel=1e-3)
     finally:
         time.sleep = orig_sleep
+
+
+def test_polled_power_fallback_integrates_instant_power():
+    from shivam.validate.meter import PolledEnergy
+
+    poller = PolledEnergy(lambda: 50.0, interval_s=0.005)
+    t0, e0 = time.perf_counter(), poller.read_mj()
+    time.sleep(0.5)
+    e1, t1 = poller.read_mj(), time.perf_counter()
+    poller.close()
+    assert (e1 - e0) * 1e-3 == pytest.approx(50.0 * (t1 - t0), rel=0.1)
