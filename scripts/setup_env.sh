@@ -7,7 +7,3 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q "torch==2.13.0" >/dev/null
 .venv/bin/python -m pip install -q -e ".[test]" transformers nvidia-ml-py codecarbon >/dev/null
-# Chromium for the browser test of the HTML reports (Debian's package; needs root and apt-get)
-if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null 2>&1 || true
-fi
