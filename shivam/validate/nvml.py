@@ -30,24 +30,34 @@ def handle(index: int = 0):
     return nv, nv.nvmlDeviceGetHandleByIndex(index)
 
 
+_VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+def _field_value(v) -> float:
+    return float(getattr(v.value, _VALUE_MEMBERS.get(v.valueType, "uiVal")))
+
+
 def memory_power_reader(nv, h):
-    """Hopper reports memory-domain power through field values with a power scope; None where it is absent."""
-    field = getattr(nv, "NVML_FI_DEV_POWER_INSTANT", None)
+    """Hopper reports memory-domain power through field values with a power scope (h200-facts.md: ~46 W idle,
+    ~137 W during a device copy). Tries the instant and then the averaged power field; None where neither answers."""
     scope = getattr(nv, "NVML_POWER_SCOPE_MEMORY", 2)
-    if field is None:
-        return None
+    for name in ("NVML_FI_DEV_POWER_INSTANT", "NVML_FI_DEV_POWER_AVERAGE"):
+        field = getattr(nv, name, None)
+        if field is None:
+            continue
 
-    def read():
-        try:
-            values = nv.nvmlDeviceGetFieldValues(h, [(field, scope)])
-            v = values[0]
-            if v.nvmlReturn != 0:
+        def read(field=field):
+            try:
+                v = nv.nvmlDeviceGetFieldValues(h, [(field, scope)])[0]
+                return _field_value(v) / 1000.0 if v.nvmlReturn == 0 else None  # mW
+            except Exception:  # noqa: BLE001 - an absent field is a missing reading, not an error
                 return None
-            return float(v.value.uiVal) / 1000.0  # mW
-        except Exception:  # noqa: BLE001 - an absent field is not an error, only a missing reading
-            return None
 
-    return read if read() is not None else None
+        first = read()
+        if first is not None and first > 0:
+            read.field = name
+            return read
+    return None
 
 
 def counter(index: int, sync) -> EnergyCounter:
@@ -112,4 +122,5 @@ def environment(index: int, command: str) -> dict:
             "max_mem_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_MEM),
             "power_limit_w": (_try(nv.nvmlDeviceGetPowerManagementLimit, h) or 0) / 1000.0,
             "memory_total_bytes": _try(lambda: nv.nvmlDeviceGetMemoryInfo(h).total),
+            "memory_power_field": getattr(memory_power_reader(nv, h), "field", None),
             "versions": versions, **{f"start_{k}": v for k, v in snapshot(index).items()}}
