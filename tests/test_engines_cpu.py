@@ -68,3 +68,32 @@ def test_moe_is_refused_by_the_graph_engine():
 
     with pytest.raises(ShivamError, match="mixture-of-experts"):
         Decoder(load_model("mixtral-8x7b"), 1, 16, device="cpu")
+
+
+def test_hf_engine_loads_local_safetensors_only(tmp_path):
+    from shivam.errors import ShivamError
+    from shivam.validate.engines import generate_call, hf_model
+
+    model = hf_model(TINY_LLAMA, "bf16", "cpu")
+    model.save_pretrained(tmp_path / "ckpt", safe_serialization=True)
+    loaded = hf_model(TINY_LLAMA, "bf16", "cpu", weights=str(tmp_path / "ckpt"))
+    w0 = dict(model.named_parameters())["model.embed_tokens.weight"]
+    assert torch.equal(dict(loaded.named_parameters())["model.embed_tokens.weight"], w0)
+    call = generate_call(loaded, prompt=6, gen=5, batch=2)
+    assert call() == 10 and call.stats["iterations"] == 4  # prefill + 4 decode forwards for 5 new tokens
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ShivamError, match="safetensors"):
+        hf_model(TINY_LLAMA, "bf16", "cpu", weights=str(tmp_path / "pickled"))
+
+
+def test_assisted_generation_counts_its_iterations(tmp_path):
+    # a draft with the target's own weights is always right: far fewer target forwards than tokens
+    from shivam.validate.engines import generate_call, hf_model
+
+    target = hf_model(TINY_LLAMA, "bf16", "cpu")
+    target.save_pretrained(tmp_path, safe_serialization=True)
+    twin = hf_model(TINY_LLAMA, "bf16", "cpu", weights=str(tmp_path))
+    call = generate_call(target, prompt=6, gen=12, batch=1, draft_model=twin, k=3)
+    assert call() == 12
+    assert 1 <= call.stats["iterations"] <= 6  # plain decoding would need 11
