@@ -228,7 +228,6 @@ def cmd_check(args) -> int:
     params = make_params(g, args.engine, calib, str(calib_path) if calib_path else None)
     rows = predictions(data, params)
     stats = {key: error_stats([r[f"{key}_err"] for r in rows]) for key in ("time", "energy")}
-    tok = [r for r in rows if "energy_tok_meas" in r]
     models = [m for m in data if m.group != "stage1"]
     cv = leave_one_group_out(models, base_params(gpu, args.engine), _fixes(args.fix)) if len({m.group for m in models}) > 2 else []
     cv_stats = {key: error_stats([r[f"{key}_err"] for r in cv]) for key in ("time", "energy")} if cv else {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -196,7 +195,7 @@ def summary_rows(records: list[dict]) -> list[list[str]]:
     return rows
 
 
-def print_summary(records: list[dict], file=sys.stdout) -> None:
+def print_summary(records: list[dict]) -> None:
     from shivam.render import table
 
     table("Measured (median of windows) vs predicted with datasheet estimates",
