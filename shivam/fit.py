@@ -19,6 +19,7 @@ import numpy as np
 
 from shivam.errors import ShivamError
 from shivam.hardware import Calibration, Params, load_gpu, make_params
+from shivam.roofline import energy_features
 from shivam.validate.points import Point, point_cost
 
 TIME_PARAMS = ("memory_efficiency", "compute_efficiency", "per_kernel_s", "per_step_s", "per_iteration_s", "pcie_Bps")
@@ -140,13 +141,8 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     time_resid = _time_residuals(sol.x, names, base, data)
 
     # energy: linear in the energy parameters once the times are known
-    costs = [point_cost(m.point, p)[0] for m in data]
-    e_compute_default = np.array([float(c.e_compute) for c in costs])
-    cols = {"static_power_w": np.array([float(c.time_s) for c in costs]),
-            "active_power_w": np.array([float(c.busy_s) for c in costs]),
-            "dram_j_per_byte": np.array([float(c.dram_bytes) for c in costs]),
-            "compute_scale": e_compute_default,
-            "pcie_j_per_byte": np.array([float(c.pcie_bytes) for c in costs])}
+    features = [energy_features(point_cost(m.point, p)[0]) for m in data]
+    cols = {n: np.array([float(f[n]) for f in features]) for n in ENERGY_PARAMS}
     e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
     meas_e = np.array([m.energy_j for m in data])
     fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix)

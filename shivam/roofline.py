@@ -105,3 +105,11 @@ def host_wait(p: Params, seconds) -> StepCost:
     return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, dram_bytes=z,
                     weight_bytes=z, kv_bytes=z, pcie_bytes=z, flops=z, launches=z, e_static=z,
                     e_overhead=p.static_power_w * seconds, e_active=z, e_memory=z, e_compute=z, e_pcie=z)
+
+
+def energy_features(c: StepCost) -> dict:
+    """The energy equation above is linear in its coefficients: E = sum(coefficient x feature) with these features
+    (compute_scale multiplies the per-FLOP energies the cost was computed with). The fit uses this decomposition, so
+    the equation stays here alone."""
+    return {"static_power_w": c.time_s, "active_power_w": c.busy_s, "dram_j_per_byte": c.dram_bytes,
+            "compute_scale": c.e_compute, "pcie_j_per_byte": c.pcie_bytes}

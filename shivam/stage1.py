@@ -2,6 +2,7 @@
 
 Case A (reload): r times (host-to-device copy of the n x n weights + GEMM). Case B (reuse): one copy + r GEMMs.
 Both cases do the same arithmetic; the difference is r-1 PCIe copies (and the DRAM writes they cause).
+`sequence_cost` is the one definition, used by `shivam stage1` and by the validator's stage1 points.
 """
 
 from __future__ import annotations
@@ -9,21 +10,29 @@ from __future__ import annotations
 import numpy as np
 
 from shivam.hardware import Params
-from shivam.roofline import step_cost
+from shivam.roofline import StepCost, step_cost
 from shivam.workload import Dtypes, host_to_device_gemm_ops
+
+
+def _units(p: Params, n: int, tokens: int, dt: Dtypes) -> tuple[StepCost, StepCost]:
+    """(copy + GEMM, GEMM alone)."""
+    return (step_cost(host_to_device_gemm_ops(n, tokens, dt, reload=True), p, dt.compute, host_steps=0),
+            step_cost(host_to_device_gemm_ops(n, tokens, dt, reload=False), p, dt.compute, host_steps=0))
+
+
+def sequence_cost(p: Params, n: int, tokens: int, dt: Dtypes, reuse, reload: bool) -> StepCost:
+    """Cost of a whole reload (r x (copy + GEMM)) or reuse (copy + r x GEMM) sequence; `reuse` may be an array."""
+    copy_gemm, gemm = _units(p, n, tokens, dt)
+    return copy_gemm.scaled(reuse) if reload else copy_gemm + gemm.scaled(np.asarray(reuse, dtype=float) - 1)
 
 
 def reload_vs_reuse(p: Params, n: int, tokens: int, dt: Dtypes, reuse) -> dict:
     reuse = np.asarray(reuse, dtype=float)
-    gemm = step_cost(host_to_device_gemm_ops(n, tokens, dt, reload=False), p, dt.compute, host_steps=0)
-    both = step_cost(host_to_device_gemm_ops(n, tokens, dt, reload=True), p, dt.compute, host_steps=0)
-    copy_t, copy_e = both.time_s - gemm.time_s, both.energy_j - gemm.energy_j
-    e_reload = reuse * both.energy_j
-    e_reuse = copy_e + reuse * gemm.energy_j
-    t_reload = reuse * both.time_s
-    t_reuse = copy_t + reuse * gemm.time_s
-    return {"reuse": reuse.tolist(), "energy_reload_j": e_reload.tolist(), "energy_reuse_j": e_reuse.tolist(),
-            "time_reload_s": t_reload.tolist(), "time_reuse_s": t_reuse.tolist(),
-            "energy_saving": (1 - e_reuse / e_reload).tolist(),
-            "copy_energy_j": float(copy_e), "gemm_energy_j": float(gemm.energy_j),
-            "copy_time_s": float(copy_t), "gemm_time_s": float(gemm.time_s), "gemm_bound": gemm.bound}
+    copy_gemm, gemm = _units(p, n, tokens, dt)
+    reload, keep = sequence_cost(p, n, tokens, dt, reuse, True), sequence_cost(p, n, tokens, dt, reuse, False)
+    return {"reuse": reuse.tolist(), "energy_reload_j": reload.energy_j.tolist(), "energy_reuse_j": keep.energy_j.tolist(),
+            "time_reload_s": reload.time_s.tolist(), "time_reuse_s": keep.time_s.tolist(),
+            "energy_saving": (1 - keep.energy_j / reload.energy_j).tolist(),
+            "copy_energy_j": float(copy_gemm.energy_j - gemm.energy_j), "gemm_energy_j": float(gemm.energy_j),
+            "copy_time_s": float(copy_gemm.time_s - gemm.time_s), "gemm_time_s": float(gemm.time_s),
+            "gemm_bound": gemm.bound}

@@ -49,3 +49,15 @@ def test_stage1_saving_follows_the_copy_share():
     # the copy moves 1024^2 bf16 weights over PCIe at 10 GB/s, then writes them to DRAM at 0.5 TB/s; one launch
     w = 2 * 1024 ** 2
     assert res["copy_time_s"] == pytest.approx(w / 10e9 + w / 0.5e12 + 1e-6)
+
+
+def test_energy_is_linear_in_the_fitted_coefficients():
+    from shivam.roofline import energy_features
+    from shivam.workload import step_ops
+    from shivam.modelspec import load_model
+
+    c = step_cost(step_ops(load_model("mistral-7b"), 4, 9, 300, Dtypes.of("bf16")), P, "bf16")
+    f = energy_features(c)
+    coef = {"static_power_w": P.static_power_w, "active_power_w": P.active_power_w,
+            "dram_j_per_byte": P.dram_j_per_byte, "compute_scale": 1.0, "pcie_j_per_byte": P.pcie_j_per_byte}
+    assert sum(coef[k] * f[k] for k in coef) == pytest.approx(c.energy_j)

@@ -19,7 +19,8 @@ from shivam.modelspec import load_model
 from shivam.predict import Scenario
 from shivam.roofline import StepCost, host_wait, step_cost
 from shivam.speculative import tokens_per_iteration
-from shivam.workload import Dtypes, host_to_device_gemm_ops, step_ops
+from shivam.stage1 import sequence_cost
+from shivam.workload import Dtypes, step_ops
 
 
 class Point(BaseModel, frozen=True):
@@ -77,11 +78,8 @@ def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
     (k draft steps, verify of k+1, sync); a generate call is prefill + gen-1 synced decode steps; stage1 is the
     whole reload or reuse sequence."""
     if point.kind == "stage1":
-        dt = point.dtypes
-        copy_gemm = step_cost(host_to_device_gemm_ops(point.size, point.tokens, dt, True), params, dt.compute, 0)
-        gemm = step_cost(host_to_device_gemm_ops(point.size, point.tokens, dt, False), params, dt.compute, 0)
-        total = copy_gemm.scaled(point.reuse) if point.reload else (copy_gemm + gemm.scaled(point.reuse - 1))
-        return total, 0.0, gemm.bound
+        total = sequence_cost(params, point.size, point.tokens, point.dtypes, point.reuse, point.reload)
+        return total, 0.0, total.bound
     scn = scenario(point, params)
     if point.kind == "step":
         c = scn.verify_step(point.new_tokens - 1, point.context)
