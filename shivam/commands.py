@@ -7,7 +7,7 @@ import sys
 
 from shivam.cli import DEFAULT_DRAFT
 from shivam.errors import ShivamError
-from shivam.hardware import bundled_calibration, gpu_ids, load_calibration, load_gpu, make_params
+from shivam.hardware import bundled_calibration, gpu_ids, load_gpu, make_params, resolve_params
 from shivam.modelspec import bundled_index, load_model
 from shivam.parsing import parse_floats, parse_ints, parse_ks, parse_positive_int
 from shivam.predict import Scenario, prediction
@@ -26,15 +26,13 @@ def build_scenario(args, ks=(0,), need_draft=False) -> tuple[Scenario, dict]:
     for dt in {dtypes.compute}:
         if dt not in gpu.peak_tflops:
             raise ShivamError(f"{gpu.name} has no {dt} arithmetic; choose --act-dtype from {', '.join(gpu.peak_tflops)}")
-    calib_path = None if args.no_calibration else (args.calibration or bundled_calibration(gpu.id, args.engine))
-    calib = load_calibration(calib_path) if calib_path else None
-    params = make_params(gpu, args.engine, calib, str(calib_path) if calib_path else None)
+    params = resolve_params(gpu, args.engine, args.calibration, use_bundled=not args.no_calibration)
     scn = Scenario(target=target, params=params, dtypes=dtypes, draft=draft,
                    batch=parse_positive_int(args.batch, "--batch"), prompt=parse_positive_int(args.prompt, "--prompt", 0),
                    gen=parse_positive_int(args.gen, "--gen"))
     scn.check_fits(max(ks), gpu.name)
     meta = {"model": target.name, "draft": draft.name if draft else None, "gpu": gpu.id, "gpu_name": gpu.name,
-            "engine": args.engine, "parameters": params.source, "calibrated": calib is not None,
+            "engine": args.engine, "parameters": params.source, "calibrated": params.source.startswith("calibration"),
             "weights_dtype": dtypes.weights, "act_dtype": dtypes.activations, "kv_dtype": dtypes.kv,
             "batch": scn.batch, "prompt": scn.prompt, "gen": scn.gen,
             "default_draft_used": draft is not None and args.draft is None}
@@ -222,10 +220,7 @@ def cmd_check(args) -> int:
 
     data, gpu = load_results(args.results, args.engine)
     gpu = args.gpu or gpu
-    g = load_gpu(gpu)
-    calib_path = args.calibration or bundled_calibration(g.id, args.engine)
-    calib = load_calibration(calib_path) if calib_path else None
-    params = make_params(g, args.engine, calib, str(calib_path) if calib_path else None)
+    params = resolve_params(load_gpu(gpu), args.engine, args.calibration)
     rows = predictions(data, params)
     stats = {key: error_stats([r[f"{key}_err"] for r in rows]) for key in ("time", "energy")}
     models = [m for m in data if m.group != "stage1"]

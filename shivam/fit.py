@@ -11,14 +11,13 @@ A parameter the data cannot identify (singular or with relative uncertainty abov
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from shivam.errors import ShivamError
-from shivam.hardware import Calibration, Params, load_gpu, make_params
+from shivam.hardware import Calibration, Params, gpu_id_for, load_gpu, make_params
 from shivam.roofline import energy_features
 from shivam.validate.points import Point, point_cost
 
@@ -44,24 +43,26 @@ class Measured:
         return cls(p, m["time_per_call_s"], m["energy_per_call_j"], m.get("tokens_per_call", 0.0), group)
 
 
-def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Measured], str | None]:
-    """Measured points (status ok) from JSONL files, and the GPU id their environment records name."""
-    from shivam.validate.cli import gpu_id_for
+def load_records(paths: list[str]) -> list[dict]:
+    """Every record of the given results files, in order."""
+    from shivam.validate.runner import read_records
 
-    out, gpu = [], None
     for path in paths:
         if not Path(path).is_file():
             raise ShivamError(f"results file {path!r} does not exist; give JSONL files written by `shivam validate`")
-        for line in Path(path).read_text().splitlines():
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            if r.get("record") == "environment" and r.get("gpu"):
-                gpu = gpu or gpu_id_for(r["gpu"])
-            if r.get("record") == "point" and r.get("status") == "ok":
-                m = Measured.from_record(r)
-                if engine is None or m.point.engine == engine:
-                    out.append(m)
+    return [r for path in paths for r in read_records(path)]
+
+
+def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Measured], str | None]:
+    """Measured points (status ok) from JSONL files, and the GPU id their environment records name."""
+    out, gpu = [], None
+    for r in load_records(paths):
+        if r.get("record") == "environment" and r.get("gpu"):
+            gpu = gpu or gpu_id_for(r["gpu"])
+        if r.get("record") == "point" and r.get("status") == "ok":
+            m = Measured.from_record(r)
+            if engine is None or m.point.engine == engine:
+                out.append(m)
     if not out:
         raise ShivamError(f"no measured points{' of the ' + engine + ' engine' if engine else ''} in {', '.join(paths)}")
     return out, gpu

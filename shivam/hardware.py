@@ -146,6 +146,24 @@ def load_calibration(path: str | Path) -> Calibration:
         raise ShivamError(f"{path}: not a calibration file ({exc.errors()[0]['msg']}); give a file written by `shivam fit`") from None
 
 
+# NVML device names -> bundled GPU ids
+_NVML_NAMES = {"H200": "h200", "H100 80GB HBM3": "h100-sxm", "H100 PCIe": "h100-pcie", "A100-SXM4-80GB": "a100-80gb",
+               "A100-SXM4-40GB": "a100-40gb", "L4": "l4", "T4": "t4", "A10G": "a10g", "L40S": "l40s",
+               "RTX 4090": "rtx-4090"}
+
+
+def gpu_id_for(nvml_name: str) -> str | None:
+    """The bundled GPU id for a name as NVML reports it ('NVIDIA H200' -> 'h200'), or None."""
+    return next((gid for key, gid in _NVML_NAMES.items() if key in nvml_name), None)
+
+
+def resolve_params(gpu: GPU, engine: str, calibration: str | None = None, use_bundled: bool = True) -> Params:
+    """Parameters for a GPU and engine: the given calibration file, else the bundled one (if any and wanted), else
+    the datasheet estimates. Params.source says which."""
+    path = calibration or (bundled_calibration(gpu.id, engine) if use_bundled else None)
+    return make_params(gpu, engine, load_calibration(path) if path else None, str(path) if path else None)
+
+
 def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None = None,
                 calibration_path: str | None = None) -> Params:
     prof = load_engine(engine)

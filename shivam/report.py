@@ -237,22 +237,16 @@ def _power_traces(records: list[dict]) -> go.Figure:
 
 
 def validation_report(args) -> None:
-    from shivam.fit import error_stats, load_results, predictions
-    from shivam.hardware import bundled_calibration, load_calibration, load_gpu, make_params
+    from shivam.fit import error_stats, load_records, load_results, predictions
+    from shivam.hardware import load_gpu, resolve_params
 
     data, gpu = load_results(args.results, args.engine)
     g = load_gpu(args.gpu or gpu)
-    cal = args.calibration or bundled_calibration(g.id, args.engine)
-    params = make_params(g, args.engine, load_calibration(cal) if cal else None, str(cal) if cal else None)
+    params = resolve_params(g, args.engine, args.calibration)
     rows = predictions(data, params)
-    records, env = [], None
-    for path in args.results:
-        for line in Path(path).read_text().splitlines():
-            r = json.loads(line)
-            if r.get("record") == "environment" and env is None:
-                env = r
-            if r.get("record") == "point" and r.get("status") == "ok":
-                records.append(r)
+    everything = load_records(args.results)
+    env = next((r for r in everything if r.get("record") == "environment"), None)
+    records = [r for r in everything if r.get("record") == "point" and r.get("status") == "ok"]
     stats = {k: error_stats([r[f"{k}_err"] for r in rows]) for k in ("energy", "time")}
     summary = [[k, stats[k]["n"], f"{100 * stats[k]['median']:.1f} %", f"{100 * stats[k]['mean']:.1f} %",
                 f"{100 * stats[k]['max']:.1f} %"] for k in ("energy", "time")]

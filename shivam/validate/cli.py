@@ -8,21 +8,10 @@ import sys
 from pathlib import Path
 
 from shivam.errors import ShivamError
+from shivam.hardware import gpu_id_for
 from shivam.parsing import parse_positive_int
 from shivam.validate.points import Point
 from shivam.validate.suites import suite_points
-
-# NVML names -> bundled GPU ids (for predictions next to each measurement)
-GPU_IDS = {"H200": "h200", "H100 80GB HBM3": "h100-sxm", "H100 PCIe": "h100-pcie", "A100-SXM4-80GB": "a100-80gb",
-           "A100-SXM4-40GB": "a100-40gb", "L4": "l4", "T4": "t4", "A10G": "a10g", "L40S": "l40s", "RTX 4090": "rtx-4090"}
-
-
-def gpu_id_for(name: str) -> str | None:
-    for key, gid in GPU_IDS.items():
-        if key in name:
-            return gid
-    return None
-
 
 def _points(args) -> list[Point]:
     if args.points_file:

@@ -18,6 +18,17 @@ from shivam.hardware import load_gpu, make_params
 from shivam.validate.points import Point, predict_point
 
 
+def read_records(path: str | Path) -> list[dict]:
+    """Every record of a results file (read-only: a half-written last line is skipped, not repaired)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # blank, or the half-written line of a killed run
+    return out
+
+
 class ContextLost(ShivamError):
     """The CUDA context died (a device-side assert): nothing more can run in this process."""
 
@@ -37,13 +48,7 @@ class ResultsFile:
             self.path.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def records(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            if line.strip():
-                out.append(json.loads(line))
-        return out
+        return read_records(self.path) if self.path.exists() else []
 
     def done_ids(self) -> set[str]:
         return {r["id"] for r in self.records() if r.get("record") == "point"}
