@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table", choices=["table", "json"])
 
     p = sub.add_parser("validate", help="measure time and energy on a real GPU (NVML energy counter)")
-    p.add_argument("--suite", default="quick", help="quick, stage1, stage2, stage3, steps or precision (comma-separated)")
+    p.add_argument("--suite", default="quick", help="quick, stage1, stage2, stage3, steps, precision or hf (comma-separated)")
     p.add_argument("--out", default=None, help="results folder (default validation/results/<gpu>/)")
     p.add_argument("--gpu-index", default="0")
     p.add_argument("--repeats", default="3", help="windows per point")

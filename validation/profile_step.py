@@ -1,7 +1,11 @@
 """Where the graph engine's decode step spends its time: kernels launched, summed kernel time, replay time.
 
 Evidence for the gap between shivam's graph engine and the minimal decoder of h200-facts.md.
-Run on a GPU: python3 validation/profile_step.py [model] [context] > profile.json
+Run on a GPU: python3 validation/profile_step.py [model] [context] > profile.json   (JSON on stdout alone)
+
+Kernels are split into GEMMs (cuBLAS / nvjet: they read the weights) and everything else (norms, RoPE, cache
+writes, attention, residual adds), and the GEMMs' achieved bandwidth is computed from the weight bytes shivam's
+workload counts for the same step.
 """
 
 import json
@@ -12,6 +16,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from shivam.modelspec import load_model
 from shivam.validate.engines import Decoder
+from shivam.workload import Dtypes, step_ops
+
+GEMM_MARKERS = ("nvjet", "gemm", "cublas", "cutlass")
 
 
 def main(model="mistral-7b", context=512):
@@ -42,8 +49,14 @@ def main(model="mistral-7b", context=512):
     end.record()
     torch.cuda.synchronize()
     top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:15]
+    gemm = [e for e in kernels if any(m in e.name.lower() for m in GEMM_MARKERS)]
+    gemm_us = sum(e.device_time for e in gemm)
+    weight_bytes = sum(op.repeat * op.weight_bytes for op in step_ops(spec, 1, 1, context, Dtypes.of("bf16")))
     print(json.dumps({"model": model, "context": context, "kernels_per_step": len(kernels),
                       "kernel_time_ms": busy_us / 1e3, "graph_replay_ms": start.elapsed_time(end) / 100,
+                      "gemm_kernels": len(gemm), "gemm_time_ms": gemm_us / 1e3, "weight_bytes": weight_bytes,
+                      "gemm_bandwidth_TBps": weight_bytes / (gemm_us * 1e-6) / 1e12 if gemm_us else None,
+                      "other_kernels": len(kernels) - len(gemm), "other_time_ms": (busy_us - gemm_us) / 1e3,
                       "top_kernels": [{"name": k, "count": c, "ms": t / 1e3} for k, (c, t) in top]}, indent=1))
 
 

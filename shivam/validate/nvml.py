@@ -8,7 +8,7 @@ import socket
 from importlib import metadata
 
 from shivam.errors import ShivamError
-from shivam.validate.meter import EnergyCounter, PolledEnergy
+from shivam.validate.meter import POLL_INTERVAL_S, EnergyCounter, PolledEnergy
 
 
 def _nvml():
@@ -123,4 +123,5 @@ def environment(index: int, command: str) -> dict:
             "power_limit_w": (_try(nv.nvmlDeviceGetPowerManagementLimit, h) or 0) / 1000.0,
             "memory_total_bytes": _try(lambda: nv.nvmlDeviceGetMemoryInfo(h).total),
             "memory_power_field": getattr(memory_power_reader(nv, h), "field", None),
+            "meter": {"counter_poll_interval_s": POLL_INTERVAL_S, "counter_period_s": 0.1},
             "versions": versions, **{f"start_{k}": v for k, v in snapshot(index).items()}}

@@ -122,6 +122,12 @@ class Workbench:
         return e.spec_call(target, self._decoders[key], p.k, p.alpha, p.context, p.seed)
 
 
+def min_calls_for(p: Point) -> int:
+    """Calls per window at least. A generate() call lasts 0.1-1 s, so 10 of them already span 1-10 s (and the 20
+    counter periods still bound the window from below); 20 for everything else."""
+    return 10 if p.kind == "generate" else 20
+
+
 def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Workbench, gpu_id: str | None,
                  snapshot=lambda: {}, repeats: int = 3, min_periods: int = 20, idle_w: dict | None = None,
                  progress: bool = True, codecarbon_gpu: int | None | bool = False) -> list[dict]:
@@ -148,7 +154,7 @@ def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Work
                       "started": time.time(), "before": snapshot()}
             try:
                 call = bench.call_for(p)
-                m = measure(counter, call, repeats=repeats, min_periods=min_periods)
+                m = measure(counter, call, repeats=repeats, min_periods=min_periods, min_calls=min_calls_for(p))
                 record.update(status="ok", measured=m.summary(), after=snapshot())
                 stats = getattr(call, "stats", None)
                 if stats and stats["calls"]:

@@ -46,15 +46,26 @@ def suite_points(name: str) -> list[Point]:
     if name == "stage3":
         return _spec_sweep("stage3", "mistral-7b", "opt-125m", range(1, 9), ALPHAS)
     if name == "steps":
+        # verify cost vs k+1 for models of every size and both families (so that leaving one model out of the fit
+        # still leaves wide steps to identify the compute terms), context length and batch on Mistral-7B
+        wide = (1, 9, 33, 129)
         return (_steps("steps", "mistral-7b", ns=(1, 2, 3, 5, 9, 17, 33, 65, 129))
                 + _steps("steps", "mistral-7b", contexts=(128, 1024, 2048, 8192))
                 + _steps("steps", "mistral-7b", batches=(2, 4, 16, 64))
-                + _steps("steps", "opt-125m", ns=(1, 5, 9)) + _steps("steps", "llama-68m"))
+                + [p for m in ("opt-125m", "opt-1.3b", "tinyllama-1.1b", "llama-2-7b", "opt-6.7b")
+                   for p in _steps("steps", m, ns=wide) + _steps("steps", m, batches=(16,))]
+                + _steps("steps", "llama-68m"))
+    if name == "hf":
+        # transformers generate(), eager: models of both families and five sizes, two generation lengths each (to
+        # separate the prefill from the per-token cost); fits and cross-validates the hf engine's overheads
+        return [Point(suite="hf", engine="hf", kind="generate", model=m, prompt=128, gen=g)
+                for m in ("opt-125m", "qwen2-0.5b", "opt-1.3b", "tinyllama-1.1b", "gemma-2b", "llama-2-7b", "mistral-7b")
+                for g in (8, 32)]
     if name == "precision":
         return [p for m in ("mistral-7b", "llama-2-7b") for p in
                 _steps("precision", m, batches=(1, 16), weights_dtype="bf16")
                 + _steps("precision", m, batches=(1, 16), weights_dtype="fp8", act_dtype="fp8")]
-    raise ShivamError(f"unknown suite {name!r}: use quick, stage1, stage2, stage3, steps or precision")
+    raise ShivamError(f"unknown suite {name!r}: use quick, stage1, stage2, stage3, steps, precision or hf")
 
 
-SUITES = ("quick", "stage1", "stage2", "stage3", "steps", "precision")
+SUITES = ("quick", "stage1", "stage2", "stage3", "steps", "precision", "hf")
