@@ -1,7 +1,7 @@
 """Calibration: fit the simulator's free parameters to measured points, and check predictions against them.
 
 Two stages, because the model is built that way (docs/model.md, section 3):
-  time   = f(memory_efficiency, compute_efficiency, per_kernel_s, per_step_s, per_iteration_s, pcie_Bps):
+  time   = f(memory_efficiency, compute_efficiency, overlap_exponent, per_kernel_s, per_step_s, per_iteration_s, pcie_Bps):
            nonlinear (a max per operator), fitted with scipy.optimize.least_squares on relative error;
   energy = static_power * time + active_power * busy + e_dram * bytes + compute_scale * E_compute + e_pcie * pcie:
            linear once the times are fixed, fitted with scipy.optimize.lsq_linear (bounded, relative error).
@@ -21,8 +21,10 @@ from shivam.hardware import Calibration, Params, gpu_id_for, load_gpu, make_para
 from shivam.roofline import energy_features
 from shivam.validate.points import Point, point_cost
 
-TIME_PARAMS = ("memory_efficiency", "compute_efficiency", "per_kernel_s", "per_step_s", "per_iteration_s", "pcie_Bps")
-TIME_BOUNDS = {"memory_efficiency": (0.05, 1.2), "compute_efficiency": (0.05, 1.2), "per_kernel_s": (0.0, 1e-3),
+TIME_PARAMS = ("memory_efficiency", "compute_efficiency", "overlap_exponent", "per_kernel_s", "per_step_s",
+               "per_iteration_s", "pcie_Bps")
+TIME_BOUNDS = {"memory_efficiency": (0.05, 1.2), "compute_efficiency": (0.05, 1.2), "overlap_exponent": (1.0, 100.0),
+               "per_kernel_s": (0.0, 1e-3),
                "per_step_s": (0.0, 0.05), "per_iteration_s": (0.0, 0.05), "pcie_Bps": (1e8, 2e11)}
 ENERGY_PARAMS = ("static_power_w", "active_power_w", "dram_j_per_byte", "compute_scale", "pcie_j_per_byte")
 
@@ -124,7 +126,8 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     held = {n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix}
     base = _with(base, fix)
     for _ in range(len(TIME_PARAMS)):
-        x0 = np.array([getattr(base, n) for n in names])
+        # overlap_exponent near its default (100, the roofline max) sits on a plateau with no gradient: start at 4
+        x0 = np.array([min(getattr(base, n), 4.0) if n == "overlap_exponent" else getattr(base, n) for n in names])
         lo, hi = np.array([TIME_BOUNDS[n][0] for n in names]), np.array([TIME_BOUNDS[n][1] for n in names])
         scale = np.maximum(np.abs(x0), 1e-7)
         sol = least_squares(_time_residuals, np.clip(x0, lo, hi), bounds=(lo, hi), args=(names, base, data),

@@ -72,6 +72,8 @@ class Params(BaseModel):
     peak_flops: dict[str, float] = Field(description="dense peak FLOP/s per dtype")
     memory_efficiency: float = Field(gt=0, le=1.5)
     compute_efficiency: float = Field(gt=0, le=1.5)
+    overlap_exponent: float = Field(default=100.0, ge=1, description="how an operator's memory and compute times "
+                                    "combine: 1 adds them (no overlap), large values give the roofline max")
     per_kernel_s: float = Field(ge=0, description="launch/dispatch overhead per kernel")
     per_step_s: float = Field(ge=0, description="host overhead per forward step")
     per_iteration_s: float = Field(ge=0, description="host synchronization per decoding iteration")
@@ -91,6 +93,7 @@ class EngineProfile(BaseModel):
     description: str
     memory_efficiency: float
     compute_efficiency: float
+    overlap_exponent: float = 100.0
     per_kernel_s: float
     per_step_s: float
     per_iteration_s: float
@@ -172,6 +175,7 @@ def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None
         bandwidth_Bps=gpu.memory.bandwidth_gbs * 1e9,
         peak_flops={dt: r * 1e12 for dt, r in gpu.peak_tflops.items()},
         memory_efficiency=prof.memory_efficiency, compute_efficiency=prof.compute_efficiency,
+        overlap_exponent=prof.overlap_exponent,
         per_kernel_s=prof.per_kernel_s, per_step_s=prof.per_step_s, per_iteration_s=prof.per_iteration_s,
         static_power_w=e.static_power_w.value, active_power_w=e.active_power_w.value,
         dram_j_per_byte=e.dram_board_pj_per_bit.value * 8e-12,

@@ -117,6 +117,8 @@ def environment(index: int, command: str) -> dict:
     return {"record": "environment", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "command": command, "host": socket.gethostname(), "python": platform.python_version(),
             "gpu": name.decode() if isinstance(name, bytes) else name,
+            "gpu_uuid": _try(nv.nvmlDeviceGetUUID, h),  # the physical card: lent machines differ run to run
+            "gpu_serial": _try(nv.nvmlDeviceGetSerial, h),
             "driver": _try(nv.nvmlSystemGetDriverVersion),
             "max_sm_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM),
             "max_mem_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_MEM),

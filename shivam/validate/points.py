@@ -57,7 +57,8 @@ class Point(BaseModel, frozen=True):
 
     def label(self) -> str:
         if self.kind == "step":
-            return f"{self.model} step n={self.new_tokens} b={self.batch} c={self.context}"
+            dt = "" if self.weights_dtype == "bf16" and not self.act_dtype else f" {self.weights_dtype}/{self.act_dtype or self.weights_dtype}"
+            return f"{self.model} step n={self.new_tokens} b={self.batch} c={self.context}{dt}"
         if self.kind == "spec":
             return f"{self.model}+{self.draft} k={self.k} a={self.alpha} c={self.context}"
         if self.kind == "generate":

@@ -52,7 +52,8 @@ def suite_points(name: str) -> list[Point]:
         return (_steps("steps", "mistral-7b", ns=(1, 2, 3, 5, 9, 17, 33, 65, 129))
                 + _steps("steps", "mistral-7b", contexts=(128, 1024, 2048, 8192))
                 + _steps("steps", "mistral-7b", batches=(2, 4, 16, 64))
-                + [p for m in ("opt-125m", "opt-1.3b", "tinyllama-1.1b", "llama-2-7b", "opt-6.7b")
+                + [p for m in ("opt-125m", "opt-1.3b", "tinyllama-1.1b", "llama-2-7b", "opt-6.7b",
+                               "gpt2", "qwen2-0.5b", "gemma-2b", "phi-3-mini", "llama-2-13b")
                    for p in _steps("steps", m, ns=wide) + _steps("steps", m, batches=(16,))]
                 + _steps("steps", "llama-68m"))
     if name == "hf":
