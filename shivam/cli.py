@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="graph")
     p.add_argument("--gpu", default=None, help="GPU id (default: from the results' environment record)")
     p.add_argument("--fix", action="append", default=[], help="hold a parameter: NAME=VALUE (repeatable)")
+    p.add_argument("--card-factors", action="store_true",
+                   help="fit one energy scale per GPU card (data from several cards of the same model)")
 
     p = sub.add_parser("check", help="predicted vs measured for every point, error statistics, cross-validation")
     p.add_argument("results", nargs="+")
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", default=None)
     p.add_argument("--max-error", default="0.10", help="exit 1 when the median absolute error exceeds this fraction")
     p.add_argument("--fix", action="append", default=[], help="as for fit, for the cross-validation fits")
+    p.add_argument("--card-factors", action="store_true",
+                   help="one energy scale per GPU card, in the check and in the cross-validation fits")
     p.add_argument("--format", default="table", choices=["table", "json"])
 
     p = sub.add_parser("report", help="interactive HTML report of measured results (with predictions)")

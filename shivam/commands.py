@@ -196,10 +196,10 @@ def cmd_fit(args) -> int:
     data, gpu = load_results(args.results, args.engine)
     gpu = args.gpu or gpu
     fixes = _fixes(args.fix)
-    result = fit(data, base_params(gpu, args.engine), fixes, strict=True)
+    result = fit(data, base_params(gpu, args.engine), fixes, strict=True, card_factors=args.card_factors)
     cal = calibration_file(result, gpu, args.engine, [str(p) for p in args.results],
                            note=f"shivam fit {' '.join(args.results)} --engine {args.engine} "
-                                f"{' '.join('--fix ' + f for f in args.fix)}".strip())
+                                f"{' '.join('--fix ' + f for f in args.fix)}{' --card-factors' * args.card_factors}".strip())
     from pathlib import Path
 
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +207,8 @@ def cmd_fit(args) -> int:
     rows = [[n, f"{v:.6g}", f"{result.uncertainty[n]:.3g}" if n in result.uncertainty else "-", "fixed" if n in fixes else "fitted"]
             for n, v in result.values.items()]
     rows += [[n, f"{v:.6g}", "-", "held (no data moves it)"] for n, v in result.held.items()]
-    rows_pred = predictions(data, result.params)
+    rows += [[f"card factor {c[:40]}", f"{v:.4f}", "-", "fitted"] for c, v in result.card_factors.items()]
+    rows_pred = predictions(data, result.params, result.card_factors)
     e, t = error_stats([r["energy_err"] for r in rows_pred]), error_stats([r["time_err"] for r in rows_pred])
     table(f"Fitted {gpu}/{args.engine} from {len(data)} points -> {args.output}", ["parameter", "value", "± 1 sd", ""],
           rows, f"residuals: energy median {100 * e['median']:.1f} %, max {100 * e['max']:.1f} %; "
@@ -216,19 +217,29 @@ def cmd_fit(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from shivam.fit import base_params, best_k_check, error_stats, leave_one_group_out, load_results, predictions
+    import numpy as np
+
+    from shivam.fit import (base_params, best_k_check, card_scales, error_stats, leave_one_group_out, load_results,
+                            predictions)
 
     data, gpu = load_results(args.results, args.engine)
     gpu = args.gpu or gpu
     params = resolve_params(load_gpu(gpu), args.engine, args.calibration)
-    rows = predictions(data, params)
+    factors = None
+    if args.card_factors:  # each card's energy scale relative to this calibration: one number per card, fitted here
+        plain = predictions(data, params)
+        factors = card_scales(np.array([r["energy_pred"] for r in plain]), np.array([m.energy_j for m in data]),
+                              [m.card for m in data])
+    rows = predictions(data, params, factors)
     stats = {key: error_stats([r[f"{key}_err"] for r in rows]) for key in ("time", "energy")}
     models = [m for m in data if m.group != "stage1"]
-    cv = leave_one_group_out(models, base_params(gpu, args.engine), _fixes(args.fix)) if len({m.group for m in models}) > 2 else []
+    cv = (leave_one_group_out(models, base_params(gpu, args.engine), _fixes(args.fix), args.card_factors)
+          if len({m.group for m in models}) > 2 else [])
     cv_stats = {key: error_stats([r[f"{key}_err"] for r in cv]) for key in ("time", "energy")} if cv else {}
     bestk = best_k_check(rows)
     max_error = parse_floats(args.max_error, "--max-error", 0, 100)[0]
-    out = {"gpu": gpu, "engine": args.engine, "parameters": params.source, "points": rows, "errors": stats,
+    out = {"gpu": gpu, "engine": args.engine, "parameters": params.source, "card_factors": factors or {},
+           "points": rows, "errors": stats,
            "cross_validation": {"errors": cv_stats, "points": cv}, "best_k": bestk}
     if args.format == "json":
         json.dump(out, sys.stdout, indent=1)
@@ -249,6 +260,8 @@ def cmd_check(args) -> int:
             lines.append(f"leave-one-model-out ({cv_stats['energy']['n']} points, {len({r['fold'] for r in cv})} models): "
                          f"energy median {100 * cv_stats['energy']['median']:.1f} %, max {100 * cv_stats['energy']['max']:.1f} %; "
                          f"time median {100 * cv_stats['time']['median']:.1f} %, max {100 * cv_stats['time']['max']:.1f} %")
+        for c, v in (factors or {}).items():
+            lines.append(f"card {c}: energy x {v:.3f} ({sum(m.card == c for m in data)} points)")
         for b in bestk:
             lines.append(f"best k {b['model']} alpha {b['alpha']}: measured {b['best_k_measured']}, predicted "
                          f"{b['best_k_predicted']} ({'ok' if b['ok'] else 'MISS'}, {100 * b['energy_gap']:+.1f} % energy)")

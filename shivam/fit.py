@@ -36,13 +36,14 @@ class Measured:
     energy_j: float  # per call
     tokens: float  # per call, as measured (drawn acceptance for spec points)
     group: str  # for leave-one-model-out
+    card: str = ""  # the GPU card (NVML UUID) or, where none was recorded, the campaign that measured the point
 
     @classmethod
-    def from_record(cls, r: dict) -> "Measured":
+    def from_record(cls, r: dict, card: str = "") -> "Measured":
         p = Point(**r["point"])
         m = r["measured"]
         group = p.model if p.kind != "stage1" else "stage1"
-        return cls(p, m["time_per_call_s"], m["energy_per_call_j"], m.get("tokens_per_call", 0.0), group)
+        return cls(p, m["time_per_call_s"], m["energy_per_call_j"], m.get("tokens_per_call", 0.0), group, card)
 
 
 def load_records(paths: list[str]) -> list[dict]:
@@ -58,13 +59,18 @@ def load_records(paths: list[str]) -> list[dict]:
 def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Measured], str | None]:
     """Measured points (status ok) from JSONL files, and the GPU id their environment records name."""
     out, gpu = [], None
-    for r in load_records(paths):
-        if r.get("record") == "environment" and r.get("gpu"):
-            gpu = gpu or gpu_id_for(r["gpu"])
-        if r.get("record") == "point" and r.get("status") == "ok":
-            m = Measured.from_record(r)
-            if engine is None or m.point.engine == engine:
-                out.append(m)
+    for path in paths:
+        card = f"{Path(path).name} (no environment record)"
+        for r in load_records([path]):
+            if r.get("record") == "environment":
+                # one environment record per campaign (a resumed run adds one): the points after it ran on its card
+                card = r.get("gpu_uuid") or f"{Path(path).name} campaign of {str(r.get('date', '?'))[:16]}"
+                if r.get("gpu"):
+                    gpu = gpu or gpu_id_for(r["gpu"])
+            if r.get("record") == "point" and r.get("status") == "ok":
+                m = Measured.from_record(r, card)
+                if engine is None or m.point.engine == engine:
+                    out.append(m)
     if not out:
         raise ShivamError(f"no measured points{' of the ' + engine + ' engine' if engine else ''} in {', '.join(paths)}")
     return out, gpu
@@ -109,12 +115,28 @@ class FitResult:
     uncertainty: dict
     residuals: dict = field(default_factory=dict)
     held: dict = field(default_factory=dict)  # parameters the data could not identify, held at their defaults
+    card_factors: dict = field(default_factory=dict)  # energy scale of each card (geometric mean 1), when fitted
 
 
-def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: bool = True) -> FitResult:
+def card_scales(pred: np.ndarray, meas: np.ndarray, cards: list[str]) -> dict[str, float]:
+    """For each card, the factor f minimizing sum((f * pred / meas - 1)^2) over its points: sum(r) / sum(r^2)."""
+    r = pred / meas
+    out = {}
+    for c in sorted(set(cards)):
+        sel = np.array([x == c for x in cards])
+        out[c] = float(np.sum(r[sel]) / np.sum(r[sel] ** 2))
+    return out
+
+
+def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: bool = True,
+        card_factors: bool = False) -> FitResult:
     """Fit time then energy parameters. strict: refuse, by name, a parameter the data cannot identify. strict=False
     (cross-validation folds) keeps the least-squares values however uncertain; parameters that no point of the
-    data moves at all are held at their defaults either way."""
+    data moves at all are held at their defaults either way.
+
+    card_factors: the same work drew 404-469 W on three lent H200 cards (docs/validation.md), so data from several
+    cards can carry one energy scale per card, fitted alongside (alternating with the linear solve, normalized to a
+    geometric mean of 1): the parameters then describe the typical card and the factors the spread between cards."""
     from scipy.optimize import least_squares, lsq_linear
 
     fix = dict(fix or {})
@@ -150,6 +172,39 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
     meas_e = np.array([m.energy_j for m in data])
     fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix)
+    cards = [m.card for m in data]
+    factors = {c: 1.0 for c in cards}
+    for _ in range(50 if card_factors else 1):
+        f_row = np.array([factors[c] for c in cards])
+        coef, e_unc, e_names, fixed_part = _energy_solve(cols, e_names, meas_e / f_row, fixed_part, held, p, strict)
+        if not card_factors:
+            break
+        pred = sum(c * cols[n] for c, n in zip(coef, e_names)) + fixed_part
+        new = card_scales(pred, meas_e, cards)
+        g = float(np.exp(np.mean(np.log(list(new.values())))))
+        new = {c: v / g for c, v in new.items()}
+        done = max(abs(new[c] / factors[c] - 1) for c in new) < 1e-6
+        factors = new
+        if done:
+            break
+    energy_values = dict(zip(e_names, map(float, coef)))
+    all_values = {**fix, **time_values, **energy_values}
+    scale = all_values.get("compute_scale", held.get("compute_scale", 1.0))
+    final = _with(p, {k: v for k, v in all_values.items() if k in Params.model_fields and k not in time_values})
+    final = _with(final, {k: v for k, v in held.items() if k in Params.model_fields})
+    final = _with(final, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
+    f_row = np.array([factors[c] for c in cards]) if card_factors else 1.0
+    energy_pred = f_row * np.array([float(point_cost(m.point, final)[0].energy_j) for m in data])
+    return FitResult(final, all_values, {**{n: unc[n] for n in names}, **e_unc},
+                     {"time": time_resid.tolist(), "energy": (energy_pred / meas_e - 1).tolist()}, held,
+                     factors if card_factors else {})
+
+
+def _energy_solve(cols, e_names, meas_e, fixed_part, held, p, strict):
+    """Bounded linear least squares on relative error for the energy coefficients; refuses (strict) or holds at
+    their defaults the coefficients the data cannot identify."""
+    from scipy.optimize import lsq_linear
+
     while True:
         A = np.stack([cols[n] / meas_e for n in e_names], axis=1)
         b = 1.0 - fixed_part / meas_e
@@ -170,24 +225,18 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
             held[n] = defaults[n]
             fixed_part = fixed_part + defaults[n] * cols[n]
         e_names = [n for n in e_names if n not in bad]
-    energy_values = dict(zip(e_names, map(float, coef)))
-    all_values = {**fix, **time_values, **energy_values}
-    scale = all_values.get("compute_scale", held.get("compute_scale", 1.0))
-    final = _with(p, {k: v for k, v in all_values.items() if k in Params.model_fields and k not in time_values})
-    final = _with(final, {k: v for k, v in held.items() if k in Params.model_fields})
-    final = _with(final, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
-    energy_pred = np.array([float(point_cost(m.point, final)[0].energy_j) for m in data])
-    return FitResult(final, all_values, {**{n: unc[n] for n in names}, **e_unc},
-                     {"time": time_resid.tolist(), "energy": (energy_pred / meas_e - 1).tolist()}, held)
+    return coef, e_unc, e_names, fixed_part
 
 
-def predictions(data: list[Measured], params: Params) -> list[dict]:
+def predictions(data: list[Measured], params: Params, card_factors: dict | None = None) -> list[dict]:
+    """Predicted vs measured per point; energy scaled by the point's card factor where one is given."""
     rows = []
     for m in data:
         cost, tokens, bound = point_cost(m.point, params)
-        row = {"label": m.point.label(), "group": m.group, "kind": m.point.kind,
+        f = (card_factors or {}).get(m.card, 1.0)
+        row = {"label": m.point.label(), "group": m.group, "kind": m.point.kind, "card": m.card, "card_factor": f,
                "time_pred": float(cost.time_s), "time_meas": m.time_s,
-               "energy_pred": float(cost.energy_j), "energy_meas": m.energy_j, "bound": bound}
+               "energy_pred": f * float(cost.energy_j), "energy_meas": m.energy_j, "bound": bound}
         if m.tokens:
             # per token: the prediction with the measured tokens per call, so acceptance draws do not count as error
             row.update(energy_tok_pred=row["energy_pred"] / m.tokens, energy_tok_meas=m.energy_j / m.tokens,
@@ -204,16 +253,19 @@ def error_stats(errors) -> dict:
     return {"median": float(np.median(a)), "max": float(np.max(a)), "mean": float(np.mean(a)), "n": int(a.size)}
 
 
-def leave_one_group_out(data: list[Measured], base: Params, fix: dict | None = None) -> list[dict]:
-    """Fit without each model's points, predict that model's points."""
+def leave_one_group_out(data: list[Measured], base: Params, fix: dict | None = None,
+                        card_factors: bool = False) -> list[dict]:
+    """Fit without each model's points, predict that model's points. With card factors, a held-out point takes its
+    card's factor as fitted from the other models measured on that card (1 where the card measured no other)."""
     rows = []
     for g in sorted({m.group for m in data}):
         train = [m for m in data if m.group != g]
         test = [m for m in data if m.group == g]
         if len({m.group for m in train}) < 2:
             continue
-        result = fit(train, base, fix, strict=False)
-        rows += [{**r, "fold": g, "held": sorted(result.held)} for r in predictions(test, result.params)]
+        result = fit(train, base, fix, strict=False, card_factors=card_factors)
+        rows += [{**r, "fold": g, "held": sorted(result.held)}
+                 for r in predictions(test, result.params, result.card_factors)]
     return rows
 
 
@@ -249,6 +301,7 @@ def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str
     params["j_per_flop"] = dict(p.j_per_flop)
     return Calibration(gpu=gpu, engine=engine, parameters=params,
                        uncertainty={k: v for k, v in result.uncertainty.items()}, fitted_from=sources,
+                       card_factors=result.card_factors,
                        note=note or f"held at defaults (not identifiable from this data): {sorted(result.held) or 'none'}")
 
 

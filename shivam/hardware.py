@@ -108,6 +108,7 @@ class Calibration(BaseModel):
     parameters: dict[str, float | dict[str, float]]
     uncertainty: dict[str, float | dict[str, float]] = {}
     fitted_from: list[str] = []
+    card_factors: dict[str, float] = {}  # energy scale of each GPU card in the data (fit --card-factors)
     note: str = ""
 
 
