@@ -7,6 +7,8 @@ overheads from the engine profile, and energy coefficients from the GPU file, an
 
 from __future__ import annotations
 
+import contextlib
+
 from functools import lru_cache
 from pathlib import Path
 
@@ -165,7 +167,12 @@ def resolve_params(gpu: GPU, engine: str, calibration: str | None = None, use_bu
     """Parameters for a GPU and engine: the given calibration file, else the bundled one (if any and wanted), else
     the datasheet estimates. Params.source says which."""
     path = calibration or (bundled_calibration(gpu.id, engine) if use_bundled else None)
-    return make_params(gpu, engine, load_calibration(path) if path else None, str(path) if path else None)
+    shown = None
+    if path:  # said relative to the working directory where it lies below it (reports are committed and shared)
+        shown = str(path)
+        with contextlib.suppress(ValueError):
+            shown = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    return make_params(gpu, engine, load_calibration(path) if path else None, shown)
 
 
 def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None = None,
