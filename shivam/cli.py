@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-index", default="0")
     p.add_argument("--repeats", default="3", help="windows per point")
     p.add_argument("--min-periods", default="20", help="energy-counter periods per window (>= 20 recommended)")
+    p.add_argument("--max-spread", default="0.03",
+                   help="windows of a point disagreeing by more than this fraction are measured again, longer")
+    p.add_argument("--extensions", default="1", help="how many times a point may be re-measured with 2.5x longer windows")
     p.add_argument("--engine", default=None, help="only points of this engine (graph or hf)")
     p.add_argument("--limit", default=None, help="measure at most this many points of the suite (for smoke runs)")
     p.add_argument("--weights", default=None, help="local safetensors checkpoint folder for the hf engine")

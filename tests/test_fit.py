@@ -114,3 +114,32 @@ def test_points_are_assigned_to_the_card_of_their_campaign(tmp_path):
     data, gpu = load_results([str(path)])
     assert gpu == "h200"
     assert data[0].card == "r.jsonl campaign of 2026-11-28T14:00" and data[1].card == "GPU-x"
+
+
+def test_check_with_card_factors_separates_card_power_from_model_error(tmp_path, cli):
+    # two campaigns (cards) measure the same points at 1.1x and 0.9x the prediction's energy, times exact: per card
+    # the factor sum(r)/sum(r^2) with r = 1/1.1 (or 1/0.9) is exactly 1.1 (0.9), so every error vanishes with
+    # --card-factors, while without them each energy error is |1/1.1 - 1| = 9.1 % or |1/0.9 - 1| = 11.1 %
+    from shivam.hardware import bundled_calibration, load_calibration
+
+    cal = bundled_calibration("h200", "graph")
+    params = make_params(load_gpu("h200"), "graph", load_calibration(cal) if cal else None, str(cal))
+    lines = []
+    for card, factor in (("GPU-a", 1.1), ("GPU-b", 0.9)):
+        lines.append(json.dumps({"record": "environment", "gpu": "NVIDIA H200", "gpu_uuid": card}))
+        for model in ("mistral-7b", "opt-1.3b", "opt-125m"):
+            p = Point(suite="t", kind="step", model=model)
+            cost, _, _ = point_cost(p, params)
+            lines.append(json.dumps({"record": "point", "id": p.id, "status": "ok", "point": p.model_dump(),
+                                     "measured": {"time_per_call_s": float(cost.time_s),
+                                                  "energy_per_call_j": float(cost.energy_j) * factor,
+                                                  "tokens_per_call": 1.0}}))
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    plain = json.loads(cli("check", str(path), "--format", "json").stdout)
+    assert plain["errors"]["energy"]["median"] == pytest.approx((1 / 0.9 - 1 + 1 - 1 / 1.1) / 2, abs=1e-6)
+    res = cli("check", str(path), "--format", "json", "--card-factors")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["card_factors"] == pytest.approx({"GPU-a": 1.1, "GPU-b": 0.9}, rel=1e-9)
+    assert out["errors"]["energy"]["max"] == pytest.approx(0.0, abs=1e-9)

@@ -113,3 +113,39 @@ def test_polled_power_fallback_integrates_instant_power():
     e1, t1 = poller.read_mj(), time.perf_counter()
     poller.close()
     assert (e1 - e0) * 1e-3 == pytest.approx(50.0 * (t1 - t0), rel=0.1)
+
+
+def _fake_measure(spreads):
+    """A stand-in for meter.measure whose windows disagree by spreads[min_periods] (energy per call 1 J)."""
+    from shivam.validate.meter import Measurement, Window
+
+    def measure(counter, call, repeats, min_periods, min_calls):
+        s = spreads[min_periods]
+        energies = [1.0 - s / 2, 1.0, 1.0 + s / 2][:repeats]
+        return Measurement([Window(energy_j=e * min_calls, duration_s=0.001 * min_calls, calls=min_calls,
+                                   counter_steps=min_periods, counter_energy_j=e, counter_span_s=1.0)
+                            for e in energies])
+    return measure
+
+
+def test_a_spread_point_is_measured_again_with_longer_windows(monkeypatch):
+    from shivam.validate import meter, runner
+
+    # 20 periods: windows 10 % apart; 50 periods (2.5x): 1 % apart -> one extension, both attempts kept
+    monkeypatch.setattr(meter, "measure", _fake_measure({20: 0.10, 50: 0.01}))
+    s = runner.measure_steady(None, None, repeats=3, min_periods=20, min_calls=20, max_spread=0.03, extensions=1)
+    assert s["energy_spread"] == pytest.approx(0.01) and s["min_periods"] == 50 and s["calls"] == [50, 50, 50]
+    assert [a["energy_spread"] for a in s["attempts"]] == [pytest.approx(0.10)]
+    assert "spread above 3 %" not in s["flags"]
+
+
+def test_a_point_that_stays_spread_is_flagged_not_hidden(monkeypatch):
+    from shivam.validate import meter, runner
+
+    monkeypatch.setattr(meter, "measure", _fake_measure({20: 0.10, 50: 0.08}))
+    s = runner.measure_steady(None, None, repeats=3, min_periods=20, min_calls=20, max_spread=0.03, extensions=1)
+    assert s["energy_spread"] == pytest.approx(0.08) and len(s["attempts"]) == 1
+    assert "spread above 3 %" in s["flags"]
+    monkeypatch.setattr(meter, "measure", _fake_measure({20: 0.01}))
+    steady = runner.measure_steady(None, None, repeats=3, min_periods=20, min_calls=20)
+    assert "attempts" not in steady and steady["min_periods"] == 20  # a steady point is measured once

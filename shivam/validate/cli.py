@@ -9,7 +9,7 @@ from pathlib import Path
 
 from shivam.errors import ShivamError
 from shivam.hardware import gpu_id_for
-from shivam.parsing import parse_positive_int
+from shivam.parsing import parse_floats, parse_positive_int
 from shivam.validate.points import Point
 from shivam.validate.suites import suite_points
 
@@ -30,6 +30,8 @@ def validate(args) -> int:
     points = _points(args)
     repeats = parse_positive_int(args.repeats, "--repeats")
     min_periods = parse_positive_int(args.min_periods, "--min-periods")
+    max_spread = parse_floats(args.max_spread, "--max-spread", 0, 1)[0]
+    extensions = parse_positive_int(args.extensions, "--extensions", 0)
     command = "shivam " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         import torch  # noqa: F401
@@ -78,7 +80,8 @@ def validate(args) -> int:
     bench = Workbench(device, args.weights)
     written = run_campaign(points, results, counter, bench, gpu_id, snapshot, repeats, min_periods,
                            idle if args.subtract_idle else None, progress=True,
-                           codecarbon_gpu=(None if args.simulate_meter else index) if args.codecarbon else False)
+                           codecarbon_gpu=(None if args.simulate_meter else index) if args.codecarbon else False,
+                           max_spread=max_spread, extensions=extensions)
     all_points = [r for r in results.records() if r.get("record") == "point"]
     print_summary(all_points)
     failed = sum(r["status"] != "ok" for r in written)
