@@ -202,4 +202,8 @@ def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None
                 raise ShivamError(f"{calibration_path}: unknown parameter {name!r}; known: {', '.join(values)}")
             values[name] = {**values[name], **value} if isinstance(value, dict) else value
         values["source"] = f"calibration {calibration_path}"
+        if len(calibration.card_factors) > 1:  # an operator's error bar: the same work on another card of this GPU
+            f = calibration.card_factors.values()
+            values["source"] += (f" (energy differed by ±{50 * (max(f) - min(f)):.0f} % between the "
+                                 f"{len(calibration.card_factors)} cards or campaigns it was fitted on)")
     return Params(**values)

@@ -143,3 +143,11 @@ def test_check_with_card_factors_separates_card_power_from_model_error(tmp_path,
     out = json.loads(res.stdout)
     assert out["card_factors"] == pytest.approx({"GPU-a": 1.1, "GPU-b": 0.9}, rel=1e-9)
     assert out["errors"]["energy"]["max"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_calibration_with_card_factors_states_the_spread():
+    from shivam.hardware import Calibration
+
+    cal = Calibration(gpu="h200", engine="graph", parameters={}, card_factors={"a": 0.9, "b": 1.1})
+    p = make_params(load_gpu("h200"), "graph", cal, "x.json")
+    assert "±10 % between the 2 cards" in p.source  # (1.1 - 0.9) / 2
