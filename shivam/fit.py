@@ -2,7 +2,7 @@
 
 Two stages, because the model is built that way (docs/model.md, section 3):
   time   = f(memory_efficiency, compute_efficiency, overlap_exponent, per_kernel_s, per_step_s, per_iteration_s, pcie_Bps):
-           nonlinear (a max per operator), fitted with scipy.optimize.least_squares on relative error;
+           nonlinear (an overlap of memory and compute per operator), fitted with scipy.optimize.least_squares on relative error;
   energy = static_power * time + active_power * busy + e_dram * bytes + compute_scale * E_compute + e_pcie * pcie:
            linear once the times are fixed, fitted with scipy.optimize.lsq_linear (bounded, relative error).
 Uncertainties come from the Jacobian (time) or design matrix (energy) at the solution: s^2 (J^T J)^-1.
@@ -137,7 +137,7 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     card_factors: the same work drew 404-469 W on three lent H200 cards (docs/validation.md), so data from several
     cards can carry one energy scale per card, fitted alongside (alternating with the linear solve, normalized to a
     geometric mean of 1): the parameters then describe the typical card and the factors the spread between cards."""
-    from scipy.optimize import least_squares, lsq_linear
+    from scipy.optimize import least_squares
 
     fix = dict(fix or {})
     kinds = {m.point.kind for m in data}

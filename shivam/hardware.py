@@ -8,7 +8,6 @@ overheads from the engine profile, and energy coefficients from the GPU file, an
 from __future__ import annotations
 
 import contextlib
-
 from functools import lru_cache
 from pathlib import Path
 

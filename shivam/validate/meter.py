@@ -69,9 +69,9 @@ class _InlineEdges:
         pass
 
 
-# How often the polling thread reads the counter. Each wake takes the GIL from the measured loop; at 0.5 ms the eager
-# (host-bound) transformers generate() windows on the H200 varied 9-34 % in time. 2 ms still times each edge to
-# within 0.1 % of a 2 s span.
+# How often the polling thread reads the counter. Each wake takes the GIL from the measured loop, so fewer wakes
+# disturb host-bound loops less; 2 ms still times each edge to within 0.1 % of a 2 s span. (The 5-34 % window
+# spread of eager generate() on the H200 is the host's own: validation/hf_jitter.py sees it with no meter at all.)
 POLL_INTERVAL_S = 0.002
 
 
