@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -75,7 +76,10 @@ class Params(BaseModel):
     compute_efficiency: float = Field(gt=0, le=1.5)
     overlap_exponent: float = Field(default=100.0, ge=1, description="how an operator's memory and compute times "
                                     "combine: 1 adds them (no overlap), large values give the roofline max")
-    per_kernel_s: float = Field(ge=0, description="launch/dispatch overhead per kernel")
+    per_kernel_s: float = Field(ge=0, description="launch/dispatch overhead per kernel (eager engines: per operator)")
+    dispatch_counts: Literal["graph", "eager"] = Field(
+        default="graph", description="what per_kernel_s multiplies: the graph decoder's kernels (shivam.workload) or "
+                                     "the operators transformers dispatches eagerly (hardware/engines/hf-dispatches.json)")
     per_step_s: float = Field(ge=0, description="host overhead per forward step")
     per_iteration_s: float = Field(ge=0, description="host synchronization per decoding iteration")
     static_power_w: float = Field(ge=0, description="power drawn for as long as the step lasts")
@@ -95,6 +99,7 @@ class EngineProfile(BaseModel):
     memory_efficiency: float
     compute_efficiency: float
     overlap_exponent: float = 100.0
+    dispatch_counts: Literal["graph", "eager"] = "graph"
     per_kernel_s: float
     per_step_s: float
     per_iteration_s: float
@@ -182,7 +187,7 @@ def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None
         bandwidth_Bps=gpu.memory.bandwidth_gbs * 1e9,
         peak_flops={dt: r * 1e12 for dt, r in gpu.peak_tflops.items()},
         memory_efficiency=prof.memory_efficiency, compute_efficiency=prof.compute_efficiency,
-        overlap_exponent=prof.overlap_exponent,
+        overlap_exponent=prof.overlap_exponent, dispatch_counts=prof.dispatch_counts,
         per_kernel_s=prof.per_kernel_s, per_step_s=prof.per_step_s, per_iteration_s=prof.per_iteration_s,
         static_power_w=e.static_power_w.value, active_power_w=e.active_power_w.value,
         dram_j_per_byte=e.dram_board_pj_per_bit.value * 8e-12,

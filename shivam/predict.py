@@ -16,7 +16,7 @@ from shivam.hardware import Params
 from shivam.modelspec import ModelSpec
 from shivam.roofline import StepCost, host_wait, step_cost
 from shivam.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
-from shivam.workload import Dtypes, kv_cache_bytes, step_ops, weight_bytes
+from shivam.workload import Dtypes, eager_dispatches, kv_cache_bytes, step_ops, weight_bytes
 
 BREAKDOWN = ("e_static", "e_active", "e_memory", "e_compute", "e_overhead", "e_pcie")
 
@@ -32,15 +32,24 @@ class Scenario:
     gen: int = 128
 
     # --- the three kinds of step ---------------------------------------------------------------------------
+    def _step(self, model: ModelSpec, new_tokens, context) -> StepCost:
+        # an eager engine's host cost follows the operators it dispatches, not the graph decoder's kernels
+        eager = eager_dispatches(model) if self.params.dispatch_counts == "eager" else None
+        return step_cost(step_ops(model, self.batch, new_tokens, context, self.dtypes), self.params,
+                         self.dtypes.compute, launches=eager)
+
     def verify_step(self, k, context) -> StepCost:
         """Target forward over k+1 tokens (k=0: a plain decode step)."""
-        k = np.asarray(k)
-        return step_cost(step_ops(self.target, self.batch, k + 1, context, self.dtypes), self.params, self.dtypes.compute)
+        return self._step(self.target, np.asarray(k) + 1, context)
 
     def draft_step(self, context) -> StepCost:
         if self.draft is None:
             raise ShivamError("speculative decoding needs a draft model: pass --draft (e.g. --draft opt-125m)")
-        return step_cost(step_ops(self.draft, self.batch, 1, context, self.dtypes), self.params, self.dtypes.compute)
+        return self._step(self.draft, 1, context)
+
+    def prefill_step(self) -> StepCost:
+        """The target's forward over the whole prompt (empty cache)."""
+        return self._step(self.target, self.prompt, 0)
 
     def iteration(self, k, context) -> tuple[StepCost, StepCost, StepCost]:
         """(k draft steps, one verify step, one host sync). Draft steps run at contexts c..c+k-1; costs are affine

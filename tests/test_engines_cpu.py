@@ -1,5 +1,7 @@
 """The validator's engines on the CPU with tiny configs: their logic, not their speed."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,23 @@ def test_assisted_generation_counts_its_iterations(tmp_path):
     call = generate_call(target, prompt=6, gen=12, batch=1, draft_model=twin, k=3)
     assert call() == 12
     assert 1 <= call.stats["iterations"] <= 6  # plain decoding would need 11
+
+
+def test_eager_dispatch_table_is_what_the_counting_script_measures():
+    # hardware/engines/hf-dispatches.json is measured, not estimated: re-count one family with the installed
+    # transformers (if it is the version the table was counted with) and compare
+    import sys
+
+    transformers = pytest.importorskip("transformers")
+    from shivam.modelspec import load_model
+    from shivam.workload import _dispatch_table, eager_dispatches
+
+    table = json.loads((ROOT / "hardware/engines/hf-dispatches.json").read_text())
+    if table["transformers"] != transformers.__version__:
+        pytest.skip(f"table counted with transformers {table['transformers']}, installed {transformers.__version__}")
+    sys.path.insert(0, str(ROOT / "validation"))
+    from count_eager_ops import dispatches
+
+    one, two = dispatches("llama-68m", 1), dispatches("llama-68m", 2)
+    assert _dispatch_table()["llama"]["per_layer"] == two - one
+    assert eager_dispatches(load_model("llama-68m")) == two  # llama-68m has 2 layers

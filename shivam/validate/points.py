@@ -17,10 +17,10 @@ from pydantic import BaseModel
 from shivam.hardware import Params
 from shivam.modelspec import load_model
 from shivam.predict import Scenario
-from shivam.roofline import StepCost, host_wait, step_cost
+from shivam.roofline import StepCost, host_wait
 from shivam.speculative import tokens_per_iteration
 from shivam.stage1 import sequence_cost
-from shivam.workload import Dtypes, step_ops
+from shivam.workload import Dtypes
 
 
 class Point(BaseModel, frozen=True):
@@ -89,7 +89,7 @@ def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
         draft, verify, sync = scn.iteration(point.k, point.context)
         return draft + verify + sync, point.batch * float(tokens_per_iteration(point.alpha, point.k)), verify.bound
     # generate: prefill of the prompt, then gen-1 decode steps at contexts prompt .. prompt+gen-2, each synced
-    prefill = step_cost(step_ops(scn.target, point.batch, point.prompt, 0, scn.dtypes), params, scn.dtypes.compute)
+    prefill = scn.prefill_step()
     ctx = point.prompt + np.arange(point.gen - 1)
     decode = scn.verify_step(0, ctx) + host_wait(params, params.per_iteration_s + 0.0 * ctx)
     total = prefill + StepCost(**{f: np.sum(getattr(decode, f)) for f in StepCost.__dataclass_fields__})
