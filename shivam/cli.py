@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default=None)
     p.add_argument("--engine", default="graph")
     p.add_argument("--gpu", default=None)
+    p.add_argument("--card-factors", action="store_true", help="scale each card's predicted energy as `check` does")
 
     p = sub.add_parser("overview", help="decode energy per token of every bundled model on every bundled GPU")
     p.add_argument("--format", default="table", choices=["table", "json"])

@@ -217,19 +217,13 @@ def cmd_fit(args) -> int:
 
 
 def cmd_check(args) -> int:
-    import numpy as np
-
-    from shivam.fit import (base_params, best_k_check, card_scales, error_stats, leave_one_group_out, load_results,
-                            predictions)
+    from shivam.fit import (base_params, best_k_check, card_factors_for, error_stats, leave_one_group_out,
+                            load_results, predictions)
 
     data, gpu = load_results(args.results, args.engine)
     gpu = args.gpu or gpu
     params = resolve_params(load_gpu(gpu), args.engine, args.calibration)
-    factors = None
-    if args.card_factors:  # each card's energy scale relative to this calibration: one number per card, fitted here
-        plain = predictions(data, params)
-        factors = card_scales(np.array([r["energy_pred"] for r in plain]), np.array([m.energy_j for m in data]),
-                              [m.card for m in data])
+    factors = card_factors_for(data, params) if args.card_factors else None  # one energy scale per card
     rows = predictions(data, params, factors)
     stats = {key: error_stats([r[f"{key}_err"] for r in rows]) for key in ("time", "energy")}
     models = [m for m in data if m.group != "stage1"]

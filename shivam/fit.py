@@ -248,6 +248,13 @@ def predictions(data: list[Measured], params: Params, card_factors: dict | None 
     return rows
 
 
+def card_factors_for(data: list[Measured], params: Params) -> dict[str, float]:
+    """Each card's energy scale relative to fixed parameters (a calibration): what `check` and `report` apply with
+    --card-factors."""
+    pred = np.array([float(point_cost(m.point, params)[0].energy_j) for m in data])
+    return card_scales(pred, np.array([m.energy_j for m in data]), [m.card for m in data])
+
+
 def error_stats(errors) -> dict:
     a = np.abs(np.asarray(errors, dtype=float))
     return {"median": float(np.median(a)), "max": float(np.max(a)), "mean": float(np.mean(a)), "n": int(a.size)}

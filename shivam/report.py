@@ -236,14 +236,40 @@ def _power_traces(records: list[dict]) -> go.Figure:
     return fig
 
 
+def _memory_domain(records: list[dict]) -> go.Figure | None:
+    """Hopper's memory-domain power against board power, per point: the paper's hypothesis measured directly."""
+    pts = [r for r in records if "memory_energy_per_call_j" in r.get("measured", {})]
+    if not pts:
+        return None
+    fig = go.Figure()
+    top = max(r["measured"]["power_w"] for r in pts) * 1.05
+    for share in (0.1, 0.3, 0.5):
+        fig.add_trace(go.Scatter(x=[0, top], y=[0, share * top], mode="lines", line=dict(color="gray", dash="dot"),
+                                 name=f"memory = {int(share * 100)} % of board", hoverinfo="skip"))
+    kinds = {"step": "forward steps", "spec": "speculative iterations", "generate": "transformers generate()",
+             "stage1": "stage I"}
+    for kind, name in kinds.items():
+        rs = [r for r in pts if r["point"]["kind"] == kind]
+        if not rs:
+            continue
+        mem_w = [r["measured"]["memory_energy_per_call_j"] / r["measured"]["time_per_call_s"] for r in rs]
+        fig.add_trace(go.Scatter(x=[r["measured"]["power_w"] for r in rs], y=mem_w, mode="markers", name=name,
+                                 text=[r["label"] for r in rs],
+                                 hovertemplate="%{text}<br>board %{x:.0f} W<br>memory domain %{y:.0f} W<extra></extra>"))
+    fig.update_layout(title="Memory-domain power vs board power (NVML, Hopper): how much of the energy the DRAM draws",
+                      xaxis_title="board power (W)", yaxis_title="memory-domain power (W)")
+    return fig
+
+
 def validation_report(args) -> None:
-    from shivam.fit import error_stats, load_records, load_results, predictions
+    from shivam.fit import card_factors_for, error_stats, load_records, load_results, predictions
     from shivam.hardware import load_gpu, resolve_params
 
     data, gpu = load_results(args.results, args.engine)
     g = load_gpu(args.gpu or gpu)
     params = resolve_params(g, args.engine, args.calibration)
-    rows = predictions(data, params)
+    factors = card_factors_for(data, params) if getattr(args, "card_factors", False) else None
+    rows = predictions(data, params, factors)
     everything = load_records(args.results)
     env = next((r for r in everything if r.get("record") == "environment"), None)
     records = [r for r in everything if r.get("record") == "point" and r.get("status") == "ok"]
@@ -251,12 +277,16 @@ def validation_report(args) -> None:
     summary = [[k, stats[k]["n"], f"{100 * stats[k]['median']:.1f} %", f"{100 * stats[k]['mean']:.1f} %",
                 f"{100 * stats[k]['max']:.1f} %"] for k in ("energy", "time")]
     env_rows = [[k, env.get(k)] for k in ("gpu", "driver", "date", "power_limit_w", "max_sm_clock_mhz")] if env else []
-    sections = [f"<p>Measured by <code>shivam validate</code>; predictions with {html.escape(params.source)}.</p>",
+    scaled = (f" Predicted energy scaled per card (factors {', '.join(f'{v:.3f}' for v in factors.values())})."
+              if factors else "")
+    sections = [f"<p>Measured by <code>shivam validate</code>; predictions with {html.escape(params.source)}.{scaled}</p>",
                 "<h2>Summary</h2>", _table(["quantity", "points", "median |error|", "mean |error|", "max |error|"], summary),
                 "<h2>Environment</h2>", _table(["field", "value"], env_rows),
                 "<h2>Parameters</h2>", f"<pre>{html.escape(params.model_dump_json(indent=1))}</pre>"]
     figs = [_pred_vs_meas(rows, "energy", "J", 1.0), _pred_vs_meas(rows, "time", "ms", 1e3), _residuals(rows)]
     if any(r["kind"] == "spec" for r in rows):
         figs += [_residuals_by_k(rows), _spec_energy(rows)]
+    memory = _memory_domain(records)
+    figs += [memory] if memory is not None else []
     figs.append(_power_traces(records))
     write_page(args.output, f"shivam validation: {g.name}, {args.engine} engine", sections, figs)

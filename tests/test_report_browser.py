@@ -53,7 +53,8 @@ def test_prediction_report_renders(tmp_path, cli):
 
 def test_validation_report_renders(tmp_path, cli):
     html = tmp_path / "validation.html"
-    results = [str(ROOT / "validation/results/h200" / f) for f in ("quick.jsonl", "stage3.jsonl")]
+    results = [str(ROOT / "validation/results/h200" / f) for f in ("quick-repeat.jsonl", "stage3.jsonl")]
     res = cli("report", *results, "-o", str(html))
     assert res.returncode == 0, res.stderr
+    assert "Memory-domain power vs board power" in html.read_text()  # quick-repeat.jsonl has memory-domain energy
     assert_renders(html, tmp_path, "validation-report")
