@@ -234,7 +234,9 @@ def predictions(data: list[Measured], params: Params, card_factors: dict | None 
     for m in data:
         cost, tokens, bound = point_cost(m.point, params)
         f = (card_factors or {}).get(m.card, 1.0)
-        row = {"label": m.point.label(), "group": m.group, "kind": m.point.kind, "card": m.card, "card_factor": f,
+        row = {"label": m.point.label(), "group": m.group, "kind": m.point.kind, "k": m.point.k,
+               "alpha": None if m.point.alpha is None else str(m.point.alpha),  # as the label shows it
+               "card": m.card, "card_factor": f,
                "time_pred": float(cost.time_s), "time_meas": m.time_s,
                "energy_pred": f * float(cost.energy_j), "energy_meas": m.energy_j, "bound": bound}
         if m.tokens:
@@ -282,23 +284,15 @@ def best_k_check(rows: list[dict]) -> list[dict]:
     spec = [r for r in rows if r["kind"] == "spec"]
     out = []
     for model in sorted({r["group"] for r in spec}):
-        baseline = [r for r in spec if r["group"] == model and _k(r) == 0]
-        for alpha in sorted({_alpha(r) for r in spec if r["group"] == model and _k(r) > 0}):
-            cands = baseline + [r for r in spec if r["group"] == model and _k(r) > 0 and _alpha(r) == alpha]
+        baseline = [r for r in spec if r["group"] == model and r["k"] == 0]
+        for alpha in sorted({r["alpha"] for r in spec if r["group"] == model and r["k"] > 0}):
+            cands = baseline + [r for r in spec if r["group"] == model and r["k"] > 0 and r["alpha"] == alpha]
             meas = min(cands, key=lambda r: r["energy_tok_meas"])
             pred = min(cands, key=lambda r: r["energy_tok_pred"])
             gap = pred["energy_tok_meas"] / meas["energy_tok_meas"] - 1
-            out.append({"model": model, "alpha": alpha, "best_k_measured": _k(meas), "best_k_predicted": _k(pred),
-                        "energy_gap": gap, "ok": _k(meas) == _k(pred) or gap <= 0.02})
+            out.append({"model": model, "alpha": alpha, "best_k_measured": meas["k"], "best_k_predicted": pred["k"],
+                        "energy_gap": gap, "ok": meas["k"] == pred["k"] or gap <= 0.02})
     return out
-
-
-def _alpha(row: dict) -> str:
-    return row["label"].split(" a=")[1].split()[0]
-
-
-def _k(row: dict) -> int:
-    return int(row["label"].split(" k=")[1].split()[0])
 
 
 def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str], note: str = "") -> Calibration:

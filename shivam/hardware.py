@@ -8,6 +8,7 @@ overheads from the engine profile, and energy coefficients from the GPU file, an
 from __future__ import annotations
 
 import contextlib
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -139,6 +140,12 @@ def load_engine(engine: str) -> EngineProfile:
     if engine not in ENGINES:
         raise ShivamError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
     return EngineProfile.model_validate_json((data_dir("hardware") / "engines" / f"{engine}.json").read_text())
+
+
+@lru_cache(maxsize=None)
+def eager_dispatch_table() -> dict:
+    """Operators transformers dispatches per decode step, per family (validation/count_eager_ops.py)."""
+    return json.loads((data_dir("hardware") / "engines" / "hf-dispatches.json").read_text())["families"]
 
 
 def bundled_calibration(gpu_id: str, engine: str) -> Path | None:

@@ -36,7 +36,7 @@ class Scenario:
         # an eager engine's host cost follows the operators it dispatches, not the graph decoder's kernels
         eager = eager_dispatches(model) if self.params.dispatch_counts == "eager" else None
         return step_cost(step_ops(model, self.batch, new_tokens, context, self.dtypes), self.params,
-                         self.dtypes.compute, launches=eager)
+                         self.dtypes.compute, dispatches=eager)
 
     def verify_step(self, k, context) -> StepCost:
         """Target forward over k+1 tokens (k=0: a plain decode step)."""

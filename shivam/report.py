@@ -192,7 +192,7 @@ def _residuals_by_k(rows: list[dict]) -> go.Figure:
     for group in sorted({r["group"] for r in spec}):
         rs = [r for r in spec if r["group"] == group]
         for key, symbol in (("energy", "circle"), ("time", "x")):
-            fig.add_trace(go.Scatter(x=[int(r["label"].split(" k=")[1].split()[0]) for r in rs],
+            fig.add_trace(go.Scatter(x=[r["k"] for r in rs],
                                      y=[100 * r[f"{key}_err"] for r in rs], mode="markers", marker=dict(symbol=symbol),
                                      name=f"{group}: {key}", text=[r["label"] for r in rs],
                                      hovertemplate="%{text}<br>%{y:+.1f} %<extra>" + key + "</extra>"))
@@ -206,11 +206,11 @@ def _spec_energy(rows: list[dict]) -> go.Figure:
     fig = go.Figure()
     spec = [r for r in rows if r["kind"] == "spec"]
     for group in sorted({r["group"] for r in spec}):
-        base = [r for r in spec if r["group"] == group and " k=0 " in r["label"]]
-        for alpha in sorted({r["label"].split(" a=")[1].split()[0] for r in spec if r["group"] == group} - {"0.0"}):
-            rs = sorted(base[:1] + [r for r in spec if r["group"] == group and f" a={alpha} " in r["label"]],
-                        key=lambda r: int(r["label"].split(" k=")[1].split()[0]))
-            ks = [int(r["label"].split(" k=")[1].split()[0]) for r in rs]
+        base = [r for r in spec if r["group"] == group and r["k"] == 0]
+        for alpha in sorted({r["alpha"] for r in spec if r["group"] == group and r["k"] > 0}):
+            rs = sorted(base[:1] + [r for r in spec if r["group"] == group and r["k"] > 0 and r["alpha"] == alpha],
+                        key=lambda r: r["k"])
+            ks = [r["k"] for r in rs]
             fig.add_trace(go.Scatter(x=ks, y=[r["energy_tok_meas"] for r in rs], mode="markers",
                                      name=f"{group} a={alpha} measured", text=[r["label"] for r in rs],
                                      hovertemplate="%{text}<br>%{y:.4f} J/token measured<extra></extra>"))

@@ -81,10 +81,9 @@ def overlap(t_mem, t_comp, p: float):
     return np.where(big > 0, big * ((t_mem / safe) ** p + (t_comp / safe) ** p) ** (1.0 / p), 0.0)
 
 
-def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int = 1, launches=None) -> StepCost:
-    """The step's cost. `launches`, when given, replaces the operators' own kernel count as what per_kernel_s
+def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int = 1, dispatches=None) -> StepCost:
+    """The step's cost. `dispatches`, when given, replaces the operators' own kernel count as what per_kernel_s
     multiplies: an eager engine's host dispatches per step (shivam.workload.eager_dispatches)."""
-    override = launches
     bw = p.bandwidth_Bps * p.memory_efficiency
     z = 0.0
     busy = mem_b = comp_b = dram = wb = kvb = pcie = flops = launches = e_flop = z
@@ -103,8 +102,8 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
         flops = flops + op.repeat * op.flops
         launches += op.repeat * op.launches
         e_flop = e_flop + op.repeat * op.flops * p.j_per_flop.get("fp32" if op.kind == "elementwise" else compute_dtype, 0.0)
-    if override is not None:
-        launches = override + 0.0 * launches
+    if dispatches is not None:
+        launches = dispatches + 0.0 * launches
     overhead = launches * p.per_kernel_s + host_steps * p.per_step_s
     return StepCost(time_s=busy + overhead, busy_s=busy, overhead_s=overhead + 0.0 * busy, memory_bound_s=mem_b,
                     compute_bound_s=comp_b, dram_bytes=dram, weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie,

@@ -20,16 +20,19 @@ def _units(p: Params, n: int, tokens: int, dt: Dtypes) -> tuple[StepCost, StepCo
             step_cost(host_to_device_gemm_ops(n, tokens, dt, reload=False), p, dt.compute, host_steps=0))
 
 
+def _sequence(copy_gemm: StepCost, gemm: StepCost, reuse, reload: bool) -> StepCost:
+    return copy_gemm.scaled(reuse) if reload else copy_gemm + gemm.scaled(np.asarray(reuse, dtype=float) - 1)
+
+
 def sequence_cost(p: Params, n: int, tokens: int, dt: Dtypes, reuse, reload: bool) -> StepCost:
     """Cost of a whole reload (r x (copy + GEMM)) or reuse (copy + r x GEMM) sequence; `reuse` may be an array."""
-    copy_gemm, gemm = _units(p, n, tokens, dt)
-    return copy_gemm.scaled(reuse) if reload else copy_gemm + gemm.scaled(np.asarray(reuse, dtype=float) - 1)
+    return _sequence(*_units(p, n, tokens, dt), reuse, reload)
 
 
 def reload_vs_reuse(p: Params, n: int, tokens: int, dt: Dtypes, reuse) -> dict:
     reuse = np.asarray(reuse, dtype=float)
     copy_gemm, gemm = _units(p, n, tokens, dt)
-    reload, keep = sequence_cost(p, n, tokens, dt, reuse, True), sequence_cost(p, n, tokens, dt, reuse, False)
+    reload, keep = _sequence(copy_gemm, gemm, reuse, True), _sequence(copy_gemm, gemm, reuse, False)
     return {"reuse": reuse.tolist(), "energy_reload_j": reload.energy_j.tolist(), "energy_reuse_j": keep.energy_j.tolist(),
             "time_reload_s": reload.time_s.tolist(), "time_reuse_s": keep.time_s.tolist(),
             "energy_saving": (1 - keep.energy_j / reload.energy_j).tolist(),

@@ -13,9 +13,7 @@ here broadcasts, so a whole (k, context) grid is costed in one pass. Equations a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -186,15 +184,10 @@ def kv_cache_bytes(m: ModelSpec, dt: Dtypes, batch: int, tokens: int) -> float:
     return batch * tokens * m.kv_bytes_per_token(nbytes(dt.kv))
 
 
-@lru_cache(maxsize=None)
-def _dispatch_table() -> dict:
-    from shivam.resources import data_dir
-
-    return json.loads((data_dir("hardware") / "engines" / "hf-dispatches.json").read_text())["families"]
-
-
 def eager_dispatches(m: ModelSpec) -> float | None:
     """Operators transformers dispatches for one forward step of this model, eagerly: per_layer x layers + the rest,
     as counted by validation/count_eager_ops.py. None for a family that was not counted."""
-    fam = _dispatch_table().get(m.family)
+    from shivam.hardware import eager_dispatch_table
+
+    fam = eager_dispatch_table().get(m.family)
     return None if fam is None else float(fam["per_layer"] * m.layers + fam["outside_layers"])

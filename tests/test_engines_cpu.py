@@ -108,7 +108,8 @@ def test_eager_dispatch_table_is_what_the_counting_script_measures():
 
     transformers = pytest.importorskip("transformers")
     from shivam.modelspec import load_model
-    from shivam.workload import _dispatch_table, eager_dispatches
+    from shivam.hardware import eager_dispatch_table
+    from shivam.workload import eager_dispatches
 
     table = json.loads((ROOT / "hardware/engines/hf-dispatches.json").read_text())
     if table["transformers"] != transformers.__version__:
@@ -117,5 +118,5 @@ def test_eager_dispatch_table_is_what_the_counting_script_measures():
     from count_eager_ops import dispatches
 
     one, two = dispatches("llama-68m", 1), dispatches("llama-68m", 2)
-    assert _dispatch_table()["llama"]["per_layer"] == two - one
+    assert eager_dispatch_table()["llama"]["per_layer"] == two - one
     assert eager_dispatches(load_model("llama-68m")) == two  # llama-68m has 2 layers
