@@ -149,3 +149,20 @@ def test_a_point_that_stays_spread_is_flagged_not_hidden(monkeypatch):
     monkeypatch.setattr(meter, "measure", _fake_measure({20: 0.01}))
     steady = runner.measure_steady(None, None, repeats=3, min_periods=20, min_calls=20)
     assert "attempts" not in steady and steady["min_periods"] == 20  # a steady point is measured once
+
+
+def test_a_point_spread_in_time_alone_is_measured_again(monkeypatch):
+    from shivam.validate import meter, runner
+    from shivam.validate.meter import Measurement, Window
+
+    # same energy in every window, but the calls took 10 % longer in one (a slow host): time spread 10 %
+    def measure(counter, call, repeats, min_periods, min_calls):
+        slow = [1.0, 1.0, 1.1] if min_periods == 20 else [1.0, 1.0, 1.01]
+        return Measurement([Window(energy_j=min_calls, duration_s=0.001 * min_calls * f, calls=min_calls,
+                                   counter_steps=min_periods, counter_energy_j=1.0, counter_span_s=1.0) for f in slow])
+
+    monkeypatch.setattr(meter, "measure", measure)
+    s = runner.measure_steady(None, None, repeats=3, min_periods=20, min_calls=20, max_spread=0.03, extensions=1)
+    assert s["energy_spread"] == pytest.approx(0.0) and s["min_periods"] == 50
+    assert s["attempts"][0]["time_spread"] == pytest.approx(0.10) and s["time_spread"] == pytest.approx(0.01)
+    assert "spread above 3 %" not in s["flags"]

@@ -1,7 +1,8 @@
 """Where the graph engine's decode step spends its time: kernels launched, summed kernel time, replay time.
 
 Evidence for the gap between shivam's graph engine and the minimal decoder of h200-facts.md.
-Run on a GPU: python3 validation/profile_step.py [model] [context] > profile.json   (JSON on stdout alone)
+Run on a GPU: python3 validation/profile_step.py [model] [context] [new_tokens] [batch] [weights_dtype] > profile.json
+(JSON on stdout alone; defaults mistral-7b 512 1 1 bf16)
 
 Kernels are split into GEMMs (cuBLAS / nvjet: they read the weights) and everything else (norms, RoPE, cache
 writes, attention, residual adds), and the GEMMs' achieved bandwidth is computed from the weight bytes shivam's
@@ -21,10 +22,10 @@ from shivam.workload import Dtypes, step_ops
 GEMM_MARKERS = ("nvjet", "gemm", "cublas", "cutlass")
 
 
-def main(model="mistral-7b", context=512):
+def main(model="mistral-7b", context=512, n=1, batch=1, dtype="bf16"):
     spec = load_model(model)
-    dec = Decoder(spec, 1, context + 8, device="cuda")
-    tokens = torch.randint(0, spec.vocab, (1, 1), device="cuda")
+    dec = Decoder(spec, batch, context + n + 8, weights_dtype=dtype, device="cuda")
+    tokens = torch.randint(0, spec.vocab, (batch, n), device="cuda")
     for _ in range(3):
         dec.forward(tokens, context)
     torch.cuda.synchronize()
@@ -48,11 +49,12 @@ def main(model="mistral-7b", context=512):
         replay()
     end.record()
     torch.cuda.synchronize()
-    top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:15]
+    top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:30]
     gemm = [e for e in kernels if any(m in e.name.lower() for m in GEMM_MARKERS)]
     gemm_us = sum(e.device_time for e in gemm)
-    weight_bytes = sum(op.repeat * op.weight_bytes for op in step_ops(spec, 1, 1, context, Dtypes.of("bf16")))
-    print(json.dumps({"model": model, "context": context, "kernels_per_step": len(kernels),
+    weight_bytes = sum(op.repeat * op.weight_bytes for op in step_ops(spec, batch, n, context, Dtypes.of(dtype, "fp8" if dtype == "fp8" else None)))
+    print(json.dumps({"model": model, "context": context, "new_tokens": n, "batch": batch, "weights_dtype": dtype,
+                      "kernels_per_step": len(kernels),
                       "kernel_time_ms": busy_us / 1e3, "graph_replay_ms": start.elapsed_time(end) / 100,
                       "gemm_kernels": len(gemm), "gemm_time_ms": gemm_us / 1e3, "weight_bytes": weight_bytes,
                       "gemm_bandwidth_TBps": weight_bytes / (gemm_us * 1e-6) / 1e12 if gemm_us else None,
@@ -61,4 +63,5 @@ def main(model="mistral-7b", context=512):
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:2] or ["mistral-7b"]), *(int(x) for x in sys.argv[2:3]))
+    a = sys.argv[1:]
+    main(a[0] if a else "mistral-7b", *(int(x) for x in a[1:4]), *a[4:5])

@@ -129,10 +129,14 @@ def min_calls_for(p: Point) -> int:
     return 10 if p.kind == "generate" else 20
 
 
+def _spread(summary: dict) -> float:
+    return max(summary["energy_spread"], summary["time_spread"])
+
+
 def measure_steady(counter, call, repeats: int, min_periods: int, min_calls: int, max_spread: float = 0.03,
                    extensions: int = 1, grow: float = 2.5) -> dict:
-    """Measure; while the windows disagree by more than `max_spread`, measure again with windows `grow` times longer
-    (at most `extensions` times): jitter of the host averages out over longer windows. The last attempt is the
+    """Measure; while the windows disagree by more than `max_spread` in energy or in time per call, measure again with
+    windows `grow` times longer (at most `extensions` times): jitter of the host averages out over longer windows. The last attempt is the
     result; the earlier ones are kept under "attempts" (without their power traces), and a point still above
     `max_spread` is flagged. Nothing is dropped or chosen: every attempt is recorded, the longest one is reported."""
     from shivam.validate.meter import measure
@@ -143,12 +147,12 @@ def measure_steady(counter, call, repeats: int, min_periods: int, min_calls: int
         summary = measure(counter, call, repeats=repeats, min_periods=math.ceil(min_periods * f),
                           min_calls=math.ceil(min_calls * f)).summary()
         summary["min_periods"] = math.ceil(min_periods * f)
-        if summary["energy_spread"] <= max_spread or i == extensions:
+        if _spread(summary) <= max_spread or i == extensions:
             break
         attempts.append({k: v for k, v in summary.items() if k not in ("power_trace", "power_traces")})
     if attempts:
         summary["attempts"] = attempts
-    if summary["energy_spread"] > max_spread:
+    if _spread(summary) > max_spread:
         summary["flags"] = sorted(set(summary["flags"]) | {f"spread above {100 * max_spread:.0f} %"})
     return summary
 
