@@ -22,10 +22,11 @@ from shivam.roofline import energy_features
 from shivam.validate.points import Point, point_cost
 
 TIME_PARAMS = ("memory_efficiency", "compute_efficiency", "overlap_exponent", "per_kernel_s", "per_step_s",
-               "per_iteration_s", "pcie_Bps")
+               "per_iteration_s", "pcie_Bps", "attention_cta_Bps")
 TIME_BOUNDS = {"memory_efficiency": (0.05, 1.2), "compute_efficiency": (0.05, 1.2), "overlap_exponent": (1.0, 100.0),
                "per_kernel_s": (0.0, 1e-3),
-               "per_step_s": (0.0, 0.05), "per_iteration_s": (0.0, 0.05), "pcie_Bps": (1e8, 2e11)}
+               "per_step_s": (0.0, 0.05), "per_iteration_s": (0.0, 0.05), "pcie_Bps": (1e8, 2e11),
+               "attention_cta_Bps": (1e8, 1e12)}
 ENERGY_PARAMS = ("static_power_w", "active_power_w", "dram_j_per_byte", "compute_scale", "pcie_j_per_byte")
 
 
@@ -142,7 +143,10 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     fix = dict(fix or {})
     kinds = {m.point.kind for m in data}
     # parameters with no data that could move them are held, not fitted
+    several = any(m.point.kind == "generate" or (m.point.kind == "spec" and m.point.k > 0)
+                  or (m.point.kind == "step" and m.point.new_tokens > 1) for m in data)  # masked attention
     relevant = {"pcie_Bps": "stage1" in kinds, "per_iteration_s": bool(kinds & {"spec", "generate"}),
+                "attention_cta_Bps": several,
                 "per_step_s": bool(kinds - {"stage1"}), "per_kernel_s": bool(kinds - {"stage1"})}
     names = [n for n in TIME_PARAMS if n not in fix and relevant.get(n, True)]
     held = {n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix}

@@ -56,6 +56,7 @@ class GPU(BaseModel):
     tdp_w: float = Field(gt=0)
     pcie: Pcie
     l2_mb: float
+    multiprocessors: int = Field(gt=0, description="streaming multiprocessors (compute units): thread blocks run at once")
     energy: Energy
     sources: list[str] = Field(min_length=1)
     notes: str = ""
@@ -78,6 +79,11 @@ class Params(BaseModel):
     overlap_exponent: float = Field(default=100.0, ge=1, description="how an operator's memory and compute times "
                                     "combine: 1 adds them (no overlap), large values give the roofline max")
     per_kernel_s: float = Field(ge=0, description="launch/dispatch overhead per kernel (eager engines: per operator)")
+    attention_cta_Bps: float = Field(gt=0, description="bytes of K and V one thread block of the masked (several "
+                                     "new tokens) attention kernel streams per second: that kernel is latency-bound")
+    multiprocessors: int = Field(gt=0)
+    misaligned_matmul_fraction: float = Field(gt=0, le=1, description="fraction of the tensor-core rate a matmul "
+                                              "with rows not 16-byte aligned reaches (cuBLAS's fallback kernels)")
     dispatch_counts: Literal["graph", "eager"] = Field(
         default="graph", description="what per_kernel_s multiplies: the graph decoder's kernels (shivam.workload) or "
                                      "the operators transformers dispatches eagerly (hardware/engines/hf-dispatches.json)")
@@ -104,6 +110,8 @@ class EngineProfile(BaseModel):
     per_kernel_s: float
     per_step_s: float
     per_iteration_s: float
+    attention_cta_Bps: float
+    misaligned_matmul_fraction: float
     basis: str
 
 
@@ -196,6 +204,8 @@ def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None
         memory_efficiency=prof.memory_efficiency, compute_efficiency=prof.compute_efficiency,
         overlap_exponent=prof.overlap_exponent, dispatch_counts=prof.dispatch_counts,
         per_kernel_s=prof.per_kernel_s, per_step_s=prof.per_step_s, per_iteration_s=prof.per_iteration_s,
+        attention_cta_Bps=prof.attention_cta_Bps, multiprocessors=gpu.multiprocessors,
+        misaligned_matmul_fraction=prof.misaligned_matmul_fraction,
         static_power_w=e.static_power_w.value, active_power_w=e.active_power_w.value,
         dram_j_per_byte=e.dram_board_pj_per_bit.value * 8e-12,
         dram_floor_j_per_byte=e.dram_device_pj_per_bit.value * 8e-12,

@@ -3,7 +3,9 @@
 Per operator (docs/model.md, section 3):
     t_mem  = dram_bytes / (bandwidth * memory_efficiency)
     t_comp = flops / (peak_rate[dtype] * compute_efficiency)
-    t_op   = overlap(t_mem, t_comp) + launches * per_kernel_s    (+ pcie_bytes / pcie bandwidth for copies)
+    t_op   = max(overlap(t_mem, t_comp), t_block) + launches * per_kernel_s  (+ pcie_bytes / pcie bandwidth for copies)
+    t_block = block_bytes / attention_cta_Bps * ceil(blocks / multiprocessors): a latency-bound kernel (masked
+             attention), whose thread blocks each stream their bytes alone, in waves of one block per multiprocessor
     overlap(a, b) = (a^p + b^p)^(1/p), p = overlap_exponent: p = 1 adds the two (no overlap), p -> infinity is the
              roofline's max(a, b) (perfect overlap). The default p = 100 is the max within 0.7 %; a fit finds p where
              the data shows partial overlap (skinny verify GEMMs on the H200: p = 1.36).
@@ -67,11 +69,12 @@ class StepCost:
 
 def rate(p: Params, kind: str, dtype: str) -> float:
     """Peak FLOP/s that runs an operator: tensor cores in `dtype` for matmuls and attention, fp32 vector units for
-    element-wise work."""
+    element-wise work; a matmul with unaligned rows gets the fraction of the tensor-core rate its fallback kernel
+    reaches (misaligned_matmul_fraction)."""
     key = "fp32" if kind == "elementwise" else dtype
     if key not in p.peak_flops:
         raise ShivamError(f"this GPU has no {key} matmul rate; choose a dtype it has: {', '.join(p.peak_flops)}")
-    return p.peak_flops[key]
+    return p.peak_flops[key] * (p.misaligned_matmul_fraction if kind == "matmul_misaligned" else 1.0)
 
 
 def overlap(t_mem, t_comp, p: float):
@@ -91,7 +94,8 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
         t_mem = op.dram_bytes / bw
         t_comp = op.flops / (rate(p, op.kind, compute_dtype) * p.compute_efficiency)
         t_pcie = op.pcie_bytes / p.pcie_Bps
-        t_op = overlap(t_mem, t_comp, p.overlap_exponent) + t_pcie
+        t_block = op.block_bytes / p.attention_cta_Bps * np.ceil(op.blocks / p.multiprocessors)
+        t_op = np.maximum(overlap(t_mem, t_comp, p.overlap_exponent), t_block) + t_pcie
         busy = busy + op.repeat * t_op
         mem_b = mem_b + op.repeat * np.where(t_mem >= t_comp, t_op, 0.0)
         comp_b = comp_b + op.repeat * np.where(t_mem >= t_comp, 0.0, t_op)

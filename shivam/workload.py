@@ -23,14 +23,22 @@ from shivam.errors import ShivamError
 from shivam.modelspec import Linear, ModelSpec
 
 LOGIT_BYTES = 4  # logits are written and read back in fp32 for sampling
-ATTENTION_LAUNCHES_MASKED = 12
+# Kernels per layer of attention over one new token (fused SDPA, its reduction, the K/V dtype view) and over several
+# (the boolean mask made additive, then cuDNN's fused kernel): 3 and 6, counted in validation/profiles/h200-steps.json
+# (Gemma-2B: 367 kernels per step at n=1, 423 at n=9 and n=129 over 18 layers, = 3 more per layer + the mask's 2).
+ATTENTION_LAUNCHES = 3
+ATTENTION_LAUNCHES_MASKED = 6
+MASK_LAUNCHES = 2  # building the causal mask once per step (ones, tril)
+Q_TILE = 128  # queries per thread block of the masked attention kernel
 
 
 class OpCost(NamedTuple):
     """One operator of a step. `repeat` is how many times it occurs (the layer count for per-layer operators)."""
 
     name: str
-    kind: str  # "matmul" (tensor cores, compute dtype), "attention", "elementwise" (fp32 vector units), "copy"
+    # "matmul" (tensor cores, compute dtype), "matmul_misaligned" (a matmul whose rows are not 16-byte aligned),
+    # "attention", "elementwise" (fp32 vector units), "copy"
+    kind: str
     flops: object
     weight_bytes: object
     kv_read_bytes: object
@@ -39,6 +47,9 @@ class OpCost(NamedTuple):
     launches: object  # kernels launched (may depend on the step's shape)
     repeat: int = 1
     pcie_bytes: object = 0.0
+    # a latency-bound kernel: bytes each of `blocks` thread blocks streams on its own (roofline.step_cost)
+    block_bytes: object = 0.0
+    blocks: object = 0.0
 
     @property
     def dram_bytes(self):
@@ -127,12 +138,20 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
         ops.append(_elementwise("rope", T, q_dim + kv_dim, dt, L, 3, 1, launches=2))
     ops.append(OpCost("kv_write", "elementwise", 0.0, 0.0, 0.0, T * 2 * kv_dim * kvb, 0.0, 2, L))
     attended = context + new_tokens  # each new token attends to the cache and the new tokens (causal within them)
+    masked = np.asarray(new_tokens) > 1
+    # Several new tokens need a causal mask, and with one PyTorch's SDPA runs cuDNN's fused kernel: one thread block
+    # per (sequence, head, 128 queries), each streaming all of its head's keys and values alone. On the H200 that
+    # kernel took 28-72 us where the roofline gives ~1 us (validation/profiles/h200-steps.json): it is bound by one
+    # block's latency, not by the chip, so its floor is these bytes at a per-block rate (roofline.step_cost).
     ops.append(OpCost("attention", "attention",
                       4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
                       0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim,
-                      # one fused kernel per layer for a single token; a causal mask over several new tokens
-                      # sends PyTorch's SDPA down its unfused path (mask expansion, two GEMMs, softmax)
-                      np.where(np.asarray(new_tokens) > 1, ATTENTION_LAUNCHES_MASKED, 3), L))
+                      np.where(masked, ATTENTION_LAUNCHES_MASKED, ATTENTION_LAUNCHES), L,
+                      block_bytes=np.where(masked, attended * 2 * m.head_dim * kvb, 0.0),
+                      blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / Q_TILE), 0.0)))
+    if np.any(masked):
+        ops.append(OpCost("causal_mask", "elementwise", 0.0, 0.0, 0.0, 0.0, np.where(masked, new_tokens * attended, 0),
+                          np.where(masked, MASK_LAUNCHES, 0), 1))
     ops.append(_matmul("o_proj", attn[3:], T, dt, L))
     ops.append(_elementwise("mlp_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w))  # + residual add
     mlp = m.expert_linears()
@@ -159,7 +178,11 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     if proj:
         ops.append(_matmul("project_out", proj[1:], T, dt, 1))
     head = _matmul("lm_head", [Linear("lm_head", m.embed_dim, m.vocab, False)], T, dt, 1)
-    ops.append(head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES))
+    # A vocabulary that is not a multiple of 16 bytes of weights (GPT-2's 50257) leaves the logits' rows unaligned:
+    # cuBLAS cannot use Hopper's TMA kernels and falls back to an older, slower tensor-core kernel (roofline.rate).
+    misaligned = (m.vocab * nbytes(dt.weights)) % 16 != 0
+    ops.append(head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES,
+                             kind="matmul_misaligned" if misaligned else "matmul"))
     ops.append(OpCost("sample", "elementwise", T * m.vocab, 0.0, 0.0, 0.0, T * m.vocab * LOGIT_BYTES, 1))
     return ops
 

@@ -10,7 +10,8 @@ from shivam.workload import Dtypes, OpCost
 P = Params(bandwidth_Bps=1e12, peak_flops={"bf16": 100e12, "fp32": 10e12}, memory_efficiency=0.5,
            compute_efficiency=0.5, per_kernel_s=1e-6, per_step_s=10e-6, per_iteration_s=0.0, static_power_w=100.0,
            active_power_w=50.0, dram_j_per_byte=1e-12, dram_floor_j_per_byte=0.5e-12, j_per_flop={"bf16": 1e-13,
-           "fp32": 1e-12}, pcie_Bps=10e9, pcie_j_per_byte=2e-12, capacity_bytes=1e12, source="test")
+           "fp32": 1e-12}, pcie_Bps=10e9, pcie_j_per_byte=2e-12, capacity_bytes=1e12, source="test",
+           attention_cta_Bps=1e9, multiprocessors=4, misaligned_matmul_fraction=0.1)
 
 
 def test_memory_bound_op_by_hand():
@@ -31,6 +32,33 @@ def test_compute_bound_op_by_hand():
     c = step_cost([op], P, "bf16")
     assert c.busy_s == pytest.approx(1e12 / 50e12)
     assert c.bound == "compute"
+
+
+def test_latency_bound_kernel_by_hand():
+    # 10 blocks on 4 multiprocessors: 3 waves, each block streaming 1 MB at 1 GB/s -> 3 ms, above the 1 ms roofline
+    op = OpCost("attn", "attention", flops=0, weight_bytes=0, kv_read_bytes=5e8, kv_write_bytes=0, act_bytes=0,
+                launches=1, block_bytes=1e6, blocks=10)
+    assert step_cost([op], P, "bf16").busy_s == pytest.approx(3e-3)
+    # the same kernel with 4 blocks runs in one wave (1 ms) and meets the roofline (5e8 B at 0.5 TB/s = 1 ms) ...
+    assert step_cost([op._replace(blocks=4)], P, "bf16").busy_s == pytest.approx(1e-3)
+    # ... and with more bytes in total than the blocks' floor, the roofline governs
+    assert step_cost([op._replace(blocks=4, kv_read_bytes=1e9)], P, "bf16").busy_s == pytest.approx(2e-3)
+
+
+def test_masked_attention_floor_follows_keys_and_head_dim():
+    """Several new tokens: each (head, 128 queries) block streams its head's K and V, (context + n) x head_dim x 2
+    values of 2 bytes. Gemma-2B-like head (256) at n=9, c=512: 521 x 256 x 2 x 2 = 533,504 bytes per block."""
+    from shivam.modelspec import load_model
+    from shivam.workload import step_ops
+
+    m = load_model("gemma-2b")
+    att = {o.name: o for o in step_ops(m, 1, 9, 512, Dtypes.of("bf16"))}["attention"]
+    assert att.block_bytes == pytest.approx(521 * 256 * 2 * 2)
+    assert att.blocks == m.heads * 1  # 9 queries fit one 128-query tile
+    one = {o.name: o for o in step_ops(m, 1, 1, 512, Dtypes.of("bf16"))}
+    assert one["attention"].block_bytes == 0 and "causal_mask" not in one  # one token: no mask, fused decode kernel
+    wide = {o.name: o for o in step_ops(m, 2, 129, 512, Dtypes.of("bf16"))}["attention"]
+    assert wide.blocks == 2 * m.heads * 2  # 129 queries take two tiles
 
 
 def test_overhead_bound_step():
@@ -61,3 +89,20 @@ def test_energy_is_linear_in_the_fitted_coefficients():
     coef = {"static_power_w": P.static_power_w, "active_power_w": P.active_power_w,
             "dram_j_per_byte": P.dram_j_per_byte, "compute_scale": 1.0, "pcie_j_per_byte": P.pcie_j_per_byte}
     assert sum(coef[k] * f[k] for k in coef) == pytest.approx(c.energy_j)
+
+
+def test_a_misaligned_matmul_runs_at_the_fallback_rate():
+    # 1e12 FLOP on 100 TFLOP/s x 0.5 efficiency = 20 ms; misaligned (fraction 0.1 in P): 200 ms
+    op = OpCost("head", "matmul_misaligned", flops=1e12, weight_bytes=1e6, kv_read_bytes=0, kv_write_bytes=0,
+                act_bytes=0, launches=1)
+    assert step_cost([op], P, "bf16").busy_s == pytest.approx(0.2)
+
+
+def test_only_an_unaligned_vocabulary_makes_the_head_misaligned():
+    from shivam.modelspec import load_model
+    from shivam.workload import step_ops
+
+    head = {m: {o.name: o for o in step_ops(load_model(m), 1, 1, 16, Dtypes.of("bf16"))}["lm_head"].kind
+            for m in ("gpt2", "opt-125m", "mistral-7b")}
+    # 50257 x 2 bytes is not a multiple of 16; OPT's 50272 and Mistral's 32000 are
+    assert head == {"gpt2": "matmul_misaligned", "opt-125m": "matmul", "mistral-7b": "matmul"}
