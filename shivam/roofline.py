@@ -3,7 +3,8 @@
 Per operator (docs/model.md, section 3):
     t_mem  = dram_bytes / (bandwidth * memory_efficiency)
     t_comp = flops / (peak_rate[dtype] * compute_efficiency)
-    t_op   = max(overlap(t_mem, t_comp), t_block) + launches * per_kernel_s  (+ pcie_bytes / pcie bandwidth for copies)
+    t_op   = max(overlap(t_mem, t_comp), t_block) + launches * per_kernel_s + light_launches * per_light_kernel_s
+             (+ pcie_bytes / pcie bandwidth for copies)
     t_block = block_bytes / attention_cta_Bps * ceil(blocks / multiprocessors): a latency-bound kernel (masked
              attention), whose thread blocks each stream their bytes alone, in waves of one block per multiprocessor
     overlap(a, b) = (a^p + b^p)^(1/p), p = overlap_exponent: p = 1 adds the two (no overlap), p -> infinity is the
@@ -89,7 +90,7 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
     multiplies: an eager engine's host dispatches per step (shivam.workload.eager_dispatches)."""
     bw = p.bandwidth_Bps * p.memory_efficiency
     z = 0.0
-    busy = mem_b = comp_b = dram = wb = kvb = pcie = flops = launches = e_flop = z
+    busy = mem_b = comp_b = dram = wb = kvb = pcie = flops = launches = light = e_flop = z
     for op in ops:
         t_mem = op.dram_bytes / bw
         t_comp = op.flops / (rate(p, op.kind, compute_dtype) * p.compute_efficiency)
@@ -105,13 +106,14 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
         pcie = pcie + op.repeat * op.pcie_bytes
         flops = flops + op.repeat * op.flops
         launches += op.repeat * op.launches
+        light = light + op.repeat * op.light_launches
         e_flop = e_flop + op.repeat * op.flops * p.j_per_flop.get("fp32" if op.kind == "elementwise" else compute_dtype, 0.0)
-    if dispatches is not None:
-        launches = dispatches + 0.0 * launches
-    overhead = launches * p.per_kernel_s + host_steps * p.per_step_s
+    if dispatches is not None:  # an eager engine's dispatch count includes the light kernels
+        launches, light = dispatches + 0.0 * launches, 0.0
+    overhead = launches * p.per_kernel_s + light * p.per_light_kernel_s + host_steps * p.per_step_s
     return StepCost(time_s=busy + overhead, busy_s=busy, overhead_s=overhead + 0.0 * busy, memory_bound_s=mem_b,
                     compute_bound_s=comp_b, dram_bytes=dram, weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie,
-                    flops=flops, launches=launches + 0.0 * busy,
+                    flops=flops, launches=launches + light + 0.0 * busy,
                     e_static=p.static_power_w * busy, e_overhead=p.static_power_w * overhead + 0.0 * busy,
                     e_active=p.active_power_w * busy, e_memory=p.dram_j_per_byte * dram, e_compute=e_flop,
                     e_pcie=p.pcie_j_per_byte * pcie)

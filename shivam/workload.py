@@ -32,6 +32,15 @@ MASK_LAUNCHES = 2  # building the causal mask once per step (ones, tril)
 Q_TILE = 128  # queries per thread block of the masked attention kernel
 
 
+def masked_attention_passes(head_dim: int, new_tokens):
+    """Passes one thread block of the masked attention kernel makes over its keys. Profiled on the H200
+    (validation/profiles/h200-steps.json): with head_dim 64 a block took 13.5 us for 514 keys at 2 queries but
+    30.5 us for 641 keys at 129 (Qwen2, TinyLlama, GPT-2 alike), i.e. two passes once a block holds more than 64
+    queries; with head_dim 96-256 the time per key grew only 5 % from 9 to 129 queries: one pass."""
+    n = np.minimum(np.asarray(new_tokens), Q_TILE)
+    return np.ceil(n / 64) if head_dim <= 64 else np.ones_like(n, dtype=float)
+
+
 class OpCost(NamedTuple):
     """One operator of a step. `repeat` is how many times it occurs (the layer count for per-layer operators)."""
 
@@ -50,6 +59,9 @@ class OpCost(NamedTuple):
     # a latency-bound kernel: bytes each of `blocks` thread blocks streams on its own (roofline.step_cost)
     block_bytes: object = 0.0
     blocks: object = 0.0
+    # kernels that only cast, fill or concatenate a few rows: in a CUDA graph ~1 us each, a third of a typical
+    # kernel's cost (validation/profiles/h200-steps.json, fp8 Mistral-7B at batch 1)
+    light_launches: object = 0.0
 
     @property
     def dram_bytes(self):
@@ -88,16 +100,16 @@ def _matmul(name: str, linears: list[Linear], tokens, dt: Dtypes, repeat: int, w
     w_bytes = weight_copies * sum(l.params for l in linears) * nbytes(dt.weights)
     a = nbytes(dt.activations)
     act = rows * a * (sum(l.d_in for l in linears[:1]) + sum(l.d_out for l in linears))
-    return OpCost(name, "matmul", flops, w_bytes, 0.0, 0.0, act, _matmul_launches(rows, dt), repeat)
+    return OpCost(name, "matmul", flops, w_bytes, 0.0, 0.0, act, 1, repeat, light_launches=_matmul_light_launches(rows, dt))
 
 
-def _matmul_launches(rows, dt: Dtypes):
-    """A fused GEMM is one launch. With fp8 activations the input is first cast to fp8 (a second launch), and
+def _matmul_light_launches(rows, dt: Dtypes):
+    """A fused GEMM is one launch. With fp8 activations the input is first cast to fp8 (a light launch), and
     cuBLASLt's fp8 GEMM wants rows in multiples of 16: other row counts are padded (zeros + concatenation, two
-    more launches). That is what the graph engine runs (shivam/validate/engines.py, Fp8Linear)."""
+    more light launches). That is what the graph engine runs (shivam/validate/engines.py, Fp8Linear)."""
     if dt.activations != "fp8":
-        return 1
-    return 2 + np.where(np.asarray(rows) % 16 == 0, 0, 2)
+        return 0
+    return 1 + np.where(np.asarray(rows) % 16 == 0, 0, 2)
 
 
 def _elementwise(name: str, tokens, width: int, dt: Dtypes, repeat: int, flops_per_element: float,
@@ -147,7 +159,8 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
                       4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
                       0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim,
                       np.where(masked, ATTENTION_LAUNCHES_MASKED, ATTENTION_LAUNCHES), L,
-                      block_bytes=np.where(masked, attended * 2 * m.head_dim * kvb, 0.0),
+                      block_bytes=np.where(masked, attended * 2 * m.head_dim * kvb
+                                           * masked_attention_passes(m.head_dim, new_tokens), 0.0),
                       blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / Q_TILE), 0.0)))
     if np.any(masked):
         ops.append(OpCost("causal_mask", "elementwise", 0.0, 0.0, 0.0, 0.0, np.where(masked, new_tokens * attended, 0),

@@ -11,7 +11,7 @@ P = Params(bandwidth_Bps=1e12, peak_flops={"bf16": 100e12, "fp32": 10e12}, memor
            compute_efficiency=0.5, per_kernel_s=1e-6, per_step_s=10e-6, per_iteration_s=0.0, static_power_w=100.0,
            active_power_w=50.0, dram_j_per_byte=1e-12, dram_floor_j_per_byte=0.5e-12, j_per_flop={"bf16": 1e-13,
            "fp32": 1e-12}, pcie_Bps=10e9, pcie_j_per_byte=2e-12, capacity_bytes=1e12, source="test",
-           attention_cta_Bps=1e9, multiprocessors=4, misaligned_matmul_fraction=0.1)
+           attention_cta_Bps=1e9, multiprocessors=4, misaligned_matmul_fraction=0.1, per_light_kernel_s=0.5e-6)
 
 
 def test_memory_bound_op_by_hand():
@@ -59,6 +59,12 @@ def test_masked_attention_floor_follows_keys_and_head_dim():
     assert one["attention"].block_bytes == 0 and "causal_mask" not in one  # one token: no mask, fused decode kernel
     wide = {o.name: o for o in step_ops(m, 2, 129, 512, Dtypes.of("bf16"))}["attention"]
     assert wide.blocks == 2 * m.heads * 2  # 129 queries take two tiles
+    assert wide.block_bytes == pytest.approx(641 * 256 * 2 * 2)  # one pass over the keys at head_dim 256
+    # head_dim 64 (Qwen2-0.5B): a block holding more than 64 queries passes over its keys twice
+    q = load_model("qwen2-0.5b")
+    assert q.head_dim == 64
+    att = {n: {o.name: o for o in step_ops(q, 1, n, 512, Dtypes.of("bf16"))}["attention"].block_bytes for n in (2, 129)}
+    assert att == {2: pytest.approx(514 * 64 * 2 * 2), 129: pytest.approx(2 * 641 * 64 * 2 * 2)}
 
 
 def test_overhead_bound_step():
@@ -106,3 +112,26 @@ def test_only_an_unaligned_vocabulary_makes_the_head_misaligned():
             for m in ("gpt2", "opt-125m", "mistral-7b")}
     # 50257 x 2 bytes is not a multiple of 16; OPT's 50272 and Mistral's 32000 are
     assert head == {"gpt2": "matmul_misaligned", "opt-125m": "matmul", "mistral-7b": "matmul"}
+
+
+def test_light_kernels_cost_their_own_rate():
+    # 2 regular launches at 1 us and 3 light ones at 0.5 us, plus the 10 us step overhead
+    op = OpCost("mm", "matmul", flops=0, weight_bytes=0, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
+                launches=2, light_launches=3)
+    c = step_cost([op], P, "bf16")
+    assert c.overhead_s == pytest.approx(2e-6 + 1.5e-6 + 10e-6) and c.launches == 5
+
+
+def test_fp8_activations_add_a_cast_and_pad_odd_rows():
+    from shivam.modelspec import load_model
+    from shivam.workload import step_ops
+
+    m = load_model("mistral-7b")
+    fp8 = Dtypes.of("fp8", "fp8")
+    one = {o.name: o for o in step_ops(m, 1, 1, 512, fp8)}["mlp_up"]
+    sixteen = {o.name: o for o in step_ops(m, 16, 1, 512, fp8)}["mlp_up"]
+    bf16 = {o.name: o for o in step_ops(m, 1, 1, 512, Dtypes.of("bf16"))}["mlp_up"]
+    # the engine: cast (1) + zeros and concatenation for 1 row (2, none for 16 rows); bf16 runs the GEMM alone
+    assert (one.launches, one.light_launches) == (1, 3)
+    assert (sixteen.launches, sixteen.light_launches) == (1, 1)
+    assert (bf16.launches, bf16.light_launches) == (1, 0)
