@@ -166,3 +166,26 @@ def test_a_point_spread_in_time_alone_is_measured_again(monkeypatch):
     assert s["energy_spread"] == pytest.approx(0.0) and s["min_periods"] == 50
     assert s["attempts"][0]["time_spread"] == pytest.approx(0.10) and s["time_spread"] == pytest.approx(0.01)
     assert "spread above 3 %" not in s["flags"]
+
+
+def test_each_window_records_the_host_speed_probe():
+    clock = VirtualClock()
+    counter = SimulatedCounter(clock, power_w=150.0).counter()
+    speeds = iter([0.010, 0.010, 0.016])  # the host's CPU 60 % slower after the third window
+    s = measure(counter, clock.work(0.01), repeats=3, min_periods=20, probe=lambda: next(speeds)).summary()
+    assert s["host_probe_s"] == [0.010, 0.010, 0.016]
+    assert s["host_probe_spread"] == pytest.approx(0.6)  # (0.016 - 0.010) / median 0.010
+
+
+def test_a_spread_point_on_a_host_changing_speed_says_so(monkeypatch):
+    from shivam.validate import meter, runner
+
+    def measure_(counter, call, repeats, min_periods, min_calls):
+        windows = [Window(energy_j=min_calls * f, duration_s=0.001 * min_calls * f, calls=min_calls,
+                          counter_steps=min_periods, counter_energy_j=1.0, counter_span_s=1.0, host_probe_s=0.01 * f)
+                   for f in (1.0, 1.0, 1.5)]  # one slow window, and the probe after it slow too
+        return Measurement(windows)
+
+    monkeypatch.setattr(meter, "measure", measure_)
+    s = runner.measure_steady(None, None, repeats=3, min_periods=20, min_calls=20, max_spread=0.03, extensions=1)
+    assert "spread above 3 %" in s["flags"] and "host speed varied 50 % between windows" in s["flags"]

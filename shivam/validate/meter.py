@@ -41,6 +41,7 @@ class Window:
     memory_energy_j: float | None = None
     power_trace: list[tuple[float, float]] = field(default_factory=list)  # (s since opening edge, W)
     flags: list[str] = field(default_factory=list)
+    host_probe_s: float | None = None  # host_probe() timed right after the window
 
     @property
     def power_w(self) -> float:
@@ -195,14 +196,31 @@ class Measurement:
         mem = [w.memory_energy_j / w.calls for w in self.windows if w.memory_energy_j is not None]
         if mem:
             out["memory_energy_per_call_j"] = statistics.median(mem)
+        probes = [w.host_probe_s for w in self.windows if w.host_probe_s is not None]
+        if probes:
+            out["host_probe_s"] = probes
+            out["host_probe_spread"] = (max(probes) - min(probes)) / statistics.median(probes)
         return out
 
 
+def host_probe() -> float:
+    """Seconds a fixed pure-Python workload takes (about 10 ms): how fast the host's CPU runs right now. On the lent
+    H200 machines it took 13 ms most of the time and 20-21 ms next to windows where an eager generate() ran 40-60 %
+    slower, with no CPU time stolen that the guest could see (validation/README.md, "Repeat spread")."""
+    t = time.perf_counter()
+    sum(i * i for i in range(300_000))
+    return time.perf_counter() - t
+
+
 def measure(counter: EnergyCounter, call: Callable[[], float], repeats: int = 3, min_periods: int = 20,
-            warmup_calls: int = 3, min_calls: int = 20) -> Measurement:
+            warmup_calls: int = 3, min_calls: int = 20, probe: Callable[[], float] = host_probe) -> Measurement:
     for _ in range(warmup_calls):
         call()
-    return Measurement([counter.window(call, min_periods, min_calls) for _ in range(repeats)])
+    windows = []
+    for _ in range(repeats):
+        windows.append(counter.window(call, min_periods, min_calls))
+        windows[-1].host_probe_s = probe()  # outside the window: it costs no energy there
+    return Measurement(windows)
 
 
 class SimulatedCounter:

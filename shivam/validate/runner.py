@@ -153,7 +153,10 @@ def measure_steady(counter, call, repeats: int, min_periods: int, min_calls: int
     if attempts:
         summary["attempts"] = attempts
     if _spread(summary) > max_spread:
-        summary["flags"] = sorted(set(summary["flags"]) | {f"spread above {100 * max_spread:.0f} %"})
+        flags = {f"spread above {100 * max_spread:.0f} %"}
+        if summary.get("host_probe_spread", 0.0) > max_spread:  # the host's CPU itself changed speed
+            flags.add(f"host speed varied {100 * summary['host_probe_spread']:.0f} % between windows")
+        summary["flags"] = sorted(set(summary["flags"]) | flags)
     return summary
 
 
