@@ -9,7 +9,7 @@ Per operator (docs/model.md, section 3):
              attention), whose thread blocks each stream their bytes alone, in waves of one block per multiprocessor
     overlap(a, b) = (a^p + b^p)^(1/p), p = overlap_exponent: p = 1 adds the two (no overlap), p -> infinity is the
              roofline's max(a, b) (perfect overlap). The default p = 100 is the max within 0.7 %; a fit finds p where
-             the data shows partial overlap (skinny verify GEMMs on the H200: p = 1.36).
+             the data shows partial overlap (skinny verify GEMMs on the H200: p = 1.97).
 Per step:
     t_step = sum(repeat * t_op) + per_step_s
     E_step = static_power * t_step + active_power * t_busy + e_dram * dram_bytes + sum(e_flop[dtype] * flops)

@@ -191,9 +191,10 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     if proj:
         ops.append(_matmul("project_out", proj[1:], T, dt, 1))
     head = _matmul("lm_head", [Linear("lm_head", m.embed_dim, m.vocab, False)], T, dt, 1)
-    # A vocabulary that is not a multiple of 16 bytes of weights (GPT-2's 50257) leaves the logits' rows unaligned:
-    # cuBLAS cannot use Hopper's TMA kernels and falls back to an older, slower tensor-core kernel (roofline.rate).
-    misaligned = (m.vocab * nbytes(dt.weights)) % 16 != 0
+    # A vocabulary whose row of logits is not a multiple of 16 bytes (GPT-2's 50257, in 16-bit or wider outputs; fp8
+    # GEMMs write bf16) leaves the output's rows unaligned: cuBLAS cannot use Hopper's TMA kernels and falls back to
+    # an older, slower tensor-core kernel (roofline.rate).
+    misaligned = (m.vocab * max(nbytes(dt.activations), 2)) % 16 != 0
     ops.append(head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES,
                              kind="matmul_misaligned" if misaligned else "matmul"))
     ops.append(OpCost("sample", "elementwise", T * m.vocab, 0.0, 0.0, 0.0, T * m.vocab * LOGIT_BYTES, 1))

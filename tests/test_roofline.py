@@ -108,10 +108,13 @@ def test_only_an_unaligned_vocabulary_makes_the_head_misaligned():
     from shivam.modelspec import load_model
     from shivam.workload import step_ops
 
-    head = {m: {o.name: o for o in step_ops(load_model(m), 1, 1, 16, Dtypes.of("bf16"))}["lm_head"].kind
-            for m in ("gpt2", "opt-125m", "mistral-7b")}
-    # 50257 x 2 bytes is not a multiple of 16; OPT's 50272 and Mistral's 32000 are
-    assert head == {"gpt2": "matmul_misaligned", "opt-125m": "matmul", "mistral-7b": "matmul"}
+    def head(model, weights="bf16", act=None):
+        return {o.name: o for o in step_ops(load_model(model), 1, 1, 16, Dtypes.of(weights, act))}["lm_head"].kind
+
+    # 50257 x 2 bytes of logits is not a multiple of 16; OPT's 50272 and Mistral's 32000 are
+    assert [head(m) for m in ("gpt2", "opt-125m", "mistral-7b")] == ["matmul_misaligned", "matmul", "matmul"]
+    # what counts is the output row, not the weights' storage: int4 weights (0.53 B each) change nothing
+    assert head("mistral-7b", "int4") == "matmul" and head("gpt2", "fp8", "fp8") == "matmul_misaligned"
 
 
 def test_light_kernels_cost_their_own_rate():

@@ -37,4 +37,6 @@ def points(check: dict) -> None:
 
 
 if __name__ == "__main__":
-    {"lomo": lomo, "points": points}[sys.argv[2]](json.load(open(sys.argv[1])))
+    with open(sys.argv[1]) as f:
+        check = json.load(f)
+    {"lomo": lomo, "points": points}[sys.argv[2]](check)

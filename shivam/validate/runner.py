@@ -136,7 +136,8 @@ def _spread(summary: dict) -> float:
 def measure_steady(counter, call, repeats: int, min_periods: int, min_calls: int, max_spread: float = 0.03,
                    extensions: int = 1, grow: float = 2.5) -> dict:
     """Measure; while the windows disagree by more than `max_spread` in energy or in time per call, measure again with
-    windows `grow` times longer (at most `extensions` times): jitter of the host averages out over longer windows. The last attempt is the
+    windows `grow` times longer (at most `extensions` times): jitter of the host averages out over longer windows.
+    The last attempt is the
     result; the earlier ones are kept under "attempts" (without their power traces), and a point still above
     `max_spread` is flagged. Nothing is dropped or chosen: every attempt is recorded, the longest one is reported."""
     from shivam.validate.meter import measure
