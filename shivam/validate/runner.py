@@ -137,9 +137,9 @@ def measure_steady(counter, call, repeats: int, min_periods: int, min_calls: int
                    extensions: int = 1, grow: float = 2.5) -> dict:
     """Measure; while the windows disagree by more than `max_spread` in energy or in time per call, measure again with
     windows `grow` times longer (at most `extensions` times): jitter of the host averages out over longer windows.
-    The last attempt is the
-    result; the earlier ones are kept under "attempts" (without their power traces), and a point still above
-    `max_spread` is flagged. Nothing is dropped or chosen: every attempt is recorded, the longest one is reported."""
+    The last attempt is the result; the earlier ones are kept under "attempts" (without their power traces), and a
+    point still above `max_spread` is flagged (and said to be the host's when the host speed probe moved too).
+    Nothing is dropped or chosen: every attempt is recorded, the longest one is reported."""
     from shivam.validate.meter import measure
 
     attempts = []
