@@ -1,7 +1,8 @@
 """Calibration: fit the simulator's free parameters to measured points, and check predictions against them.
 
 Two stages, because the model is built that way (docs/model.md, section 3):
-  time   = f(memory_efficiency, compute_efficiency, overlap_exponent, per_kernel_s, per_step_s, per_iteration_s, pcie_Bps):
+  time   = f(memory_efficiency, compute_efficiency, overlap_exponent, per_kernel_s, per_step_s, per_iteration_s, pcie_Bps,
+             attention_cta_Bps):
            nonlinear (an overlap of memory and compute per operator), fitted with scipy.optimize.least_squares on relative error;
   energy = static_power * time + active_power * busy + e_dram * bytes + compute_scale * E_compute + e_pcie * pcie:
            linear once the times are fixed, fitted with scipy.optimize.lsq_linear (bounded, relative error).
@@ -86,14 +87,14 @@ def _time_residuals(x, names, base: Params, data: list[Measured]) -> np.ndarray:
     return np.array([float(point_cost(m.point, p)[0].time_s) / m.time_s - 1.0 for m in data])
 
 
-def _identifiable(names, cov, values, fixed_ok) -> tuple[dict, list[str]]:
+def _identifiable(names, cov, values) -> tuple[dict, list[str]]:
     sd = np.sqrt(np.clip(np.diag(cov), 0, None)) if cov is not None else np.full(len(names), np.inf)
     unc, bad = {}, []
     for n, s, v in zip(names, sd, values):
         unc[n] = float(s)
         if not np.isfinite(s) or (v != 0 and s / abs(v) > 1.0) or (v == 0 and s > 0):
             bad.append(n)
-    return unc, [b for b in bad if b not in fixed_ok]
+    return unc, bad
 
 
 def _covariance(J: np.ndarray, resid: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray | None:
@@ -151,24 +152,17 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     names = [n for n in TIME_PARAMS if n not in fix and relevant.get(n, True)]
     held = {n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix}
     base = _with(base, fix)
-    for _ in range(len(TIME_PARAMS)):
-        # overlap_exponent near its default (100, the roofline max) sits on a plateau with no gradient: start at 4
-        x0 = np.array([min(getattr(base, n), 4.0) if n == "overlap_exponent" else getattr(base, n) for n in names])
-        lo, hi = np.array([TIME_BOUNDS[n][0] for n in names]), np.array([TIME_BOUNDS[n][1] for n in names])
-        scale = np.maximum(np.abs(x0), 1e-7)
-        sol = least_squares(_time_residuals, np.clip(x0, lo, hi), bounds=(lo, hi), args=(names, base, data),
-                            x_scale=scale, method="trf")
-        unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, np.maximum(np.abs(sol.x), scale)), sol.x, ())
-        if not bad or not strict:
-            break
-        if strict:
-            raise ShivamError(f"the data cannot identify {', '.join(bad)} (uncertainty above 100 %); measure points "
-                              f"that move it or hold it with --fix {bad[0]}=VALUE")
-        held.update({n: getattr(base, n) for n in bad})
-        names = [n for n in names if n not in bad]
+    # overlap_exponent near its default (100, the roofline max) sits on a plateau with no gradient: start at 4
+    x0 = np.array([min(getattr(base, n), 4.0) if n == "overlap_exponent" else getattr(base, n) for n in names])
+    lo, hi = np.array([TIME_BOUNDS[n][0] for n in names]), np.array([TIME_BOUNDS[n][1] for n in names])
+    scale = np.maximum(np.abs(x0), 1e-7)
+    sol = least_squares(_time_residuals, np.clip(x0, lo, hi), bounds=(lo, hi), args=(names, base, data),
+                        x_scale=scale, method="trf")
+    unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, np.maximum(np.abs(sol.x), scale)), sol.x)
+    if bad and strict:
+        raise _unidentifiable(bad)
     time_values = dict(zip(names, map(float, sol.x)))
     p = _with(base, time_values)
-    time_resid = _time_residuals(sol.x, names, base, data)
 
     # energy: linear in the energy parameters once the times are known
     features = [energy_features(point_cost(m.point, p)[0]) for m in data]
@@ -180,7 +174,7 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     factors = {c: 1.0 for c in cards}
     for _ in range(50 if card_factors else 1):
         f_row = np.array([factors[c] for c in cards])
-        coef, e_unc, e_names, fixed_part = _energy_solve(cols, e_names, meas_e / f_row, fixed_part, held, p, strict)
+        coef, e_unc = _energy_solve(cols, e_names, meas_e / f_row, fixed_part, strict)
         if not card_factors:
             break
         pred = sum(c * cols[n] for c, n in zip(coef, e_names)) + fixed_part
@@ -193,43 +187,35 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
             break
     energy_values = dict(zip(e_names, map(float, coef)))
     all_values = {**fix, **time_values, **energy_values}
-    scale = all_values.get("compute_scale", held.get("compute_scale", 1.0))
+    scale = all_values.get("compute_scale", 1.0)
     final = _with(p, {k: v for k, v in all_values.items() if k in Params.model_fields and k not in time_values})
-    final = _with(final, {k: v for k, v in held.items() if k in Params.model_fields})
     final = _with(final, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
     f_row = np.array([factors[c] for c in cards]) if card_factors else 1.0
     energy_pred = f_row * np.array([float(point_cost(m.point, final)[0].energy_j) for m in data])
     return FitResult(final, all_values, {**{n: unc[n] for n in names}, **e_unc},
-                     {"time": time_resid.tolist(), "energy": (energy_pred / meas_e - 1).tolist()}, held,
+                     {"time": sol.fun.tolist(), "energy": (energy_pred / meas_e - 1).tolist()}, held,
                      factors if card_factors else {})
 
 
-def _energy_solve(cols, e_names, meas_e, fixed_part, held, p, strict):
-    """Bounded linear least squares on relative error for the energy coefficients; refuses (strict) or holds at
-    their defaults the coefficients the data cannot identify."""
+def _unidentifiable(bad: list[str]) -> ShivamError:
+    return ShivamError(f"the data cannot identify {', '.join(bad)} (uncertainty above 100 %); measure points that "
+                       f"move it or hold it with --fix {bad[0]}=VALUE")
+
+
+def _energy_solve(cols, e_names, meas_e, fixed_part, strict):
+    """Bounded linear least squares on relative error for the energy coefficients; refuses (strict) the
+    coefficients the data cannot identify, keeps them however uncertain otherwise (cross-validation folds)."""
     from scipy.optimize import lsq_linear
 
-    while True:
-        A = np.stack([cols[n] / meas_e for n in e_names], axis=1)
-        b = 1.0 - fixed_part / meas_e
-        colscale = np.maximum(np.abs(A).max(axis=0), 1e-30)
-        res = lsq_linear(A / colscale, b, bounds=(0, np.inf))
-        coef = res.x / colscale
-        resid = A @ coef - b
-        cov = _covariance(A, resid, np.maximum(np.abs(coef), 1.0 / colscale))
-        e_unc, bad = _identifiable(e_names, cov, coef, ())
-        if not bad or not strict:
-            break
-        if strict:
-            raise ShivamError(f"the data cannot identify {', '.join(bad)} (uncertainty above 100 %); measure points "
-                              f"that move it or hold it with --fix {bad[0]}=VALUE")
-        defaults = {"static_power_w": p.static_power_w, "active_power_w": p.active_power_w,
-                    "dram_j_per_byte": p.dram_j_per_byte, "compute_scale": 1.0, "pcie_j_per_byte": p.pcie_j_per_byte}
-        for n in bad:
-            held[n] = defaults[n]
-            fixed_part = fixed_part + defaults[n] * cols[n]
-        e_names = [n for n in e_names if n not in bad]
-    return coef, e_unc, e_names, fixed_part
+    A = np.stack([cols[n] / meas_e for n in e_names], axis=1)
+    b = 1.0 - fixed_part / meas_e
+    colscale = np.maximum(np.abs(A).max(axis=0), 1e-30)
+    coef = lsq_linear(A / colscale, b, bounds=(0, np.inf)).x / colscale
+    cov = _covariance(A, A @ coef - b, np.maximum(np.abs(coef), 1.0 / colscale))
+    e_unc, bad = _identifiable(e_names, cov, coef)
+    if bad and strict:
+        raise _unidentifiable(bad)
+    return coef, e_unc
 
 
 def predictions(data: list[Measured], params: Params, card_factors: dict | None = None) -> list[dict]:

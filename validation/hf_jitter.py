@@ -19,19 +19,13 @@ import time
 import torch
 
 from shivam.validate.engines import generate_call, hf_model
+from shivam.validate.meter import host_probe  # the meter's own: the vCPU's speed right after each window
 
 
 def steal_jiffies() -> int:
     with open("/proc/stat") as f:
         fields = f.readline().split()  # cpu user nice system idle iowait irq softirq steal ...
     return int(fields[8]) if len(fields) > 8 else 0
-
-
-def host_probe_ms() -> float:
-    """A fixed pure-Python workload (no GPU): its duration tracks the vCPU's speed right after each window."""
-    t = time.perf_counter()
-    sum(i * i for i in range(300_000))
-    return 1e3 * (time.perf_counter() - t)
 
 
 def window(call, seconds=2.0) -> dict:
@@ -46,7 +40,7 @@ def window(call, seconds=2.0) -> dict:
     return {"ms_per_call": 1e3 * wall / len(times), "median_call_ms": 1e3 * statistics.median(times),
             "max_call_ms": 1e3 * max(times), "calls": len(times), "cpu_per_wall": (time.process_time() - cpu0) / wall,
             "steal_s": (steal_jiffies() - steal0) / os.sysconf("SC_CLK_TCK"),
-            "involuntary_switches": ru1.ru_nivcsw - ru0.ru_nivcsw, "host_probe_ms": host_probe_ms()}
+            "involuntary_switches": ru1.ru_nivcsw - ru0.ru_nivcsw, "host_probe_ms": 1e3 * host_probe()}
 
 
 def poller(stop: threading.Event):
