@@ -84,8 +84,10 @@ class Params(BaseModel):
     multiprocessors: int = Field(gt=0)
     per_light_kernel_s: float = Field(ge=0, description="cost of a kernel that only casts, fills or concatenates a "
                                       "few rows")
-    misaligned_matmul_fraction: float = Field(gt=0, le=1, description="fraction of the tensor-core rate a matmul "
+    misaligned_matmul_fraction: float = Field(gt=0, le=1, description="fraction of the tensor-core peak a matmul "
                                               "with rows not 16-byte aligned reaches (cuBLAS's fallback kernels)")
+    misaligned_bandwidth_fraction: float = Field(gt=0, le=1, description="fraction of the DRAM bandwidth the same "
+                                                 "fallback kernel streams its operands at")
     dispatch_counts: Literal["graph", "eager"] = Field(
         default="graph", description="what per_kernel_s multiplies: the graph decoder's kernels (shivam.workload) or "
                                      "the operators transformers dispatches eagerly (hardware/engines/hf-dispatches.json)")
@@ -114,6 +116,7 @@ class EngineProfile(BaseModel):
     per_iteration_s: float
     attention_cta_Bps: float
     misaligned_matmul_fraction: float
+    misaligned_bandwidth_fraction: float
     per_light_kernel_s: float
     basis: str
 
@@ -208,7 +211,8 @@ def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None
         overlap_exponent=prof.overlap_exponent, dispatch_counts=prof.dispatch_counts,
         per_kernel_s=prof.per_kernel_s, per_step_s=prof.per_step_s, per_iteration_s=prof.per_iteration_s,
         attention_cta_Bps=prof.attention_cta_Bps, multiprocessors=gpu.multiprocessors,
-        misaligned_matmul_fraction=prof.misaligned_matmul_fraction, per_light_kernel_s=prof.per_light_kernel_s,
+        misaligned_matmul_fraction=prof.misaligned_matmul_fraction,
+        misaligned_bandwidth_fraction=prof.misaligned_bandwidth_fraction, per_light_kernel_s=prof.per_light_kernel_s,
         static_power_w=e.static_power_w.value, active_power_w=e.active_power_w.value,
         dram_j_per_byte=e.dram_board_pj_per_bit.value * 8e-12,
         dram_floor_j_per_byte=e.dram_device_pj_per_bit.value * 8e-12,

@@ -5,6 +5,8 @@ Per operator (docs/model.md, section 3):
     t_comp = flops / (peak_rate[dtype] * compute_efficiency)
     t_op   = max(overlap(t_mem, t_comp), t_block) + launches * per_kernel_s + light_launches * per_light_kernel_s
              (+ pcie_bytes / pcie bandwidth for copies)
+    a misaligned matmul (cuBLAS's sm75 fallback: loads and arithmetic do not overlap) instead takes
+             dram_bytes / (bandwidth * misaligned_bandwidth_fraction) + flops / (peak_rate * misaligned_matmul_fraction)
     t_block = block_bytes / attention_cta_Bps * ceil(blocks / multiprocessors): a latency-bound kernel (masked
              attention), whose thread blocks each stream their bytes alone, in waves of one block per multiprocessor
     overlap(a, b) = (a^p + b^p)^(1/p), p = overlap_exponent: p = 1 adds the two (no overlap), p -> infinity is the
@@ -69,13 +71,35 @@ class StepCost:
 
 
 def rate(p: Params, kind: str, dtype: str) -> float:
-    """Peak FLOP/s that runs an operator: tensor cores in `dtype` for matmuls and attention, fp32 vector units for
-    element-wise work; a matmul with unaligned rows gets the fraction of the tensor-core rate its fallback kernel
-    reaches (misaligned_matmul_fraction)."""
+    """Peak FLOP/s of the units that run an operator: tensor cores in `dtype` (matmuls, attention) or the fp32 vector
+    units (element-wise work)."""
     key = "fp32" if kind == "elementwise" else dtype
     if key not in p.peak_flops:
         raise ShivamError(f"this GPU has no {key} matmul rate; choose a dtype it has: {', '.join(p.peak_flops)}")
-    return p.peak_flops[key] * (p.misaligned_matmul_fraction if kind == "matmul_misaligned" else 1.0)
+    return p.peak_flops[key]
+
+
+def memory_and_compute_time(op: OpCost, p: Params, compute_dtype: str):
+    """An operator's time for its DRAM bytes and for its FLOPs. A matmul with unaligned rows runs cuBLAS's sm75
+    fallback kernel: its bytes at misaligned_bandwidth_fraction of the bandwidth and its FLOPs at
+    misaligned_matmul_fraction of the peak, rates measured for that kernel (the Hopper kernels' fitted efficiencies do
+    not apply)."""
+    peak = rate(p, op.kind, compute_dtype)
+    if op.kind == "matmul_misaligned":
+        return (op.dram_bytes / (p.bandwidth_Bps * p.misaligned_bandwidth_fraction),
+                op.flops / (peak * p.misaligned_matmul_fraction))
+    return op.dram_bytes / (p.bandwidth_Bps * p.memory_efficiency), op.flops / (peak * p.compute_efficiency)
+
+
+def busy_time(op: OpCost, p: Params, t_mem, t_comp):
+    """Seconds an operator's kernels execute, launch costs apart: the overlap of its memory and compute times, or
+    the latency floor of its thread blocks, plus its PCIe copy. The sm75 fallback kernel's synchronous loads do not
+    overlap its arithmetic: there the two times add."""
+    t_pcie = op.pcie_bytes / p.pcie_Bps
+    if op.kind == "matmul_misaligned":
+        return t_mem + t_comp + t_pcie
+    t_block = op.block_bytes / p.attention_cta_Bps * np.ceil(op.blocks / p.multiprocessors)
+    return np.maximum(overlap(t_mem, t_comp, p.overlap_exponent), t_block) + t_pcie
 
 
 def overlap(t_mem, t_comp, p: float):
@@ -88,18 +112,15 @@ def overlap(t_mem, t_comp, p: float):
 def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int = 1, dispatches=None) -> StepCost:
     """The step's cost. `dispatches`, when given, replaces the operators' own kernel count as what per_kernel_s
     multiplies: an eager engine's host dispatches per step (shivam.workload.eager_dispatches)."""
-    bw = p.bandwidth_Bps * p.memory_efficiency
     z = 0.0
     busy = mem_b = comp_b = dram = wb = kvb = pcie = flops = launches = light = e_flop = z
     for op in ops:
-        t_mem = op.dram_bytes / bw
-        t_comp = op.flops / (rate(p, op.kind, compute_dtype) * p.compute_efficiency)
-        t_pcie = op.pcie_bytes / p.pcie_Bps
-        t_block = op.block_bytes / p.attention_cta_Bps * np.ceil(op.blocks / p.multiprocessors)
-        t_op = np.maximum(overlap(t_mem, t_comp, p.overlap_exponent), t_block) + t_pcie
+        t_mem, t_comp = memory_and_compute_time(op, p, compute_dtype)
+        t_op = busy_time(op, p, t_mem, t_comp)
+        memory_bound = t_mem >= t_comp
         busy = busy + op.repeat * t_op
-        mem_b = mem_b + op.repeat * np.where(t_mem >= t_comp, t_op, 0.0)
-        comp_b = comp_b + op.repeat * np.where(t_mem >= t_comp, 0.0, t_op)
+        mem_b = mem_b + op.repeat * np.where(memory_bound, t_op, 0.0)
+        comp_b = comp_b + op.repeat * np.where(memory_bound, 0.0, t_op)
         dram = dram + op.repeat * op.dram_bytes
         wb = wb + op.repeat * op.weight_bytes
         kvb = kvb + op.repeat * (op.kv_read_bytes + op.kv_write_bytes)

@@ -32,13 +32,33 @@ MASK_LAUNCHES = 2  # building the causal mask once per step (ones, tril)
 Q_TILE = 128  # queries per thread block of the masked attention kernel
 
 
-def masked_attention_passes(head_dim: int, new_tokens):
-    """Passes one thread block of the masked attention kernel makes over its keys. Profiled on the H200
-    (validation/profiles/h200-steps.json): with head_dim 64 a block took 13.5 us for 514 keys at 2 queries but
-    30.5 us for 641 keys at 129 (Qwen2, TinyLlama, GPT-2 alike), i.e. two passes once a block holds more than 64
-    queries; with head_dim 96-256 the time per key grew only 5 % from 9 to 129 queries: one pass."""
-    n = np.minimum(np.asarray(new_tokens), Q_TILE)
-    return np.ceil(n / 64) if head_dim <= 64 else np.ones_like(n, dtype=float)
+# The head_dim cuDNN's fused masked-attention kernel (several new tokens) effectively streams per key and per K/V
+# tensor, at attention_cta_Bps per thread block, by the kernel configuration it picks: profiled on the H200 (the 21 shapes
+# with several new tokens in validation/profiles/h200-steps.json), ns per key x 9.4 GB/s / (2 tensors x 2 bytes). A head_dim takes the first
+# bucket at least as wide (96 -> 128: Phi-3's 96 costs exactly what 128 does, at 2 and at 129 queries).
+#   3+ queries: 64 -> 108 (43.9-48.0 ns per key: a 64-wide tile costs 84 % of a 128-wide one), 128 -> 128
+#               (52.8-58.7 ns), 256 -> 256 (105-112 ns)
+#   2 queries:  64 -> 64 (26.1 ns, OPT-1.3B and TinyLlama), 128 -> 79 (33.3-33.7 ns, Mistral, Llama-2, Phi-3): a
+#               lighter configuration; wider heads were not profiled at 2 queries and take the 3+ value
+MASKED_ATTENTION_HEAD_DIM = {"two_queries": ((64, 64.0), (128, 79.0)),
+                             "more_queries": ((64, 108.0), (128, 128.0), (256, 256.0))}
+
+
+def masked_attention_head_dim(head_dim: int, new_tokens):
+    """Effective head_dim per key of the masked attention kernel (MASKED_ATTENTION_HEAD_DIM); beyond the widest
+    profiled bucket it scales with head_dim."""
+
+    def lookup(table):
+        for bucket, eff in table:
+            if head_dim <= bucket:
+                return eff
+        bucket, eff = table[-1]
+        return eff * head_dim / bucket
+
+    more = lookup(MASKED_ATTENTION_HEAD_DIM["more_queries"])
+    two_table = MASKED_ATTENTION_HEAD_DIM["two_queries"]
+    two = lookup(two_table) if head_dim <= two_table[-1][0] else more
+    return np.where(np.asarray(new_tokens) == 2, two, more)
 
 
 class OpCost(NamedTuple):
@@ -112,6 +132,16 @@ def _matmul_light_launches(rows, dt: Dtypes):
     return 1 + np.where(np.asarray(rows) % 16 == 0, 0, 2)
 
 
+def _gated(op: OpCost, on) -> OpCost:
+    """The operator where `on` holds (elementwise over a broadcast grid of step shapes), nothing elsewhere: for an
+    operator whose kernel depends on the shape."""
+    g = np.where(on, 1.0, 0.0)
+    return op._replace(flops=g * op.flops, weight_bytes=g * op.weight_bytes, kv_read_bytes=g * op.kv_read_bytes,
+                       kv_write_bytes=g * op.kv_write_bytes, act_bytes=g * op.act_bytes, launches=g * op.launches,
+                       pcie_bytes=g * op.pcie_bytes, block_bytes=g * op.block_bytes, blocks=g * op.blocks,
+                       light_launches=g * op.light_launches)
+
+
 def _elementwise(name: str, tokens, width: int, dt: Dtypes, repeat: int, flops_per_element: float,
                  reads: int, weight_elems: int = 0, launches: int = 1) -> OpCost:
     a = nbytes(dt.activations)
@@ -153,14 +183,15 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     masked = np.asarray(new_tokens) > 1
     # Several new tokens need a causal mask, and with one PyTorch's SDPA runs cuDNN's fused kernel: one thread block
     # per (sequence, head, 128 queries), each streaming all of its head's keys and values alone. On the H200 that
-    # kernel took 28-72 us where the roofline gives ~1 us (validation/profiles/h200-steps.json): it is bound by one
-    # block's latency, not by the chip, so its floor is these bytes at a per-block rate (roofline.step_cost).
+    # kernel took 13-72 us where the roofline gives ~1 us (validation/profiles/h200-steps.json): it is bound by one
+    # block's latency, not by the chip, so its floor is each block's keys x effective head_dim (MASKED_ATTENTION_HEAD_DIM) at a
+    # per-block rate (roofline.step_cost).
     ops.append(OpCost("attention", "attention",
                       4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
                       0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim,
                       np.where(masked, ATTENTION_LAUNCHES_MASKED, ATTENTION_LAUNCHES), L,
-                      block_bytes=np.where(masked, attended * 2 * m.head_dim * kvb
-                                           * masked_attention_passes(m.head_dim, new_tokens), 0.0),
+                      block_bytes=np.where(masked, attended * 2 * kvb
+                                           * masked_attention_head_dim(m.head_dim, new_tokens), 0.0),
                       blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / Q_TILE), 0.0)))
     if np.any(masked):
         ops.append(OpCost("causal_mask", "elementwise", 0.0, 0.0, 0.0, 0.0, np.where(masked, new_tokens * attended, 0),
@@ -193,10 +224,14 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     head = _matmul("lm_head", [Linear("lm_head", m.embed_dim, m.vocab, False)], T, dt, 1)
     # A vocabulary whose row of logits is not a multiple of 16 bytes (GPT-2's 50257, in 16-bit or wider outputs; fp8
     # GEMMs write bf16) leaves the output's rows unaligned: cuBLAS cannot use Hopper's TMA kernels and falls back to
-    # an older, slower tensor-core kernel (roofline.rate).
-    misaligned = (m.vocab * max(nbytes(dt.activations), 2)) % 16 != 0
-    ops.append(head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES,
-                             kind="matmul_misaligned" if misaligned else "matmul"))
+    # an older, slower tensor-core kernel (roofline.memory_and_compute_time). One row goes to a GEMV kernel instead.
+    head = head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES)
+    if (m.vocab * max(nbytes(dt.activations), 2)) % 16 != 0:
+        several_rows = np.asarray(T) > 1
+        ops += [_gated(head, ~several_rows),
+                _gated(head, several_rows)._replace(name="lm_head_fallback", kind="matmul_misaligned")]
+    else:
+        ops.append(head)
     ops.append(OpCost("sample", "elementwise", T * m.vocab, 0.0, 0.0, 0.0, T * m.vocab * LOGIT_BYTES, 1))
     return ops
 

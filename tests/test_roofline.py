@@ -11,7 +11,8 @@ P = Params(bandwidth_Bps=1e12, peak_flops={"bf16": 100e12, "fp32": 10e12}, memor
            compute_efficiency=0.5, per_kernel_s=1e-6, per_step_s=10e-6, per_iteration_s=0.0, static_power_w=100.0,
            active_power_w=50.0, dram_j_per_byte=1e-12, dram_floor_j_per_byte=0.5e-12, j_per_flop={"bf16": 1e-13,
            "fp32": 1e-12}, pcie_Bps=10e9, pcie_j_per_byte=2e-12, capacity_bytes=1e12, source="test",
-           attention_cta_Bps=1e9, multiprocessors=4, misaligned_matmul_fraction=0.1, per_light_kernel_s=0.5e-6)
+           attention_cta_Bps=1e9, multiprocessors=4, misaligned_matmul_fraction=0.1, misaligned_bandwidth_fraction=0.2,
+           per_light_kernel_s=0.5e-6)
 
 
 def test_memory_bound_op_by_hand():
@@ -60,11 +61,35 @@ def test_masked_attention_floor_follows_keys_and_head_dim():
     wide = {o.name: o for o in step_ops(m, 2, 129, 512, Dtypes.of("bf16"))}["attention"]
     assert wide.blocks == 2 * m.heads * 2  # 129 queries take two tiles
     assert wide.block_bytes == pytest.approx(641 * 256 * 2 * 2)  # one pass over the keys at head_dim 256
-    # head_dim 64 (Qwen2-0.5B): a block holding more than 64 queries passes over its keys twice
+    # head_dim 64 (Qwen2-0.5B) streams like 64 at two queries and like 108 at more (the profiled kernel configurations)
     q = load_model("qwen2-0.5b")
     assert q.head_dim == 64
     att = {n: {o.name: o for o in step_ops(q, 1, n, 512, Dtypes.of("bf16"))}["attention"].block_bytes for n in (2, 129)}
-    assert att == {2: pytest.approx(514 * 64 * 2 * 2), 129: pytest.approx(2 * 641 * 64 * 2 * 2)}
+    assert att == {2: pytest.approx(514 * 64 * 2 * 2), 129: pytest.approx(641 * 108 * 2 * 2)}
+
+
+def test_masked_attention_floor_matches_every_profiled_kernel():
+    """The floor (keys x effective head_dim x 2 tensors x 2 bytes at 9.4 GB/s per block, one wave) against the cuDNN
+    kernel time the profiler measured for every profiled shape with several new tokens (h200-steps.json)."""
+    import json
+    from pathlib import Path
+
+    from shivam.modelspec import load_model
+    from shivam.workload import step_ops
+
+    profiles = json.loads((Path(__file__).parents[1] / "validation/profiles/h200-steps.json").read_text())
+    checked = 0
+    for prof in profiles:
+        if prof["new_tokens"] < 2 or prof["batch"] != 1:
+            continue
+        sdpa = [k for k in prof["top_kernels"] if "sdpa" in k["name"]]
+        measured_s = sum(k["ms"] for k in sdpa) / sum(k["count"] for k in sdpa) / 1e3
+        att = {o.name: o for o in step_ops(load_model(prof["model"]), 1, prof["new_tokens"], prof["context"],
+                                           Dtypes.of("bf16"))}["attention"]
+        assert att.blocks <= 132  # one wave on the H200's 132 multiprocessors
+        assert float(att.block_bytes) / 9.4e9 == pytest.approx(measured_s, rel=0.12), prof["model"]
+        checked += 1
+    assert checked >= 15
 
 
 def test_overhead_bound_step():
@@ -97,24 +122,34 @@ def test_energy_is_linear_in_the_fitted_coefficients():
     assert sum(coef[k] * f[k] for k in coef) == pytest.approx(c.energy_j)
 
 
-def test_a_misaligned_matmul_runs_at_the_fallback_rate():
-    # 1e12 FLOP on 100 TFLOP/s x 0.5 efficiency = 20 ms; misaligned (fraction 0.1 in P): 200 ms
-    op = OpCost("head", "matmul_misaligned", flops=1e12, weight_bytes=1e6, kv_read_bytes=0, kv_write_bytes=0,
-                act_bytes=0, launches=1)
-    assert step_cost([op], P, "bf16").busy_s == pytest.approx(0.2)
+def test_a_misaligned_matmul_adds_its_load_and_arithmetic_times():
+    # aligned: 1e12 FLOP on 100 TFLOP/s x 0.5 efficiency = 20 ms (the 1e9 bytes' 2 ms overlap under it, p = 100).
+    # Misaligned: the fallback kernel's measured fractions of the peaks, not the fitted efficiencies, and no overlap:
+    # 1e9 B / (1 TB/s x 0.2) + 1e12 / (100 TFLOP/s x 0.1) = 5 ms + 100 ms
+    op = OpCost("head", "matmul", flops=1e12, weight_bytes=1e9, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
+                launches=1)
+    assert step_cost([op], P, "bf16").busy_s == pytest.approx(0.02, rel=1e-3)
+    assert step_cost([op._replace(kind="matmul_misaligned")], P, "bf16").busy_s == pytest.approx(0.105)
 
 
-def test_only_an_unaligned_vocabulary_makes_the_head_misaligned():
+def test_only_an_unaligned_vocabulary_with_several_rows_takes_the_fallback():
     from shivam.modelspec import load_model
     from shivam.workload import step_ops
 
-    def head(model, weights="bf16", act=None):
-        return {o.name: o for o in step_ops(load_model(model), 1, 1, 16, Dtypes.of(weights, act))}["lm_head"].kind
+    def head_flops(model, weights="bf16", act=None, rows=9):
+        ops = step_ops(load_model(model), 1, rows, 16, Dtypes.of(weights, act))
+        return {o.name: float(o.flops) for o in ops if o.name.startswith("lm_head")}
 
     # 50257 x 2 bytes of logits is not a multiple of 16; OPT's 50272 and Mistral's 32000 are
-    assert [head(m) for m in ("gpt2", "opt-125m", "mistral-7b")] == ["matmul_misaligned", "matmul", "matmul"]
+    gpt2 = 2 * 9 * 768 * 50257
+    assert head_flops("gpt2") == {"lm_head": 0.0, "lm_head_fallback": pytest.approx(gpt2)}
+    assert head_flops("opt-125m") == {"lm_head": pytest.approx(2 * 9 * 768 * 50272)}
+    assert list(head_flops("mistral-7b")) == ["lm_head"]
+    # one row runs a GEMV kernel, not the fallback
+    assert head_flops("gpt2", rows=1) == {"lm_head": pytest.approx(gpt2 / 9), "lm_head_fallback": 0.0}
     # what counts is the output row, not the weights' storage: int4 weights (0.53 B each) change nothing
-    assert head("mistral-7b", "int4") == "matmul" and head("gpt2", "fp8", "fp8") == "matmul_misaligned"
+    assert list(head_flops("mistral-7b", "int4")) == ["lm_head"]
+    assert head_flops("gpt2", "fp8", "fp8")["lm_head_fallback"] > 0
 
 
 def test_light_kernels_cost_their_own_rate():
@@ -138,3 +173,29 @@ def test_fp8_activations_add_a_cast_and_pad_odd_rows():
     assert (one.launches, one.light_launches) == (1, 3)
     assert (sixteen.launches, sixteen.light_launches) == (1, 1)
     assert (bf16.launches, bf16.light_launches) == (1, 0)
+
+
+def test_fallback_head_matches_the_profiled_kernel():
+    """GPT-2's LM head at 9, 16, 33 and 129 rows against the sm75 kernel times the profiler measured on the H200
+    (h200-steps.json), with the H200 datasheet peaks and the engine's measured fractions."""
+    import json
+    from pathlib import Path
+
+    from shivam.hardware import load_gpu, make_params
+    from shivam.modelspec import load_model
+    from shivam.roofline import busy_time, memory_and_compute_time
+    from shivam.workload import step_ops
+
+    params = make_params(load_gpu("h200"), "graph")
+    profiles = json.loads((Path(__file__).parents[1] / "validation/profiles/h200-steps.json").read_text())
+    rows_seen = set()
+    for prof in profiles:
+        fallback = [k for k in prof["top_kernels"] if "cutlass_75" in k["name"]]
+        if prof["model"] != "gpt2" or not fallback:
+            continue
+        op = {o.name: o for o in step_ops(load_model("gpt2"), prof["batch"], prof["new_tokens"], prof["context"],
+                                          Dtypes.of("bf16"))}["lm_head_fallback"]
+        predicted = float(busy_time(op, params, *memory_and_compute_time(op, params, "bf16")))
+        assert predicted == pytest.approx(fallback[0]["ms"] / 1e3, rel=0.10)
+        rows_seen.add(prof["batch"] * prof["new_tokens"])
+    assert rows_seen == {9, 16, 33, 129}
