@@ -4,7 +4,8 @@ Two stages, because the model is built that way (docs/model.md, section 3):
   time   = f(memory_efficiency, compute_efficiency, overlap_exponent, per_kernel_s, per_step_s, per_iteration_s, pcie_Bps,
              attention_cta_Bps):
            nonlinear (an overlap of memory and compute per operator), fitted with scipy.optimize.least_squares on relative error;
-  energy = static_power * time + active_power * busy + e_dram * bytes + compute_scale * E_compute + e_pcie * pcie:
+  energy = static_power * time + active_power * busy + e_dram * bytes + compute_scale * E_compute + e_pcie * pcie
+           (+ the fallback kernels' measured power, a fixed part):
            linear once the times are fixed, fitted with scipy.optimize.lsq_linear (bounded, relative error).
 Uncertainties come from the Jacobian (time) or design matrix (energy) at the solution: s^2 (J^T J)^-1.
 A parameter the data cannot identify (singular or with relative uncertainty above 100 %) is refused by name.
@@ -165,11 +166,13 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     p = _with(base, time_values)
 
     # energy: linear in the energy parameters once the times are known
-    features = [energy_features(point_cost(m.point, p)[0]) for m in data]
+    costs = [point_cost(m.point, p)[0] for m in data]
+    features = [energy_features(c) for c in costs]
     cols = {n: np.array([float(f[n]) for f in features]) for n in ENERGY_PARAMS}
     e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
     meas_e = np.array([m.energy_j for m in data])
-    fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix)
+    # held parameters, and the fallback kernels' power (measured on its own, not fitted)
+    fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix) + np.array([float(c.e_fallback) for c in costs])
     cards = [m.card for m in data]
     factors = {c: 1.0 for c in cards}
     for _ in range(50 if card_factors else 1):

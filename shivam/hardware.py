@@ -88,6 +88,10 @@ class Params(BaseModel):
                                               "with rows not 16-byte aligned reaches (cuBLAS's fallback kernels)")
     misaligned_bandwidth_fraction: float = Field(gt=0, le=1, description="fraction of the DRAM bandwidth the same "
                                                  "fallback kernel streams its operands at")
+    misaligned_gemv_bandwidth_fraction: float = Field(gt=0, le=1, description="fraction of the DRAM bandwidth the "
+                                                      "GEMV cuBLAS runs for one unaligned row streams at")
+    misaligned_power_w: float = Field(ge=0, description="power the fallback kernels draw beyond static power and "
+                                      "their bytes' and FLOPs' energy")
     dispatch_counts: Literal["graph", "eager"] = Field(
         default="graph", description="what per_kernel_s multiplies: the graph decoder's kernels (shivam.workload) or "
                                      "the operators transformers dispatches eagerly (hardware/engines/hf-dispatches.json)")
@@ -117,6 +121,8 @@ class EngineProfile(BaseModel):
     attention_cta_Bps: float
     misaligned_matmul_fraction: float
     misaligned_bandwidth_fraction: float
+    misaligned_gemv_bandwidth_fraction: float
+    misaligned_power_w: float
     per_light_kernel_s: float
     basis: str
 
@@ -212,7 +218,9 @@ def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None
         per_kernel_s=prof.per_kernel_s, per_step_s=prof.per_step_s, per_iteration_s=prof.per_iteration_s,
         attention_cta_Bps=prof.attention_cta_Bps, multiprocessors=gpu.multiprocessors,
         misaligned_matmul_fraction=prof.misaligned_matmul_fraction,
-        misaligned_bandwidth_fraction=prof.misaligned_bandwidth_fraction, per_light_kernel_s=prof.per_light_kernel_s,
+        misaligned_bandwidth_fraction=prof.misaligned_bandwidth_fraction,
+        misaligned_gemv_bandwidth_fraction=prof.misaligned_gemv_bandwidth_fraction,
+        misaligned_power_w=prof.misaligned_power_w, per_light_kernel_s=prof.per_light_kernel_s,
         static_power_w=e.static_power_w.value, active_power_w=e.active_power_w.value,
         dram_j_per_byte=e.dram_board_pj_per_bit.value * 8e-12,
         dram_floor_j_per_byte=e.dram_device_pj_per_bit.value * 8e-12,

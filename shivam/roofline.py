@@ -15,7 +15,8 @@ Per operator (docs/model.md, section 3):
 Per step:
     t_step = sum(repeat * t_op) + per_step_s
     E_step = static_power * t_step + active_power * t_busy + e_dram * dram_bytes + sum(e_flop[dtype] * flops)
-             + e_pcie * pcie_bytes
+             + e_pcie * pcie_bytes + misaligned_power * t_fallback
+    t_fallback = time in cuBLAS's fallback kernels (unaligned rows), which draw power beyond their bytes and FLOPs
 Everything broadcasts over numpy arrays.
 """
 
@@ -39,6 +40,7 @@ class StepCost:
     overhead_s: object  # launch gaps and host work
     memory_bound_s: object  # busy time in operators limited by bytes
     compute_bound_s: object
+    fallback_s: object  # busy time in cuBLAS's fallback kernels (a matmul with unaligned rows)
     dram_bytes: object
     weight_bytes: object
     kv_bytes: object
@@ -48,13 +50,15 @@ class StepCost:
     e_static: object  # static power over the busy time
     e_overhead: object  # static power over launch gaps and host work
     e_active: object
+    e_fallback: object  # misaligned_power over the fallback kernels' time
     e_memory: object
     e_compute: object
     e_pcie: object
 
     @property
     def energy_j(self):
-        return self.e_static + self.e_overhead + self.e_active + self.e_memory + self.e_compute + self.e_pcie
+        return (self.e_static + self.e_overhead + self.e_active + self.e_fallback + self.e_memory + self.e_compute
+                + self.e_pcie)
 
     @property
     def bound(self):
@@ -79,15 +83,21 @@ def rate(p: Params, kind: str, dtype: str) -> float:
     return p.peak_flops[key]
 
 
+FALLBACK_KINDS = ("matmul_misaligned", "gemv_misaligned")
+
+
 def memory_and_compute_time(op: OpCost, p: Params, compute_dtype: str):
-    """An operator's time for its DRAM bytes and for its FLOPs. A matmul with unaligned rows runs cuBLAS's sm75
-    fallback kernel: its bytes at misaligned_bandwidth_fraction of the bandwidth and its FLOPs at
-    misaligned_matmul_fraction of the peak, rates measured for that kernel (the Hopper kernels' fitted efficiencies do
-    not apply)."""
+    """An operator's time for its DRAM bytes and for its FLOPs. A matmul with unaligned output rows runs one of
+    cuBLAS's fallback kernels, at rates measured for them (the Hopper kernels' fitted efficiencies do not apply):
+    several rows, an sm75 tensor-op kernel, its bytes at misaligned_bandwidth_fraction of the bandwidth and its FLOPs
+    at misaligned_matmul_fraction of the peak; one row, a GEMV streaming at misaligned_gemv_bandwidth_fraction."""
     peak = rate(p, op.kind, compute_dtype)
     if op.kind == "matmul_misaligned":
         return (op.dram_bytes / (p.bandwidth_Bps * p.misaligned_bandwidth_fraction),
                 op.flops / (peak * p.misaligned_matmul_fraction))
+    if op.kind == "gemv_misaligned":
+        return op.dram_bytes / (p.bandwidth_Bps * p.misaligned_gemv_bandwidth_fraction), op.flops / (
+            peak * p.compute_efficiency)
     return op.dram_bytes / (p.bandwidth_Bps * p.memory_efficiency), op.flops / (peak * p.compute_efficiency)
 
 
@@ -113,12 +123,14 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
     """The step's cost. `dispatches`, when given, replaces the operators' own kernel count as what per_kernel_s
     multiplies: an eager engine's host dispatches per step (shivam.workload.eager_dispatches)."""
     z = 0.0
-    busy = mem_b = comp_b = dram = wb = kvb = pcie = flops = launches = light = e_flop = z
+    busy = mem_b = comp_b = fallback = dram = wb = kvb = pcie = flops = launches = light = e_flop = z
     for op in ops:
         t_mem, t_comp = memory_and_compute_time(op, p, compute_dtype)
         t_op = busy_time(op, p, t_mem, t_comp)
         memory_bound = t_mem >= t_comp
         busy = busy + op.repeat * t_op
+        if op.kind in FALLBACK_KINDS:
+            fallback = fallback + op.repeat * t_op
         mem_b = mem_b + op.repeat * np.where(memory_bound, t_op, 0.0)
         comp_b = comp_b + op.repeat * np.where(memory_bound, 0.0, t_op)
         dram = dram + op.repeat * op.dram_bytes
@@ -133,24 +145,25 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
         launches, light = dispatches + 0.0 * launches, 0.0
     overhead = launches * p.per_kernel_s + light * p.per_light_kernel_s + host_steps * p.per_step_s
     return StepCost(time_s=busy + overhead, busy_s=busy, overhead_s=overhead + 0.0 * busy, memory_bound_s=mem_b,
-                    compute_bound_s=comp_b, dram_bytes=dram, weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie,
+                    compute_bound_s=comp_b, fallback_s=fallback + 0.0 * busy, dram_bytes=dram, weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie,
                     flops=flops, launches=launches + light + 0.0 * busy,
                     e_static=p.static_power_w * busy, e_overhead=p.static_power_w * overhead + 0.0 * busy,
-                    e_active=p.active_power_w * busy, e_memory=p.dram_j_per_byte * dram, e_compute=e_flop,
+                    e_active=p.active_power_w * busy, e_fallback=p.misaligned_power_w * (fallback + 0.0 * busy),
+                    e_memory=p.dram_j_per_byte * dram, e_compute=e_flop,
                     e_pcie=p.pcie_j_per_byte * pcie)
 
 
 def host_wait(p: Params, seconds) -> StepCost:
     """The GPU idling (at static power) while the host synchronizes, e.g. to accept or reject drafted tokens."""
     z = 0.0 * seconds
-    return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, dram_bytes=z,
-                    weight_bytes=z, kv_bytes=z, pcie_bytes=z, flops=z, launches=z, e_static=z,
-                    e_overhead=p.static_power_w * seconds, e_active=z, e_memory=z, e_compute=z, e_pcie=z)
+    return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, fallback_s=z,
+                    dram_bytes=z, weight_bytes=z, kv_bytes=z, pcie_bytes=z, flops=z, launches=z, e_static=z,
+                    e_overhead=p.static_power_w * seconds, e_active=z, e_fallback=z, e_memory=z, e_compute=z, e_pcie=z)
 
 
 def energy_features(c: StepCost) -> dict:
-    """The energy equation above is linear in its coefficients: E = sum(coefficient x feature) with these features
-    (compute_scale multiplies the per-FLOP energies the cost was computed with). The fit uses this decomposition, so
-    the equation stays here alone."""
+    """The energy equation above is linear in its coefficients: E = sum(coefficient x feature) + c.e_fallback with
+    these features (compute_scale multiplies the per-FLOP energies the cost was computed with; the fallback kernels'
+    power is measured on its own, not fitted). The fit uses this decomposition, so the equation stays here alone."""
     return {"static_power_w": c.time_s, "active_power_w": c.busy_s, "dram_j_per_byte": c.dram_bytes,
             "compute_scale": c.e_compute, "pcie_j_per_byte": c.pcie_bytes}

@@ -33,20 +33,22 @@ Q_TILE = 128  # queries per thread block of the masked attention kernel
 
 
 # The head_dim cuDNN's fused masked-attention kernel (several new tokens) effectively streams per key and per K/V
-# tensor, at attention_cta_Bps per thread block, by the kernel configuration it picks: profiled on the H200 (the 21 shapes
-# with several new tokens in validation/profiles/h200-steps.json), ns per key x 9.4 GB/s / (2 tensors x 2 bytes). A head_dim takes the first
-# bucket at least as wide (96 -> 128: Phi-3's 96 costs exactly what 128 does, at 2 and at 129 queries).
-#   3+ queries: 64 -> 108 (43.9-48.0 ns per key: a 64-wide tile costs 84 % of a 128-wide one), 128 -> 128
-#               (52.8-58.7 ns), 256 -> 256 (105-112 ns)
-#   2 queries:  64 -> 64 (26.1 ns, OPT-1.3B and TinyLlama), 128 -> 79 (33.3-33.7 ns, Mistral, Llama-2, Phi-3): a
-#               lighter configuration; wider heads were not profiled at 2 queries and take the 3+ value
-MASKED_ATTENTION_HEAD_DIM = {"two_queries": ((64, 64.0), (128, 79.0)),
-                             "more_queries": ((64, 108.0), (128, 128.0), (256, 256.0))}
+# tensor, at attention_cta_Bps per thread block, by the kernel configuration it picks, which follows the parity of the
+# query count. Profiled on the H200 (the 34 shapes with several new tokens in validation/profiles/h200-steps.json):
+# ns per key x 9.4 GB/s / (2 tensors x 2 bytes). A head_dim takes the first bucket at least as wide (96 -> 128:
+# Phi-3's 96 costs exactly what 128 does).
+#   even query counts (2-128): 64 -> 62 (26.0-26.1 ns per key, OPT-1.3B and TinyLlama at 2, 4, 8), 128 -> 78
+#               (31.3-33.7 ns, Mistral at 2-128, Llama-2, Phi-3 at 2), 256 -> 173 (73.7 ns, Gemma-2B at 2 and 8)
+#   odd query counts (3-129): 64 -> 108 (43.9-48.0 ns, GPT-2, OPT-1.3B, Qwen2, TinyLlama), 128 -> 128 (52.8-58.7 ns),
+#               256 -> 256 (105-112 ns)
+# The same kernel at 9 queries costs 1.4-1.8x what it costs at 8: a verify step of k+1 tokens is cheaper for odd k.
+MASKED_ATTENTION_HEAD_DIM = {"even_queries": ((64, 62.0), (128, 78.0), (256, 173.0)),
+                             "odd_queries": ((64, 108.0), (128, 128.0), (256, 256.0))}
 
 
 def masked_attention_head_dim(head_dim: int, new_tokens):
-    """Effective head_dim per key of the masked attention kernel (MASKED_ATTENTION_HEAD_DIM); beyond the widest
-    profiled bucket it scales with head_dim."""
+    """Effective head_dim per key of the masked attention kernel at `new_tokens` queries (MASKED_ATTENTION_HEAD_DIM);
+    beyond the widest profiled bucket it scales with head_dim."""
 
     def lookup(table):
         for bucket, eff in table:
@@ -55,17 +57,17 @@ def masked_attention_head_dim(head_dim: int, new_tokens):
         bucket, eff = table[-1]
         return eff * head_dim / bucket
 
-    more = lookup(MASKED_ATTENTION_HEAD_DIM["more_queries"])
-    two_table = MASKED_ATTENTION_HEAD_DIM["two_queries"]
-    two = lookup(two_table) if head_dim <= two_table[-1][0] else more
-    return np.where(np.asarray(new_tokens) == 2, two, more)
+    even = np.asarray(new_tokens) % 2 == 0
+    return np.where(even, lookup(MASKED_ATTENTION_HEAD_DIM["even_queries"]),
+                    lookup(MASKED_ATTENTION_HEAD_DIM["odd_queries"]))
 
 
 class OpCost(NamedTuple):
     """One operator of a step. `repeat` is how many times it occurs (the layer count for per-layer operators)."""
 
     name: str
-    # "matmul" (tensor cores, compute dtype), "matmul_misaligned" (a matmul whose rows are not 16-byte aligned),
+    # "matmul" (tensor cores, compute dtype), "matmul_misaligned" / "gemv_misaligned" (a matmul whose output rows are
+    # not 16-byte aligned: cuBLAS's fallback kernels, for several rows / one),
     # "attention", "elementwise" (fp32 vector units), "copy"
     kind: str
     flops: object
@@ -224,11 +226,12 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     head = _matmul("lm_head", [Linear("lm_head", m.embed_dim, m.vocab, False)], T, dt, 1)
     # A vocabulary whose row of logits is not a multiple of 16 bytes (GPT-2's 50257, in 16-bit or wider outputs; fp8
     # GEMMs write bf16) leaves the output's rows unaligned: cuBLAS cannot use Hopper's TMA kernels and falls back to
-    # an older, slower tensor-core kernel (roofline.memory_and_compute_time). One row goes to a GEMV kernel instead.
+    # an older, slower tensor-core kernel; one row goes to a GEMV kernel, slower than the aligned one too
+    # (roofline.memory_and_compute_time).
     head = head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES)
     if (m.vocab * max(nbytes(dt.activations), 2)) % 16 != 0:
         several_rows = np.asarray(T) > 1
-        ops += [_gated(head, ~several_rows),
+        ops += [_gated(head, ~several_rows)._replace(kind="gemv_misaligned"),
                 _gated(head, several_rows)._replace(name="lm_head_fallback", kind="matmul_misaligned")]
     else:
         ops.append(head)
