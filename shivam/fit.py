@@ -29,7 +29,8 @@ TIME_BOUNDS = {"memory_efficiency": (0.05, 1.2), "compute_efficiency": (0.05, 1.
                "per_kernel_s": (0.0, 1e-3),
                "per_step_s": (0.0, 0.05), "per_iteration_s": (0.0, 0.05), "pcie_Bps": (1e8, 2e11),
                "attention_cta_Bps": (1e8, 1e12)}
-ENERGY_PARAMS = ("static_power_w", "active_power_w", "dram_j_per_byte", "compute_scale", "pcie_j_per_byte")
+ENERGY_PARAMS = ("static_power_w", "active_power_w", "block_power_w", "dram_j_per_byte", "compute_scale",
+                 "pcie_j_per_byte")
 
 
 @dataclass
@@ -290,8 +291,8 @@ def best_k_check(rows: list[dict]) -> list[dict]:
 
 def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str], note: str = "") -> Calibration:
     p = result.params
-    params = {n: getattr(p, n) for n in TIME_PARAMS + ("static_power_w", "active_power_w", "dram_j_per_byte",
-                                                         "pcie_j_per_byte")}
+    params = {n: getattr(p, n) for n in TIME_PARAMS + ("static_power_w", "active_power_w", "block_power_w",
+                                                         "dram_j_per_byte", "pcie_j_per_byte")}
     params["j_per_flop"] = dict(p.j_per_flop)
     return Calibration(gpu=gpu, engine=engine, parameters=params,
                        uncertainty={k: v for k, v in result.uncertainty.items()}, fitted_from=sources,

@@ -99,6 +99,8 @@ class Params(BaseModel):
     per_iteration_s: float = Field(ge=0, description="host synchronization per decoding iteration")
     static_power_w: float = Field(ge=0, description="power drawn for as long as the step lasts")
     active_power_w: float = Field(ge=0, description="extra power while kernels execute")
+    block_power_w: float = Field(default=0.0, ge=0, description="power per multiprocessor kept busy by a kernel held "
+                                 "at its thread blocks' latency floor (masked attention), beyond static power")
     dram_j_per_byte: float = Field(ge=0, description="board-level energy per DRAM byte moved")
     dram_floor_j_per_byte: float = Field(ge=0, description="DRAM-device energy per byte: the physical floor")
     j_per_flop: dict[str, float]
@@ -221,7 +223,7 @@ def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None
         misaligned_bandwidth_fraction=prof.misaligned_bandwidth_fraction,
         misaligned_gemv_bandwidth_fraction=prof.misaligned_gemv_bandwidth_fraction,
         misaligned_power_w=prof.misaligned_power_w, per_light_kernel_s=prof.per_light_kernel_s,
-        static_power_w=e.static_power_w.value, active_power_w=e.active_power_w.value,
+        static_power_w=e.static_power_w.value, active_power_w=e.active_power_w.value, block_power_w=0.0,
         dram_j_per_byte=e.dram_board_pj_per_bit.value * 8e-12,
         dram_floor_j_per_byte=e.dram_device_pj_per_bit.value * 8e-12,
         j_per_flop={dt: v.value * 1e-12 for dt, v in e.pj_per_flop.items()},

@@ -18,7 +18,7 @@ from shivam.roofline import StepCost, host_wait, step_cost
 from shivam.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
 from shivam.workload import Dtypes, eager_dispatches, kv_cache_bytes, step_ops, weight_bytes
 
-BREAKDOWN = ("e_static", "e_active", "e_fallback", "e_memory", "e_compute", "e_overhead", "e_pcie")
+BREAKDOWN = ("e_static", "e_active", "e_floor", "e_fallback", "e_memory", "e_compute", "e_overhead", "e_pcie")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class StepCost:
     overhead_s: object  # launch gaps and host work
     memory_bound_s: object  # busy time in operators limited by bytes
     compute_bound_s: object
+    floor_sm_s: object  # SM-seconds of kernels held at their thread blocks' latency floor (blocks busy x time)
     fallback_s: object  # busy time in cuBLAS's fallback kernels (a matmul with unaligned rows)
     dram_bytes: object
     weight_bytes: object
@@ -50,6 +51,7 @@ class StepCost:
     e_static: object  # static power over the busy time
     e_overhead: object  # static power over launch gaps and host work
     e_active: object
+    e_floor: object  # block_power over the floor-bound SM-seconds
     e_fallback: object  # misaligned_power over the fallback kernels' time
     e_memory: object
     e_compute: object
@@ -57,8 +59,8 @@ class StepCost:
 
     @property
     def energy_j(self):
-        return (self.e_static + self.e_overhead + self.e_active + self.e_fallback + self.e_memory + self.e_compute
-                + self.e_pcie)
+        return (self.e_static + self.e_overhead + self.e_active + self.e_floor + self.e_fallback + self.e_memory
+                + self.e_compute + self.e_pcie)
 
     @property
     def bound(self):
@@ -105,11 +107,18 @@ def busy_time(op: OpCost, p: Params, t_mem, t_comp):
     """Seconds an operator's kernels execute, launch costs apart: the overlap of its memory and compute times, or
     the latency floor of its thread blocks, plus its PCIe copy. The sm75 fallback kernel's synchronous loads do not
     overlap its arithmetic: there the two times add."""
+    return _busy_and_floor(op, p, t_mem, t_comp)[0]
+
+
+def _busy_and_floor(op: OpCost, p: Params, t_mem, t_comp):
+    """busy_time, and the SM-seconds the operator spends at its latency floor (0 where the roofline governs)."""
     t_pcie = op.pcie_bytes / p.pcie_Bps
     if op.kind == "matmul_misaligned":
-        return t_mem + t_comp + t_pcie
+        return t_mem + t_comp + t_pcie, 0.0
     t_block = op.block_bytes / p.attention_cta_Bps * np.ceil(op.blocks / p.multiprocessors)
-    return np.maximum(overlap(t_mem, t_comp, p.overlap_exponent), t_block) + t_pcie
+    t_roof = overlap(t_mem, t_comp, p.overlap_exponent)
+    at_floor = t_block > t_roof
+    return np.maximum(t_roof, t_block) + t_pcie, np.where(at_floor, t_block * np.minimum(op.blocks, p.multiprocessors), 0.0)
 
 
 def overlap(t_mem, t_comp, p: float):
@@ -123,10 +132,11 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
     """The step's cost. `dispatches`, when given, replaces the operators' own kernel count as what per_kernel_s
     multiplies: an eager engine's host dispatches per step (shivam.workload.eager_dispatches)."""
     z = 0.0
-    busy = mem_b = comp_b = fallback = dram = wb = kvb = pcie = flops = launches = light = e_flop = z
+    busy = mem_b = comp_b = floor_sm = fallback = dram = wb = kvb = pcie = flops = launches = light = e_flop = z
     for op in ops:
         t_mem, t_comp = memory_and_compute_time(op, p, compute_dtype)
-        t_op = busy_time(op, p, t_mem, t_comp)
+        t_op, sm_s = _busy_and_floor(op, p, t_mem, t_comp)
+        floor_sm = floor_sm + op.repeat * sm_s
         memory_bound = t_mem >= t_comp
         busy = busy + op.repeat * t_op
         if op.kind in FALLBACK_KINDS:
@@ -145,10 +155,12 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
         launches, light = dispatches + 0.0 * launches, 0.0
     overhead = launches * p.per_kernel_s + light * p.per_light_kernel_s + host_steps * p.per_step_s
     return StepCost(time_s=busy + overhead, busy_s=busy, overhead_s=overhead + 0.0 * busy, memory_bound_s=mem_b,
-                    compute_bound_s=comp_b, fallback_s=fallback + 0.0 * busy, dram_bytes=dram, weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie,
+                    compute_bound_s=comp_b, floor_sm_s=floor_sm + 0.0 * busy,
+                    fallback_s=fallback + 0.0 * busy, dram_bytes=dram, weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie,
                     flops=flops, launches=launches + light + 0.0 * busy,
                     e_static=p.static_power_w * busy, e_overhead=p.static_power_w * overhead + 0.0 * busy,
-                    e_active=p.active_power_w * busy, e_fallback=p.misaligned_power_w * (fallback + 0.0 * busy),
+                    e_active=p.active_power_w * busy, e_floor=p.block_power_w * (floor_sm + 0.0 * busy),
+                    e_fallback=p.misaligned_power_w * (fallback + 0.0 * busy),
                     e_memory=p.dram_j_per_byte * dram, e_compute=e_flop,
                     e_pcie=p.pcie_j_per_byte * pcie)
 
@@ -156,14 +168,15 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
 def host_wait(p: Params, seconds) -> StepCost:
     """The GPU idling (at static power) while the host synchronizes, e.g. to accept or reject drafted tokens."""
     z = 0.0 * seconds
-    return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, fallback_s=z,
+    return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, floor_sm_s=z, fallback_s=z,
                     dram_bytes=z, weight_bytes=z, kv_bytes=z, pcie_bytes=z, flops=z, launches=z, e_static=z,
-                    e_overhead=p.static_power_w * seconds, e_active=z, e_fallback=z, e_memory=z, e_compute=z, e_pcie=z)
+                    e_overhead=p.static_power_w * seconds, e_active=z, e_floor=z, e_fallback=z, e_memory=z, e_compute=z, e_pcie=z)
 
 
 def energy_features(c: StepCost) -> dict:
     """The energy equation above is linear in its coefficients: E = sum(coefficient x feature) + c.e_fallback with
     these features (compute_scale multiplies the per-FLOP energies the cost was computed with; the fallback kernels'
     power is measured on its own, not fitted). The fit uses this decomposition, so the equation stays here alone."""
-    return {"static_power_w": c.time_s, "active_power_w": c.busy_s, "dram_j_per_byte": c.dram_bytes,
+    return {"static_power_w": c.time_s, "active_power_w": c.busy_s, "block_power_w": c.floor_sm_s,
+            "dram_j_per_byte": c.dram_bytes,
             "compute_scale": c.e_compute, "pcie_j_per_byte": c.pcie_bytes}

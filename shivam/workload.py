@@ -23,11 +23,12 @@ from shivam.errors import ShivamError
 from shivam.modelspec import Linear, ModelSpec
 
 LOGIT_BYTES = 4  # logits are written and read back in fp32 for sampling
-# Kernels per layer of attention over one new token (fused SDPA, its reduction, the K/V dtype view) and over several
-# (the boolean mask made additive, then cuDNN's fused kernel): 3 and 6, counted in validation/profiles/h200-steps.json
-# (Gemma-2B: 367 kernels per step at n=1, 423 at n=9 and n=129 over 18 layers, = 3 more per layer + the mask's 2).
+# Kernels per layer of attention over one new token (fused SDPA, its reduction, the K/V dtype view): 3. Over several
+# new tokens, 3 more, all light: the boolean mask made additive (a memset, a fill and two element-wise kernels of
+# 0.8-2.1 us, against the one-token path's reduction), counted in validation/profiles/h200-steps.json (Gemma-2B: 367
+# kernels per step at n=1, 423 at n=9 and n=129 over 18 layers, = 3 more per layer + the mask's 2; GPT-2 1 -> 9).
 ATTENTION_LAUNCHES = 3
-ATTENTION_LAUNCHES_MASKED = 6
+ATTENTION_MASK_LIGHT_LAUNCHES = 3
 MASK_LAUNCHES = 2  # building the causal mask once per step (ones, tril)
 Q_TILE = 128  # queries per thread block of the masked attention kernel
 
@@ -186,12 +187,12 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     # Several new tokens need a causal mask, and with one PyTorch's SDPA runs cuDNN's fused kernel: one thread block
     # per (sequence, head, 128 queries), each streaming all of its head's keys and values alone. On the H200 that
     # kernel took 13-72 us where the roofline gives ~1 us (validation/profiles/h200-steps.json): it is bound by one
-    # block's latency, not by the chip, so its floor is each block's keys x effective head_dim (MASKED_ATTENTION_HEAD_DIM) at a
-    # per-block rate (roofline.step_cost).
+    # block's latency, not by the chip, so its floor is each block's keys x effective head_dim
+    # (MASKED_ATTENTION_HEAD_DIM) at a per-block rate (roofline.step_cost).
     ops.append(OpCost("attention", "attention",
                       4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
                       0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim,
-                      np.where(masked, ATTENTION_LAUNCHES_MASKED, ATTENTION_LAUNCHES), L,
+                      ATTENTION_LAUNCHES + 0 * masked, L, light_launches=np.where(masked, ATTENTION_MASK_LIGHT_LAUNCHES, 0),
                       block_bytes=np.where(masked, attended * 2 * kvb
                                            * masked_attention_head_dim(m.head_dim, new_tokens), 0.0),
                       blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / Q_TILE), 0.0)))

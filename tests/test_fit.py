@@ -11,7 +11,7 @@ from shivam.validate.points import Point, point_cost
 
 TRUTH = {"memory_efficiency": 0.68, "compute_efficiency": 0.6, "overlap_exponent": 2.0, "per_kernel_s": 3.3e-6,
          "per_step_s": 150e-6,
-         "static_power_w": 140.0, "dram_j_per_byte": 1.1e-10}
+         "static_power_w": 140.0, "dram_j_per_byte": 1.1e-10, "block_power_w": 2.5}
 FIXED = {"per_iteration_s": 40e-6, "active_power_w": 0.0, "pcie_j_per_byte": 5.2e-11}
 
 

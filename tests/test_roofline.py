@@ -58,6 +58,12 @@ def test_masked_attention_floor_follows_keys_and_head_dim():
     assert att.blocks == m.heads * 1  # 9 queries fit one 128-query tile
     one = {o.name: o for o in step_ops(m, 1, 1, 512, Dtypes.of("bf16"))}
     assert one["attention"].block_bytes == 0 and "causal_mask" not in one  # one token: no mask, fused decode kernel
+    # launches: 3 kernels either way; several tokens add 3 light ones per layer (the mask made additive) and 2 per step
+    # (building it). GPT-2's profile: 174 kernels per step at 1 token, 213 at 9 = 12 layers x 3 + 2, + 1 split-K reduce
+    att9 = {o.name: o for o in step_ops(m, 1, 9, 512, Dtypes.of("bf16"))}
+    assert (one["attention"].launches, one["attention"].light_launches) == (3, 0)
+    assert (att9["attention"].launches, att9["attention"].light_launches) == (3, 3)
+    assert att9["causal_mask"].launches == 2
     wide = {o.name: o for o in step_ops(m, 2, 129, 512, Dtypes.of("bf16"))}["attention"]
     assert wide.blocks == 2 * m.heads * 2  # 129 queries take two tiles
     assert wide.block_bytes == pytest.approx(641 * 256 * 2 * 2)  # one pass over the keys at head_dim 256
