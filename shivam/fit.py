@@ -4,8 +4,8 @@ Two stages, because the model is built that way (docs/model.md, section 3):
   time   = f(memory_efficiency, compute_efficiency, overlap_exponent, per_kernel_s, per_step_s, per_iteration_s, pcie_Bps,
              attention_cta_Bps):
            nonlinear (an overlap of memory and compute per operator), fitted with scipy.optimize.least_squares on relative error;
-  energy = static_power * time + active_power * busy + e_dram * bytes + compute_scale * E_compute + e_pcie * pcie
-           (+ the fallback kernels' measured power, a fixed part):
+  energy = static_power * time + active_power * busy + block_power * floor SM-seconds + e_dram * bytes
+           + compute_scale * E_compute + e_pcie * pcie (+ the fallback kernels' measured power, a fixed part):
            linear once the times are fixed, fitted with scipy.optimize.lsq_linear (bounded, relative error).
 Uncertainties come from the Jacobian (time) or design matrix (energy) at the solution: s^2 (J^T J)^-1.
 A parameter the data cannot identify (singular or with relative uncertainty above 100 %) is refused by name.

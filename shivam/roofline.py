@@ -15,7 +15,9 @@ Per operator (docs/model.md, section 3):
 Per step:
     t_step = sum(repeat * t_op) + per_step_s
     E_step = static_power * t_step + active_power * t_busy + e_dram * dram_bytes + sum(e_flop[dtype] * flops)
-             + e_pcie * pcie_bytes + misaligned_power * t_fallback
+             + e_pcie * pcie_bytes + block_power * sm_s_floor + misaligned_power * t_fallback
+    sm_s_floor = sum over operators held at their latency floor of min(blocks, multiprocessors) * t_block: the
+             multiprocessors such a kernel keeps busy draw power for as long as it lasts, whatever little it computes
     t_fallback = time in cuBLAS's fallback kernels (unaligned rows), which draw power beyond their bytes and FLOPs
 Everything broadcasts over numpy arrays.
 """
@@ -117,8 +119,8 @@ def _busy_and_floor(op: OpCost, p: Params, t_mem, t_comp):
         return t_mem + t_comp + t_pcie, 0.0
     t_block = op.block_bytes / p.attention_cta_Bps * np.ceil(op.blocks / p.multiprocessors)
     t_roof = overlap(t_mem, t_comp, p.overlap_exponent)
-    at_floor = t_block > t_roof
-    return np.maximum(t_roof, t_block) + t_pcie, np.where(at_floor, t_block * np.minimum(op.blocks, p.multiprocessors), 0.0)
+    sm_s = np.where(t_block > t_roof, t_block * np.minimum(op.blocks, p.multiprocessors), 0.0)
+    return np.maximum(t_roof, t_block) + t_pcie, sm_s
 
 
 def overlap(t_mem, t_comp, p: float):
