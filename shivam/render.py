@@ -60,7 +60,8 @@ def inspect_model(model, dtypes, context: int, gpu, fmt: str) -> None:
             "operators": [{"name": o.name, "kind": o.kind, "repeat": o.repeat, "flops": float(o.flops),
                            "weight_bytes": float(o.weight_bytes), "kv_read_bytes": float(o.kv_read_bytes),
                            "kv_write_bytes": float(o.kv_write_bytes), "act_bytes": float(o.act_bytes),
-                           "launches": int(o.launches), "light_launches": int(o.light_launches)} for o in ops]}
+                           "launches": int(o.launches), "light_launches": int(o.light_launches)} for o in ops
+                          if float(o.launches) + float(o.light_launches) > 0]}  # not an operator gated off at 1 token
     info["decode_flops_per_token"] = sum(o["flops"] * o["repeat"] for o in info["operators"])
     info["decode_bytes_per_token"] = sum((o["weight_bytes"] + o["kv_read_bytes"] + o["kv_write_bytes"] + o["act_bytes"])
                                          * o["repeat"] for o in info["operators"])
