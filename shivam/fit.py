@@ -173,7 +173,8 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
     meas_e = np.array([m.energy_j for m in data])
     # held parameters, and the fallback kernels' power (measured on its own, not fitted)
-    fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix) + np.array([float(c.e_fallback) for c in costs])
+    fixed_part = (sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix)
+                  + np.array([float(c.e_fallback) for c in costs]))
     cards = [m.card for m in data]
     factors = {c: 1.0 for c in cards}
     for _ in range(50 if card_factors else 1):

@@ -170,9 +170,10 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
 def host_wait(p: Params, seconds) -> StepCost:
     """The GPU idling (at static power) while the host synchronizes, e.g. to accept or reject drafted tokens."""
     z = 0.0 * seconds
-    return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, floor_sm_s=z, fallback_s=z,
-                    dram_bytes=z, weight_bytes=z, kv_bytes=z, pcie_bytes=z, flops=z, launches=z, e_static=z,
-                    e_overhead=p.static_power_w * seconds, e_active=z, e_floor=z, e_fallback=z, e_memory=z, e_compute=z, e_pcie=z)
+    return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, floor_sm_s=z,
+                    fallback_s=z, dram_bytes=z, weight_bytes=z, kv_bytes=z, pcie_bytes=z, flops=z, launches=z,
+                    e_static=z, e_overhead=p.static_power_w * seconds, e_active=z, e_floor=z, e_fallback=z, e_memory=z,
+                    e_compute=z, e_pcie=z)
 
 
 def energy_features(c: StepCost) -> dict:

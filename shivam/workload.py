@@ -192,7 +192,8 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     ops.append(OpCost("attention", "attention",
                       4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
                       0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim,
-                      ATTENTION_LAUNCHES + 0 * masked, L, light_launches=np.where(masked, ATTENTION_MASK_LIGHT_LAUNCHES, 0),
+                      ATTENTION_LAUNCHES + 0 * masked, L,
+                      light_launches=np.where(masked, ATTENTION_MASK_LIGHT_LAUNCHES, 0),
                       block_bytes=np.where(masked, attended * 2 * kvb
                                            * masked_attention_head_dim(m.head_dim, new_tokens), 0.0),
                       blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / Q_TILE), 0.0)))
