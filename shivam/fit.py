@@ -20,7 +20,7 @@ import numpy as np
 
 from shivam.errors import ShivamError
 from shivam.hardware import Calibration, Params, gpu_id_for, load_gpu, make_params
-from shivam.roofline import energy_features
+from shivam.roofline import energy_features, energy_not_fitted
 from shivam.validate.points import Point, point_cost
 
 TIME_PARAMS = ("memory_efficiency", "compute_efficiency", "overlap_exponent", "per_kernel_s", "per_step_s",
@@ -172,9 +172,8 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     cols = {n: np.array([float(f[n]) for f in features]) for n in ENERGY_PARAMS}
     e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
     meas_e = np.array([m.energy_j for m in data])
-    # held parameters, and the fallback kernels' power (measured on its own, not fitted)
     fixed_part = (sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix)
-                  + np.array([float(c.e_fallback) for c in costs]))
+                  + np.array([float(energy_not_fitted(c)) for c in costs]))
     cards = [m.card for m in data]
     factors = {c: 1.0 for c in cards}
     for _ in range(50 if card_factors else 1):

@@ -90,37 +90,31 @@ def rate(p: Params, kind: str, dtype: str) -> float:
 FALLBACK_KINDS = ("matmul_misaligned", "gemv_misaligned")
 
 
-def memory_and_compute_time(op: OpCost, p: Params, compute_dtype: str):
-    """An operator's time for its DRAM bytes and for its FLOPs. A matmul with unaligned output rows runs one of
-    cuBLAS's fallback kernels, at rates measured for them (the Hopper kernels' fitted efficiencies do not apply):
-    several rows, an sm75 tensor-op kernel, its bytes at misaligned_bandwidth_fraction of the bandwidth and its FLOPs
-    at misaligned_matmul_fraction of the peak; one row, a GEMV streaming at misaligned_gemv_bandwidth_fraction."""
-    peak = rate(p, op.kind, compute_dtype)
+def _efficiencies(op: OpCost, p: Params) -> tuple[float, float]:
+    """Fractions of the bandwidth and of the peak an operator's kernels reach. A matmul with unaligned output rows runs
+    one of cuBLAS's fallback kernels, at rates measured for them (the Hopper kernels' fitted efficiencies do not apply):
+    several rows, an sm75 tensor-op kernel; one row, a GEMV."""
     if op.kind == "matmul_misaligned":
-        return (op.dram_bytes / (p.bandwidth_Bps * p.misaligned_bandwidth_fraction),
-                op.flops / (peak * p.misaligned_matmul_fraction))
+        return p.misaligned_bandwidth_fraction, p.misaligned_matmul_fraction
     if op.kind == "gemv_misaligned":
-        return op.dram_bytes / (p.bandwidth_Bps * p.misaligned_gemv_bandwidth_fraction), op.flops / (
-            peak * p.compute_efficiency)
-    return op.dram_bytes / (p.bandwidth_Bps * p.memory_efficiency), op.flops / (peak * p.compute_efficiency)
+        return p.misaligned_gemv_bandwidth_fraction, p.compute_efficiency
+    return p.memory_efficiency, p.compute_efficiency
 
 
-def busy_time(op: OpCost, p: Params, t_mem, t_comp):
-    """Seconds an operator's kernels execute, launch costs apart: the overlap of its memory and compute times, or
-    the latency floor of its thread blocks, plus its PCIe copy. The sm75 fallback kernel's synchronous loads do not
-    overlap its arithmetic: there the two times add."""
-    return _busy_and_floor(op, p, t_mem, t_comp)[0]
-
-
-def _busy_and_floor(op: OpCost, p: Params, t_mem, t_comp):
-    """busy_time, and the SM-seconds the operator spends at its latency floor (0 where the roofline governs)."""
+def op_time(op: OpCost, p: Params, compute_dtype: str):
+    """(seconds an operator's kernels execute, launch costs apart; the SM-seconds it spends at its latency floor;
+    whether its bytes take longer than its FLOPs). Its time is the overlap of its memory and compute times, or the latency floor of its thread blocks, plus its PCIe
+    copy; the sm75 fallback kernel's synchronous loads do not overlap its arithmetic, so there the two times add."""
+    mem_eff, comp_eff = _efficiencies(op, p)
+    t_mem = op.dram_bytes / (p.bandwidth_Bps * mem_eff)
+    t_comp = op.flops / (rate(p, op.kind, compute_dtype) * comp_eff)
     t_pcie = op.pcie_bytes / p.pcie_Bps
     if op.kind == "matmul_misaligned":
-        return t_mem + t_comp + t_pcie, 0.0
+        return t_mem + t_comp + t_pcie, 0.0, t_mem >= t_comp
     t_block = op.block_bytes / p.attention_cta_Bps * np.ceil(op.blocks / p.multiprocessors)
     t_roof = overlap(t_mem, t_comp, p.overlap_exponent)
     sm_s = np.where(t_block > t_roof, t_block * np.minimum(op.blocks, p.multiprocessors), 0.0)
-    return np.maximum(t_roof, t_block) + t_pcie, sm_s
+    return np.maximum(t_roof, t_block) + t_pcie, sm_s, t_mem >= t_comp
 
 
 def overlap(t_mem, t_comp, p: float):
@@ -136,10 +130,8 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
     z = 0.0
     busy = mem_b = comp_b = floor_sm = fallback = dram = wb = kvb = pcie = flops = launches = light = e_flop = z
     for op in ops:
-        t_mem, t_comp = memory_and_compute_time(op, p, compute_dtype)
-        t_op, sm_s = _busy_and_floor(op, p, t_mem, t_comp)
+        t_op, sm_s, memory_bound = op_time(op, p, compute_dtype)
         floor_sm = floor_sm + op.repeat * sm_s
-        memory_bound = t_mem >= t_comp
         busy = busy + op.repeat * t_op
         if op.kind in FALLBACK_KINDS:
             fallback = fallback + op.repeat * t_op
@@ -177,9 +169,14 @@ def host_wait(p: Params, seconds) -> StepCost:
 
 
 def energy_features(c: StepCost) -> dict:
-    """The energy equation above is linear in its coefficients: E = sum(coefficient x feature) + c.e_fallback with
-    these features (compute_scale multiplies the per-FLOP energies the cost was computed with; the fallback kernels'
-    power is measured on its own, not fitted). The fit uses this decomposition, so the equation stays here alone."""
+    """The energy equation above is linear in its coefficients: E = sum(coefficient x feature) + energy_not_fitted(c)
+    with these features (compute_scale multiplies the per-FLOP energies the cost was computed with). The fit uses this
+    decomposition, so the equation stays here alone."""
     return {"static_power_w": c.time_s, "active_power_w": c.busy_s, "block_power_w": c.floor_sm_s,
             "dram_j_per_byte": c.dram_bytes,
             "compute_scale": c.e_compute, "pcie_j_per_byte": c.pcie_bytes}
+
+
+def energy_not_fitted(c: StepCost):
+    """The part of E_step no fitted coefficient multiplies: the fallback kernels' power, measured on its own."""
+    return c.e_fallback

@@ -229,7 +229,7 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     # A vocabulary whose row of logits is not a multiple of 16 bytes (GPT-2's 50257, in 16-bit or wider outputs; fp8
     # GEMMs write bf16) leaves the output's rows unaligned: cuBLAS cannot use Hopper's TMA kernels and falls back to
     # an older, slower tensor-core kernel; one row goes to a GEMV kernel, slower than the aligned one too
-    # (roofline.memory_and_compute_time).
+    # (roofline.op_time).
     head = head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES)
     if (m.vocab * max(nbytes(dt.activations), 2)) % 16 != 0:
         several_rows = np.asarray(T) > 1

@@ -205,7 +205,7 @@ def test_fallback_head_matches_the_profiled_kernel():
 
     from shivam.hardware import load_gpu, make_params
     from shivam.modelspec import load_model
-    from shivam.roofline import busy_time, memory_and_compute_time
+    from shivam.roofline import op_time
     from shivam.workload import step_ops
 
     params = make_params(load_gpu("h200"), "graph")
@@ -217,7 +217,7 @@ def test_fallback_head_matches_the_profiled_kernel():
             continue
         op = {o.name: o for o in step_ops(load_model("gpt2"), prof["batch"], prof["new_tokens"], prof["context"],
                                           Dtypes.of("bf16"))}["lm_head_fallback"]
-        predicted = float(busy_time(op, params, *memory_and_compute_time(op, params, "bf16")))
+        predicted = float(op_time(op, params, "bf16")[0])
         assert predicted == pytest.approx(fallback[0]["ms"] / 1e3, rel=0.10)
         rows_seen.add(prof["batch"] * prof["new_tokens"])
     assert rows_seen == {9, 16, 33, 129}
@@ -232,7 +232,7 @@ def test_fallback_power_matches_the_head_measured_alone():
     from pathlib import Path
 
     from shivam.hardware import load_gpu, resolve_params
-    from shivam.roofline import busy_time, memory_and_compute_time
+    from shivam.roofline import op_time
 
     p = resolve_params(load_gpu("h200"), "graph")
     path = Path(__file__).parents[1] / "validation/results/h200/operators/head-energy.jsonl"
@@ -249,7 +249,7 @@ def test_fallback_power_matches_the_head_measured_alone():
         e = p.static_power_w * t + p.dram_j_per_byte * dram + p.j_per_flop["bf16"] * flops
         if vocab * 2 % 16:
             op = OpCost("head", "matmul_misaligned", flops, vocab * hidden * 2, 0, 0, rows * (hidden + vocab) * 2, 1)
-            e += p.misaligned_power_w * float(busy_time(op, p, *memory_and_compute_time(op, p, "bf16")))
+            e += p.misaligned_power_w * float(op_time(op, p, "bf16")[0])
             assert e == pytest.approx(r["energy_per_matmul_j"], rel=0.20)
         else:
             assert e == pytest.approx(r["energy_per_matmul_j"], rel=0.10)
