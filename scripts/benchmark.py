@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from shivam.hardware import load_gpu, make_params
-from shivam.modelspec import load_model
-from shivam.predict import Scenario
-from shivam.speculative import tokens_per_iteration
+from shivam.specs import load_gpu, make_params
+from shivam.specs.model import load_model
+from shivam.sim.scenario import Scenario
+from shivam.sim.speculative import tokens_per_iteration
 
 
 def cold_predict(runs: int = 9) -> list[float]:

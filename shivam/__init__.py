@@ -1,3 +1,17 @@
-"""shivam: energy per generated token of LLM inference, predicted from first principles and checked on a real GPU."""
+"""shivam: energy per generated token of LLM inference, predicted from first principles and checked on a real GPU.
 
-__version__ = "0.1.0"
+The public API (docs/api.md):
+
+    import shivam
+    r = shivam.predict(model="mistral-7b", gpu="l4", k=range(0, 9), alpha=0.8)
+    print(r.best_k())
+"""
+
+__version__ = "0.2.0"
+
+from shivam.api import Prediction, inspect, overview, predict, stage1  # noqa: E402
+from shivam.errors import ShivamError  # noqa: E402
+from shivam.specs import load_engine, load_gpu, load_model  # noqa: E402
+
+__all__ = ["Prediction", "ShivamError", "__version__", "inspect", "load_engine", "load_gpu", "load_model",
+           "overview", "predict", "stage1"]

@@ -1,3 +1,3 @@
-from shivam.cli import main
+from shivam.cli.main import main
 
 raise SystemExit(main())

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import ROOT  # noqa: E402
-from shivam.modelspec import load_model  # noqa: E402
+from shivam.specs.model import load_model  # noqa: E402
 from shivam.validate.engines import Decoder, spec_call, step_call, stage1_call  # noqa: E402
 
 TINY_LLAMA = str(ROOT / "tests/data/tiny-llama.json")
@@ -102,21 +102,21 @@ def test_assisted_generation_counts_its_iterations(tmp_path):
 
 
 def test_eager_dispatch_table_is_what_the_counting_script_measures():
-    # hardware/engines/hf-dispatches.json is measured, not estimated: re-count one family with the installed
-    # transformers (if it is the version the table was counted with) and compare
+    # the hf engine profile's eager_dispatches table is measured, not estimated: re-count one family with the
+    # installed transformers (if it is the version the table was counted with) and compare
     import sys
 
     transformers = pytest.importorskip("transformers")
-    from shivam.modelspec import load_model
-    from shivam.hardware import eager_dispatch_table
-    from shivam.workload import eager_dispatches
+    from shivam.sim.workload import eager_dispatches
+    from shivam.specs import load_engine
+    from shivam.specs.model import load_model
 
-    table = json.loads((ROOT / "hardware/engines/hf-dispatches.json").read_text())
-    if table["transformers"] != transformers.__version__:
-        pytest.skip(f"table counted with transformers {table['transformers']}, installed {transformers.__version__}")
+    table = load_engine("hf").eager_dispatches
+    if table.transformers != transformers.__version__:
+        pytest.skip(f"table counted with transformers {table.transformers}, installed {transformers.__version__}")
     sys.path.insert(0, str(ROOT / "validation"))
     from count_eager_ops import dispatches
 
     one, two = dispatches("llama-68m", 1), dispatches("llama-68m", 2)
-    assert eager_dispatch_table()["llama"]["per_layer"] == two - one
-    assert eager_dispatches(load_model("llama-68m")) == two  # llama-68m has 2 layers
+    assert table.families["llama"].per_layer == two - one
+    assert eager_dispatches(load_model("llama-68m"), table.families) == two  # llama-68m has 2 layers

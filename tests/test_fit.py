@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from shivam.fit import Measured, error_stats, fit
-from shivam.hardware import load_gpu, make_params
-from shivam.validate.points import Point, point_cost
+from shivam.calibrate import Measured, error_stats, fit
+from shivam.specs import load_gpu, make_params
+from shivam.calibrate.points import Point, point_cost
 
 TRUTH = {"memory_efficiency": 0.68, "compute_efficiency": 0.6, "overlap_exponent": 2.0, "per_kernel_s": 3.3e-6,
          "per_step_s": 150e-6,
@@ -59,7 +59,7 @@ def test_error_stats_by_hand():
 def test_check_statistics_and_exit_code(tmp_path, cli):
     # three measured points whose values are the prediction x 1.1, x 0.8, x 1.05: the errors are then
     # 1/1.1 - 1 = -9.09 %, 1/0.8 - 1 = +25 %, 1/1.05 - 1 = -4.76 %: median |error| 9.09 %, max 25 %
-    from shivam.hardware import bundled_calibration, load_calibration
+    from shivam.specs import bundled_calibration, load_calibration
 
     cal = bundled_calibration("h200", "graph")
     params = make_params(load_gpu("h200"), "graph", load_calibration(cal) if cal else None, str(cal))
@@ -73,13 +73,13 @@ def test_check_statistics_and_exit_code(tmp_path, cli):
                                               "tokens_per_call": 1.0}}))
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    res = cli("check", str(path), "--format", "json", "--max-error", "0.2")
+    res = cli("check", str(path), "--format", "json", "--max-error", "0.2", "--no-card-factors")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     for key in ("time", "energy"):
         assert out["errors"][key]["median"] == pytest.approx(abs(1 / 1.1 - 1), abs=1e-6)
         assert out["errors"][key]["max"] == pytest.approx(0.25, abs=1e-6)
-    assert cli("check", str(path), "--max-error", "0.05").returncode == 1
+    assert cli("check", str(path), "--max-error", "0.05", "--no-card-factors").returncode == 1
 
 
 def test_card_factors_recover_each_cards_energy_scale():
@@ -102,7 +102,7 @@ def test_card_factors_recover_each_cards_energy_scale():
 
 
 def test_points_are_assigned_to_the_card_of_their_campaign(tmp_path):
-    from shivam.fit import load_results
+    from shivam.calibrate import load_results
 
     p = Point(suite="t", kind="step", model="opt-125m")
     point = {"record": "point", "id": p.id, "status": "ok", "point": p.model_dump(),
@@ -120,7 +120,7 @@ def test_check_with_card_factors_separates_card_power_from_model_error(tmp_path,
     # two campaigns (cards) measure the same points at 1.1x and 0.9x the prediction's energy, times exact: per card
     # the factor sum(r)/sum(r^2) with r = 1/1.1 (or 1/0.9) is exactly 1.1 (0.9), so every error vanishes with
     # --card-factors, while without them each energy error is |1/1.1 - 1| = 9.1 % or |1/0.9 - 1| = 11.1 %
-    from shivam.hardware import bundled_calibration, load_calibration
+    from shivam.specs import bundled_calibration, load_calibration
 
     cal = bundled_calibration("h200", "graph")
     params = make_params(load_gpu("h200"), "graph", load_calibration(cal) if cal else None, str(cal))
@@ -136,7 +136,7 @@ def test_check_with_card_factors_separates_card_power_from_model_error(tmp_path,
                                                   "tokens_per_call": 1.0}}))
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    plain = json.loads(cli("check", str(path), "--format", "json").stdout)
+    plain = json.loads(cli("check", str(path), "--format", "json", "--no-card-factors").stdout)
     assert plain["errors"]["energy"]["median"] == pytest.approx((1 / 0.9 - 1 + 1 - 1 / 1.1) / 2, abs=1e-6)
     res = cli("check", str(path), "--format", "json", "--card-factors")
     assert res.returncode == 0, res.stderr
@@ -146,7 +146,7 @@ def test_check_with_card_factors_separates_card_power_from_model_error(tmp_path,
 
 
 def test_a_calibration_with_card_factors_states_the_spread():
-    from shivam.hardware import Calibration
+    from shivam.specs import Calibration
 
     cal = Calibration(gpu="h200", engine="graph", parameters={}, card_factors={"a": 0.9, "b": 1.1})
     p = make_params(load_gpu("h200"), "graph", cal, "x.json")

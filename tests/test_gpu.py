@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gpu
 def test_graph_replay_equals_eager_forward():
     import torch
 
-    from shivam.modelspec import load_model
+    from shivam.specs.model import load_model
     from shivam.validate.engines import Decoder
 
     dec = Decoder(load_model(str(ROOT / "tests/data/tiny-llama.json")), 2, 256, device="cuda", seed=3)

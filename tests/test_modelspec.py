@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from shivam.dtypes import nbytes
-from shivam.modelspec import load_model
+from shivam.specs.dtypes import nbytes
+from shivam.specs.model import load_model
 
 # Published totals: OPT paper / HF model cards, Meta's Llama 2 card, Mistral AI, and HF's num_parameters() as reported
 # in the model cards and papers (GPT-2 124,439,808; Gemma-2B 2,506,172,416; Qwen2-0.5B 494,032,768; Phi-3-mini

@@ -2,17 +2,22 @@
 
 import pytest
 
-from shivam.hardware import Params
-from shivam.roofline import step_cost
-from shivam.stage1 import reload_vs_reuse
-from shivam.workload import Dtypes, OpCost
+from shivam.specs import Params
+from shivam.sim.roofline import step_cost
+from shivam.sim.hostcopy import reload_vs_reuse
+from shivam.specs import Dtypes
+from shivam.sim.workload import OpCost
+from shivam.specs import load_engine
+
+GRAPH_KERNELS = load_engine("graph").kernels  # the graph engine's kernel counts
 
 P = Params(bandwidth_Bps=1e12, peak_flops={"bf16": 100e12, "fp32": 10e12}, memory_efficiency=0.5,
            compute_efficiency=0.5, per_kernel_s=1e-6, per_step_s=10e-6, per_iteration_s=0.0, static_power_w=100.0,
            active_power_w=50.0, dram_j_per_byte=1e-12, dram_floor_j_per_byte=0.5e-12, j_per_flop={"bf16": 1e-13,
            "fp32": 1e-12}, pcie_Bps=10e9, pcie_j_per_byte=2e-12, capacity_bytes=1e12, source="test",
            attention_cta_Bps=1e9, multiprocessors=4, misaligned_matmul_fraction=0.1, misaligned_bandwidth_fraction=0.2,
-           misaligned_gemv_bandwidth_fraction=0.25, misaligned_power_w=40.0, per_light_kernel_s=0.5e-6)
+           misaligned_gemv_bandwidth_fraction=0.25, misaligned_power_w=40.0, per_light_kernel_s=0.5e-6, engine="graph",
+           kernels=GRAPH_KERNELS)
 
 
 def test_memory_bound_op_by_hand():
@@ -49,33 +54,33 @@ def test_latency_bound_kernel_by_hand():
 def test_masked_attention_floor_follows_keys_and_head_dim():
     """Several new tokens: each (head, 128 queries) block streams its head's K and V, (context + n) x head_dim x 2
     values of 2 bytes. Gemma-2B-like head (256) at n=9, c=512: 521 x 256 x 2 x 2 = 533,504 bytes per block."""
-    from shivam.modelspec import load_model
-    from shivam.workload import step_ops
+    from shivam.specs.model import load_model
+    from shivam.sim.workload import step_ops
 
     m = load_model("gemma-2b")
-    att = {o.name: o for o in step_ops(m, 1, 9, 512, Dtypes.of("bf16"))}["attention"]
+    att = {o.name: o for o in step_ops(m, 1, 9, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"]
     assert att.block_bytes == pytest.approx(521 * 256 * 2 * 2)
     assert att.blocks == m.heads * 1  # 9 queries fit one 128-query tile
-    one = {o.name: o for o in step_ops(m, 1, 1, 512, Dtypes.of("bf16"))}
+    one = {o.name: o for o in step_ops(m, 1, 1, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}
     assert one["attention"].block_bytes == 0 and "causal_mask" not in one  # one token: no mask, fused decode kernel
     # launches: 3 kernels either way; several tokens add 3 light ones per layer (the mask made additive) and 2 per step
     # (building it). GPT-2's profile: 174 kernels per step at 1 token, 213 at 9 = 12 layers x 3 + 2, + 1 split-K reduce
-    att9 = {o.name: o for o in step_ops(m, 1, 9, 512, Dtypes.of("bf16"))}
+    att9 = {o.name: o for o in step_ops(m, 1, 9, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}
     assert (one["attention"].launches, one["attention"].light_launches) == (3, 0)
     assert (att9["attention"].launches, att9["attention"].light_launches) == (3, 3)
     assert att9["causal_mask"].launches == 2
-    wide = {o.name: o for o in step_ops(m, 2, 129, 512, Dtypes.of("bf16"))}["attention"]
+    wide = {o.name: o for o in step_ops(m, 2, 129, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"]
     assert wide.blocks == 2 * m.heads * 2  # 129 queries take two tiles
     assert wide.block_bytes == pytest.approx(641 * 256 * 2 * 2)  # one pass over the keys at head_dim 256
     # head_dim 64 (Qwen2-0.5B) streams like 62 at an even query count and like 108 at an odd one (the profiled kernel
     # configurations), and 96 (Phi-3) like 128
     q = load_model("qwen2-0.5b")
     assert q.head_dim == 64
-    att = {n: {o.name: o for o in step_ops(q, 1, n, 512, Dtypes.of("bf16"))}["attention"].block_bytes
+    att = {n: {o.name: o for o in step_ops(q, 1, n, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"].block_bytes
            for n in (2, 8, 9, 129)}
     assert att == {2: pytest.approx(514 * 62 * 4), 8: pytest.approx(520 * 62 * 4), 9: pytest.approx(521 * 108 * 4),
                    129: pytest.approx(641 * 108 * 4)}
-    phi = {o.name: o for o in step_ops(load_model("phi-3-mini"), 1, 3, 512, Dtypes.of("bf16"))}["attention"]
+    phi = {o.name: o for o in step_ops(load_model("phi-3-mini"), 1, 3, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"]
     assert phi.block_bytes == pytest.approx(515 * 128 * 4)
 
 
@@ -85,8 +90,8 @@ def test_masked_attention_floor_matches_every_profiled_kernel():
     import json
     from pathlib import Path
 
-    from shivam.modelspec import load_model
-    from shivam.workload import step_ops
+    from shivam.specs.model import load_model
+    from shivam.sim.workload import step_ops
 
     profiles = json.loads((Path(__file__).parents[1] / "validation/profiles/h200-steps.json").read_text())
     checked = 0
@@ -96,7 +101,7 @@ def test_masked_attention_floor_matches_every_profiled_kernel():
         sdpa = [k for k in prof["top_kernels"] if "sdpa" in k["name"]]
         measured_s = sum(k["ms"] for k in sdpa) / sum(k["count"] for k in sdpa) / 1e3
         att = {o.name: o for o in step_ops(load_model(prof["model"]), 1, prof["new_tokens"], prof["context"],
-                                           Dtypes.of("bf16"))}["attention"]
+                                           Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"]
         assert att.blocks <= 132  # one wave on the H200's 132 multiprocessors
         assert float(att.block_bytes) / 9.4e9 == pytest.approx(measured_s, rel=0.12), prof["model"]
         checked += 1
@@ -122,11 +127,11 @@ def test_stage1_saving_follows_the_copy_share():
 
 
 def test_energy_is_linear_in_the_fitted_coefficients():
-    from shivam.roofline import energy_features
-    from shivam.workload import step_ops
-    from shivam.modelspec import load_model
+    from shivam.sim.roofline import energy_features
+    from shivam.sim.workload import step_ops
+    from shivam.specs.model import load_model
 
-    c = step_cost(step_ops(load_model("mistral-7b"), 4, 9, 300, Dtypes.of("bf16")), P, "bf16")
+    c = step_cost(step_ops(load_model("mistral-7b"), 4, 9, 300, Dtypes.of("bf16"), GRAPH_KERNELS), P, "bf16")
     f = energy_features(c)
     coef = {"static_power_w": P.static_power_w, "active_power_w": P.active_power_w,
             "dram_j_per_byte": P.dram_j_per_byte, "compute_scale": 1.0, "pcie_j_per_byte": P.pcie_j_per_byte}
@@ -153,11 +158,11 @@ def test_a_misaligned_matmul_adds_its_load_and_arithmetic_times():
 
 
 def test_only_an_unaligned_vocabulary_with_several_rows_takes_the_fallback():
-    from shivam.modelspec import load_model
-    from shivam.workload import step_ops
+    from shivam.specs.model import load_model
+    from shivam.sim.workload import step_ops
 
     def head_flops(model, weights="bf16", act=None, rows=9):
-        ops = step_ops(load_model(model), 1, rows, 16, Dtypes.of(weights, act))
+        ops = step_ops(load_model(model), 1, rows, 16, Dtypes.of(weights, act), GRAPH_KERNELS)
         return {o.name: float(o.flops) for o in ops if o.name.startswith("lm_head")}
 
     # 50257 x 2 bytes of logits is not a multiple of 16; OPT's 50272 and Mistral's 32000 are
@@ -167,7 +172,7 @@ def test_only_an_unaligned_vocabulary_with_several_rows_takes_the_fallback():
     assert list(head_flops("mistral-7b")) == ["lm_head"]
     # one row runs a GEMV kernel, not the fallback
     assert head_flops("gpt2", rows=1) == {"lm_head": pytest.approx(gpt2 / 9), "lm_head_fallback": 0.0}
-    kinds = {o.name: o.kind for o in step_ops(load_model("gpt2"), 1, 1, 16, Dtypes.of("bf16"))}
+    kinds = {o.name: o.kind for o in step_ops(load_model("gpt2"), 1, 1, 16, Dtypes.of("bf16"), GRAPH_KERNELS)}
     assert kinds["lm_head"] == "gemv_misaligned" and kinds["lm_head_fallback"] == "matmul_misaligned"
     # what counts is the output row, not the weights' storage: int4 weights (0.53 B each) change nothing
     assert list(head_flops("mistral-7b", "int4")) == ["lm_head"]
@@ -183,14 +188,14 @@ def test_light_kernels_cost_their_own_rate():
 
 
 def test_fp8_activations_add_a_cast_and_pad_odd_rows():
-    from shivam.modelspec import load_model
-    from shivam.workload import step_ops
+    from shivam.specs.model import load_model
+    from shivam.sim.workload import step_ops
 
     m = load_model("mistral-7b")
     fp8 = Dtypes.of("fp8", "fp8")
-    one = {o.name: o for o in step_ops(m, 1, 1, 512, fp8)}["mlp_up"]
-    sixteen = {o.name: o for o in step_ops(m, 16, 1, 512, fp8)}["mlp_up"]
-    bf16 = {o.name: o for o in step_ops(m, 1, 1, 512, Dtypes.of("bf16"))}["mlp_up"]
+    one = {o.name: o for o in step_ops(m, 1, 1, 512, fp8, GRAPH_KERNELS)}["mlp_up"]
+    sixteen = {o.name: o for o in step_ops(m, 16, 1, 512, fp8, GRAPH_KERNELS)}["mlp_up"]
+    bf16 = {o.name: o for o in step_ops(m, 1, 1, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}["mlp_up"]
     # the engine: cast (1) + zeros and concatenation for 1 row (2, none for 16 rows); bf16 runs the GEMM alone
     assert (one.launches, one.light_launches) == (1, 3)
     assert (sixteen.launches, sixteen.light_launches) == (1, 1)
@@ -203,10 +208,10 @@ def test_fallback_head_matches_the_profiled_kernel():
     import json
     from pathlib import Path
 
-    from shivam.hardware import load_gpu, make_params
-    from shivam.modelspec import load_model
-    from shivam.roofline import op_time
-    from shivam.workload import step_ops
+    from shivam.specs import load_gpu, make_params
+    from shivam.specs.model import load_model
+    from shivam.sim.roofline import op_time
+    from shivam.sim.workload import step_ops
 
     params = make_params(load_gpu("h200"), "graph")
     profiles = json.loads((Path(__file__).parents[1] / "validation/profiles/h200-steps.json").read_text())
@@ -216,7 +221,7 @@ def test_fallback_head_matches_the_profiled_kernel():
         if prof["model"] != "gpt2" or not fallback:
             continue
         op = {o.name: o for o in step_ops(load_model("gpt2"), prof["batch"], prof["new_tokens"], prof["context"],
-                                          Dtypes.of("bf16"))}["lm_head_fallback"]
+                                          Dtypes.of("bf16"), GRAPH_KERNELS)}["lm_head_fallback"]
         predicted = float(op_time(op, params, "bf16")[0])
         assert predicted == pytest.approx(fallback[0]["ms"] / 1e3, rel=0.10)
         rows_seen.add(prof["batch"] * prof["new_tokens"])
@@ -231,8 +236,8 @@ def test_fallback_power_matches_the_head_measured_alone():
     import json
     from pathlib import Path
 
-    from shivam.hardware import load_gpu, resolve_params
-    from shivam.roofline import op_time
+    from shivam.specs import load_gpu, resolve_params
+    from shivam.sim.roofline import op_time
 
     p = resolve_params(load_gpu("h200"), "graph")
     path = Path(__file__).parents[1] / "validation/results/h200/operators/head-energy.jsonl"

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from shivam.hardware import load_gpu, make_params
-from shivam.modelspec import load_model
-from shivam.predict import Scenario, prediction
-from shivam.roofline import StepCost
-from shivam.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
+from shivam.specs import load_gpu, make_params
+from shivam.specs.model import load_model
+from shivam.sim.scenario import Scenario, prediction
+from shivam.sim.roofline import StepCost
+from shivam.sim.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
 
 
 def fake_step(time, energy):

@@ -7,7 +7,8 @@ one cached decode step (1 new token after 16), for the model with 1 and with 2 l
 per layer, the rest is outside the layers (embedding, final norm, logits). Weights are random; counts do not depend
 on them or on the widths.
 
-Run: python validation/count_eager_ops.py > hardware/engines/hf-dispatches.json   (needs torch and transformers)
+Run: python validation/count_eager_ops.py > counts.json, then put its object under eager_dispatches in
+hardware/engines/hf.json (needs torch and transformers)
 """
 
 import datetime
@@ -19,7 +20,7 @@ import transformers
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from shivam.modelspec import load_model, resolve_model
+from shivam.specs.model import load_model, resolve_model
 
 # one bundled model per family (mixture-of-experts is left out: its dispatch count depends on the routing)
 FAMILY_MODELS = ("opt-125m", "gpt2", "llama-68m", "mistral-7b", "qwen2-0.5b", "phi-3-mini", "gemma-2b")

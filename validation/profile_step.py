@@ -15,9 +15,13 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from shivam.modelspec import load_model
+from shivam.specs.model import load_model
 from shivam.validate.engines import Decoder
-from shivam.workload import Dtypes, step_ops
+from shivam.specs import Dtypes
+from shivam.sim.workload import step_ops
+from shivam.specs import load_engine
+
+GRAPH_KERNELS = load_engine("graph").kernels  # the graph engine's kernel counts
 
 GEMM_MARKERS = ("nvjet", "gemm", "cublas", "cutlass")
 
@@ -52,7 +56,7 @@ def main(model="mistral-7b", context=512, n=1, batch=1, dtype="bf16"):
     top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:30]
     gemm = [e for e in kernels if any(m in e.name.lower() for m in GEMM_MARKERS)]
     gemm_us = sum(e.device_time for e in gemm)
-    weight_bytes = sum(op.repeat * op.weight_bytes for op in step_ops(spec, batch, n, context, Dtypes.of(dtype, "fp8" if dtype == "fp8" else None)))
+    weight_bytes = sum(op.repeat * op.weight_bytes for op in step_ops(spec, batch, n, context, Dtypes.of(dtype, "fp8" if dtype == "fp8" else None), GRAPH_KERNELS))
     print(json.dumps({"model": model, "context": context, "new_tokens": n, "batch": batch, "weights_dtype": dtype,
                       "kernels_per_step": len(kernels),
                       "kernel_time_ms": busy_us / 1e3, "graph_replay_ms": start.elapsed_time(end) / 100,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from shivam.errors import ShivamError
-from shivam.modelspec import ModelSpec, resolve_model
+from shivam.specs.model import ModelSpec, resolve_model
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -80,7 +80,7 @@ class Decoder:
         self.layers = []
         for _ in range(s.layers):
             # q, k, v fused into one matmul, and gate + up into another, as fast decoders do (fewer launches;
-            # the same bytes and FLOPs, which is what shivam.workload counts)
+            # the same bytes and FLOPs, which is what shivam.sim.workload counts)
             attn, mlp = s.attention_linears(), s.expert_linears()
             layer = {"n1": self._norm_params(w), "n2": self._norm_params(w),
                      "qkv": lin(s.hidden, sum(l.d_out for l in attn[:3]), attn[0].bias),

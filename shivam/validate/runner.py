@@ -15,50 +15,13 @@ import traceback
 from pathlib import Path
 
 from shivam.errors import ShivamError
-from shivam.hardware import load_gpu, make_params
-from shivam.validate.points import Point, predict_point
-
-
-def read_records(path: str | Path) -> list[dict]:
-    """Every record of a results file (read-only: a half-written last line is skipped, not repaired)."""
-    out = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # blank, or the half-written line of a killed run
-    return out
+from shivam.specs import load_gpu, make_params
+from shivam.calibrate.points import Point, predict_point
+from shivam.calibrate.results import ResultsFile
 
 
 class ContextLost(ShivamError):
     """The CUDA context died (a device-side assert): nothing more can run in this process."""
-
-
-class ResultsFile:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-
-    def _repair(self):
-        """Drop a half-written last line (a kill during a write) so the next append starts on a fresh line."""
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            self.path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-    def records(self) -> list[dict]:
-        return read_records(self.path) if self.path.exists() else []
-
-    def done_ids(self) -> set[str]:
-        return {r["id"] for r in self.records() if r.get("record") == "point"}
-
-    def append(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=float) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
 
 class Workbench:
@@ -72,7 +35,7 @@ class Workbench:
         self._hf: dict = {}
 
     def decoder(self, model: str, batch: int, need_context: int, p: Point):
-        from shivam.modelspec import load_model
+        from shivam.specs.model import load_model
 
         key = (model, batch, p.weights_dtype, p.kv_dtype)
         dec = self._decoders.get(key)
@@ -116,7 +79,7 @@ class Workbench:
         target = self.decoder(p.model, p.batch, p.context + p.k + 1, p)
         key = (p.draft, p.batch, p.weights_dtype, p.kv_dtype)
         if key not in self._decoders:
-            from shivam.modelspec import load_model
+            from shivam.specs.model import load_model
 
             self._decoders[key] = e.Decoder(load_model(p.draft), p.batch, max(p.context + p.k + 1, 1024),
                                             p.weights_dtype, p.kv_dtype, self.device, p.seed + 1)
@@ -219,28 +182,3 @@ def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Work
         if bar:
             bar.stop()
     return written
-
-
-def summary_rows(records: list[dict]) -> list[list[str]]:
-    rows = []
-    for r in records:
-        if r.get("record") != "point":
-            continue
-        if r["status"] != "ok":
-            rows.append([r["label"], "FAILED", r.get("error", "")[:40], "", "", "", ""])
-            continue
-        m, pr = r["measured"], r.get("predicted") or {}
-        err = ""
-        if "energy_j" in pr:
-            err = f"{100 * (pr['energy_j'] / m['energy_per_call_j'] - 1):+.1f} %"
-        rows.append([r["label"], f"{1e3 * m['time_per_call_s']:.3f}", f"{m['energy_per_call_j']:.4f}",
-                     f"{100 * m['energy_spread']:.1f} %", f"{m['power_w']:.0f}",
-                     f"{pr['energy_j']:.4f}" if "energy_j" in pr else "-", err])
-    return rows
-
-
-def print_summary(records: list[dict]) -> None:
-    from shivam.render import table
-
-    table("Measured (median of windows) vs predicted with datasheet estimates",
-          ["point", "ms/call", "J/call", "spread", "W", "predicted J/call", "pred. error"], summary_rows(records))

@@ -1,9 +1,9 @@
-"""The measurement suites, named after the paper's stages. Each is a list of Points (shivam.validate.points)."""
+"""The measurement suites, named after the paper's stages. Each is a list of Points (shivam.calibrate.points)."""
 
 from __future__ import annotations
 
 from shivam.errors import ShivamError
-from shivam.validate.points import Point
+from shivam.calibrate.points import Point
 
 ALPHAS = (0.6, 0.8, 0.9)
 

@@ -14,14 +14,14 @@ A parameter the data cannot identify (singular or with relative uncertainty abov
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from shivam.calibrate.points import point_cost
+from shivam.calibrate.results import Measured
 from shivam.errors import ShivamError
-from shivam.hardware import Calibration, Params, gpu_id_for, load_gpu, make_params
-from shivam.roofline import energy_features, energy_not_fitted
-from shivam.validate.points import Point, point_cost
+from shivam.sim.roofline import energy_features, energy_not_fitted
+from shivam.specs import Calibration, Params, load_gpu, make_params
 
 TIME_PARAMS = ("memory_efficiency", "compute_efficiency", "overlap_exponent", "per_kernel_s", "per_step_s",
                "per_iteration_s", "pcie_Bps", "attention_cta_Bps")
@@ -31,53 +31,6 @@ TIME_BOUNDS = {"memory_efficiency": (0.05, 1.2), "compute_efficiency": (0.05, 1.
                "attention_cta_Bps": (1e8, 1e12)}
 ENERGY_PARAMS = ("static_power_w", "active_power_w", "block_power_w", "dram_j_per_byte", "compute_scale",
                  "pcie_j_per_byte")
-
-
-@dataclass
-class Measured:
-    point: Point
-    time_s: float  # per call
-    energy_j: float  # per call
-    tokens: float  # per call, as measured (drawn acceptance for spec points)
-    group: str  # for leave-one-model-out
-    card: str = ""  # the GPU card (NVML UUID) or, where none was recorded, the campaign that measured the point
-
-    @classmethod
-    def from_record(cls, r: dict, card: str = "") -> "Measured":
-        p = Point(**r["point"])
-        m = r["measured"]
-        group = p.model if p.kind != "stage1" else "stage1"
-        return cls(p, m["time_per_call_s"], m["energy_per_call_j"], m.get("tokens_per_call", 0.0), group, card)
-
-
-def load_records(paths: list[str]) -> list[dict]:
-    """Every record of the given results files, in order."""
-    from shivam.validate.runner import read_records
-
-    for path in paths:
-        if not Path(path).is_file():
-            raise ShivamError(f"results file {path!r} does not exist; give JSONL files written by `shivam validate`")
-    return [r for path in paths for r in read_records(path)]
-
-
-def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Measured], str | None]:
-    """Measured points (status ok) from JSONL files, and the GPU id their environment records name."""
-    out, gpu = [], None
-    for path in paths:
-        card = f"{Path(path).name} (no environment record)"
-        for r in load_records([path]):
-            if r.get("record") == "environment":
-                # one environment record per campaign (a resumed run adds one): the points after it ran on its card
-                card = r.get("gpu_uuid") or f"{Path(path).name} campaign of {str(r.get('date', '?'))[:16]}"
-                if r.get("gpu"):
-                    gpu = gpu or gpu_id_for(r["gpu"])
-            if r.get("record") == "point" and r.get("status") == "ok":
-                m = Measured.from_record(r, card)
-                if engine is None or m.point.engine == engine:
-                    out.append(m)
-    if not out:
-        raise ShivamError(f"no measured points{' of the ' + engine + ' engine' if engine else ''} in {', '.join(paths)}")
-    return out, gpu
 
 
 def _with(params: Params, values: dict) -> Params:
@@ -220,73 +173,6 @@ def _energy_solve(cols, e_names, meas_e, fixed_part, strict):
     if bad and strict:
         raise _unidentifiable(bad)
     return coef, e_unc
-
-
-def predictions(data: list[Measured], params: Params, card_factors: dict | None = None) -> list[dict]:
-    """Predicted vs measured per point; energy scaled by the point's card factor where one is given."""
-    rows = []
-    for m in data:
-        cost, tokens, bound = point_cost(m.point, params)
-        f = (card_factors or {}).get(m.card, 1.0)
-        row = {"label": m.point.label(), "group": m.group, "kind": m.point.kind, "k": m.point.k,
-               "alpha": None if m.point.alpha is None else str(m.point.alpha),  # as the label shows it
-               "card": m.card, "card_factor": f,
-               "time_pred": float(cost.time_s), "time_meas": m.time_s,
-               "energy_pred": f * float(cost.energy_j), "energy_meas": m.energy_j, "bound": bound}
-        if m.tokens:
-            # per token: the prediction with the measured tokens per call, so acceptance draws do not count as error
-            row.update(energy_tok_pred=row["energy_pred"] / m.tokens, energy_tok_meas=m.energy_j / m.tokens,
-                       time_tok_pred=row["time_pred"] / m.tokens, time_tok_meas=m.time_s / m.tokens,
-                       tokens=m.tokens, expected_tokens=tokens)
-        row["time_err"] = row["time_pred"] / row["time_meas"] - 1
-        row["energy_err"] = row["energy_pred"] / row["energy_meas"] - 1
-        rows.append(row)
-    return rows
-
-
-def card_factors_for(data: list[Measured], params: Params) -> dict[str, float]:
-    """Each card's energy scale relative to fixed parameters (a calibration): what `check` and `report` apply with
-    --card-factors."""
-    pred = np.array([float(point_cost(m.point, params)[0].energy_j) for m in data])
-    return card_scales(pred, np.array([m.energy_j for m in data]), [m.card for m in data])
-
-
-def error_stats(errors) -> dict:
-    a = np.abs(np.asarray(errors, dtype=float))
-    return {"median": float(np.median(a)), "max": float(np.max(a)), "mean": float(np.mean(a)), "n": int(a.size)}
-
-
-def leave_one_group_out(data: list[Measured], base: Params, fix: dict | None = None,
-                        card_factors: bool = False) -> list[dict]:
-    """Fit without each model's points, predict that model's points. With card factors, a held-out point takes its
-    card's factor as fitted from the other models measured on that card (1 where the card measured no other)."""
-    rows = []
-    for g in sorted({m.group for m in data}):
-        train = [m for m in data if m.group != g]
-        test = [m for m in data if m.group == g]
-        if len({m.group for m in train}) < 2:
-            continue
-        result = fit(train, base, fix, strict=False, card_factors=card_factors)
-        rows += [{**r, "fold": g, "held": sorted(result.held)}
-                 for r in predictions(test, result.params, result.card_factors)]
-    return rows
-
-
-def best_k_check(rows: list[dict]) -> list[dict]:
-    """For each (target, alpha) of the speculative points: the k of least measured energy per token, against the
-    k of least predicted energy per token (k=0, standard decoding, competes at every alpha)."""
-    spec = [r for r in rows if r["kind"] == "spec"]
-    out = []
-    for model in sorted({r["group"] for r in spec}):
-        baseline = [r for r in spec if r["group"] == model and r["k"] == 0]
-        for alpha in sorted({r["alpha"] for r in spec if r["group"] == model and r["k"] > 0}):
-            cands = baseline + [r for r in spec if r["group"] == model and r["k"] > 0 and r["alpha"] == alpha]
-            meas = min(cands, key=lambda r: r["energy_tok_meas"])
-            pred = min(cands, key=lambda r: r["energy_tok_pred"])
-            gap = pred["energy_tok_meas"] / meas["energy_tok_meas"] - 1
-            out.append({"model": model, "alpha": alpha, "best_k_measured": meas["k"], "best_k_predicted": pred["k"],
-                        "energy_gap": gap, "ok": meas["k"] == pred["k"] or gap <= 0.02})
-    return out
 
 
 def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str], note: str = "") -> Calibration:

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shivam.errors import ShivamError
-from shivam.hardware import Params
-from shivam.modelspec import ModelSpec
-from shivam.roofline import StepCost, host_wait, step_cost
-from shivam.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
-from shivam.workload import Dtypes, eager_dispatches, kv_cache_bytes, step_ops, weight_bytes
+from shivam.specs import Params
+from shivam.specs.model import ModelSpec
+from shivam.sim.roofline import StepCost, host_wait, step_cost
+from shivam.sim.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
+from shivam.specs import Dtypes
+from shivam.sim.workload import eager_dispatches, kv_cache_bytes, step_ops, weight_bytes
 
 BREAKDOWN = ("e_static", "e_active", "e_floor", "e_fallback", "e_memory", "e_compute", "e_overhead", "e_pcie")
 
@@ -34,8 +35,9 @@ class Scenario:
     # --- the three kinds of step ---------------------------------------------------------------------------
     def _step(self, model: ModelSpec, new_tokens, context) -> StepCost:
         # an eager engine's host cost follows the operators it dispatches, not the graph decoder's kernels
-        eager = eager_dispatches(model) if self.params.dispatch_counts == "eager" else None
-        return step_cost(step_ops(model, self.batch, new_tokens, context, self.dtypes), self.params,
+        p = self.params
+        eager = eager_dispatches(model, p.eager_dispatches) if p.dispatch_counts == "eager" else None
+        return step_cost(step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels), p,
                          self.dtypes.compute, dispatches=eager)
 
     def verify_step(self, k, context) -> StepCost:
@@ -62,7 +64,7 @@ class Scenario:
             draft = verify.scaled(0.0)
         else:
             draft = self.draft_step(context + np.maximum(k - 1, 0) / 2).scaled(k)
-        return draft, verify, host_wait(self.params, self.params.per_iteration_s + 0.0 * k)
+        return draft, verify, host_wait(self.params, self.params.per_iteration_s)
 
     def contexts(self, points: int = 16) -> np.ndarray:
         """Midpoints of `points` equal slices of the generation: the context each slice's tokens see on average."""
@@ -90,17 +92,6 @@ class Scenario:
         if self.draft is not None and k_max > 0:
             need += weight_bytes(self.draft, self.dtypes) + kv_cache_bytes(self.draft, self.dtypes, self.batch, tokens)
         return need
-
-    def check_fits(self, k_max: int, gpu_name: str) -> None:
-        need, have = self.memory_needed(k_max), self.params.capacity_bytes
-        if need > have:
-            raise ShivamError(f"{self.target.name} does not fit on {gpu_name}: weights + KV cache need "
-                              f"{need:,.0f} bytes ({need / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB); "
-                              f"use a smaller --weights-dtype, batch or context, or a larger GPU")
-        for m in (self.target, self.draft):
-            if m is not None and self.prompt + self.gen + k_max + 1 > m.max_context:
-                raise ShivamError(f"prompt + generation + k + 1 = {self.prompt + self.gen + k_max + 1} tokens exceeds "
-                                  f"{m.name}'s max_position_embeddings {m.max_context}; shorten --prompt or --gen")
 
 
 def acceptance_taus(ks, alphas=None, positional=None) -> tuple[list[str], np.ndarray]:

@@ -1,72 +1,22 @@
-"""GPU specifications (hardware/<gpu>.json), engine profiles (hardware/engines/) and calibrations.
+"""The simulator's parameters for one GPU and engine: one flat, typed `Params` object.
 
-Everything the cost model needs ends up in one flat `Params` object: datasheet ceilings from the GPU file, software
-overheads from the engine profile, and energy coefficients from the GPU file, any of which a calibration file
-(written by `shivam fit`) replaces. `Params` is also the set of quantities the fitter can move.
+Datasheet ceilings come from the GPU file, software overheads and kernel facts from the engine profile, energy
+coefficients from the GPU file; a calibration (written by `shivam fit`) replaces any fitted one. `Params` is also the
+set of quantities the fitter can move.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
-from shivam.errors import ShivamError, suggest
-from shivam.resources import data_dir
-
-ENGINES = ("graph", "hf")
-
-
-class Estimate(BaseModel):
-    value: float = Field(ge=0)
-    estimate: bool = True
-    basis: str
-
-
-class Memory(BaseModel):
-    type: str
-    capacity_gb: float = Field(gt=0)
-    bandwidth_gbs: float = Field(gt=0)
-
-
-class Pcie(BaseModel):
-    generation: int
-    bandwidth_gbs: float = Field(gt=0, description="per direction, x16")
-
-
-class Energy(BaseModel):
-    idle_power_w: Estimate
-    static_power_w: Estimate
-    active_power_w: Estimate
-    dram_device_pj_per_bit: Estimate
-    dram_board_pj_per_bit: Estimate
-    pcie_pj_per_bit: Estimate
-    pj_per_flop: dict[str, Estimate]
-
-
-class GPU(BaseModel):
-    id: str
-    name: str
-    memory: Memory
-    peak_tflops: dict[str, float]
-    tdp_w: float = Field(gt=0)
-    pcie: Pcie
-    l2_mb: float
-    multiprocessors: int = Field(gt=0, description="streaming multiprocessors (compute units): thread blocks run at once")
-    energy: Energy
-    sources: list[str] = Field(min_length=1)
-    notes: str = ""
-
-    @property
-    def capacity_bytes(self) -> float:
-        return self.memory.capacity_gb * 1e9
-
-    def default_dtype(self) -> str:
-        return "bf16" if "bf16" in self.peak_tflops else "fp16"
+from shivam.errors import ShivamError
+from shivam.specs.calibration import Calibration, bundled_calibration, load_calibration
+from shivam.specs.engine import FamilyDispatches, Kernels, load_engine
+from shivam.specs.gpu import GPU
 
 
 class Params(BaseModel):
@@ -93,8 +43,8 @@ class Params(BaseModel):
     misaligned_power_w: float = Field(ge=0, description="power the fallback kernels draw beyond static power and "
                                       "their bytes' and FLOPs' energy")
     dispatch_counts: Literal["graph", "eager"] = Field(
-        default="graph", description="what per_kernel_s multiplies: the graph decoder's kernels (shivam.workload) or "
-                                     "the operators transformers dispatches eagerly (hardware/engines/hf-dispatches.json)")
+        default="graph", description="what per_kernel_s multiplies: the workload's kernels (shivam.sim.workload) or "
+                                     "the operators an eager engine dispatches (its profile's eager_dispatches)")
     per_step_s: float = Field(ge=0, description="host overhead per forward step")
     per_iteration_s: float = Field(ge=0, description="host synchronization per decoding iteration")
     static_power_w: float = Field(ge=0, description="power drawn for as long as the step lasts")
@@ -107,98 +57,17 @@ class Params(BaseModel):
     pcie_Bps: float = Field(gt=0)
     pcie_j_per_byte: float = Field(ge=0)
     capacity_bytes: float = Field(gt=0)
+    engine: str = Field(description="the engine profile the defaults and kernel facts come from")
+    kernels: Kernels = Field(description="the engine's kernel counts and attention kernel (not fitted)")
+    eager_dispatches: dict[str, FamilyDispatches] | None = Field(
+        default=None, description="an eager engine's operators per decode step, per model family (not fitted)")
     source: str = Field(description="where the numbers came from: 'datasheet estimates' or a calibration file")
-
-
-class EngineProfile(BaseModel):
-    engine: str
-    description: str
-    memory_efficiency: float
-    compute_efficiency: float
-    overlap_exponent: float = 100.0
-    dispatch_counts: Literal["graph", "eager"] = "graph"
-    per_kernel_s: float
-    per_step_s: float
-    per_iteration_s: float
-    attention_cta_Bps: float
-    misaligned_matmul_fraction: float
-    misaligned_bandwidth_fraction: float
-    misaligned_gemv_bandwidth_fraction: float
-    misaligned_power_w: float
-    per_light_kernel_s: float
-    basis: str
-
-
-class Calibration(BaseModel):
-    """What `shivam fit` writes: fitted values replace the defaults of the named parameters."""
-
-    gpu: str
-    engine: str
-    parameters: dict[str, float | dict[str, float]]
-    uncertainty: dict[str, float | dict[str, float]] = {}
-    fitted_from: list[str] = []
-    card_factors: dict[str, float] = {}  # energy scale of each GPU card in the data (fit --card-factors)
-    note: str = ""
-
-
-@lru_cache(maxsize=None)
-def gpu_ids() -> tuple[str, ...]:
-    return tuple(sorted(p.stem for p in data_dir("hardware").glob("*.json")))
-
-
-@lru_cache(maxsize=None)
-def load_gpu(ref: str) -> GPU:
-    key = ref.lower().replace("_", "-")
-    if key not in gpu_ids():
-        raise ShivamError(f"unknown GPU {ref!r}{suggest(key, gpu_ids())}; run `shivam gpus` for the bundled ones")
-    path = data_dir("hardware") / f"{key}.json"
-    try:
-        return GPU.model_validate_json(path.read_text())
-    except ValidationError as exc:
-        raise ShivamError(f"{path}: invalid GPU file ({exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})") from None
-
-
-def load_engine(engine: str) -> EngineProfile:
-    if engine not in ENGINES:
-        raise ShivamError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
-    return EngineProfile.model_validate_json((data_dir("hardware") / "engines" / f"{engine}.json").read_text())
-
-
-@lru_cache(maxsize=None)
-def eager_dispatch_table() -> dict:
-    """Operators transformers dispatches per decode step, per family (validation/count_eager_ops.py)."""
-    return json.loads((data_dir("hardware") / "engines" / "hf-dispatches.json").read_text())["families"]
-
-
-def bundled_calibration(gpu_id: str, engine: str) -> Path | None:
-    path = data_dir("hardware") / "calibrated" / f"{gpu_id}-{engine}.json"
-    return path if path.is_file() else None
-
-
-def load_calibration(path: str | Path) -> Calibration:
-    path = Path(path)
-    if not path.is_file():
-        raise ShivamError(f"calibration file {str(path)!r} does not exist; give a file written by `shivam fit`")
-    try:
-        return Calibration.model_validate_json(path.read_text())
-    except ValidationError as exc:
-        raise ShivamError(f"{path}: not a calibration file ({exc.errors()[0]['msg']}); give a file written by `shivam fit`") from None
-
-
-# NVML device names -> bundled GPU ids
-_NVML_NAMES = {"H200": "h200", "H100 80GB HBM3": "h100-sxm", "H100 PCIe": "h100-pcie", "A100-SXM4-80GB": "a100-80gb",
-               "A100-SXM4-40GB": "a100-40gb", "L4": "l4", "T4": "t4", "A10G": "a10g", "L40S": "l40s",
-               "RTX 4090": "rtx-4090"}
-
-
-def gpu_id_for(nvml_name: str) -> str | None:
-    """The bundled GPU id for a name as NVML reports it ('NVIDIA H200' -> 'h200'), or None."""
-    return next((gid for key, gid in _NVML_NAMES.items() if key in nvml_name), None)
 
 
 def resolve_params(gpu: GPU, engine: str, calibration: str | None = None, use_bundled: bool = True) -> Params:
     """Parameters for a GPU and engine: the given calibration file, else the bundled one (if any and wanted), else
     the datasheet estimates. Params.source says which."""
+    engine = load_engine(engine).engine
     path = calibration or (bundled_calibration(gpu.id, engine) if use_bundled else None)
     shown = None
     if path:  # said relative to the working directory where it lies below it (reports are committed and shared)
@@ -211,6 +80,7 @@ def resolve_params(gpu: GPU, engine: str, calibration: str | None = None, use_bu
 def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None = None,
                 calibration_path: str | None = None) -> Params:
     prof = load_engine(engine)
+    engine = prof.engine
     e = gpu.energy
     values = dict(
         bandwidth_Bps=gpu.memory.bandwidth_gbs * 1e9,
@@ -228,7 +98,8 @@ def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None
         dram_floor_j_per_byte=e.dram_device_pj_per_bit.value * 8e-12,
         j_per_flop={dt: v.value * 1e-12 for dt, v in e.pj_per_flop.items()},
         pcie_Bps=gpu.pcie.bandwidth_gbs * 1e9, pcie_j_per_byte=e.pcie_pj_per_bit.value * 8e-12,
-        capacity_bytes=gpu.capacity_bytes,
+        capacity_bytes=gpu.capacity_bytes, engine=prof.engine, kernels=prof.kernels,
+        eager_dispatches=prof.eager_dispatches.families if prof.eager_dispatches else None,
         source=f"{gpu.id} datasheet + energy estimates, {engine} engine defaults",
     )
     if calibration is not None:

@@ -14,13 +14,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from shivam.hardware import Params
-from shivam.modelspec import load_model
-from shivam.predict import Scenario
-from shivam.roofline import StepCost, host_wait
-from shivam.speculative import tokens_per_iteration
-from shivam.stage1 import sequence_cost
-from shivam.workload import Dtypes
+from shivam.specs import Params
+from shivam.specs.model import load_model
+from shivam.sim.scenario import Scenario
+from shivam.sim.roofline import StepCost, host_wait
+from shivam.sim.speculative import tokens_per_iteration
+from shivam.sim.hostcopy import sequence_cost
+from shivam.specs import Dtypes
 
 
 class Point(BaseModel, frozen=True):
@@ -91,8 +91,8 @@ def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
     # generate: prefill of the prompt, then gen-1 decode steps at contexts prompt .. prompt+gen-2, each synced
     prefill = scn.prefill_step()
     ctx = point.prompt + np.arange(point.gen - 1)
-    decode = scn.verify_step(0, ctx) + host_wait(params, params.per_iteration_s + 0.0 * ctx)
-    total = prefill + StepCost(**{f: np.sum(getattr(decode, f)) for f in StepCost.__dataclass_fields__})
+    decode = scn.verify_step(0, ctx) + host_wait(params, params.per_iteration_s)
+    total = prefill + decode.total()
     return total, float(point.batch * point.gen), scn.verify_step(0, point.prompt).bound
 
 

@@ -29,50 +29,62 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from shivam.errors import ShivamError
-from shivam.hardware import Params
-from shivam.workload import OpCost
+from shivam.sim.workload import OpCost
+from shivam.specs import Params
 
 BOUNDS = ("memory", "compute", "overhead")
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepCost:
-    time_s: object
-    busy_s: object  # roofline time: kernels executing
-    overhead_s: object  # launch gaps and host work
-    memory_bound_s: object  # busy time in operators limited by bytes
-    compute_bound_s: object
-    floor_sm_s: object  # SM-seconds of kernels held at their thread blocks' latency floor (blocks busy x time)
-    fallback_s: object  # busy time in cuBLAS's fallback kernels (a matmul with unaligned rows)
-    dram_bytes: object
-    weight_bytes: object
-    kv_bytes: object
-    pcie_bytes: object
-    flops: object
-    launches: object
-    e_static: object  # static power over the busy time
-    e_overhead: object  # static power over launch gaps and host work
-    e_active: object
-    e_floor: object  # block_power over the floor-bound SM-seconds
-    e_fallback: object  # misaligned_power over the fallback kernels' time
-    e_memory: object
-    e_compute: object
-    e_pcie: object
+    """Time, bytes, FLOPs and energy terms of a step (or of any sum of steps). Every field is a float numpy array,
+    all of one shape: a scalar step is 0-d, a (k, alpha, context) grid is 3-d."""
+
+    time_s: np.ndarray
+    busy_s: np.ndarray  # roofline time: kernels executing
+    overhead_s: np.ndarray  # launch gaps and host work
+    memory_bound_s: np.ndarray  # busy time in operators limited by bytes
+    compute_bound_s: np.ndarray
+    floor_sm_s: np.ndarray  # SM-seconds of kernels held at their thread blocks' latency floor (blocks busy x time)
+    fallback_s: np.ndarray  # busy time in cuBLAS's fallback kernels (a matmul with unaligned rows)
+    dram_bytes: np.ndarray
+    weight_bytes: np.ndarray
+    kv_bytes: np.ndarray
+    pcie_bytes: np.ndarray
+    flops: np.ndarray
+    launches: np.ndarray
+    e_static: np.ndarray  # static power over the busy time
+    e_overhead: np.ndarray  # static power over launch gaps and host work
+    e_active: np.ndarray
+    e_floor: np.ndarray  # block_power over the floor-bound SM-seconds
+    e_fallback: np.ndarray  # misaligned_power over the fallback kernels' time
+    e_memory: np.ndarray
+    e_compute: np.ndarray
+    e_pcie: np.ndarray
+
+    def __post_init__(self):
+        names = [f.name for f in fields(self)]
+        arrays = np.broadcast_arrays(*(np.asarray(getattr(self, n), dtype=float) for n in names))
+        for name, arr in zip(names, arrays):
+            object.__setattr__(self, name, arr)
 
     @property
-    def energy_j(self):
+    def energy_j(self) -> np.ndarray:
         return (self.e_static + self.e_overhead + self.e_active + self.e_floor + self.e_fallback + self.e_memory
                 + self.e_compute + self.e_pcie)
 
     @property
     def bound(self):
-        """Which of memory, compute or overhead takes most of the step's time."""
-        stack = np.stack(np.broadcast_arrays(self.memory_bound_s, self.compute_bound_s, self.overhead_s))
-        idx = np.argmax(stack, axis=0)
+        """Which of memory, compute or overhead takes most of the step's time (a string, or an array of them)."""
+        idx = np.argmax(np.stack([self.memory_bound_s, self.compute_bound_s, self.overhead_s]), axis=0)
         return BOUNDS[int(idx)] if idx.ndim == 0 else np.array(BOUNDS)[idx]
 
     def scaled(self, factor) -> "StepCost":
         return StepCost(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
+
+    def total(self) -> "StepCost":
+        """The sum over every element: a sequence of steps as one scalar cost."""
+        return StepCost(**{f.name: np.sum(getattr(self, f.name)) for f in fields(self)})
 
     def __add__(self, other: "StepCost") -> "StepCost":
         return StepCost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
@@ -126,9 +138,8 @@ def overlap(t_mem, t_comp, p: float):
 
 def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int = 1, dispatches=None) -> StepCost:
     """The step's cost. `dispatches`, when given, replaces the operators' own kernel count as what per_kernel_s
-    multiplies: an eager engine's host dispatches per step (shivam.workload.eager_dispatches)."""
-    z = 0.0
-    busy = mem_b = comp_b = floor_sm = fallback = dram = wb = kvb = pcie = flops = launches = light = e_flop = z
+    multiplies: an eager engine's host dispatches per step (shivam.sim.workload.eager_dispatches)."""
+    busy = mem_b = comp_b = floor_sm = fallback = dram = wb = kvb = pcie = flops = launches = light = e_flop = 0.0
     for op in ops:
         t_op, sm_s, memory_bound = op_time(op, p, compute_dtype)
         floor_sm = floor_sm + op.repeat * sm_s
@@ -142,26 +153,24 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
         kvb = kvb + op.repeat * (op.kv_read_bytes + op.kv_write_bytes)
         pcie = pcie + op.repeat * op.pcie_bytes
         flops = flops + op.repeat * op.flops
-        launches += op.repeat * op.launches
+        launches = launches + op.repeat * op.launches
         light = light + op.repeat * op.light_launches
         e_flop = e_flop + op.repeat * op.flops * p.j_per_flop.get("fp32" if op.kind == "elementwise" else compute_dtype, 0.0)
     if dispatches is not None:  # an eager engine's dispatch count includes the light kernels
-        launches, light = dispatches + 0.0 * launches, 0.0
+        launches, light = np.full_like(np.asarray(launches, dtype=float), dispatches), 0.0
     overhead = launches * p.per_kernel_s + light * p.per_light_kernel_s + host_steps * p.per_step_s
-    return StepCost(time_s=busy + overhead, busy_s=busy, overhead_s=overhead + 0.0 * busy, memory_bound_s=mem_b,
-                    compute_bound_s=comp_b, floor_sm_s=floor_sm + 0.0 * busy,
-                    fallback_s=fallback + 0.0 * busy, dram_bytes=dram, weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie,
-                    flops=flops, launches=launches + light + 0.0 * busy,
-                    e_static=p.static_power_w * busy, e_overhead=p.static_power_w * overhead + 0.0 * busy,
-                    e_active=p.active_power_w * busy, e_floor=p.block_power_w * (floor_sm + 0.0 * busy),
-                    e_fallback=p.misaligned_power_w * (fallback + 0.0 * busy),
-                    e_memory=p.dram_j_per_byte * dram, e_compute=e_flop,
+    return StepCost(time_s=busy + overhead, busy_s=busy, overhead_s=overhead, memory_bound_s=mem_b,
+                    compute_bound_s=comp_b, floor_sm_s=floor_sm, fallback_s=fallback, dram_bytes=dram,
+                    weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie, flops=flops, launches=launches + light,
+                    e_static=p.static_power_w * busy, e_overhead=p.static_power_w * overhead,
+                    e_active=p.active_power_w * busy, e_floor=p.block_power_w * floor_sm,
+                    e_fallback=p.misaligned_power_w * fallback, e_memory=p.dram_j_per_byte * dram, e_compute=e_flop,
                     e_pcie=p.pcie_j_per_byte * pcie)
 
 
 def host_wait(p: Params, seconds) -> StepCost:
     """The GPU idling (at static power) while the host synchronizes, e.g. to accept or reject drafted tokens."""
-    z = 0.0 * seconds
+    z = np.zeros_like(np.asarray(seconds, dtype=float))
     return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, floor_sm_s=z,
                     fallback_s=z, dram_bytes=z, weight_bytes=z, kv_bytes=z, pcie_bytes=z, flops=z, launches=z,
                     e_static=z, e_overhead=p.static_power_w * seconds, e_active=z, e_floor=z, e_fallback=z, e_memory=z,

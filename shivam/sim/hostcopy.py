@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from shivam.hardware import Params
-from shivam.roofline import StepCost, step_cost
-from shivam.workload import Dtypes, host_to_device_gemm_ops
+from shivam.specs import Params
+from shivam.sim.roofline import StepCost, step_cost
+from shivam.specs import Dtypes
+from shivam.sim.workload import host_to_device_gemm_ops
 
 
 def _units(p: Params, n: int, tokens: int, dt: Dtypes) -> tuple[StepCost, StepCost]:
     """(copy + GEMM, GEMM alone)."""
-    return (step_cost(host_to_device_gemm_ops(n, tokens, dt, reload=True), p, dt.compute, host_steps=0),
-            step_cost(host_to_device_gemm_ops(n, tokens, dt, reload=False), p, dt.compute, host_steps=0))
+    return (step_cost(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=True), p, dt.compute, host_steps=0),
+            step_cost(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=False), p, dt.compute, host_steps=0))
 
 
 def _sequence(copy_gemm: StepCost, gemm: StepCost, reuse, reload: bool) -> StepCost:

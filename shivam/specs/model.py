@@ -1,7 +1,7 @@
 """A transformer's shape, read from its Hugging Face config.json.
 
 Every family is reduced to the same few numbers (ModelSpec). The weight matrices of one layer are listed in exactly one
-place, `layer_linears`, which both the parameter count and the per-step cost (shivam.workload) use.
+place, `layer_linears`, which both the parameter count and the per-step cost (shivam.sim.workload) use.
 """
 
 from __future__ import annotations

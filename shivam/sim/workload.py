@@ -1,6 +1,6 @@
 """What one forward step moves and computes, operator by operator.
 
-This module is the workload definition that both `shivam predict` (through shivam.roofline) and `shivam validate`
+This module is the workload definition that both `shivam predict` (through shivam.sim.roofline) and `shivam validate`
 (which builds and times the same steps on a GPU) use. A step is a forward pass of `new_tokens` tokens for each of
 `batch` sequences over a KV cache already holding `context` tokens:
 
@@ -13,43 +13,20 @@ here broadcasts, so a whole (k, context) grid is costed in one pass. Equations a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from shivam.dtypes import nbytes, normalize
-from shivam.errors import ShivamError
-from shivam.modelspec import Linear, ModelSpec
+from shivam.specs import Dtypes, Kernels, nbytes
+from shivam.specs.model import Linear, ModelSpec
 
 LOGIT_BYTES = 4  # logits are written and read back in fp32 for sampling
-# Kernels per layer of attention over one new token (fused SDPA, its reduction, the K/V dtype view): 3. Over several
-# new tokens, 3 more, all light: the boolean mask made additive (a memset, a fill and two element-wise kernels of
-# 0.8-2.1 us, against the one-token path's reduction), counted in validation/profiles/h200-steps.json (Gemma-2B: 367
-# kernels per step at n=1, 423 at n=9 and n=129 over 18 layers, = 3 more per layer + the mask's 2; GPT-2 1 -> 9).
-ATTENTION_LAUNCHES = 3
-ATTENTION_MASK_LIGHT_LAUNCHES = 3
-MASK_LAUNCHES = 2  # building the causal mask once per step (ones, tril)
-Q_TILE = 128  # queries per thread block of the masked attention kernel
 
 
-# The head_dim cuDNN's fused masked-attention kernel (several new tokens) effectively streams per key and per K/V
-# tensor, at attention_cta_Bps per thread block, by the kernel configuration it picks, which follows the parity of the
-# query count. Profiled on the H200 (the 34 shapes with several new tokens in validation/profiles/h200-steps.json):
-# ns per key x 9.4 GB/s / (2 tensors x 2 bytes). A head_dim takes the first bucket at least as wide (96 -> 128:
-# Phi-3's 96 costs exactly what 128 does).
-#   even query counts (2-128): 64 -> 62 (26.0-26.1 ns per key, OPT-1.3B and TinyLlama at 2, 4, 8), 128 -> 78
-#               (31.3-33.7 ns, Mistral at 2-128, Llama-2, Phi-3 at 2), 256 -> 173 (73.7 ns, Gemma-2B at 2 and 8)
-#   odd query counts (3-129): 64 -> 108 (43.9-48.0 ns, GPT-2, OPT-1.3B, Qwen2, TinyLlama), 128 -> 128 (52.8-58.7 ns),
-#               256 -> 256 (105-112 ns)
-# The same kernel at 9 queries costs 1.4-1.8x what it costs at 8: a verify step of k+1 tokens is cheaper for odd k.
-MASKED_ATTENTION_HEAD_DIM = {"even_queries": ((64, 62.0), (128, 78.0), (256, 173.0)),
-                             "odd_queries": ((64, 108.0), (128, 128.0), (256, 256.0))}
-
-
-def masked_attention_head_dim(head_dim: int, new_tokens):
-    """Effective head_dim per key of the masked attention kernel at `new_tokens` queries (MASKED_ATTENTION_HEAD_DIM);
-    beyond the widest profiled bucket it scales with head_dim."""
+def masked_attention_head_dim(kernels: Kernels, head_dim: int, new_tokens):
+    """Effective head_dim per key of the engine's masked attention kernel at `new_tokens` queries: the first profiled
+    bucket at least as wide as head_dim, by the parity of the query count (the kernel configuration follows it);
+    beyond the widest bucket it scales with head_dim."""
 
     def lookup(table):
         for bucket, eff in table:
@@ -58,9 +35,9 @@ def masked_attention_head_dim(head_dim: int, new_tokens):
         bucket, eff = table[-1]
         return eff * head_dim / bucket
 
+    masked = kernels.masked_attention
     even = np.asarray(new_tokens) % 2 == 0
-    return np.where(even, lookup(MASKED_ATTENTION_HEAD_DIM["even_queries"]),
-                    lookup(MASKED_ATTENTION_HEAD_DIM["odd_queries"]))
+    return np.where(even, lookup(masked.head_dim_even_queries), lookup(masked.head_dim_odd_queries))
 
 
 class OpCost(NamedTuple):
@@ -82,8 +59,7 @@ class OpCost(NamedTuple):
     # a latency-bound kernel: bytes each of `blocks` thread blocks streams on its own (roofline.step_cost)
     block_bytes: object = 0.0
     blocks: object = 0.0
-    # kernels that only cast, fill or concatenate a few rows: in a CUDA graph ~1 us each, a third of a typical
-    # kernel's cost (validation/profiles/h200-steps.json, fp8 Mistral-7B at batch 1)
+    # kernels that only cast, fill or concatenate a few rows, at per_light_kernel_s each (a third of a typical kernel)
     light_launches: object = 0.0
 
     @property
@@ -91,29 +67,8 @@ class OpCost(NamedTuple):
         return self.weight_bytes + self.kv_read_bytes + self.kv_write_bytes + self.act_bytes
 
 
-@dataclass(frozen=True)
-class Dtypes:
-    weights: str = "bf16"
-    activations: str = "bf16"
-    kv: str = "bf16"
-
-    @classmethod
-    def of(cls, weights: str, activations: str | None = None, kv: str | None = None) -> "Dtypes":
-        w = normalize(weights, "weights dtype")
-        a = normalize(activations or ("bf16" if w in ("fp8", "int8", "int4") else w), "activation dtype")
-        if a in ("int8", "int4"):
-            raise ShivamError(f"activation dtype {a} is not supported: use fp32, fp16, bf16 or fp8")
-        return cls(w, a, normalize(kv or a, "KV-cache dtype"))
-
-    @property
-    def compute(self) -> str:
-        """The dtype the matmuls run in: the activations'. fp8 weights with fp8 activations run fp8 arithmetic;
-        weight-only quantization (int8/int4 weights, 16-bit activations) dequantizes and runs at the 16-bit rate."""
-        return self.activations
-
-
-def _matmul(name: str, linears: list[Linear], tokens, dt: Dtypes, repeat: int, weight_copies=1.0,
-            tokens_per_weight=None) -> OpCost:
+def _matmul(name: str, linears: list[Linear], tokens, dt: Dtypes, kernels: Kernels, repeat: int,
+            weight_copies=1.0, tokens_per_weight=None) -> OpCost:
     """Linear layers sharing an input (q/k/v, gate/up), fused into one GEMM, applied to `tokens` rows. Weight bytes
     are read once per step (a GEMM streams its weights once whatever the token count); `weight_copies` scales them
     for MoE (distinct experts touched)."""
@@ -123,16 +78,16 @@ def _matmul(name: str, linears: list[Linear], tokens, dt: Dtypes, repeat: int, w
     w_bytes = weight_copies * sum(l.params for l in linears) * nbytes(dt.weights)
     a = nbytes(dt.activations)
     act = rows * a * (sum(l.d_in for l in linears[:1]) + sum(l.d_out for l in linears))
-    return OpCost(name, "matmul", flops, w_bytes, 0.0, 0.0, act, 1, repeat, light_launches=_matmul_light_launches(rows, dt))
+    return OpCost(name, "matmul", flops, w_bytes, 0.0, 0.0, act, 1, repeat, light_launches=_matmul_light_launches(rows, dt, kernels))
 
 
-def _matmul_light_launches(rows, dt: Dtypes):
-    """A fused GEMM is one launch. With fp8 activations the input is first cast to fp8 (a light launch), and
-    cuBLASLt's fp8 GEMM wants rows in multiples of 16: other row counts are padded (zeros + concatenation, two
-    more light launches). That is what the graph engine runs (shivam/validate/engines.py, Fp8Linear)."""
+def _matmul_light_launches(rows, dt: Dtypes, kernels: Kernels):
+    """A fused GEMM is one launch. With fp8 activations the engine first casts the input to fp8, and pads row counts
+    the fp8 GEMM cannot take (the engine profile's fp8_* kernel counts)."""
     if dt.activations != "fp8":
         return 0
-    return 1 + np.where(np.asarray(rows) % 16 == 0, 0, 2)
+    return kernels.fp8_cast_launches + np.where(np.asarray(rows) % kernels.fp8_row_multiple == 0, 0,
+                                                kernels.fp8_pad_launches)
 
 
 def _gated(op: OpCost, on) -> OpCost:
@@ -158,7 +113,8 @@ def expected_distinct_experts(experts: int, per_token: int, tokens):
     return experts * (1.0 - (1.0 - per_token / experts) ** tokens)
 
 
-def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCost]:
+def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kernels) -> list[OpCost]:
+    """The operators of one forward step; `kernels` (the engine profile's) says what each launches."""
     T = batch * new_tokens  # tokens in this step
     L = m.layers
     a, kvb = nbytes(dt.activations), nbytes(dt.kv)
@@ -174,58 +130,58 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
                       T * m.hidden * a, 1 + (m.learned_positions > 0)))
     proj = m.embedding_linears()
     if proj:
-        ops.append(_matmul("project_in", proj[:1], T, dt, 1))
+        ops.append(_matmul("project_in", proj[:1], T, dt, kernels, 1))
 
     # --- per layer ---
     ops.append(_elementwise("attn_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w))  # + residual add
-    ops.append(_matmul("qkv_proj", attn[:3], T, dt, L))
+    ops.append(_matmul("qkv_proj", attn[:3], T, dt, kernels, L))
     if m.learned_positions == 0:
         ops.append(_elementwise("rope", T, q_dim + kv_dim, dt, L, 3, 1, launches=2))
     ops.append(OpCost("kv_write", "elementwise", 0.0, 0.0, 0.0, T * 2 * kv_dim * kvb, 0.0, 2, L))
     attended = context + new_tokens  # each new token attends to the cache and the new tokens (causal within them)
     masked = np.asarray(new_tokens) > 1
-    # Several new tokens need a causal mask, and with one PyTorch's SDPA runs cuDNN's fused kernel: one thread block
-    # per (sequence, head, 128 queries), each streaming all of its head's keys and values alone. On the H200 that
-    # kernel took 13-72 us where the roofline gives ~1 us (validation/profiles/h200-steps.json): it is bound by one
-    # block's latency, not by the chip, so its floor is each block's keys x effective head_dim
-    # (MASKED_ATTENTION_HEAD_DIM) at a per-block rate (roofline.step_cost).
+    # Several new tokens need a causal mask. The engine's masked attention kernel (kernels.masked_attention) runs one
+    # thread block per (sequence, head, q_tile queries), each streaming all of its head's keys and values alone: it
+    # is bound by one block's latency, not by the chip, so its floor is each block's keys x effective head_dim at a
+    # per-block rate (roofline.op_time).
+    mk = kernels.masked_attention
     ops.append(OpCost("attention", "attention",
                       4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
                       0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim,
-                      ATTENTION_LAUNCHES + 0 * masked, L,
-                      light_launches=np.where(masked, ATTENTION_MASK_LIGHT_LAUNCHES, 0),
+                      kernels.attention_launches, L,
+                      light_launches=np.where(masked, mk.light_launches, 0),
                       block_bytes=np.where(masked, attended * 2 * kvb
-                                           * masked_attention_head_dim(m.head_dim, new_tokens), 0.0),
-                      blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / Q_TILE), 0.0)))
+                                           * masked_attention_head_dim(kernels, m.head_dim, new_tokens), 0.0),
+                      blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0)))
     if np.any(masked):
         ops.append(OpCost("causal_mask", "elementwise", 0.0, 0.0, 0.0, 0.0, np.where(masked, new_tokens * attended, 0),
-                          np.where(masked, MASK_LAUNCHES, 0), 1))
-    ops.append(_matmul("o_proj", attn[3:], T, dt, L))
+                          np.where(masked, mk.mask_launches, 0), 1))
+    ops.append(_matmul("o_proj", attn[3:], T, dt, kernels, L))
     ops.append(_elementwise("mlp_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w))  # + residual add
     mlp = m.expert_linears()
     if m.experts > 1:
         distinct = expected_distinct_experts(m.experts, m.experts_per_token, T)
-        ops.append(_matmul("router", [m.router()], T, dt, L))
+        ops.append(_matmul("router", [m.router()], T, dt, kernels, L))
         ops.append(_elementwise("router_topk", T, m.experts, dt, L, 4, 1, launches=4))
-        ops.append(_matmul("experts_up", mlp[:-1], T, dt, L, weight_copies=distinct,
+        ops.append(_matmul("experts_up", mlp[:-1], T, dt, kernels, L, weight_copies=distinct,
                            tokens_per_weight=T * m.experts_per_token))
         ops.append(_elementwise("act", T * m.experts_per_token, m.intermediate, dt, L, 6, 2, launches=2))
-        ops.append(_matmul("experts_down", mlp[-1:], T, dt, L, weight_copies=distinct,
+        ops.append(_matmul("experts_down", mlp[-1:], T, dt, kernels, L, weight_copies=distinct,
                            tokens_per_weight=T * m.experts_per_token))
         ops.append(_elementwise("expert_combine", T * m.experts_per_token, m.hidden, dt, L, 2, 1, launches=2))
     else:
-        ops.append(_matmul("mlp_up", mlp[:-1], T, dt, L))
+        ops.append(_matmul("mlp_up", mlp[:-1], T, dt, kernels, L))
         ops.append(_elementwise("act", T, m.intermediate, dt, L, 6 if m.gated_mlp else 1,
                                 2 if m.gated_mlp else 1, launches=2 if m.gated_mlp else 1))
-        ops.append(_matmul("mlp_down", mlp[-1:], T, dt, L))
+        ops.append(_matmul("mlp_down", mlp[-1:], T, dt, kernels, L))
         # residual add folded into the next norm
 
     # --- head ---
     if m.final_norm:
         ops.append(_elementwise("final_norm", T, m.hidden, dt, 1, norm_flops, 2, norm_w))
     if proj:
-        ops.append(_matmul("project_out", proj[1:], T, dt, 1))
-    head = _matmul("lm_head", [Linear("lm_head", m.embed_dim, m.vocab, False)], T, dt, 1)
+        ops.append(_matmul("project_out", proj[1:], T, dt, kernels, 1))
+    head = _matmul("lm_head", [Linear("lm_head", m.embed_dim, m.vocab, False)], T, dt, kernels, 1)
     # A vocabulary whose row of logits is not a multiple of 16 bytes (GPT-2's 50257, in 16-bit or wider outputs; fp8
     # GEMMs write bf16) leaves the output's rows unaligned: cuBLAS cannot use Hopper's TMA kernels and falls back to
     # an older, slower tensor-core kernel; one row goes to a GEMV kernel, slower than the aligned one too
@@ -241,11 +197,11 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes) -> list[OpCos
     return ops
 
 
-def host_to_device_gemm_ops(n: int, tokens: int, dt: Dtypes, reload: bool) -> list[OpCost]:
+def host_to_device_gemm_ops(n: int, tokens: int, dt: Dtypes, kernels: Kernels, reload: bool) -> list[OpCost]:
     """Stage I of the paper: an n x n weight matrix applied to `tokens` rows, with (reload=True) or without a
     host-to-device copy of the weights before the GEMM."""
     w = Linear("weight", n, n, False)
-    ops = [_matmul("gemm", [w], tokens, dt, 1)]
+    ops = [_matmul("gemm", [w], tokens, dt, kernels, 1)]
     if reload:
         w_bytes = w.params * nbytes(dt.weights)
         ops.insert(0, OpCost("h2d_copy", "copy", 0.0, 0.0, 0.0, 0.0, w_bytes, 1, 1, pcie_bytes=w_bytes))
@@ -261,10 +217,8 @@ def kv_cache_bytes(m: ModelSpec, dt: Dtypes, batch: int, tokens: int) -> float:
     return batch * tokens * m.kv_bytes_per_token(nbytes(dt.kv))
 
 
-def eager_dispatches(m: ModelSpec) -> float | None:
-    """Operators transformers dispatches for one forward step of this model, eagerly: per_layer x layers + the rest,
-    as counted by validation/count_eager_ops.py. None for a family that was not counted."""
-    from shivam.hardware import eager_dispatch_table
-
-    fam = eager_dispatch_table().get(m.family)
-    return None if fam is None else float(fam["per_layer"] * m.layers + fam["outside_layers"])
+def eager_dispatches(m: ModelSpec, table: dict | None) -> float | None:
+    """Operators an eager engine dispatches for one forward step of this model: per_layer x layers + the rest, from
+    the engine profile's table. None for a family the table does not count."""
+    fam = (table or {}).get(m.family)
+    return None if fam is None else float(fam.per_layer * m.layers + fam.outside_layers)

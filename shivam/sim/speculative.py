@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from shivam.errors import ShivamError
-from shivam.roofline import StepCost
+from shivam.sim.roofline import StepCost
 
 
 def tokens_per_iteration(alpha, k):

@@ -1,0 +1,83 @@
+"""Checking a calibration: predicted against measured for every point, error statistics, leave-one-model-out
+cross-validation, and whether the predicted best speculation window is the measured one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shivam.calibrate.fit import card_scales, fit
+from shivam.calibrate.points import point_cost
+from shivam.calibrate.results import Measured
+from shivam.specs import Params
+
+
+def predictions(data: list[Measured], params: Params, card_factors: dict | None = None) -> list[dict]:
+    """Predicted vs measured per point; energy scaled by the point's card factor where one is given."""
+    rows = []
+    for m in data:
+        cost, tokens, bound = point_cost(m.point, params)
+        f = (card_factors or {}).get(m.card, 1.0)
+        row = {"label": m.point.label(), "group": m.group, "kind": m.point.kind, "k": m.point.k,
+               "alpha": None if m.point.alpha is None else str(m.point.alpha),  # as the label shows it
+               "card": m.card, "card_factor": f,
+               "time_pred": float(cost.time_s), "time_meas": m.time_s,
+               "energy_pred": f * float(cost.energy_j), "energy_meas": m.energy_j, "bound": bound}
+        if m.tokens:
+            # per token: the prediction with the measured tokens per call, so acceptance draws do not count as error
+            row.update(energy_tok_pred=row["energy_pred"] / m.tokens, energy_tok_meas=m.energy_j / m.tokens,
+                       time_tok_pred=row["time_pred"] / m.tokens, time_tok_meas=m.time_s / m.tokens,
+                       tokens=m.tokens, expected_tokens=tokens)
+        row["time_err"] = row["time_pred"] / row["time_meas"] - 1
+        row["energy_err"] = row["energy_pred"] / row["energy_meas"] - 1
+        rows.append(row)
+    return rows
+
+
+def card_factors_for(data: list[Measured], params: Params) -> dict[str, float]:
+    """Each card's energy scale relative to fixed parameters (a calibration): what `check` and `report` apply with
+    --card-factors."""
+    pred = np.array([float(point_cost(m.point, params)[0].energy_j) for m in data])
+    return card_scales(pred, np.array([m.energy_j for m in data]), [m.card for m in data])
+
+
+def error_stats(errors) -> dict:
+    a = np.abs(np.asarray(errors, dtype=float))
+    return {"median": float(np.median(a)), "max": float(np.max(a)), "mean": float(np.mean(a)), "n": int(a.size)}
+
+
+def leave_one_group_out(data: list[Measured], base: Params, fix: dict | None = None,
+                        card_factors: bool = False, progress=None) -> list[dict]:
+    """Fit without each model's points, predict that model's points. With card factors, a held-out point takes its
+    card's factor as fitted from the other models measured on that card (1 where the card measured no other)."""
+    rows = []
+    groups = sorted({m.group for m in data})
+    for i, g in enumerate(groups):
+        if progress is not None:
+            progress(g, i, len(groups))
+        train = [m for m in data if m.group != g]
+        test = [m for m in data if m.group == g]
+        if len({m.group for m in train}) < 2:
+            continue
+        result = fit(train, base, fix, strict=False, card_factors=card_factors)
+        rows += [{**r, "fold": g, "held": sorted(result.held)}
+                 for r in predictions(test, result.params, result.card_factors)]
+    return rows
+
+
+def best_k_check(rows: list[dict]) -> list[dict]:
+    """For each (target, alpha) of the speculative points: the k of least measured energy per token, against the
+    k of least predicted energy per token (k=0, standard decoding, competes at every alpha)."""
+    spec = [r for r in rows if r["kind"] == "spec"]
+    out = []
+    for model in sorted({r["group"] for r in spec}):
+        baseline = [r for r in spec if r["group"] == model and r["k"] == 0]
+        for alpha in sorted({r["alpha"] for r in spec if r["group"] == model and r["k"] > 0}):
+            cands = baseline + [r for r in spec if r["group"] == model and r["k"] > 0 and r["alpha"] == alpha]
+            meas = min(cands, key=lambda r: r["energy_tok_meas"])
+            pred = min(cands, key=lambda r: r["energy_tok_pred"])
+            gap = pred["energy_tok_meas"] / meas["energy_tok_meas"] - 1
+            out.append({"model": model, "alpha": alpha, "best_k_measured": meas["k"], "best_k_predicted": pred["k"],
+                        "energy_gap": gap, "ok": meas["k"] == pred["k"] or gap <= 0.02})
+    return out
+
+

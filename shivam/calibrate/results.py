@@ -1,0 +1,114 @@
+"""The results-file format, in one place: what `shivam validate` appends and what fit, check and report read.
+
+A results file is JSONL, append-only: an "environment" record at each start of a campaign, "idle" records, then one
+"point" record per measured point (status "ok" or "failed"), each flushed and fsynced as soon as it is complete. A
+killed run leaves at most one half-written last line, which readers skip and the next append removes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from shivam.calibrate.points import Point
+from shivam.errors import ShivamError
+from shivam.files import read_text, validation_message
+from shivam.specs import gpu_id_for
+
+_FIX = "give JSONL files written by `shivam validate`"
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Every record of a results file (read-only: a half-written last line is skipped, not repaired)."""
+    out = []
+    for line in read_text(path, "results file", _FIX).splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # blank, or the half-written line of a killed run
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+class ResultsFile:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+
+    def _repair(self):
+        """Drop a half-written last line (a kill during a write) so the next append starts on a fresh line."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def records(self) -> list[dict]:
+        return read_records(self.path) if self.path.exists() else []
+
+    def done_ids(self) -> set[str]:
+        return {r["id"] for r in self.records() if r.get("record") == "point"}
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@dataclass
+class Measured:
+    point: Point
+    time_s: float  # per call
+    energy_j: float  # per call
+    tokens: float  # per call, as measured (drawn acceptance for spec points)
+    group: str  # for leave-one-model-out
+    card: str = ""  # the GPU card (NVML UUID) or, where none was recorded, the campaign that measured the point
+
+    @classmethod
+    def from_record(cls, r: dict, card: str = "", source: str = "results file") -> "Measured":
+        try:
+            p = Point.model_validate(r.get("point"))
+        except ValidationError as exc:
+            raise ShivamError(validation_message(exc, f"{source}: point record {r.get('id', '?')}", fix=_FIX)) from None
+        m = r.get("measured")
+        keys = ("time_per_call_s", "energy_per_call_j")
+        if not isinstance(m, dict) or not all(isinstance(m.get(k), (int, float)) and m[k] > 0 for k in keys):
+            raise ShivamError(f"{source}: point record {r.get('id', '?')} has no positive measured time_per_call_s "
+                              f"and energy_per_call_j; {_FIX}")
+        group = p.model if p.kind != "stage1" else "stage1"
+        return cls(p, float(m["time_per_call_s"]), float(m["energy_per_call_j"]), float(m.get("tokens_per_call", 0.0)),
+                   group, card)
+
+
+def load_records(paths: list[str]) -> list[dict]:
+    """Every record of the given results files, in order."""
+    return [r for path in paths for r in read_records(path)]
+
+
+def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Measured], str | None]:
+    """Measured points (status ok) from JSONL files, and the GPU id their environment records name."""
+    out, gpu = [], None
+    for path in paths:
+        card = f"{Path(path).name} (no environment record)"
+        for r in load_records([path]):
+            if r.get("record") == "environment":
+                # one environment record per campaign (a resumed run adds one): the points after it ran on its card
+                card = r.get("gpu_uuid") or f"{Path(path).name} campaign of {str(r.get('date', '?'))[:16]}"
+                if isinstance(r.get("gpu"), str):
+                    gpu = gpu or gpu_id_for(r["gpu"])
+            if r.get("record") == "point" and r.get("status") == "ok":
+                m = Measured.from_record(r, card, str(path))
+                if engine is None or m.point.engine == engine:
+                    out.append(m)
+    if not out:
+        raise ShivamError(f"no measured points{' of the ' + engine + ' engine' if engine else ''} in {', '.join(paths)}")
+    return out, gpu
+
+

@@ -1,0 +1,246 @@
+"""What each `shivam` subcommand does: turn its string options into values, call the API, render the answer.
+
+No cost is computed here: every figure comes from shivam.api, shivam.calibrate or shivam.report.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import shivam.api as api
+from shivam.cli.parsing import parse_float, parse_floats, parse_int, parse_ints
+from shivam.errors import ShivamError
+
+J_PER_KWH = 3.6e6
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        print(f"shivam: warning: {w}", file=sys.stderr)
+
+
+def _print_json(doc) -> None:
+    json.dump(doc, sys.stdout, indent=1)
+    print()
+
+
+def _calibration(args):
+    if args.no_calibration and args.calibration:
+        raise ShivamError("--calibration and --no-calibration are exclusive: give one")
+    return False if args.no_calibration else args.calibration
+
+
+def cmd_predict(args) -> int:
+    if args.report:
+        from shivam.files import writable_file
+
+        writable_file(args.report, "--report")  # refuse before computing
+    res = api.predict(
+        model=args.model, gpu=args.gpu, k=parse_ints(args.k, "--k", 0, api.K_MAX, "the speculation window"),
+        alpha=parse_floats(args.alpha, "--alpha", 0, 1) if args.alpha is not None else None,
+        acceptance=parse_floats(args.acceptance, "--acceptance", 0, 1) if args.acceptance is not None else None,
+        draft=args.draft, batch=parse_int(args.batch, "--batch"), prompt=parse_int(args.prompt, "--prompt", 0),
+        gen=parse_int(args.gen, "--gen"), engine=args.engine, calibration=_calibration(args),
+        weights_dtype=args.weights_dtype, act_dtype=args.act_dtype, kv_dtype=args.kv_dtype,
+        target_ratio=parse_float(args.target_ratio, "--target-ratio", 1e-6, 1e6) if args.target_ratio else None)
+    _warn(res.warnings)
+    doc = res.to_dict()
+    if args.units == "kWh":
+        for row in doc["rows"]:
+            row["energy_per_token_kwh"] = row["energy_per_token_j"] / J_PER_KWH
+    if args.report:
+        from shivam.report import prediction_report
+
+        prediction_report(res, args.report)
+    if args.format == "json":
+        _print_json(doc)
+    elif args.format == "csv":
+        import csv
+
+        flat = api.flat_rows(doc["rows"])
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(flat[0]))
+        writer.writeheader()
+        writer.writerows(flat)
+    else:
+        from shivam.cli.render import prediction_table
+
+        prediction_table(doc, args.units)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    info = api.inspect(args.model, args.gpu, parse_int(args.context, "--context", 0), args.weights_dtype,
+                       args.kv_dtype, args.engine, _calibration(args))
+    if args.format == "json":
+        _print_json(info)
+    else:
+        from shivam.cli.render import inspect_table
+
+        inspect_table(info)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from shivam.cli.render import table
+    from shivam.specs import bundled_index, load_model, nbytes
+
+    rows = []
+    for alias, entry in bundled_index().items():
+        m = load_model(alias)
+        rows.append([alias, entry["hf_id"], m.family, f"{m.param_count() / 1e9:.3f} B", m.attention_kind,
+                     f"{m.kv_bytes_per_token(nbytes('bf16')):,.0f}"])
+    table("Bundled models", ["alias", "Hugging Face id", "family", "parameters", "attention", "KV B/token (16-bit)"],
+          rows)
+    return 0
+
+
+def cmd_gpus(args) -> int:
+    from shivam.specs import GPU, bundled_calibration, engine_ids, gpu_ids, load_gpu
+
+    if args.schema:
+        _print_json(GPU.model_json_schema())
+        return 0
+    from shivam.cli.render import table
+
+    rows = []
+    for gid in gpu_ids():
+        g = load_gpu(gid)
+        calibrated = [e for e in engine_ids() if bundled_calibration(gid, e)]
+        rows.append([gid, g.name, f"{g.memory.capacity_gb:g} GB {g.memory.type}", f"{g.memory.bandwidth_gbs:g}",
+                     ", ".join(f"{k} {v:g}" for k, v in g.peak_tflops.items()), f"{g.tdp_w:g}",
+                     f"{g.energy.dram_board_pj_per_bit.value:g}", ", ".join(calibrated) or "no"])
+    table("Bundled GPUs", ["id", "name", "memory", "GB/s", "dense TFLOP/s", "TDP W", "pJ/bit (board)", "calibrated"],
+          rows, "your own GPU: a file in this schema (`shivam gpus --schema`), passed as --gpu path/to/gpu.json")
+    return 0
+
+
+def cmd_engines(args) -> int:
+    from shivam.cli.render import table
+    from shivam.specs import engine_ids, load_engine
+
+    rows = [[e, load_engine(e).description, load_engine(e).dispatch_counts] for e in engine_ids()]
+    table("Bundled engine profiles (hardware/engines/)", ["engine", "description", "host cost counts"], rows,
+          "your own engine: a profile file in the same schema, passed as --engine path/to/engine.json")
+    return 0
+
+
+def cmd_calibrations(args) -> int:
+    from shivam.cli.render import table
+    from shivam.specs import engine_ids, gpu_ids, load_calibration, recipe_for
+    from shivam.specs.calibration import bundled_calibration
+
+    rows = []
+    for gid in gpu_ids():
+        for e in engine_ids():
+            path = bundled_calibration(gid, e)
+            if path:
+                cal, recipe = load_calibration(path), recipe_for(gid, e)
+                rows.append([gid, e, str(path.name), len(cal.card_factors),
+                             recipe.name if recipe else "-", ", ".join(recipe.fix) if recipe else "-"])
+    table("Bundled calibrations (hardware/calibrated/)", ["gpu", "engine", "file", "cards", "recipe", "held"], rows)
+    return 0
+
+
+def cmd_stage1(args) -> int:
+    res = api.stage1(args.gpu, parse_int(args.size, "--size"), parse_int(args.tokens, "--tokens"),
+                     parse_ints(args.reuse, "--reuse", 1, 100_000, "the reuse count"), args.dtype)
+    if args.format == "json":
+        _print_json({k: v for k, v in res.items() if k != "gpu_name"})
+        return 0
+    from shivam.cli.render import stage1_table
+
+    stage1_table(res)
+    return 0
+
+
+def cmd_overview(args) -> int:
+    out = api.overview()
+    if args.format == "json":
+        _print_json(out)
+        return 0
+    from shivam.cli.render import overview_table
+
+    overview_table(out)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    import shlex
+
+    from shivam.validate.campaign import run_validation, select_points
+    from shivam.validate.suites import SUITES
+
+    suites = [s.strip() for s in args.suite.split(",") if s.strip()]
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown and not args.points_file:
+        raise ShivamError(f"unknown suite {unknown[0]!r}: use {', '.join(SUITES)}")
+    points = select_points(suites, args.engine, parse_int(args.limit, "--limit") if args.limit else None,
+                           args.points_file)
+    path, written = run_validation(
+        points, args.out, "points" if args.points_file else "_".join(suites), parse_int(args.gpu_index, "--gpu-index", 0),
+        parse_int(args.repeats, "--repeats"), parse_int(args.min_periods, "--min-periods"),
+        parse_float(args.max_spread, "--max-spread", 0, 1), parse_int(args.extensions, "--extensions", 0),
+        args.weights, args.subtract_idle, args.codecarbon, args.simulate_meter,
+        command="shivam " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    from shivam.calibrate.results import read_records
+    from shivam.cli.render import measured_table
+
+    all_points = [r for r in read_records(path) if r.get("record") == "point"]
+    measured_table(all_points)
+    failed = sum(r["status"] != "ok" for r in written)
+    print(f"{len(written)} points measured this run ({failed} failed), {len(all_points)} in {path}")
+    return 0
+
+
+def _fixes(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ShivamError(f"--fix {item[:60]!r}: give NAME=NUMBER")
+        out[name] = parse_float(value, f"--fix {name}", -1e30, 1e30)
+    return out
+
+
+def cmd_fit(args) -> int:
+    from shivam.calibrate import check_fix, fit_results
+    from shivam.cli.render import fit_table
+    from shivam.files import writable_file
+    from shivam.specs import load_recipe
+
+    out = writable_file(args.output, "-o")
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    fixes = check_fix(_fixes(args.fix))
+    outcome = fit_results(args.results, args.engine, args.gpu, fixes, args.card_factors, recipe)
+    out.write_text(outcome.calibration.model_dump_json(indent=1) + "\n")
+    fit_table(outcome, args.output)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from shivam.calibrate import check_fix, check_results
+    from shivam.cli.render import check_table, progress_bar
+
+    max_error = parse_float(args.max_error, "--max-error", 0, 100)
+    fixes = check_fix(_fixes(args.fix))
+    with progress_bar("leave-one-model-out fits", enabled=args.format != "json") as tick:
+        out = check_results(args.results, args.engine, args.gpu, args.calibration, fixes, args.card_factors, tick)
+    if args.format == "json":
+        _print_json(out)
+    else:
+        check_table(out)
+    worst = max(out["errors"]["energy"]["median"], out["errors"]["time"]["median"])
+    if worst > max_error:
+        print(f"shivam: median error {100 * worst:.1f} % exceeds --max-error {100 * max_error:.1f} %", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from shivam.files import writable_file
+    from shivam.report import validation_report
+
+    writable_file(args.output, "-o")
+    validation_report(args.results, args.output, args.calibration, args.engine, args.gpu, args.card_factors)
+    return 0

@@ -1,0 +1,115 @@
+"""Engine profiles: one JSON file per inference engine (hardware/engines/<name>.json, or a user's own file).
+
+A profile holds what belongs to the engine rather than to the model or the GPU: the default efficiencies and
+overheads a calibration refines, and the engine's kernel facts (how many kernels each operator launches, which
+attention kernel runs and what it costs per key, the kernels fp8 GEMMs add). The workload (shivam.sim.workload)
+reads these facts; it has no engine-specific constant of its own, so adding an engine is adding a file.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shivam.errors import ShivamError, suggest
+from shivam.files import read_json, validation_message
+from shivam.resources import data_dir
+
+
+class MaskedAttention(BaseModel):
+    """The attention kernel the engine runs over several new tokens (verify steps, prefill)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["latency_bound_per_block"] = Field(
+        description="latency_bound_per_block: one thread block per (sequence, head, q_tile queries) streams all of "
+                    "its head's keys and values alone, at the per-block rate attention_cta_Bps")
+    q_tile: int = Field(gt=0, description="queries per thread block")
+    head_dim_even_queries: list[tuple[int, float]] = Field(
+        min_length=1, description="(head_dim bucket, effective head_dim streamed per key and per K/V tensor) at even "
+                                  "query counts; a head_dim takes the first bucket at least as wide")
+    head_dim_odd_queries: list[tuple[int, float]] = Field(min_length=1, description="the same at odd query counts")
+    light_launches: int = Field(ge=0, description="light kernels per layer the mask adds (fills, element-wise)")
+    mask_launches: int = Field(ge=0, description="kernels per step that build the causal mask")
+
+
+class Kernels(BaseModel):
+    """Kernel counts and kernel classes: what the engine launches for each operator of the workload."""
+
+    model_config = ConfigDict(extra="forbid")
+    attention_launches: int = Field(ge=0, description="kernels per layer of attention over one new token")
+    masked_attention: MaskedAttention
+    fp8_cast_launches: int = Field(ge=0, description="light kernels casting a GEMM's input to fp8")
+    fp8_row_multiple: int = Field(gt=0, description="row multiple an fp8 GEMM needs; other row counts are padded")
+    fp8_pad_launches: int = Field(ge=0, description="light kernels padding an fp8 GEMM's rows (zeros + concatenation)")
+    basis: str
+
+
+class FamilyDispatches(BaseModel):
+    per_layer: int = Field(ge=0)
+    outside_layers: int = Field(ge=0)
+    counted_on: str
+
+
+class EagerDispatches(BaseModel):
+    """Operators an eager engine dispatches per decode step, per model family: per_kernel_s multiplies these."""
+
+    what: str
+    measured_by: str
+    transformers: str
+    torch: str
+    date: str
+    families: dict[str, FamilyDispatches]
+
+
+class EngineProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    engine: str
+    description: str
+    memory_efficiency: float = Field(gt=0, le=1.5)
+    compute_efficiency: float = Field(gt=0, le=1.5)
+    overlap_exponent: float = Field(default=100.0, ge=1)
+    dispatch_counts: Literal["graph", "eager"] = Field(
+        default="graph", description="what per_kernel_s multiplies: the kernels of the workload (graph) or the "
+                                     "operators the engine dispatches eagerly (eager_dispatches)")
+    per_kernel_s: float = Field(ge=0)
+    per_step_s: float = Field(ge=0)
+    per_iteration_s: float = Field(ge=0)
+    attention_cta_Bps: float = Field(gt=0)
+    misaligned_matmul_fraction: float = Field(gt=0, le=1)
+    misaligned_bandwidth_fraction: float = Field(gt=0, le=1)
+    misaligned_gemv_bandwidth_fraction: float = Field(gt=0, le=1)
+    misaligned_power_w: float = Field(ge=0)
+    per_light_kernel_s: float = Field(ge=0)
+    kernels: Kernels
+    eager_dispatches: EagerDispatches | None = None
+    basis: str
+
+
+@lru_cache(maxsize=None)
+def engine_ids() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in (data_dir("hardware") / "engines").glob("*.json")))
+
+
+@lru_cache(maxsize=32)
+def load_engine(ref: str) -> EngineProfile:
+    """A bundled engine by name, or an engine profile file in the same schema."""
+    fix = "give a bundled engine name or an engine profile file"
+    if ref.endswith(".json") or "/" in ref:
+        path = Path(ref)
+    else:
+        if ref not in engine_ids():
+            raise ShivamError(f"unknown engine {ref[:80]!r}{suggest(ref, engine_ids())}: use one of "
+                              f"{', '.join(engine_ids())}, or a path to an engine profile file")
+        path = data_dir("hardware") / "engines" / f"{ref}.json"
+    raw = read_json(path, "engine profile", fix)
+    try:
+        prof = EngineProfile.model_validate(raw)
+    except ValidationError as exc:
+        raise ShivamError(validation_message(exc, str(path), fix="compare with hardware/engines/graph.json")) from None
+    if prof.dispatch_counts == "eager" and prof.eager_dispatches is None:
+        raise ShivamError(f"{path}: dispatch_counts is 'eager' but the profile has no eager_dispatches table; "
+                          f"add one (validation/count_eager_ops.py counts it)")
+    return prof

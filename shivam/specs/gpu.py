@@ -1,0 +1,112 @@
+"""GPU specifications: one JSON file per GPU (hardware/<id>.json, or any file in the same schema).
+
+Datasheet figures carry their sources; energy figures are `Estimate`s with a `basis` until a calibration replaces
+them. `shivam gpus --schema` prints the JSON schema a user's own file must follow.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shivam.errors import ShivamError, suggest
+from shivam.files import read_json, validation_message
+from shivam.resources import data_dir
+
+
+class Estimate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: float = Field(ge=0)
+    estimate: bool = True
+    basis: str = Field(description="where the figure comes from")
+
+
+class Memory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(description="HBM3e, GDDR6, ...")
+    capacity_gb: float = Field(gt=0, description="device memory, GB (1e9 bytes)")
+    bandwidth_gbs: float = Field(gt=0, description="datasheet DRAM bandwidth, GB/s")
+
+
+class Pcie(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    generation: int = Field(ge=1)
+    bandwidth_gbs: float = Field(gt=0, description="per direction, x16")
+
+
+class Energy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    idle_power_w: Estimate
+    static_power_w: Estimate = Field(description="power drawn for as long as a step lasts, kernels or not")
+    active_power_w: Estimate = Field(description="extra power while kernels execute")
+    dram_device_pj_per_bit: Estimate = Field(description="the DRAM device's own energy per bit: the physical floor")
+    dram_board_pj_per_bit: Estimate = Field(description="board-level energy per DRAM bit moved")
+    pcie_pj_per_bit: Estimate
+    pj_per_flop: dict[str, Estimate] = Field(description="energy per FLOP by dtype (fp32, bf16, fp8, ...)")
+
+
+class GPU(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(description="short id, e.g. h200; a calibration hardware/calibrated/<id>-<engine>.json applies")
+    name: str = Field(description="the name NVML reports, e.g. NVIDIA H200")
+    memory: Memory
+    peak_tflops: dict[str, float] = Field(min_length=1, description="dense tensor-core peak per dtype, TFLOP/s; "
+                                          "fp32 is the vector units' rate")
+    tdp_w: float = Field(gt=0)
+    pcie: Pcie
+    l2_mb: float = Field(ge=0)
+    multiprocessors: int = Field(gt=0, description="streaming multiprocessors (compute units): thread blocks run at once")
+    energy: Energy
+    sources: list[str] = Field(min_length=1, description="datasheets and papers the figures come from")
+    notes: str = ""
+
+    @property
+    def capacity_bytes(self) -> float:
+        return self.memory.capacity_gb * 1e9
+
+    def default_dtype(self) -> str:
+        return "bf16" if "bf16" in self.peak_tflops else "fp16"
+
+
+@lru_cache(maxsize=None)
+def gpu_ids() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in data_dir("hardware").glob("*.json")))
+
+
+def _is_path(ref: str) -> bool:
+    return ref.endswith(".json") or "/" in ref or "\\" in ref
+
+
+@lru_cache(maxsize=64)
+def load_gpu(ref: str) -> GPU:
+    """A bundled GPU by id (`shivam gpus`), or a GPU file in the bundled schema (`shivam gpus --schema`)."""
+    if not isinstance(ref, str) or not ref:
+        raise ShivamError(f"--gpu {ref!r}: give a bundled GPU id (see `shivam gpus`) or a path to a GPU file")
+    if _is_path(ref):
+        path, shown = Path(ref), ref
+    else:
+        key = ref.lower().replace("_", "-")
+        if key not in gpu_ids():
+            raise ShivamError(f"unknown GPU {ref[:80]!r}{suggest(key, gpu_ids())}; run `shivam gpus` for the bundled "
+                              f"ones, or give a path to a GPU file (`shivam gpus --schema`)")
+        path = data_dir("hardware") / f"{key}.json"
+        shown = str(path)
+    fix = "give a GPU file in the bundled schema (`shivam gpus --schema` prints it)"
+    raw = read_json(path, "GPU file", fix)
+    try:
+        return GPU.model_validate(raw)
+    except ValidationError as exc:
+        raise ShivamError(validation_message(exc, shown, fix="see `shivam gpus --schema`")) from None
+
+
+# NVML device names -> bundled GPU ids
+_NVML_NAMES = {"H200": "h200", "H100 80GB HBM3": "h100-sxm", "H100 PCIe": "h100-pcie", "A100-SXM4-80GB": "a100-80gb",
+               "A100-SXM4-40GB": "a100-40gb", "L4": "l4", "T4": "t4", "A10G": "a10g", "L40S": "l40s",
+               "RTX 4090": "rtx-4090"}
+
+
+def gpu_id_for(nvml_name: str) -> str | None:
+    """The bundled GPU id for a name as NVML reports it ('NVIDIA H200' -> 'h200'), or None."""
+    return next((gid for key, gid in _NVML_NAMES.items() if key in nvml_name), None)
