@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shivam.calibrate.points import point_cost
+from shivam.calibrate.points import PointSet
 from shivam.calibrate.results import Measured
 from shivam.errors import ShivamError
 from shivam.sim.roofline import energy_features, energy_not_fitted
@@ -37,9 +37,9 @@ def _with(params: Params, values: dict) -> Params:
     return params.model_copy(update=values)
 
 
-def _time_residuals(x, names, base: Params, data: list[Measured]) -> np.ndarray:
+def _time_residuals(x, names, base: Params, points: PointSet, meas_t: np.ndarray) -> np.ndarray:
     p = _with(base, dict(zip(names, x)))
-    return np.array([float(point_cost(m.point, p)[0].time_s) / m.time_s - 1.0 for m in data])
+    return points.costs(p).time_s / meas_t - 1.0
 
 
 def _identifiable(names, cov, values) -> tuple[dict, list[str]]:
@@ -98,11 +98,10 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
 
     fix = dict(fix or {})
     kinds = {m.point.kind for m in data}
+    points, meas_t = PointSet([m.point for m in data], base), np.array([m.time_s for m in data])
     # parameters with no data that could move them are held, not fitted
-    several = any(m.point.kind == "generate" or (m.point.kind == "spec" and m.point.k > 0)
-                  or (m.point.kind == "step" and m.point.new_tokens > 1) for m in data)  # masked attention
     relevant = {"pcie_Bps": "stage1" in kinds, "per_iteration_s": bool(kinds & {"spec", "generate"}),
-                "attention_cta_Bps": several,
+                "attention_cta_Bps": points.has_latency_bound_kernels,
                 "per_step_s": bool(kinds - {"stage1"}), "per_kernel_s": bool(kinds - {"stage1"})}
     names = [n for n in TIME_PARAMS if n not in fix and relevant.get(n, True)]
     held = {n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix}
@@ -111,7 +110,7 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     x0 = np.array([min(getattr(base, n), 4.0) if n == "overlap_exponent" else getattr(base, n) for n in names])
     lo, hi = np.array([TIME_BOUNDS[n][0] for n in names]), np.array([TIME_BOUNDS[n][1] for n in names])
     scale = np.maximum(np.abs(x0), 1e-7)
-    sol = least_squares(_time_residuals, np.clip(x0, lo, hi), bounds=(lo, hi), args=(names, base, data),
+    sol = least_squares(_time_residuals, np.clip(x0, lo, hi), bounds=(lo, hi), args=(names, base, points, meas_t),
                         x_scale=scale, method="trf")
     unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, np.maximum(np.abs(sol.x), scale)), sol.x)
     if bad and strict:
@@ -120,13 +119,13 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     p = _with(base, time_values)
 
     # energy: linear in the energy parameters once the times are known
-    costs = [point_cost(m.point, p)[0] for m in data]
-    features = [energy_features(c) for c in costs]
-    cols = {n: np.array([float(f[n]) for f in features]) for n in ENERGY_PARAMS}
+    costs = points.costs(p)
+    features = energy_features(costs)
+    cols = {n: np.asarray(features[n], dtype=float) for n in ENERGY_PARAMS}
     e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
     meas_e = np.array([m.energy_j for m in data])
     fixed_part = (sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix)
-                  + np.array([float(energy_not_fitted(c)) for c in costs]))
+                  + np.asarray(energy_not_fitted(costs), dtype=float))
     cards = [m.card for m in data]
     factors = {c: 1.0 for c in cards}
     for _ in range(50 if card_factors else 1):
@@ -148,7 +147,7 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     final = _with(p, {k: v for k, v in all_values.items() if k in Params.model_fields and k not in time_values})
     final = _with(final, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
     f_row = np.array([factors[c] for c in cards]) if card_factors else 1.0
-    energy_pred = f_row * np.array([float(point_cost(m.point, final)[0].energy_j) for m in data])
+    energy_pred = f_row * points.costs(final).energy_j
     return FitResult(final, all_values, {**{n: unc[n] for n in names}, **e_unc},
                      {"time": sol.fun.tolist(), "energy": (energy_pred / meas_e - 1).tolist()}, held,
                      factors if card_factors else {})

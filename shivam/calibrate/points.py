@@ -17,9 +17,9 @@ from pydantic import BaseModel
 from shivam.specs import Params
 from shivam.specs.model import load_model
 from shivam.sim.scenario import Scenario
-from shivam.sim.roofline import StepCost, host_wait
+from shivam.sim.hostcopy import sequence_weights, unit_steps
+from shivam.sim.roofline import StepCost, StepInputs, StepSet, host_wait, step_cost
 from shivam.sim.speculative import tokens_per_iteration
-from shivam.sim.hostcopy import sequence_cost
 from shivam.specs import Dtypes
 
 
@@ -72,28 +72,68 @@ def scenario(point: Point, params: Params) -> Scenario:
                     prompt=point.prompt or point.context, gen=max(point.gen, 1))
 
 
-def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
-    """(cost of one measured call, expected tokens per call, bound of its main step).
-
-    The same calls the engines time: a step is one forward + host readback; a spec call is one iteration
-    (k draft steps, verify of k+1, sync); a generate call is prefill + gen-1 synced decode steps; stage1 is the
-    whole reload or reuse sequence."""
+def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInputs]], float, StepInputs | None]:
+    """The steps one measured call of this point runs, with how many times each runs, the host syncs it waits for,
+    and the step whose bound names the point's. The same calls the engines time: a step is one forward + host
+    readback; a spec call is one iteration (k draft steps, verify of k+1, sync); a generate call is prefill + gen-1
+    synced decode steps; stage1 is the whole reload or reuse sequence."""
     if point.kind == "stage1":
-        total = sequence_cost(params, point.size, point.tokens, point.dtypes, point.reuse, point.reload)
-        return total, 0.0, total.bound
+        copy_gemm, gemm = unit_steps(params, point.size, point.tokens, point.dtypes)
+        w_copy, w_gemm = sequence_weights(point.reuse, point.reload)
+        return [(float(w_copy), copy_gemm), (float(w_gemm), gemm)], 0.0, None
     scn = scenario(point, params)
     if point.kind == "step":
-        c = scn.verify_step(point.new_tokens - 1, point.context)
-        return c, float(point.batch * point.new_tokens), c.bound
+        verify = scn.step_inputs(scn.target, point.new_tokens, point.context)
+        return [(1.0, verify)], 0.0, verify
     if point.kind == "spec":
-        draft, verify, sync = scn.iteration(point.k, point.context)
-        return draft + verify + sync, point.batch * float(tokens_per_iteration(point.alpha, point.k)), verify.bound
+        verify = scn.step_inputs(scn.target, point.k + 1, point.context)
+        if point.k == 0:
+            return [(1.0, verify)], 1.0, verify
+        # k draft steps at contexts c..c+k-1: costs are affine in context, so k at the mean context are exact
+        draft = scn.step_inputs(scn.draft, 1, point.context + (point.k - 1) / 2)
+        return [(1.0, verify), (float(point.k), draft)], 1.0, verify
     # generate: prefill of the prompt, then gen-1 decode steps at contexts prompt .. prompt+gen-2, each synced
-    prefill = scn.prefill_step()
-    ctx = point.prompt + np.arange(point.gen - 1)
-    decode = scn.verify_step(0, ctx) + host_wait(params, params.per_iteration_s)
-    total = prefill + decode.total()
-    return total, float(point.batch * point.gen), scn.verify_step(0, point.prompt).bound
+    prefill = scn.step_inputs(scn.target, point.prompt, 0)
+    decode = scn.step_inputs(scn.target, 1, point.prompt + np.arange(point.gen - 1))
+    return [(1.0, prefill), (1.0, decode)], float(point.gen - 1), scn.step_inputs(scn.target, 1, point.prompt)
+
+
+def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
+    """(cost of one measured call, expected tokens per call, bound of its main step)."""
+    steps, syncs, main = point_steps(point, params)
+    costs = [step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
+             for w, (ops, dtype, eager, host_steps) in steps if w]
+    total = sum(costs[1:], costs[0]) + host_wait(params, syncs * params.per_iteration_s)
+    if main is None:
+        return total, 0.0, total.bound
+    bound = step_cost(main.ops, params, main.compute_dtype, main.host_steps, dispatches=main.dispatches).bound
+    if point.kind == "step":
+        tokens = float(point.batch * point.new_tokens)
+    elif point.kind == "spec":
+        tokens = point.batch * float(tokens_per_iteration(point.alpha, point.k))
+    else:
+        tokens = float(point.batch * point.gen)
+    return total, tokens, bound
+
+
+class PointSet:
+    """Many points costed in one vectorized pass per parameter set (shivam.sim.roofline.StepSet), for the fit.
+    Built once from the parameters the data are fitted from; the fit moves only what StepSet re-evaluates."""
+
+    def __init__(self, points: list[Point], params: Params):
+        steps, syncs = [], np.zeros(len(points))
+        for i, point in enumerate(points):
+            point_steps_, syncs[i], _ = point_steps(point, params)
+            steps += [(i, w, inputs) for w, inputs in point_steps_ if w]
+        self._set, self._syncs = StepSet(steps, len(points)), syncs
+
+    @property
+    def has_latency_bound_kernels(self) -> bool:
+        """Whether any point runs a kernel held at its thread blocks' latency floor (what attention_cta_Bps sets)."""
+        return self._set.has_block_bytes
+
+    def costs(self, params: Params) -> StepCost:
+        return self._set.costs(params) + host_wait(params, self._syncs * params.per_iteration_s)
 
 
 def predict_point(point: Point, params: Params) -> dict:

@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from shivam.specs import Params
-from shivam.sim.roofline import StepCost, step_cost
-from shivam.specs import Dtypes
+from shivam.sim.roofline import StepCost, StepInputs, step_cost
 from shivam.sim.workload import host_to_device_gemm_ops
+from shivam.specs import Dtypes, Params
+
+
+def unit_steps(p: Params, n: int, tokens: int, dt: Dtypes) -> tuple[StepInputs, StepInputs]:
+    """(copy + GEMM, GEMM alone): launched back to back, with no host step of their own."""
+    return (StepInputs(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=True), dt.compute, None, 0),
+            StepInputs(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=False), dt.compute, None, 0))
+
+
+def sequence_weights(reuse, reload: bool) -> tuple:
+    """How many (copy + GEMM) and (GEMM alone) units a sequence runs: r x (copy + GEMM), or copy + GEMM then r - 1
+    GEMMs. `reuse` may be an array."""
+    reuse = np.asarray(reuse, dtype=float)
+    return (reuse, 0.0) if reload else (1.0, reuse - 1)
 
 
 def _units(p: Params, n: int, tokens: int, dt: Dtypes) -> tuple[StepCost, StepCost]:
-    """(copy + GEMM, GEMM alone)."""
-    return (step_cost(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=True), p, dt.compute, host_steps=0),
-            step_cost(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=False), p, dt.compute, host_steps=0))
+    return tuple(step_cost(ops, p, dtype, host_steps) for ops, dtype, _, host_steps in unit_steps(p, n, tokens, dt))
 
 
 def _sequence(copy_gemm: StepCost, gemm: StepCost, reuse, reload: bool) -> StepCost:
-    return copy_gemm.scaled(reuse) if reload else copy_gemm + gemm.scaled(np.asarray(reuse, dtype=float) - 1)
+    w_copy, w_gemm = sequence_weights(reuse, reload)
+    return copy_gemm.scaled(w_copy) + gemm.scaled(w_gemm)
 
 
 def sequence_cost(p: Params, n: int, tokens: int, dt: Dtypes, reuse, reload: bool) -> StepCost:

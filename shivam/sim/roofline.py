@@ -25,6 +25,7 @@ Everything broadcasts over numpy arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -136,6 +137,19 @@ def overlap(t_mem, t_comp, p: float):
     return np.where(big > 0, big * ((t_mem / safe) ** p + (t_comp / safe) ** p) ** (1.0 / p), 0.0)
 
 
+class StepInputs(NamedTuple):
+    """What step_cost takes: a step's operators, the dtype its matmuls run in, an eager engine's dispatch count."""
+
+    ops: list[OpCost]
+    compute_dtype: str
+    dispatches: float | None = None
+    host_steps: int = 1
+
+
+def _energy_key(op: OpCost, compute_dtype: str) -> str:
+    return "fp32" if op.kind == "elementwise" else compute_dtype
+
+
 def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int = 1, dispatches=None) -> StepCost:
     """The step's cost. `dispatches`, when given, replaces the operators' own kernel count as what per_kernel_s
     multiplies: an eager engine's host dispatches per step (shivam.sim.workload.eager_dispatches)."""
@@ -155,9 +169,16 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
         flops = flops + op.repeat * op.flops
         launches = launches + op.repeat * op.launches
         light = light + op.repeat * op.light_launches
-        e_flop = e_flop + op.repeat * op.flops * p.j_per_flop.get("fp32" if op.kind == "elementwise" else compute_dtype, 0.0)
+        e_flop = e_flop + op.repeat * op.flops * p.j_per_flop.get(_energy_key(op, compute_dtype), 0.0)
     if dispatches is not None:  # an eager engine's dispatch count includes the light kernels
         launches, light = np.full_like(np.asarray(launches, dtype=float), dispatches), 0.0
+    return _assemble(p, busy, mem_b, comp_b, floor_sm, fallback, dram, wb, kvb, pcie, flops, e_flop, launches, light,
+                     host_steps)
+
+
+def _assemble(p: Params, busy, mem_b, comp_b, floor_sm, fallback, dram, wb, kvb, pcie, flops, e_flop, launches, light,
+              host_steps) -> StepCost:
+    """The step's overhead and energy terms from its summed operator times and counts (the per-step equations)."""
     overhead = launches * p.per_kernel_s + light * p.per_light_kernel_s + host_steps * p.per_step_s
     return StepCost(time_s=busy + overhead, busy_s=busy, overhead_s=overhead, memory_bound_s=mem_b,
                     compute_bound_s=comp_b, floor_sm_s=floor_sm, fallback_s=fallback, dram_bytes=dram,
@@ -166,6 +187,86 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
                     e_active=p.active_power_w * busy, e_floor=p.block_power_w * floor_sm,
                     e_fallback=p.misaligned_power_w * fallback, e_memory=p.dram_j_per_byte * dram, e_compute=e_flop,
                     e_pcie=p.pcie_j_per_byte * pcie)
+
+
+class StepSet:
+    """Weighted sums of many steps, costed together: owner i's cost is the sum over its steps of weight x
+    step_cost(step), with step_cost's equations, vectorized over every operator of every step (one op_time call per
+    operator kind and dtype). A fit evaluates hundreds of measured points per parameter set; this makes that one
+    numpy pass. The operators, and so the kernel facts they were counted with, are fixed when the set is built.
+
+    steps: (owner index, weight, StepInputs); a step whose operators hold 1-d arrays (a decode step over several
+    contexts) counts once per element."""
+
+    _FIELDS = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes", "act_bytes", "pcie_bytes", "block_bytes",
+               "blocks")
+
+    def __init__(self, steps: list[tuple[int, float, StepInputs]], owners: int):
+        self.owners = owners
+        rows: dict[tuple[str, str], dict[str, list]] = {}
+        sums = {k: np.zeros(owners) for k in ("dram", "wb", "kvb", "pcie", "flops", "launches", "light", "host_steps")}
+        self._flops_by_key: dict[str, np.ndarray] = {}
+        for owner, weight, step in steps:
+            # a step over several contexts is that many steps: every operator counts once per element
+            shape = np.broadcast_shapes(*(np.shape(getattr(op, f)) for op in step.ops
+                                          for f in self._FIELDS + ("launches", "light_launches")))
+            launches = light = 0.0
+            for op in step.ops:
+                mult = weight * op.repeat
+                group = rows.setdefault((op.kind, step.compute_dtype), {f: [] for f in self._FIELDS + ("owner", "m")})
+                for f in self._FIELDS:
+                    group[f].append(np.broadcast_to(np.asarray(getattr(op, f), dtype=float), shape).ravel())
+                n = int(np.prod(shape))
+                group["owner"].append(np.full(n, owner))
+                group["m"].append(np.full(n, mult))
+                total = lambda x: mult * np.sum(np.broadcast_to(x, shape))  # noqa: E731
+                sums["dram"][owner] += total(op.dram_bytes)
+                sums["wb"][owner] += total(op.weight_bytes)
+                sums["kvb"][owner] += total(op.kv_read_bytes + op.kv_write_bytes)
+                sums["pcie"][owner] += total(op.pcie_bytes)
+                f_sum = total(op.flops)
+                sums["flops"][owner] += f_sum
+                key = _energy_key(op, step.compute_dtype)
+                self._flops_by_key.setdefault(key, np.zeros(owners))[owner] += f_sum
+                launches = launches + op.repeat * np.asarray(op.launches, dtype=float)
+                light = light + op.repeat * np.asarray(op.light_launches, dtype=float)
+            if step.dispatches is not None:
+                launches, light = float(step.dispatches), 0.0
+            elements = int(np.prod(shape))
+            sums["launches"][owner] += weight * np.sum(np.broadcast_to(launches, shape))
+            sums["light"][owner] += weight * np.sum(np.broadcast_to(light, shape))
+            sums["host_steps"][owner] += weight * step.host_steps * elements
+        self._sums = sums
+        self._groups = []
+        for (kind, dtype), g in rows.items():
+            stacked = OpCost("stack", kind, *(np.concatenate(g[f]) for f in ("flops", "weight_bytes",
+                             "kv_read_bytes", "kv_write_bytes", "act_bytes")), 0.0, 1,
+                             pcie_bytes=np.concatenate(g["pcie_bytes"]), block_bytes=np.concatenate(g["block_bytes"]),
+                             blocks=np.concatenate(g["blocks"]))
+            self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
+
+    @property
+    def has_block_bytes(self) -> bool:
+        """Whether any operator is a latency-bound kernel whose blocks stream bytes at attention_cta_Bps."""
+        return any(bool(np.any(op.block_bytes > 0)) for _, _, op, _, _ in self._groups)
+
+    def costs(self, p: Params) -> StepCost:
+        """Every owner's cost under parameters p: a StepCost of shape (owners,)."""
+        n = self.owners
+        busy, mem_b, comp_b, floor_sm, fallback = (np.zeros(n) for _ in range(5))
+        for kind, dtype, op, owner, m in self._groups:
+            t_op, sm_s, memory_bound = op_time(op, p, dtype)
+            t_op, sm_s = np.broadcast_to(t_op, owner.shape), np.broadcast_to(sm_s, owner.shape)
+            busy += np.bincount(owner, m * t_op, n)
+            floor_sm += np.bincount(owner, m * sm_s, n)
+            if kind in FALLBACK_KINDS:
+                fallback += np.bincount(owner, m * t_op, n)
+            mem_b += np.bincount(owner, m * np.where(memory_bound, t_op, 0.0), n)
+            comp_b += np.bincount(owner, m * np.where(memory_bound, 0.0, t_op), n)
+        s = self._sums
+        e_flop = sum(p.j_per_flop.get(key, 0.0) * f for key, f in self._flops_by_key.items())
+        return _assemble(p, busy, mem_b, comp_b, floor_sm, fallback, s["dram"], s["wb"], s["kvb"], s["pcie"],
+                         s["flops"], e_flop, s["launches"], s["light"], s["host_steps"])
 
 
 def host_wait(p: Params, seconds) -> StepCost:

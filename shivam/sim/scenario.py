@@ -14,7 +14,7 @@ import numpy as np
 from shivam.errors import ShivamError
 from shivam.specs import Params
 from shivam.specs.model import ModelSpec
-from shivam.sim.roofline import StepCost, host_wait, step_cost
+from shivam.sim.roofline import StepCost, StepInputs, host_wait, step_cost
 from shivam.sim.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
 from shivam.specs import Dtypes
 from shivam.sim.workload import eager_dispatches, kv_cache_bytes, step_ops, weight_bytes
@@ -33,12 +33,17 @@ class Scenario:
     gen: int = 128
 
     # --- the three kinds of step ---------------------------------------------------------------------------
-    def _step(self, model: ModelSpec, new_tokens, context) -> StepCost:
-        # an eager engine's host cost follows the operators it dispatches, not the graph decoder's kernels
+    def step_inputs(self, model: ModelSpec, new_tokens, context) -> StepInputs:
+        """The operators of a forward step of `model` and what the roofline needs besides them."""
         p = self.params
+        # an eager engine's host cost follows the operators it dispatches, not the kernels of the workload
         eager = eager_dispatches(model, p.eager_dispatches) if p.dispatch_counts == "eager" else None
-        return step_cost(step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels), p,
-                         self.dtypes.compute, dispatches=eager)
+        return StepInputs(step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels),
+                          self.dtypes.compute, eager)
+
+    def _step(self, model: ModelSpec, new_tokens, context) -> StepCost:
+        ops, dtype, eager, host_steps = self.step_inputs(model, new_tokens, context)
+        return step_cost(ops, self.params, dtype, host_steps, dispatches=eager)
 
     def verify_step(self, k, context) -> StepCost:
         """Target forward over k+1 tokens (k=0: a plain decode step)."""

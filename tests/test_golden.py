@@ -1,0 +1,52 @@
+"""Predictions are unchanged by the restructuring into layers: tests/golden/predictions.json holds a grid of
+predictions and the predicted cost of every committed measurement point, computed by tests/golden/make_golden.py at
+the commit before it; the public API must reproduce them to rtol 1e-9."""
+
+import json
+
+import numpy as np
+import pytest
+
+import shivam
+from conftest import ROOT
+from shivam.calibrate import load_results, point_cost
+from shivam.specs import load_gpu, resolve_params
+
+GOLDEN = json.loads((ROOT / "tests/golden/predictions.json").read_text())
+
+
+def test_the_golden_grid_is_reproduced_by_the_api():
+    compared = refused = 0
+    for g in GOLDEN["grid"]:
+        args = dict(model=g["model"], gpu=g["gpu"], k=GOLDEN["ks"], alpha=GOLDEN["alphas"], draft=GOLDEN["draft"],
+                    batch=int(g["batch"]), prompt=GOLDEN["prompt"], gen=GOLDEN["gen"], engine=g["engine"],
+                    weights_dtype=g["weights_dtype"], kv_dtype=g["kv_dtype"])
+        if "error" in g:
+            with pytest.raises(shivam.ShivamError):
+                shivam.predict(**args)
+            refused += 1
+            continue
+        res = shivam.predict(**args)
+        assert res.meta["parameters"] == g["parameters"]
+        got = np.array([[r["k"], r["alpha"], r["time_per_token_s"], r["energy_per_token_j"],
+                         r["floor_energy_per_token_j"], r["tokens_per_iteration"]] for r in res.rows])
+        np.testing.assert_allclose(got, np.array(g["rows"]), rtol=1e-9, atol=0, err_msg=str(args))
+        compared += 1
+    assert compared > 500 and refused > 0  # both branches are exercised
+
+
+def test_every_committed_points_predicted_cost_is_unchanged():
+    files = sorted(str(p) for p in (ROOT / "validation/results/h200").glob("*.jsonl"))
+    golden = {(json.dumps(p["point"], sort_keys=True), p["engine"]): p for p in GOLDEN["points"]}
+    n = 0
+    for engine in ("graph", "hf"):
+        data, gpu = load_results(files, engine)
+        params = resolve_params(load_gpu(gpu), engine)
+        for m in data:
+            want = golden[(json.dumps(m.point.model_dump(), sort_keys=True), engine)]
+            cost, tokens, bound = point_cost(m.point, params)
+            assert float(cost.time_s) == pytest.approx(want["time_s"], rel=1e-9, abs=0)
+            assert float(cost.energy_j) == pytest.approx(want["energy_j"], rel=1e-9, abs=0)
+            assert (tokens, bound) == (want["tokens"], want["bound"])
+            n += 1
+    assert n == len(GOLDEN["points"])
