@@ -19,6 +19,8 @@ def read_text(path: str | Path, what: str, fix: str) -> str:
             raise ShivamError(f"{what} {shown!r} is a directory, not a file; {fix}")
         if not p.exists():
             raise ShivamError(f"{what} {shown!r} does not exist; {fix}")
+        if not p.is_file():  # a FIFO or a device: reading it could block forever
+            raise ShivamError(f"{what} {shown!r} is not a regular file; {fix}")
         data = p.read_bytes()
     except ShivamError:
         raise

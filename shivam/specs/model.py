@@ -11,9 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from shivam.errors import ShivamError, suggest
+from shivam.files import read_json
 from shivam.resources import data_dir
 
 
@@ -127,55 +128,106 @@ def _need(cfg: dict, key: str, source: str):
     return cfg[key]
 
 
+# config.json fields that must be positive whole numbers where present, per family
+_POSITIVE_INTS = {
+    "opt": ("hidden_size", "num_hidden_layers", "num_attention_heads", "ffn_dim", "vocab_size",
+            "max_position_embeddings", "word_embed_proj_dim"),
+    "gpt2": ("n_embd", "n_layer", "n_head", "n_inner", "vocab_size", "n_positions"),
+    "llama": ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+              "intermediate_size", "vocab_size", "max_position_embeddings", "num_local_experts",
+              "num_experts_per_tok"),
+}
+_BOOLS = ("tie_word_embeddings", "do_layer_norm_before", "_remove_final_layer_norm", "enable_bias", "attention_bias",
+          "mlp_bias")
+# ModelSpec field -> the config.json key it comes from, for messages
+_CONFIG_KEY = {"opt": {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
+                       "intermediate": "ffn_dim", "vocab": "vocab_size", "embed_dim": "word_embed_proj_dim",
+                       "max_context": "max_position_embeddings"},
+               "gpt2": {"hidden": "n_embd", "layers": "n_layer", "heads": "n_head", "intermediate": "n_inner",
+                        "vocab": "vocab_size", "max_context": "n_positions"},
+               "llama": {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
+                         "kv_heads": "num_key_value_heads", "head_dim": "head_dim",
+                         "intermediate": "intermediate_size", "vocab": "vocab_size",
+                         "max_context": "max_position_embeddings", "experts": "num_local_experts",
+                         "experts_per_token": "num_experts_per_tok"}}
+
+
+def _family_group(family: str) -> str:
+    return "opt" if family in _OPT_LIKE else "gpt2" if family in _GPT2_LIKE else "llama"
+
+
+def _check_types(cfg: dict, family: str, source: str) -> None:
+    """Refuse, by name, a field of the wrong type or sign before any arithmetic uses it."""
+    for key in _POSITIVE_INTS[_family_group(family)]:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > 10**9:
+            raise ShivamError(f"{source}: field {key!r} must be a positive whole number (got {str(value)[:40]!r}); "
+                              f"fix {key} in config.json")
+    for key in _BOOLS:
+        if key in cfg and cfg[key] is not None and not isinstance(cfg[key], bool):
+            raise ShivamError(f"{source}: field {key!r} must be true or false (got {str(cfg[key])[:40]!r}); "
+                              f"fix {key} in config.json")
+
+
 def spec_from_config(cfg: dict, name: str, source: str = "config.json") -> ModelSpec:
     if not isinstance(cfg, dict):
         raise ShivamError(f"{source}: config.json must hold a JSON object; use the model's Hugging Face config.json")
     family = cfg.get("model_type")
     if family is None:
-        raise ShivamError(f"{source}: config.json lacks the field 'model_type'; use the model's Hugging Face config.json")
+        raise ShivamError(f"{source}: config.json lacks the field 'model_type'; use the model's Hugging Face "
+                          f"config.json")
+    if not isinstance(family, str) or family not in SUPPORTED_FAMILIES:
+        raise ShivamError(f"{source}: model_type {str(family)[:40]!r} is not supported; supported families: "
+                          f"{', '.join(SUPPORTED_FAMILIES)}")
+    _check_types(cfg, family, source)
     need = lambda key: _need(cfg, key, source)  # noqa: E731
+    if family in _OPT_LIKE:
+        d = need("hidden_size")
+        fields = dict(hidden=d, layers=need("num_hidden_layers"), heads=need("num_attention_heads"),
+                      intermediate=need("ffn_dim"), vocab=need("vocab_size"),
+                      embed_dim=cfg.get("word_embed_proj_dim") or d,
+                      learned_positions=need("max_position_embeddings") + 2,  # OPT offsets positions by 2
+                      tied_embeddings=cfg.get("tie_word_embeddings", True), gated_mlp=False, norm="layernorm",
+                      final_norm=(cfg.get("do_layer_norm_before", True)
+                                  and not cfg.get("_remove_final_layer_norm", False)),
+                      qkv_bias=cfg.get("enable_bias", True), out_bias=cfg.get("enable_bias", True),
+                      mlp_bias=cfg.get("enable_bias", True), max_context=need("max_position_embeddings"))
+    elif family in _GPT2_LIKE:
+        d = need("n_embd")
+        fields = dict(hidden=d, layers=need("n_layer"), heads=need("n_head"), intermediate=cfg.get("n_inner") or 4 * d,
+                      vocab=need("vocab_size"), embed_dim=d, learned_positions=need("n_positions"),
+                      tied_embeddings=cfg.get("tie_word_embeddings", True), gated_mlp=False, norm="layernorm",
+                      final_norm=True, qkv_bias=True, out_bias=True, mlp_bias=True, max_context=need("n_positions"))
+    else:
+        d, heads = need("hidden_size"), need("num_attention_heads")
+        default_bias = family == "qwen2"  # Qwen2 has q/k/v biases and no flag for them
+        fields = dict(hidden=d, layers=need("num_hidden_layers"), heads=heads,
+                      kv_heads=cfg.get("num_key_value_heads") or heads,
+                      head_dim=cfg.get("head_dim") or d // heads,
+                      intermediate=need("intermediate_size"), vocab=need("vocab_size"), embed_dim=d,
+                      learned_positions=0, tied_embeddings=cfg.get("tie_word_embeddings", family == "gemma"),
+                      gated_mlp=True, norm="rmsnorm", final_norm=True,
+                      qkv_bias=cfg.get("attention_bias", default_bias), out_bias=False,
+                      mlp_bias=cfg.get("mlp_bias", False),
+                      experts=cfg.get("num_local_experts") or 1, experts_per_token=cfg.get("num_experts_per_tok") or 1,
+                      max_context=need("max_position_embeddings"))
+    fields.setdefault("kv_heads", fields["heads"])
+    if fields["hidden"] < fields["heads"] and "head_dim" not in fields:
+        raise ShivamError(f"{source}: hidden size {fields['hidden']} is smaller than the number of attention heads "
+                          f"{fields['heads']}; fix the config's hidden size or heads")
+    fields.setdefault("head_dim", fields["hidden"] // fields["heads"])
     try:
-        if family in _OPT_LIKE:
-            d = need("hidden_size")
-            fields = dict(hidden=d, layers=need("num_hidden_layers"), heads=need("num_attention_heads"),
-                          intermediate=need("ffn_dim"), vocab=need("vocab_size"),
-                          embed_dim=cfg.get("word_embed_proj_dim") or d,
-                          learned_positions=need("max_position_embeddings") + 2,  # OPT offsets positions by 2
-                          tied_embeddings=cfg.get("tie_word_embeddings", True), gated_mlp=False, norm="layernorm",
-                          final_norm=cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm", False),
-                          qkv_bias=cfg.get("enable_bias", True), out_bias=cfg.get("enable_bias", True),
-                          mlp_bias=cfg.get("enable_bias", True), max_context=need("max_position_embeddings"))
-        elif family in _GPT2_LIKE:
-            d = need("n_embd")
-            fields = dict(hidden=d, layers=need("n_layer"), heads=need("n_head"), intermediate=cfg.get("n_inner") or 4 * d,
-                          vocab=need("vocab_size"), embed_dim=d, learned_positions=need("n_positions"),
-                          tied_embeddings=cfg.get("tie_word_embeddings", True), gated_mlp=False, norm="layernorm",
-                          final_norm=True, qkv_bias=True, out_bias=True, mlp_bias=True, max_context=need("n_positions"))
-        elif family in _LLAMA_LIKE:
-            d, heads = need("hidden_size"), need("num_attention_heads")
-            default_bias = family == "qwen2"  # Qwen2 has q/k/v biases and no flag for them
-            fields = dict(hidden=d, layers=need("num_hidden_layers"), heads=heads,
-                          kv_heads=cfg.get("num_key_value_heads") or heads,
-                          head_dim=cfg.get("head_dim") or d // heads,
-                          intermediate=need("intermediate_size"), vocab=need("vocab_size"), embed_dim=d,
-                          learned_positions=0, tied_embeddings=cfg.get("tie_word_embeddings", family == "gemma"),
-                          gated_mlp=True, norm="rmsnorm", final_norm=True,
-                          qkv_bias=cfg.get("attention_bias", default_bias), out_bias=False,
-                          mlp_bias=cfg.get("mlp_bias", False),
-                          experts=cfg.get("num_local_experts") or 1, experts_per_token=cfg.get("num_experts_per_tok") or 1,
-                          max_context=need("max_position_embeddings"))
-        else:
-            raise ShivamError(f"{source}: model_type {family!r} is not supported; supported families: "
-                              f"{', '.join(SUPPORTED_FAMILIES)}")
-        fields.setdefault("kv_heads", fields["heads"])
-        fields.setdefault("head_dim", fields["hidden"] // fields["heads"])
         return ModelSpec(name=name, family=family, **fields)
-    except ShivamError:
-        raise
-    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-        first = str(exc).strip().splitlines()
-        detail = first[-1] if len(first) < 3 else " ".join(line.strip() for line in first[1:3])
-        raise ShivamError(f"{source}: config.json is not a valid {family} config ({detail}); fix the field named") from None
+    except ValidationError as exc:
+        keys = {**_CONFIG_KEY[_family_group(family)], "": "config.json"}
+        err = exc.errors()[0]
+        loc = str(err["loc"][0]) if err.get("loc") else ""
+        key = keys.get(loc, loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ShivamError(f"{source}: config.json is not a valid {family} config: {msg}; fix "
+                          f"{key if loc else 'the fields it names'} in config.json") from None
 
 
 @lru_cache(maxsize=1)
@@ -184,27 +236,33 @@ def bundled_index() -> dict[str, dict]:
 
 
 def resolve_model(ref: str) -> tuple[str, dict, str]:
-    """An alias, a Hugging Face id or a path to a config.json -> (display name, config dict, source)."""
+    """An alias, a Hugging Face id or a path to a config.json (or its folder) -> (display name, config, source)."""
     index = bundled_index()
     by_hf_id = {entry["hf_id"].lower(): alias for alias, entry in index.items()}
     alias = ref.lower() if ref.lower() in index else by_hf_id.get(ref.lower())
     if alias:
         path = data_dir("models") / index[alias]["file"]
         return alias, json.loads(path.read_text()), str(path)
-    path = Path(ref)
-    if path.is_dir():
-        path = path / "config.json"
-    if path.suffix == ".json" or path.exists():
-        if not path.is_file():
-            raise ShivamError(f"model file {str(path)!r} does not exist; give a path to a config.json or a bundled alias")
-        try:
-            cfg = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ShivamError(f"{path}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
-                              f"give the model's Hugging Face config.json") from None
+    fix = "give a path to a config.json or a bundled alias (`shivam models`)"
+    looks_like_path = ref.endswith(".json") or "/" in ref or "\\" in ref
+    try:
+        path = Path(ref)
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ShivamError(f"model folder {ref[:120]!r} holds no config.json; {fix}")
+            path = path / "config.json"
+            looks_like_path = True
+        exists = looks_like_path or path.exists()
+    except OSError as exc:  # a name too long for the file system, say
+        if not looks_like_path:
+            exists = False
+        else:
+            raise ShivamError(f"model file {ref[:60]!r}... cannot be opened ({exc.strerror}); {fix}") from None
+    if exists:
+        cfg = read_json(path, "model file", fix)
         return path.parent.name if path.name == "config.json" else path.stem, cfg, str(path)
     choices = list(index) + [e["hf_id"] for e in index.values()]
-    raise ShivamError(f"unknown model {ref!r}{suggest(ref, choices)}; run `shivam models` for the bundled ones, "
+    raise ShivamError(f"unknown model {ref[:80]!r}{suggest(ref, choices)}; run `shivam models` for the bundled ones, "
                       f"or give a path to a config.json")
 
 

@@ -1,0 +1,236 @@
+"""Every input answered: each case a new user found ends as one line on stderr and exit code 2, and a property-based
+test over config fields and command-line arguments finds no input that ends otherwise."""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import shivam
+from conftest import ROOT
+from shivam.cli import main
+from test_cli import assert_clean_error
+
+LLAMA = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 512}
+
+
+@pytest.fixture
+def binary(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(bytes(range(256)) * 4)
+    return str(path)
+
+
+def test_config_with_zero_heads(cli, write_config):
+    res = cli("predict", "--model", write_config({**LLAMA, "num_attention_heads": 0}), "--gpu", "h200", "--k", "0")
+    assert_clean_error(res, "num_attention_heads", "positive whole number")
+
+
+def test_config_field_of_the_wrong_type_is_named(cli, write_config):
+    assert_clean_error(cli("inspect", "--model", write_config({**LLAMA, "hidden_size": "wide"})), "hidden_size")
+    assert_clean_error(cli("inspect", "--model", write_config({**LLAMA, "tie_word_embeddings": "yes"})),
+                       "tie_word_embeddings")
+
+
+def test_pydantic_refusals_name_the_config_field(cli, write_config):
+    res = cli("inspect", "--model", write_config({**LLAMA, "num_key_value_heads": 3}))
+    assert_clean_error(res, "num_key_value_heads", "fix")
+    message = res.stderr.split("config.json:", 1)[1].lower()  # the path holds this test's name
+    assert "value error" not in message and "pydantic" not in message and "errors.pydantic.dev" not in message
+
+
+@pytest.mark.parametrize("command", ["fit", "check", "report"])
+def test_binary_results_file(cli, binary, tmp_path, command):
+    extra = ["-o", str(tmp_path / "out.json")] if command in ("fit", "report") else []
+    assert_clean_error(cli(command, binary, *extra), "binary file")
+
+
+def test_binary_calibration_file(cli, binary):
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "h200", "--calibration", binary),
+                       "calibration file", "binary")
+
+
+def test_report_to_a_directory(cli, tmp_path):
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "l4", "--report", str(tmp_path)),
+                       "is a directory", "--report")
+    results = str(ROOT / "validation/results/h200/quick.jsonl")
+    assert_clean_error(cli("report", results, "-o", str(tmp_path)), "is a directory", "-o")
+
+
+def test_model_name_too_long(cli):
+    assert_clean_error(cli("inspect", "--model", "m" * 300), "unknown model")
+    assert_clean_error(cli("inspect", "--model", "x" * 300 + ".json"), "model file", "cannot be")
+
+
+def test_unreadable_files(cli, tmp_path):
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    assert_clean_error(cli("inspect", "--model", str(fifo)), "not a regular file")
+    assert_clean_error(cli("check", str(tmp_path)), "is a directory")
+    assert_clean_error(cli("inspect", "--model", str(tmp_path)), "holds no config.json")
+
+
+def test_unreadable_file_in_process(tmp_path, monkeypatch):
+    # a permission error (root reads everything, so it is raised by hand): one ShivamError naming the file
+    from shivam.files import read_text
+
+    path = tmp_path / "c.json"
+    path.write_text("{}")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(shivam.ShivamError, match="cannot be read .Permission denied"):
+        read_text(path, "model file", "give another")
+
+
+def test_a_huge_alpha_grid_is_refused_at_once(cli):
+    t0 = time.perf_counter()
+    res = cli("predict", "--model", "opt-125m", "--gpu", "l4", "--alpha", "0.5..0.9:1e-9")
+    assert time.perf_counter() - t0 < 10  # interpreter start included; the refusal itself is immediate
+    assert_clean_error(res, "--alpha", "above the limit")
+    t0 = time.perf_counter()
+    with pytest.raises(shivam.ShivamError, match="above the limit"):
+        shivam.predict("opt-125m", "l4", alpha=[0.5] * 1_000_000)
+    assert time.perf_counter() - t0 < 2
+
+
+def test_acceptance_with_alpha_is_refused(cli):
+    res = cli("predict", "--model", "opt-125m", "--gpu", "l4", "--k", "2", "--alpha", "0.8", "--acceptance", "0.9,0.8")
+    assert_clean_error(res, "--alpha and --acceptance are exclusive")
+
+
+def test_a_draft_too_big_is_named_as_the_draft(cli):
+    res = cli("predict", "--model", "opt-125m", "--draft", "mixtral-8x7b", "--gpu", "l4", "--k", "2")
+    assert_clean_error(res, "the draft mixtral-8x7b does not fit beside opt-125m")
+
+
+def test_stage1_dtype_the_gpu_lacks(cli):
+    res = cli("stage1", "--gpu", "t4", "--dtype", "fp8")
+    assert_clean_error(res, "no fp8 arithmetic", "--dtype")
+    assert "bf16" not in res.stderr
+
+
+def test_inspect_context_beyond_the_model(cli):
+    assert_clean_error(cli("inspect", "--model", "mistral-7b", "--context", "100000"), "max_position_embeddings")
+    assert_clean_error(cli("inspect", "--model", "mistral-7b", "--gpu", "l4", "--context", "30000", "--weights-dtype",
+                           "fp32"), "does not fit")
+
+
+@pytest.mark.parametrize("k", ["1,,2", ",1", "1,", "1..2..3"])
+def test_k_with_empty_items(cli, k):
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "l4", "--k", k), "--k")
+
+
+def test_a_missing_file_and_a_directory_are_told_apart(cli, tmp_path):
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "h200", "--calibration", str(tmp_path)),
+                       "is a directory")
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", str(tmp_path / "nope.json")), "does not exist")
+
+
+def test_api_refuses_what_the_cli_refuses():
+    with pytest.raises(shivam.ShivamError, match="--batch 0 is out of range"):
+        shivam.predict(model="mistral-7b", gpu="l4", k=4, alpha=0.8, batch=0)
+    with pytest.raises(shivam.ShivamError, match="--alpha 1.7 is out of range"):
+        shivam.predict(model="mistral-7b", gpu="l4", k=4, alpha=1.7)
+    with pytest.raises(shivam.ShivamError, match="--k"):
+        shivam.predict(model="mistral-7b", gpu="l4", k=[True])
+
+
+def test_a_gpu_file_of_ones_own(tmp_path, cli):
+    mine = tmp_path / "my.json"
+    mine.write_text((ROOT / "hardware/l4.json").read_text())
+    res = cli("predict", "--model", "mistral-7b", "--gpu", str(mine), "--k", "4", "--alpha", "0.8", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    bundled = cli("predict", "--model", "mistral-7b", "--gpu", "l4", "--k", "4", "--alpha", "0.8", "--format", "json")
+    assert json.loads(res.stdout)["rows"] == json.loads(bundled.stdout)["rows"]
+    broken = json.loads(mine.read_text())
+    broken["memory"]["bandwidth_gbs"] = -1
+    mine.write_text(json.dumps(broken))
+    assert_clean_error(cli("predict", "--model", "mistral-7b", "--gpu", str(mine)), "memory.bandwidth_gbs",
+                       "greater than 0")
+
+
+def test_gpus_schema_is_the_gpu_files_schema(cli):
+    res = cli("gpus", "--schema")
+    assert res.returncode == 0, res.stderr
+    schema = json.loads(res.stdout)
+    assert {"id", "memory", "peak_tflops", "energy", "multiprocessors"} <= set(schema["required"])
+
+
+# --- property-based: no input ends in a traceback -----------------------------------------------------------------
+def run_main(argv, capsys) -> tuple[int, str, str]:
+    """main() in this process: an exception that is not a ShivamError propagates and fails the test."""
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+OPTIONS = ("--k", "--alpha", "--batch", "--prompt", "--gen", "--weights-dtype", "--kv-dtype", "--acceptance",
+           "--act-dtype", "--target-ratio", "--draft", "--engine")
+VALUES = st.one_of(st.sampled_from(["0", "1", "8", "0.5", "1..4", "0.5..0.9:0.1", "-1", "1e9", "nan", "inf", "", ",",
+                                    "1,,2", "bf16", "fp8", "int4", "fp5", "opt-125m", "hf", "graph", "x" * 300,
+                                    "0..64", "3..1", "0.1..0.2:0", "1e-300", "1,2,3"]),
+                   st.text(max_size=12))
+
+
+def _finite_and_above_floor(doc: dict) -> None:
+    for row in doc["rows"]:
+        for key in ("time_per_token_s", "energy_per_token_j", "floor_energy_per_token_j", "tokens_per_iteration"):
+            assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
+        assert row["energy_per_token_j"] >= row["floor_energy_per_token_j"]
+        assert 1 <= row["tokens_per_iteration"] <= row["k"] + 1 + 1e-9
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=st.lists(st.tuples(st.sampled_from(OPTIONS), VALUES), max_size=4),
+       model=st.sampled_from(["opt-125m", "mistral-7b", "gpt2", "mixtral-8x7b", "nope"]),
+       gpu=st.sampled_from(["l4", "h200", "t4", "h20"]))
+def test_no_command_line_ends_in_a_traceback(args, model, gpu, capsys):
+    argv = ["predict", "--model", model, "--gpu", gpu, "--format", "json"]
+    for option, value in args:
+        argv += [f"{option}={value}"]
+    rc, out, err = run_main(argv, capsys)
+    if rc == 0:
+        _finite_and_above_floor(json.loads(out))
+    else:
+        assert rc == 2
+        lines = [line for line in err.strip().splitlines() if not line.startswith("shivam: warning:")]
+        assert len(lines) == 1, err
+        line = lines[0]
+        named = any(o in line for o in OPTIONS + ("--model", "--gpu", "--help", "unknown model", "unknown GPU",
+                                                  "does not fit", "max_position_embeddings", "arithmetic"))
+        assert named, line
+        assert ";" in line or ":" in line, line  # a problem and what to do about it
+
+
+CONFIG_FIELDS = {"hidden_size": st.integers(-2, 4096), "num_hidden_layers": st.integers(-1, 80),
+                 "num_attention_heads": st.integers(-1, 64), "num_key_value_heads": st.integers(-1, 64),
+                 "intermediate_size": st.integers(-1, 20000), "vocab_size": st.integers(-1, 200000),
+                 "max_position_embeddings": st.integers(-1, 1 << 20), "head_dim": st.integers(-1, 512),
+                 "num_local_experts": st.integers(-1, 16), "num_experts_per_tok": st.integers(-1, 4),
+                 "tie_word_embeddings": st.booleans(), "attention_bias": st.booleans()}
+ODD = st.one_of(st.none(), st.text(max_size=5), st.floats(allow_nan=True), st.booleans(), st.lists(st.integers(),
+                                                                                                    max_size=2))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=st.fixed_dictionaries({}, optional={k: st.one_of(v, ODD) for k, v in CONFIG_FIELDS.items()}),
+       family=st.sampled_from(["llama", "mistral", "qwen2", "mixtral", "gemma", "phi3"]))
+def test_no_config_ends_in_a_traceback(fields, family, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "config.json"
+    path.write_text(json.dumps({"model_type": family, **fields}))
+    try:
+        r = shivam.predict(model=str(path), gpu="h200", k=[2], alpha=[0.8], draft=str(path), prompt=4, gen=4)
+    except shivam.ShivamError as exc:
+        message = str(exc)
+        assert "\n" not in message and ("config" in message or "fit" in message or "max_position" in message), message
+        return
+    _finite_and_above_floor(r.to_dict())
