@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from shivam.specs import load_gpu, make_params
-from shivam.specs.model import load_model
 from shivam.sim.scenario import Scenario
 from shivam.sim.speculative import tokens_per_iteration
+from shivam.specs import load_gpu, make_params
+from shivam.specs.model import load_model
 
 
 def cold_predict(runs: int = 9) -> list[float]:
@@ -29,8 +29,13 @@ def cold_predict(runs: int = 9) -> list[float]:
 
 
 def grid_throughput(repeats: int = 5) -> tuple[int, float]:
-    scn = Scenario(target=load_model("mistral-7b"), draft=load_model("opt-125m"), params=make_params(load_gpu("l4")),
-                   prompt=128, gen=2048)
+    scn = Scenario(
+        target=load_model("mistral-7b"),
+        draft=load_model("opt-125m"),
+        params=make_params(load_gpu("l4")),
+        prompt=128,
+        gen=2048,
+    )
     ks = np.arange(0, 17)
     alphas = np.linspace(0.0, 1.0, 101)
     contexts = np.linspace(128, 4096, 1000)
@@ -46,8 +51,12 @@ def grid_throughput(repeats: int = 5) -> tuple[int, float]:
 
 if __name__ == "__main__":
     times = cold_predict()
-    print(f"cold `shivam predict --model mistral-7b --gpu l4 --k 1..8`: median {statistics.median(times):.3f} s, "
-          f"min {min(times):.3f} s, max {max(times):.3f} s over {len(times)} runs (goal: median < 0.5 s)")
+    print(
+        f"cold `shivam predict --model mistral-7b --gpu l4 --k 1..8`: median {statistics.median(times):.3f} s, "
+        f"min {min(times):.3f} s, max {max(times):.3f} s over {len(times)} runs (goal: median < 0.5 s)"
+    )
     n, t = grid_throughput()
-    print(f"vectorized grid: {n:,} (k, alpha, context) points in {t * 1e3:.1f} ms = {n / t:,.0f} points/s "
-          f"(goal: >= 1,000,000/s)")
+    print(
+        f"vectorized grid: {n:,} (k, alpha, context) points in {t * 1e3:.1f} ms = {n / t:,.0f} points/s "
+        f"(goal: >= 1,000,000/s)"
+    )

@@ -13,5 +13,15 @@ from shivam.api import Prediction, inspect, overview, predict, stage1  # noqa: E
 from shivam.errors import ShivamError  # noqa: E402
 from shivam.specs import load_engine, load_gpu, load_model  # noqa: E402
 
-__all__ = ["Prediction", "ShivamError", "__version__", "inspect", "load_engine", "load_gpu", "load_model",
-           "overview", "predict", "stage1"]
+__all__ = [
+    "Prediction",
+    "ShivamError",
+    "__version__",
+    "inspect",
+    "load_engine",
+    "load_gpu",
+    "load_model",
+    "overview",
+    "predict",
+    "stage1",
+]

@@ -50,13 +50,15 @@ def writable_file(path: str | Path, what: str) -> Path:
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ShivamError(f"cannot create the folder of {what} {str(path)!r} ({exc.strerror}); give another path") \
-            from None
+        raise ShivamError(
+            f"cannot create the folder of {what} {str(path)!r} ({exc.strerror}); give another path"
+        ) from None
     return p
 
 
 def validation_message(exc, source: str, names: dict[str, str] | None = None, fix: str = "") -> str:
-    """One line for a pydantic ValidationError: the field (by the name the user wrote it under), what is wrong, the fix."""
+    """One line for a pydantic ValidationError: the field (by the name the user wrote it under), what is wrong and
+    the fix."""
     err = exc.errors()[0]
     loc = ".".join(str(x) for x in err.get("loc", ()))
     field = (names or {}).get(loc, loc)

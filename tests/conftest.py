@@ -11,8 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_cli(*args, env=None):
     """Run `python -m shivam ARGS` in a fresh interpreter, as a user would."""
-    return subprocess.run([sys.executable, "-m", "shivam", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "shivam", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -26,12 +32,14 @@ def write_config(tmp_path):
         path = tmp_path / name
         path.write_text(cfg if isinstance(cfg, str) else json.dumps(cfg))
         return str(path)
+
     return write
 
 
 def has_cuda():
     try:
         import torch
+
         return torch.cuda.is_available()
     except ImportError:
         return False

@@ -8,7 +8,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT
 
 pytest.importorskip("torch")
@@ -24,8 +23,21 @@ def points(n):
 
 
 def validate_cmd(pfile, out):
-    return [sys.executable, "-m", "shivam", "validate", "--simulate-meter", "--points-file", str(pfile), "--out",
-            str(out), "--repeats", "1", "--min-periods", "3"]
+    return [
+        sys.executable,
+        "-m",
+        "shivam",
+        "validate",
+        "--simulate-meter",
+        "--points-file",
+        str(pfile),
+        "--out",
+        str(out),
+        "--repeats",
+        "1",
+        "--min-periods",
+        "3",
+    ]
 
 
 def point_records(path):
@@ -37,8 +49,13 @@ def test_killed_campaign_resumes_with_every_point_exactly_once(tmp_path):
     pfile = tmp_path / "points.json"
     pfile.write_text(json.dumps(pts))
     results = tmp_path / "out" / "points.jsonl"
-    proc = subprocess.Popen(validate_cmd(pfile, tmp_path / "out"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        validate_cmd(pfile, tmp_path / "out"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # kill it once 3 points are on disk
         if results.exists() and len(point_records(results)) >= 3:
@@ -105,8 +122,9 @@ def test_codecarbon_cross_check_is_recorded_beside_the_meter(tmp_path):
     pytest.importorskip("codecarbon")
     pfile = tmp_path / "p.json"
     pfile.write_text(json.dumps([{"suite": "t", "kind": "step", "model": TINY}]))
-    res = subprocess.run(validate_cmd(pfile, tmp_path) + ["--codecarbon"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        validate_cmd(pfile, tmp_path) + ["--codecarbon"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr
     cc = point_records(tmp_path / "points.jsonl")[0]["codecarbon"]
     assert cc["shivam_power_w"] == pytest.approx(100.0, rel=0.01)  # the simulated counter's constant power

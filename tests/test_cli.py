@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -19,12 +18,22 @@ def assert_clean_error(res, *needles):
 
 
 def test_predict_json_rows(cli):
-    res = cli("predict", "--model", "mistral-7b", "--gpu", "l4", "--k", "1..8", "--alpha", "0.6,0.8", "--format", "json")
+    res = cli(
+        "predict", "--model", "mistral-7b", "--gpu", "l4", "--k", "1..8", "--alpha", "0.6,0.8", "--format", "json"
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert len(out["rows"]) == 2 * 9
-    required = {"k", "alpha", "tokens_per_iteration", "time_per_token_s", "energy_per_token_j", "speedup",
-                "energy_ratio", "breakdown_j"}
+    required = {
+        "k",
+        "alpha",
+        "tokens_per_iteration",
+        "time_per_token_s",
+        "energy_per_token_j",
+        "speedup",
+        "energy_ratio",
+        "breakdown_j",
+    }
     for row in out["rows"]:
         assert required <= set(row)
     assert {r["k"] for r in out["rows"]} == set(range(9))
@@ -38,17 +47,32 @@ def test_predict_table_marks_best_and_bounds(cli):
 
 
 def test_predict_csv_and_kwh(cli):
-    res = cli("predict", "--model", "opt-1.3b", "--gpu", "t4", "--k", "4", "--alpha", "0.5..0.9:0.2",
-              "--format", "csv", "--units", "kWh")
+    res = cli(
+        "predict",
+        "--model",
+        "opt-1.3b",
+        "--gpu",
+        "t4",
+        "--k",
+        "4",
+        "--alpha",
+        "0.5..0.9:0.2",
+        "--format",
+        "csv",
+        "--units",
+        "kWh",
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1 + 3 * 2 and "energy_per_token_kwh" in lines[0]
 
 
 def test_predict_does_not_import_torch():
-    code = ("import sys; from shivam.cli import main; "
-            "rc = main(['predict','--model','mistral-7b','--gpu','l4','--k','1..8','--format','json']); "
-            "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from shivam.cli import main; "
+        "rc = main(['predict','--model','mistral-7b','--gpu','l4','--k','1..8','--format','json']); "
+        "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
 
@@ -78,8 +102,16 @@ def test_unknown_gpu_suggests(cli):
 
 
 def test_config_missing_field(cli, write_config):
-    path = write_config({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                         "vocab_size": 100, "max_position_embeddings": 128})
+    path = write_config(
+        {
+            "model_type": "llama",
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "vocab_size": 100,
+            "max_position_embeddings": 128,
+        }
+    )
     assert_clean_error(cli("predict", "--model", path, "--gpu", "h200", "--k", "0"), "intermediate_size")
 
 
@@ -96,9 +128,18 @@ def test_config_without_model_type(cli, write_config):
 
 
 def test_config_inconsistent_heads(cli, write_config):
-    path = write_config({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                         "num_key_value_heads": 3, "intermediate_size": 128, "vocab_size": 100,
-                         "max_position_embeddings": 128})
+    path = write_config(
+        {
+            "model_type": "llama",
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 3,
+            "intermediate_size": 128,
+            "vocab_size": 100,
+            "max_position_embeddings": 128,
+        }
+    )
     assert_clean_error(cli("inspect", "--model", path), "num_key_value_heads")
 
 
@@ -106,21 +147,33 @@ def test_missing_config_file(cli):
     assert_clean_error(cli("inspect", "--model", "/nonexistent/config.json"), "does not exist")
 
 
-@pytest.mark.parametrize("k,needle", [("99", "out of range"), ("-1", "out of range"), ("a..b", "cannot parse"),
-                                      ("", "selects nothing"), ("1.5", "cannot parse")])
+@pytest.mark.parametrize(
+    "k,needle",
+    [
+        ("99", "out of range"),
+        ("-1", "out of range"),
+        ("a..b", "cannot parse"),
+        ("", "selects nothing"),
+        ("1.5", "cannot parse"),
+    ],
+)
 def test_bad_k(cli, k, needle):
     assert_clean_error(cli("predict", "--model", "mistral-7b", "--gpu", "l4", "--k", k), needle, "--k")
 
 
-@pytest.mark.parametrize("alpha,needle", [("1.2", "out of range"), ("x", "cannot parse"), ("0.9..0.5:0.1", "cannot parse"),
-                                          ("-0.1", "out of range")])
+@pytest.mark.parametrize(
+    "alpha,needle",
+    [("1.2", "out of range"), ("x", "cannot parse"), ("0.9..0.5:0.1", "cannot parse"), ("-0.1", "out of range")],
+)
 def test_bad_alpha(cli, alpha, needle):
     assert_clean_error(cli("predict", "--model", "mistral-7b", "--gpu", "l4", "--alpha", alpha), needle, "--alpha")
 
 
 def test_positional_acceptance_too_short(cli):
-    assert_clean_error(cli("predict", "--model", "mistral-7b", "--gpu", "l4", "--k", "1..4", "--acceptance", "0.9,0.8"),
-                       "acceptance vector has 2 values")
+    assert_clean_error(
+        cli("predict", "--model", "mistral-7b", "--gpu", "l4", "--k", "1..4", "--acceptance", "0.9,0.8"),
+        "acceptance vector has 2 values",
+    )
 
 
 def test_model_does_not_fit(cli):
@@ -131,17 +184,21 @@ def test_model_does_not_fit(cli):
 
 
 def test_context_longer_than_model(cli):
-    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "l4", "--k", "0", "--prompt", "4000"),
-                       "max_position_embeddings")
+    assert_clean_error(
+        cli("predict", "--model", "opt-125m", "--gpu", "l4", "--k", "0", "--prompt", "4000"), "max_position_embeddings"
+    )
 
 
 def test_dtype_the_gpu_lacks(cli):
-    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "t4", "--k", "0", "--act-dtype", "bf16"),
-                       "no bf16")
+    assert_clean_error(
+        cli("predict", "--model", "opt-125m", "--gpu", "t4", "--k", "0", "--act-dtype", "bf16"), "no bf16"
+    )
 
 
 def test_unknown_dtype(cli):
-    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "t4", "--weights-dtype", "fp5"), "unknown weights dtype")
+    assert_clean_error(
+        cli("predict", "--model", "opt-125m", "--gpu", "t4", "--weights-dtype", "fp5"), "unknown weights dtype"
+    )
 
 
 def test_unknown_option(cli):
@@ -153,4 +210,6 @@ def test_bad_batch(cli):
 
 
 def test_calibration_file_missing(cli):
-    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "h200", "--calibration", "nope.json"), "does not exist")
+    assert_clean_error(
+        cli("predict", "--model", "opt-125m", "--gpu", "h200", "--calibration", "nope.json"), "does not exist"
+    )

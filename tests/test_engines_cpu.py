@@ -1,15 +1,14 @@
 """The validator's engines on the CPU with tiny configs: their logic, not their speed."""
 
-import json
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from conftest import ROOT  # noqa: E402
+
 from shivam.specs.model import load_model  # noqa: E402
-from shivam.validate.engines import Decoder, spec_call, step_call, stage1_call  # noqa: E402
+from shivam.validate.engines import Decoder, spec_call, stage1_call, step_call  # noqa: E402
 
 TINY_LLAMA = str(ROOT / "tests/data/tiny-llama.json")
 TINY_OPT = str(ROOT / "tests/data/tiny-opt.json")
@@ -28,7 +27,7 @@ def test_kv_cache_one_at_a_time_equals_all_at_once(cfg):
     dec.forward(prompt, 0)
     new = torch.randint(0, 200, (2, 4))
     together = dec.forward(new, 6)
-    one_by_one = torch.cat([dec.forward(new[:, i:i + 1], 6 + i) for i in range(4)], dim=1)
+    one_by_one = torch.cat([dec.forward(new[:, i : i + 1], 6 + i) for i in range(4)], dim=1)
     assert torch.equal(together, one_by_one)
 
 
@@ -43,7 +42,7 @@ def test_spec_loop_yields_tau_tokens_on_average():
     draft = Decoder(load_model(TINY_OPT), 4, 64, device="cpu")  # another vocabulary (300 vs 256), folded
     call = spec_call(target, draft, 3, 0.7, 20, seed=5)
     mean = np.mean([call() for _ in range(400)]) / 4
-    assert mean == pytest.approx((1 - 0.7 ** 4) / 0.3, rel=0.04)
+    assert mean == pytest.approx((1 - 0.7**4) / 0.3, rel=0.04)
 
 
 def test_spec_loop_alpha_extremes():

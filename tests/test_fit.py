@@ -6,28 +6,44 @@ import numpy as np
 import pytest
 
 from shivam.calibrate import Measured, error_stats, fit
-from shivam.specs import load_gpu, make_params
 from shivam.calibrate.points import Point, point_cost
+from shivam.specs import load_gpu, make_params
 
-TRUTH = {"memory_efficiency": 0.68, "compute_efficiency": 0.6, "overlap_exponent": 2.0, "per_kernel_s": 3.3e-6,
-         "per_step_s": 150e-6,
-         "static_power_w": 140.0, "dram_j_per_byte": 1.1e-10, "block_power_w": 2.5}
+TRUTH = {
+    "memory_efficiency": 0.68,
+    "compute_efficiency": 0.6,
+    "overlap_exponent": 2.0,
+    "per_kernel_s": 3.3e-6,
+    "per_step_s": 150e-6,
+    "static_power_w": 140.0,
+    "dram_j_per_byte": 1.1e-10,
+    "block_power_w": 2.5,
+}
 FIXED = {"per_iteration_s": 40e-6, "active_power_w": 0.0, "pcie_j_per_byte": 5.2e-11}
 
 
 def synthetic(noise=0.01, seed=0):
     truth = make_params(load_gpu("h200"), "graph").model_copy(update={**TRUTH, **FIXED})
     truth = truth.model_copy(update={"j_per_flop": {k: 1.3 * v for k, v in truth.j_per_flop.items()}})
-    pts = [Point(suite="s", kind="step", model=m, new_tokens=n, batch=b, context=c)
-           for m in ("mistral-7b", "opt-1.3b", "opt-125m", "tinyllama-1.1b") for n, b, c in
-           ((1, 1, 512), (9, 1, 512), (129, 1, 512), (1, 32, 2048), (257, 4, 128))]
+    pts = [
+        Point(suite="s", kind="step", model=m, new_tokens=n, batch=b, context=c)
+        for m in ("mistral-7b", "opt-1.3b", "opt-125m", "tinyllama-1.1b")
+        for n, b, c in ((1, 1, 512), (9, 1, 512), (129, 1, 512), (1, 32, 2048), (257, 4, 128))
+    ]
     pts += [Point(suite="s", kind="spec", model="mistral-7b", draft="opt-125m", k=k, alpha=0.8) for k in (0, 2, 6)]
     rng = np.random.default_rng(seed)
     data = []
     for p in pts:
         cost, tokens, _ = point_cost(p, truth)
-        data.append(Measured(p, float(cost.time_s) * (1 + noise * rng.standard_normal()),
-                             float(cost.energy_j) * (1 + noise * rng.standard_normal()), tokens, p.model))
+        data.append(
+            Measured(
+                p,
+                float(cost.time_s) * (1 + noise * rng.standard_normal()),
+                float(cost.energy_j) * (1 + noise * rng.standard_normal()),
+                tokens,
+                p.model,
+            )
+        )
     return data, truth
 
 
@@ -38,7 +54,9 @@ def test_fit_recovers_known_parameters_from_noisy_synthetic_data():
     for name, value in TRUTH.items():
         got, sd = res.values[name], res.uncertainty[name]
         assert abs(got - value) <= max(4 * sd, 0.03 * abs(value)), (name, got, value, sd)
-    assert res.values["compute_scale"] == pytest.approx(1.3 * base.j_per_flop["bf16"] / base.j_per_flop["bf16"], rel=0.1)
+    assert res.values["compute_scale"] == pytest.approx(
+        1.3 * base.j_per_flop["bf16"] / base.j_per_flop["bf16"], rel=0.1
+    )
     assert np.median(np.abs(res.residuals["energy"])) < 0.02
 
 
@@ -67,10 +85,21 @@ def test_check_statistics_and_exit_code(tmp_path, cli):
     for model, factor in (("mistral-7b", 1.1), ("opt-1.3b", 0.8), ("opt-125m", 1.05)):
         p = Point(suite="t", kind="step", model=model)
         cost, _, _ = point_cost(p, params)
-        lines.append(json.dumps({"record": "point", "id": p.id, "status": "ok", "point": p.model_dump(),
-                                 "measured": {"time_per_call_s": float(cost.time_s) * factor,
-                                              "energy_per_call_j": float(cost.energy_j) * factor,
-                                              "tokens_per_call": 1.0}}))
+        lines.append(
+            json.dumps(
+                {
+                    "record": "point",
+                    "id": p.id,
+                    "status": "ok",
+                    "point": p.model_dump(),
+                    "measured": {
+                        "time_per_call_s": float(cost.time_s) * factor,
+                        "energy_per_call_j": float(cost.energy_j) * factor,
+                        "tokens_per_call": 1.0,
+                    },
+                }
+            )
+        )
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(lines) + "\n")
     res = cli("check", str(path), "--format", "json", "--max-error", "0.2", "--no-card-factors")
@@ -105,10 +134,19 @@ def test_points_are_assigned_to_the_card_of_their_campaign(tmp_path):
     from shivam.calibrate import load_results
 
     p = Point(suite="t", kind="step", model="opt-125m")
-    point = {"record": "point", "id": p.id, "status": "ok", "point": p.model_dump(),
-             "measured": {"time_per_call_s": 1e-3, "energy_per_call_j": 0.1, "tokens_per_call": 1.0}}
-    lines = [{"record": "environment", "gpu": "NVIDIA H200", "date": "2026-11-28T14:00:00"}, point,
-             {"record": "environment", "gpu": "NVIDIA H200", "date": "2026-11-28T15:00:00", "gpu_uuid": "GPU-x"}, point]
+    point = {
+        "record": "point",
+        "id": p.id,
+        "status": "ok",
+        "point": p.model_dump(),
+        "measured": {"time_per_call_s": 1e-3, "energy_per_call_j": 0.1, "tokens_per_call": 1.0},
+    }
+    lines = [
+        {"record": "environment", "gpu": "NVIDIA H200", "date": "2026-11-28T14:00:00"},
+        point,
+        {"record": "environment", "gpu": "NVIDIA H200", "date": "2026-11-28T15:00:00", "gpu_uuid": "GPU-x"},
+        point,
+    ]
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(json.dumps(l) for l in lines) + "\n")
     data, gpu = load_results([str(path)])
@@ -130,10 +168,21 @@ def test_check_with_card_factors_separates_card_power_from_model_error(tmp_path,
         for model in ("mistral-7b", "opt-1.3b", "opt-125m"):
             p = Point(suite="t", kind="step", model=model)
             cost, _, _ = point_cost(p, params)
-            lines.append(json.dumps({"record": "point", "id": p.id, "status": "ok", "point": p.model_dump(),
-                                     "measured": {"time_per_call_s": float(cost.time_s),
-                                                  "energy_per_call_j": float(cost.energy_j) * factor,
-                                                  "tokens_per_call": 1.0}}))
+            lines.append(
+                json.dumps(
+                    {
+                        "record": "point",
+                        "id": p.id,
+                        "status": "ok",
+                        "point": p.model_dump(),
+                        "measured": {
+                            "time_per_call_s": float(cost.time_s),
+                            "energy_per_call_j": float(cost.energy_j) * factor,
+                            "tokens_per_call": 1.0,
+                        },
+                    }
+                )
+            )
     path = tmp_path / "r.jsonl"
     path.write_text("\n".join(lines) + "\n")
     plain = json.loads(cli("check", str(path), "--format", "json", "--no-card-factors").stdout)

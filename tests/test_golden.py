@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import shivam
-from conftest import ROOT
 from shivam.calibrate import load_results, point_cost
 from shivam.specs import load_gpu, resolve_params
 
@@ -18,9 +18,19 @@ GOLDEN = json.loads((ROOT / "tests/golden/predictions.json").read_text())
 def test_the_golden_grid_is_reproduced_by_the_api():
     compared = refused = 0
     for g in GOLDEN["grid"]:
-        args = dict(model=g["model"], gpu=g["gpu"], k=GOLDEN["ks"], alpha=GOLDEN["alphas"], draft=GOLDEN["draft"],
-                    batch=int(g["batch"]), prompt=GOLDEN["prompt"], gen=GOLDEN["gen"], engine=g["engine"],
-                    weights_dtype=g["weights_dtype"], kv_dtype=g["kv_dtype"])
+        args = dict(
+            model=g["model"],
+            gpu=g["gpu"],
+            k=GOLDEN["ks"],
+            alpha=GOLDEN["alphas"],
+            draft=GOLDEN["draft"],
+            batch=int(g["batch"]),
+            prompt=GOLDEN["prompt"],
+            gen=GOLDEN["gen"],
+            engine=g["engine"],
+            weights_dtype=g["weights_dtype"],
+            kv_dtype=g["kv_dtype"],
+        )
         if "error" in g:
             with pytest.raises(shivam.ShivamError):
                 shivam.predict(**args)
@@ -28,8 +38,19 @@ def test_the_golden_grid_is_reproduced_by_the_api():
             continue
         res = shivam.predict(**args)
         assert res.meta["parameters"] == g["parameters"]
-        got = np.array([[r["k"], r["alpha"], r["time_per_token_s"], r["energy_per_token_j"],
-                         r["floor_energy_per_token_j"], r["tokens_per_iteration"]] for r in res.rows])
+        got = np.array(
+            [
+                [
+                    r["k"],
+                    r["alpha"],
+                    r["time_per_token_s"],
+                    r["energy_per_token_j"],
+                    r["floor_energy_per_token_j"],
+                    r["tokens_per_iteration"],
+                ]
+                for r in res.rows
+            ]
+        )
         np.testing.assert_allclose(got, np.array(g["rows"]), rtol=1e-9, atol=0, err_msg=str(args))
         compared += 1
     assert compared > 500 and refused > 0  # both branches are exercised

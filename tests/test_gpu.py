@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.gpu
@@ -49,8 +48,25 @@ def test_nvml_window_reads_real_energy():
 def test_validate_cli_on_gpu(tmp_path):
     pts = tmp_path / "p.json"
     pts.write_text(json.dumps([{"suite": "t", "kind": "step", "model": str(ROOT / "tests/data/tiny-llama.json")}]))
-    res = subprocess.run([sys.executable, "-m", "shivam", "validate", "--points-file", str(pts), "--out",
-                          str(tmp_path), "--repeats", "2", "--min-periods", "5"], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shivam",
+            "validate",
+            "--points-file",
+            str(pts),
+            "--out",
+            str(tmp_path),
+            "--repeats",
+            "2",
+            "--min-periods",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     recs = [json.loads(l) for l in (tmp_path / "points.jsonl").read_text().splitlines()]
     env = [r for r in recs if r["record"] == "environment"][0]

@@ -8,16 +8,24 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import shivam
-from conftest import ROOT
-from shivam.cli import main
 from test_cli import assert_clean_error
 
-LLAMA = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-         "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 512}
+import shivam
+from shivam.cli import main
+
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 100,
+    "max_position_embeddings": 512,
+}
 
 
 @pytest.fixture
@@ -34,8 +42,9 @@ def test_config_with_zero_heads(cli, write_config):
 
 def test_config_field_of_the_wrong_type_is_named(cli, write_config):
     assert_clean_error(cli("inspect", "--model", write_config({**LLAMA, "hidden_size": "wide"})), "hidden_size")
-    assert_clean_error(cli("inspect", "--model", write_config({**LLAMA, "tie_word_embeddings": "yes"})),
-                       "tie_word_embeddings")
+    assert_clean_error(
+        cli("inspect", "--model", write_config({**LLAMA, "tie_word_embeddings": "yes"})), "tie_word_embeddings"
+    )
 
 
 def test_pydantic_refusals_name_the_config_field(cli, write_config):
@@ -52,13 +61,15 @@ def test_binary_results_file(cli, binary, tmp_path, command):
 
 
 def test_binary_calibration_file(cli, binary):
-    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "h200", "--calibration", binary),
-                       "calibration file", "binary")
+    assert_clean_error(
+        cli("predict", "--model", "opt-125m", "--gpu", "h200", "--calibration", binary), "calibration file", "binary"
+    )
 
 
 def test_report_to_a_directory(cli, tmp_path):
-    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "l4", "--report", str(tmp_path)),
-                       "is a directory", "--report")
+    assert_clean_error(
+        cli("predict", "--model", "opt-125m", "--gpu", "l4", "--report", str(tmp_path)), "is a directory", "--report"
+    )
     results = str(ROOT / "validation/results/h200/quick.jsonl")
     assert_clean_error(cli("report", results, "-o", str(tmp_path)), "is a directory", "-o")
 
@@ -120,8 +131,10 @@ def test_stage1_dtype_the_gpu_lacks(cli):
 
 def test_inspect_context_beyond_the_model(cli):
     assert_clean_error(cli("inspect", "--model", "mistral-7b", "--context", "100000"), "max_position_embeddings")
-    assert_clean_error(cli("inspect", "--model", "mistral-7b", "--gpu", "l4", "--context", "30000", "--weights-dtype",
-                           "fp32"), "does not fit")
+    assert_clean_error(
+        cli("inspect", "--model", "mistral-7b", "--gpu", "l4", "--context", "30000", "--weights-dtype", "fp32"),
+        "does not fit",
+    )
 
 
 @pytest.mark.parametrize("k", ["1,,2", ",1", "1,", "1..2..3"])
@@ -130,8 +143,9 @@ def test_k_with_empty_items(cli, k):
 
 
 def test_a_missing_file_and_a_directory_are_told_apart(cli, tmp_path):
-    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "h200", "--calibration", str(tmp_path)),
-                       "is a directory")
+    assert_clean_error(
+        cli("predict", "--model", "opt-125m", "--gpu", "h200", "--calibration", str(tmp_path)), "is a directory"
+    )
     assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", str(tmp_path / "nope.json")), "does not exist")
 
 
@@ -154,8 +168,9 @@ def test_a_gpu_file_of_ones_own(tmp_path, cli):
     broken = json.loads(mine.read_text())
     broken["memory"]["bandwidth_gbs"] = -1
     mine.write_text(json.dumps(broken))
-    assert_clean_error(cli("predict", "--model", "mistral-7b", "--gpu", str(mine)), "memory.bandwidth_gbs",
-                       "greater than 0")
+    assert_clean_error(
+        cli("predict", "--model", "mistral-7b", "--gpu", str(mine)), "memory.bandwidth_gbs", "greater than 0"
+    )
 
 
 def test_gpus_schema_is_the_gpu_files_schema(cli):
@@ -173,12 +188,53 @@ def run_main(argv, capsys) -> tuple[int, str, str]:
     return rc, out, err
 
 
-OPTIONS = ("--k", "--alpha", "--batch", "--prompt", "--gen", "--weights-dtype", "--kv-dtype", "--acceptance",
-           "--act-dtype", "--target-ratio", "--draft", "--engine")
-VALUES = st.one_of(st.sampled_from(["0", "1", "8", "0.5", "1..4", "0.5..0.9:0.1", "-1", "1e9", "nan", "inf", "", ",",
-                                    "1,,2", "bf16", "fp8", "int4", "fp5", "opt-125m", "hf", "graph", "x" * 300,
-                                    "0..64", "3..1", "0.1..0.2:0", "1e-300", "1,2,3"]),
-                   st.text(max_size=12))
+OPTIONS = (
+    "--k",
+    "--alpha",
+    "--batch",
+    "--prompt",
+    "--gen",
+    "--weights-dtype",
+    "--kv-dtype",
+    "--acceptance",
+    "--act-dtype",
+    "--target-ratio",
+    "--draft",
+    "--engine",
+)
+VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "8",
+            "0.5",
+            "1..4",
+            "0.5..0.9:0.1",
+            "-1",
+            "1e9",
+            "nan",
+            "inf",
+            "",
+            ",",
+            "1,,2",
+            "bf16",
+            "fp8",
+            "int4",
+            "fp5",
+            "opt-125m",
+            "hf",
+            "graph",
+            "x" * 300,
+            "0..64",
+            "3..1",
+            "0.1..0.2:0",
+            "1e-300",
+            "1,2,3",
+        ]
+    ),
+    st.text(max_size=12),
+)
 
 
 def _finite_and_above_floor(doc: dict) -> None:
@@ -189,10 +245,17 @@ def _finite_and_above_floor(doc: dict) -> None:
         assert 1 <= row["tokens_per_iteration"] <= row["k"] + 1 + 1e-9
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(args=st.lists(st.tuples(st.sampled_from(OPTIONS), VALUES), max_size=4),
-       model=st.sampled_from(["opt-125m", "mistral-7b", "gpt2", "mixtral-8x7b", "nope"]),
-       gpu=st.sampled_from(["l4", "h200", "t4", "h20"]))
+@settings(
+    max_examples=int(os.environ.get("SHIVAM_FUZZ_EXAMPLES", 150)),
+    deadline=None,
+    derandomize="SHIVAM_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    args=st.lists(st.tuples(st.sampled_from(OPTIONS), VALUES), max_size=4),
+    model=st.sampled_from(["opt-125m", "mistral-7b", "gpt2", "mixtral-8x7b", "nope"]),
+    gpu=st.sampled_from(["l4", "h200", "t4", "h20"]),
+)
 def test_no_command_line_ends_in_a_traceback(args, model, gpu, capsys):
     argv = ["predict", "--model", model, "--gpu", gpu, "--format", "json"]
     for option, value in args:
@@ -205,25 +268,53 @@ def test_no_command_line_ends_in_a_traceback(args, model, gpu, capsys):
         lines = [line for line in err.strip().splitlines() if not line.startswith("shivam: warning:")]
         assert len(lines) == 1, err
         line = lines[0]
-        named = any(o in line for o in OPTIONS + ("--model", "--gpu", "--help", "unknown model", "unknown GPU",
-                                                  "does not fit", "max_position_embeddings", "arithmetic"))
+        named = any(
+            o in line
+            for o in OPTIONS
+            + (
+                "--model",
+                "--gpu",
+                "--help",
+                "unknown model",
+                "unknown GPU",
+                "does not fit",
+                "max_position_embeddings",
+                "arithmetic",
+            )
+        )
         assert named, line
         assert ";" in line or ":" in line, line  # a problem and what to do about it
 
 
-CONFIG_FIELDS = {"hidden_size": st.integers(-2, 4096), "num_hidden_layers": st.integers(-1, 80),
-                 "num_attention_heads": st.integers(-1, 64), "num_key_value_heads": st.integers(-1, 64),
-                 "intermediate_size": st.integers(-1, 20000), "vocab_size": st.integers(-1, 200000),
-                 "max_position_embeddings": st.integers(-1, 1 << 20), "head_dim": st.integers(-1, 512),
-                 "num_local_experts": st.integers(-1, 16), "num_experts_per_tok": st.integers(-1, 4),
-                 "tie_word_embeddings": st.booleans(), "attention_bias": st.booleans()}
-ODD = st.one_of(st.none(), st.text(max_size=5), st.floats(allow_nan=True), st.booleans(), st.lists(st.integers(),
-                                                                                                    max_size=2))
+CONFIG_FIELDS = {
+    "hidden_size": st.integers(-2, 4096),
+    "num_hidden_layers": st.integers(-1, 80),
+    "num_attention_heads": st.integers(-1, 64),
+    "num_key_value_heads": st.integers(-1, 64),
+    "intermediate_size": st.integers(-1, 20000),
+    "vocab_size": st.integers(-1, 200000),
+    "max_position_embeddings": st.integers(-1, 1 << 20),
+    "head_dim": st.integers(-1, 512),
+    "num_local_experts": st.integers(-1, 16),
+    "num_experts_per_tok": st.integers(-1, 4),
+    "tie_word_embeddings": st.booleans(),
+    "attention_bias": st.booleans(),
+}
+ODD = st.one_of(
+    st.none(), st.text(max_size=5), st.floats(allow_nan=True), st.booleans(), st.lists(st.integers(), max_size=2)
+)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fields=st.fixed_dictionaries({}, optional={k: st.one_of(v, ODD) for k, v in CONFIG_FIELDS.items()}),
-       family=st.sampled_from(["llama", "mistral", "qwen2", "mixtral", "gemma", "phi3"]))
+@settings(
+    max_examples=int(os.environ.get("SHIVAM_FUZZ_EXAMPLES", 200)),
+    deadline=None,
+    derandomize="SHIVAM_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    fields=st.fixed_dictionaries({}, optional={k: st.one_of(v, ODD) for k, v in CONFIG_FIELDS.items()}),
+    family=st.sampled_from(["llama", "mistral", "qwen2", "mixtral", "gemma", "phi3"]),
+)
 def test_no_config_ends_in_a_traceback(fields, family, tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "config.json"
     path.write_text(json.dumps({"model_type": family, **fields}))
@@ -234,3 +325,32 @@ def test_no_config_ends_in_a_traceback(fields, family, tmp_path_factory):
         assert "\n" not in message and ("config" in message or "fit" in message or "max_position" in message), message
         return
     _finite_and_above_floor(r.to_dict())
+
+
+OTHER = {
+    "inspect": ("--context", "--weights-dtype", "--kv-dtype", "--engine", "--calibration", "--gpu"),
+    "stage1": ("--size", "--tokens", "--reuse", "--dtype"),
+}
+
+
+@settings(
+    max_examples=int(os.environ.get("SHIVAM_FUZZ_EXAMPLES", 100)),
+    deadline=None,
+    derandomize="SHIVAM_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(command=st.sampled_from(sorted(OTHER)), data=st.data())
+def test_no_inspect_or_stage1_line_ends_in_a_traceback(command, data, capsys):
+    options = OTHER[command]
+    pairs = data.draw(st.lists(st.tuples(st.sampled_from(options), VALUES), max_size=3))
+    argv = [command, "--format", "json"] + (["--model", "mistral-7b"] if command == "inspect" else ["--gpu", "t4"])
+    argv += [f"{o}={v}" for o, v in pairs]
+    rc, out, err = run_main(argv, capsys)
+    if rc == 0:
+        doc = json.loads(out)
+        values = [doc.get("decode_time_s", 1.0), doc.get("decode_energy_j", 1.0), doc.get("gemm_energy_j", 1.0)]
+        assert all(math.isfinite(v) and v > 0 for v in values), doc
+    else:
+        assert rc == 2
+        line = err.strip()
+        assert "\n" not in line and any(o in line for o in options + ("--model", "--gpu", "does not fit")), line

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from shivam.validate.meter import EnergyCounter, MeterError, Measurement, SimulatedCounter, Window, idle_power, measure
+from shivam.validate.meter import EnergyCounter, Measurement, MeterError, SimulatedCounter, Window, idle_power, measure
 
 
 class VirtualClock:
@@ -21,6 +21,7 @@ class VirtualClock:
         def call():
             self.t += seconds
             return tokens
+
         return call
 
 
@@ -31,7 +32,9 @@ def test_inline_window_error_is_bounded_by_one_call_over_the_span(call_s):
     counter = SimulatedCounter(clock, power_w=200.0, period_s=0.1).counter()
     win = counter.window(clock.work(call_s), min_periods=20)
     assert win.counter_span_s >= 2.0 and win.duration_s >= 2.0 - call_s
-    assert win.energy_j / win.calls == pytest.approx(200.0 * call_s, rel=call_s / 2.0 + 2e-6 / call_s)  # + the virtual 1 us per reading
+    assert win.energy_j / win.calls == pytest.approx(
+        200.0 * call_s, rel=call_s / 2.0 + 2e-6 / call_s
+    )  # + the virtual 1 us per reading
     assert win.duration_s / win.calls == pytest.approx(call_s, rel=1e-4 + 2e-6 / call_s)
 
 
@@ -75,8 +78,12 @@ def test_a_stuck_counter_is_refused():
 
 
 def test_spread_and_tokens_by_hand():
-    wins = [Window(energy_j=e, duration_s=1.0, calls=10, counter_steps=20, counter_energy_j=e, counter_span_s=1.0,
-                   tokens=20.0) for e in (1.0, 1.02, 0.98)]
+    wins = [
+        Window(
+            energy_j=e, duration_s=1.0, calls=10, counter_steps=20, counter_energy_j=e, counter_span_s=1.0, tokens=20.0
+        )
+        for e in (1.0, 1.02, 0.98)
+    ]
     s = Measurement(wins).summary()
     assert s["energy_per_call_j"] == pytest.approx(0.1)
     assert s["energy_spread"] == pytest.approx(0.04 / 1.0)
@@ -122,9 +129,20 @@ def _fake_measure(spreads):
     def measure(counter, call, repeats, min_periods, min_calls):
         s = spreads[min_periods]
         energies = [1.0 - s / 2, 1.0, 1.0 + s / 2][:repeats]
-        return Measurement([Window(energy_j=e * min_calls, duration_s=0.001 * min_calls, calls=min_calls,
-                                   counter_steps=min_periods, counter_energy_j=e, counter_span_s=1.0)
-                            for e in energies])
+        return Measurement(
+            [
+                Window(
+                    energy_j=e * min_calls,
+                    duration_s=0.001 * min_calls,
+                    calls=min_calls,
+                    counter_steps=min_periods,
+                    counter_energy_j=e,
+                    counter_span_s=1.0,
+                )
+                for e in energies
+            ]
+        )
+
     return measure
 
 
@@ -158,8 +176,19 @@ def test_a_point_spread_in_time_alone_is_measured_again(monkeypatch):
     # same energy in every window, but the calls took 10 % longer in one (a slow host): time spread 10 %
     def measure(counter, call, repeats, min_periods, min_calls):
         slow = [1.0, 1.0, 1.1] if min_periods == 20 else [1.0, 1.0, 1.01]
-        return Measurement([Window(energy_j=min_calls, duration_s=0.001 * min_calls * f, calls=min_calls,
-                                   counter_steps=min_periods, counter_energy_j=1.0, counter_span_s=1.0) for f in slow])
+        return Measurement(
+            [
+                Window(
+                    energy_j=min_calls,
+                    duration_s=0.001 * min_calls * f,
+                    calls=min_calls,
+                    counter_steps=min_periods,
+                    counter_energy_j=1.0,
+                    counter_span_s=1.0,
+                )
+                for f in slow
+            ]
+        )
 
     monkeypatch.setattr(meter, "measure", measure)
     s = runner.measure_steady(None, None, repeats=3, min_periods=20, min_calls=20, max_spread=0.03, extensions=1)
@@ -181,9 +210,18 @@ def test_a_spread_point_on_a_host_changing_speed_says_so(monkeypatch):
     from shivam.validate import meter, runner
 
     def measure_(counter, call, repeats, min_periods, min_calls):
-        windows = [Window(energy_j=min_calls * f, duration_s=0.001 * min_calls * f, calls=min_calls,
-                          counter_steps=min_periods, counter_energy_j=1.0, counter_span_s=1.0, host_probe_s=0.01 * f)
-                   for f in (1.0, 1.0, 1.5)]  # one slow window, and the probe after it slow too
+        windows = [
+            Window(
+                energy_j=min_calls * f,
+                duration_s=0.001 * min_calls * f,
+                calls=min_calls,
+                counter_steps=min_periods,
+                counter_energy_j=1.0,
+                counter_span_s=1.0,
+                host_probe_s=0.01 * f,
+            )
+            for f in (1.0, 1.0, 1.5)
+        ]  # one slow window, and the probe after it slow too
         return Measurement(windows)
 
     monkeypatch.setattr(meter, "measure", measure_)

@@ -7,15 +7,28 @@ from shivam.validate.nvml import memory_power_reader
 
 def fake_nvml(answers: dict):
     """answers: field id -> (nvmlReturn, valueType, value) for the memory scope."""
+
     def get(handle, ids):
-        (field, scope), = ids
+        ((field, scope),) = ids
         assert scope == 2  # NVML_POWER_SCOPE_MEMORY
         ret, vtype, val = answers[field]
-        value = SimpleNamespace(dVal=float(val), uiVal=int(val), ulVal=int(val), ullVal=int(val), sllVal=int(val),
-                                siVal=int(val), usVal=int(val))
+        value = SimpleNamespace(
+            dVal=float(val),
+            uiVal=int(val),
+            ulVal=int(val),
+            ullVal=int(val),
+            sllVal=int(val),
+            siVal=int(val),
+            usVal=int(val),
+        )
         return [SimpleNamespace(nvmlReturn=ret, valueType=vtype, value=value)]
-    return SimpleNamespace(NVML_FI_DEV_POWER_INSTANT=186, NVML_FI_DEV_POWER_AVERAGE=185, NVML_POWER_SCOPE_MEMORY=2,
-                           nvmlDeviceGetFieldValues=get)
+
+    return SimpleNamespace(
+        NVML_FI_DEV_POWER_INSTANT=186,
+        NVML_FI_DEV_POWER_AVERAGE=185,
+        NVML_POWER_SCOPE_MEMORY=2,
+        nvmlDeviceGetFieldValues=get,
+    )
 
 
 def test_instant_memory_power_in_milliwatts():

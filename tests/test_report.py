@@ -8,15 +8,24 @@ from conftest import ROOT
 
 def test_predict_report_is_self_contained_and_light(tmp_path):
     html = tmp_path / "r.html"
-    code = ("import sys; from shivam.cli import main; "
-            f"rc = main(['predict','--model','mistral-7b','--gpu','l4','--k','1..8','--report',{str(html)!r},'--format','json']); "
-            "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from shivam.cli import main; "
+        "rc = main(['predict','--model','mistral-7b','--gpu','l4','--k','1..8',"
+        f"'--report',{str(html)!r},'--format','json']); "
+        "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     text = html.read_text()
-    assert "<script src=" not in text and "<script type=\"text/javascript\" src=" not in text  # embedded: offline
+    assert "<script src=" not in text and '<script type="text/javascript" src=' not in text  # embedded: offline
     assert len(text) > 3_000_000  # plotly.js itself (~4.6 MB) is inside
-    for title in ("Energy per generated token vs speculation window k", "Energy saving vs standard decoding",
-                  "Speed-up vs standard decoding", "Roofline", "Energy per token by term", "Stage I"):
+    for title in (
+        "Energy per generated token vs speculation window k",
+        "Energy saving vs standard decoding",
+        "Speed-up vs standard decoding",
+        "Roofline",
+        "Energy per token by term",
+        "Stage I",
+    ):
         assert title in text, title
     assert "energy per token (J)" in text and "arithmetic intensity (FLOP per DRAM byte)" in text

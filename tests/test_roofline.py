@@ -2,27 +2,54 @@
 
 import pytest
 
-from shivam.specs import Params
-from shivam.sim.roofline import step_cost
 from shivam.sim.hostcopy import reload_vs_reuse
-from shivam.specs import Dtypes
+from shivam.sim.roofline import step_cost
 from shivam.sim.workload import OpCost
-from shivam.specs import load_engine
+from shivam.specs import Dtypes, Params, load_engine
 
 GRAPH_KERNELS = load_engine("graph").kernels  # the graph engine's kernel counts
 
-P = Params(bandwidth_Bps=1e12, peak_flops={"bf16": 100e12, "fp32": 10e12}, memory_efficiency=0.5,
-           compute_efficiency=0.5, per_kernel_s=1e-6, per_step_s=10e-6, per_iteration_s=0.0, static_power_w=100.0,
-           active_power_w=50.0, dram_j_per_byte=1e-12, dram_floor_j_per_byte=0.5e-12, j_per_flop={"bf16": 1e-13,
-           "fp32": 1e-12}, pcie_Bps=10e9, pcie_j_per_byte=2e-12, capacity_bytes=1e12, source="test",
-           attention_cta_Bps=1e9, multiprocessors=4, misaligned_matmul_fraction=0.1, misaligned_bandwidth_fraction=0.2,
-           misaligned_gemv_bandwidth_fraction=0.25, misaligned_power_w=40.0, per_light_kernel_s=0.5e-6, engine="graph",
-           kernels=GRAPH_KERNELS)
+P = Params(
+    bandwidth_Bps=1e12,
+    peak_flops={"bf16": 100e12, "fp32": 10e12},
+    memory_efficiency=0.5,
+    compute_efficiency=0.5,
+    per_kernel_s=1e-6,
+    per_step_s=10e-6,
+    per_iteration_s=0.0,
+    static_power_w=100.0,
+    active_power_w=50.0,
+    dram_j_per_byte=1e-12,
+    dram_floor_j_per_byte=0.5e-12,
+    j_per_flop={"bf16": 1e-13, "fp32": 1e-12},
+    pcie_Bps=10e9,
+    pcie_j_per_byte=2e-12,
+    capacity_bytes=1e12,
+    source="test",
+    attention_cta_Bps=1e9,
+    multiprocessors=4,
+    misaligned_matmul_fraction=0.1,
+    misaligned_bandwidth_fraction=0.2,
+    misaligned_gemv_bandwidth_fraction=0.25,
+    misaligned_power_w=40.0,
+    per_light_kernel_s=0.5e-6,
+    engine="graph",
+    kernels=GRAPH_KERNELS,
+)
 
 
 def test_memory_bound_op_by_hand():
-    op = OpCost("mm", "matmul", flops=1e9, weight_bytes=1e9, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
-                launches=2, repeat=3)
+    op = OpCost(
+        "mm",
+        "matmul",
+        flops=1e9,
+        weight_bytes=1e9,
+        kv_read_bytes=0,
+        kv_write_bytes=0,
+        act_bytes=0,
+        launches=2,
+        repeat=3,
+    )
     c = step_cost([op], P, "bf16")
     t_op = 1e9 / (1e12 * 0.5)  # 2 ms memory vs 1e9 / 50e12 = 0.02 ms compute
     assert c.busy_s == pytest.approx(3 * t_op)
@@ -33,8 +60,9 @@ def test_memory_bound_op_by_hand():
 
 
 def test_compute_bound_op_by_hand():
-    op = OpCost("mm", "matmul", flops=1e12, weight_bytes=1e6, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
-                launches=1)
+    op = OpCost(
+        "mm", "matmul", flops=1e12, weight_bytes=1e6, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0, launches=1
+    )
     c = step_cost([op], P, "bf16")
     assert c.busy_s == pytest.approx(1e12 / 50e12)
     assert c.bound == "compute"
@@ -42,8 +70,18 @@ def test_compute_bound_op_by_hand():
 
 def test_latency_bound_kernel_by_hand():
     # 10 blocks on 4 multiprocessors: 3 waves, each block streaming 1 MB at 1 GB/s -> 3 ms, above the 1 ms roofline
-    op = OpCost("attn", "attention", flops=0, weight_bytes=0, kv_read_bytes=5e8, kv_write_bytes=0, act_bytes=0,
-                launches=1, block_bytes=1e6, blocks=10)
+    op = OpCost(
+        "attn",
+        "attention",
+        flops=0,
+        weight_bytes=0,
+        kv_read_bytes=5e8,
+        kv_write_bytes=0,
+        act_bytes=0,
+        launches=1,
+        block_bytes=1e6,
+        blocks=10,
+    )
     assert step_cost([op], P, "bf16").busy_s == pytest.approx(3e-3)
     # the same kernel with 4 blocks runs in one wave (1 ms) and meets the roofline (5e8 B at 0.5 TB/s = 1 ms) ...
     assert step_cost([op._replace(blocks=4)], P, "bf16").busy_s == pytest.approx(1e-3)
@@ -54,8 +92,8 @@ def test_latency_bound_kernel_by_hand():
 def test_masked_attention_floor_follows_keys_and_head_dim():
     """Several new tokens: each (head, 128 queries) block streams its head's K and V, (context + n) x head_dim x 2
     values of 2 bytes. Gemma-2B-like head (256) at n=9, c=512: 521 x 256 x 2 x 2 = 533,504 bytes per block."""
-    from shivam.specs.model import load_model
     from shivam.sim.workload import step_ops
+    from shivam.specs.model import load_model
 
     m = load_model("gemma-2b")
     att = {o.name: o for o in step_ops(m, 1, 9, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"]
@@ -76,11 +114,19 @@ def test_masked_attention_floor_follows_keys_and_head_dim():
     # configurations), and 96 (Phi-3) like 128
     q = load_model("qwen2-0.5b")
     assert q.head_dim == 64
-    att = {n: {o.name: o for o in step_ops(q, 1, n, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"].block_bytes
-           for n in (2, 8, 9, 129)}
-    assert att == {2: pytest.approx(514 * 62 * 4), 8: pytest.approx(520 * 62 * 4), 9: pytest.approx(521 * 108 * 4),
-                   129: pytest.approx(641 * 108 * 4)}
-    phi = {o.name: o for o in step_ops(load_model("phi-3-mini"), 1, 3, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"]
+    att = {
+        n: {o.name: o for o in step_ops(q, 1, n, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"].block_bytes
+        for n in (2, 8, 9, 129)
+    }
+    assert att == {
+        2: pytest.approx(514 * 62 * 4),
+        8: pytest.approx(520 * 62 * 4),
+        9: pytest.approx(521 * 108 * 4),
+        129: pytest.approx(641 * 108 * 4),
+    }
+    phi = {o.name: o for o in step_ops(load_model("phi-3-mini"), 1, 3, 512, Dtypes.of("bf16"), GRAPH_KERNELS)}[
+        "attention"
+    ]
     assert phi.block_bytes == pytest.approx(515 * 128 * 4)
 
 
@@ -90,8 +136,8 @@ def test_masked_attention_floor_matches_every_profiled_kernel():
     import json
     from pathlib import Path
 
-    from shivam.specs.model import load_model
     from shivam.sim.workload import step_ops
+    from shivam.specs.model import load_model
 
     profiles = json.loads((Path(__file__).parents[1] / "validation/profiles/h200-steps.json").read_text())
     checked = 0
@@ -100,8 +146,12 @@ def test_masked_attention_floor_matches_every_profiled_kernel():
             continue
         sdpa = [k for k in prof["top_kernels"] if "sdpa" in k["name"]]
         measured_s = sum(k["ms"] for k in sdpa) / sum(k["count"] for k in sdpa) / 1e3
-        att = {o.name: o for o in step_ops(load_model(prof["model"]), 1, prof["new_tokens"], prof["context"],
-                                           Dtypes.of("bf16"), GRAPH_KERNELS)}["attention"]
+        att = {
+            o.name: o
+            for o in step_ops(
+                load_model(prof["model"]), 1, prof["new_tokens"], prof["context"], Dtypes.of("bf16"), GRAPH_KERNELS
+            )
+        }["attention"]
         assert att.blocks <= 132  # one wave on the H200's 132 multiprocessors
         assert float(att.block_bytes) / 9.4e9 == pytest.approx(measured_s, rel=0.12), prof["model"]
         checked += 1
@@ -109,8 +159,9 @@ def test_masked_attention_floor_matches_every_profiled_kernel():
 
 
 def test_overhead_bound_step():
-    op = OpCost("tiny", "elementwise", flops=10, weight_bytes=100, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
-                launches=50)
+    op = OpCost(
+        "tiny", "elementwise", flops=10, weight_bytes=100, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0, launches=50
+    )
     assert step_cost([op], P, "bf16").bound == "overhead"
 
 
@@ -122,7 +173,7 @@ def test_stage1_saving_follows_the_copy_share():
     for r, s in zip(res["reuse"], res["energy_saving"]):
         assert s == pytest.approx((r - 1) * copy / (r * (copy + gemm)))
     # the copy moves 1024^2 bf16 weights over PCIe at 10 GB/s, then writes them to DRAM at 0.5 TB/s; one launch
-    w = 2 * 1024 ** 2
+    w = 2 * 1024**2
     assert res["copy_time_s"] == pytest.approx(w / 10e9 + w / 0.5e12 + 1e-6)
 
 
@@ -133,8 +184,13 @@ def test_energy_is_linear_in_the_fitted_coefficients():
 
     c = step_cost(step_ops(load_model("mistral-7b"), 4, 9, 300, Dtypes.of("bf16"), GRAPH_KERNELS), P, "bf16")
     f = energy_features(c)
-    coef = {"static_power_w": P.static_power_w, "active_power_w": P.active_power_w,
-            "dram_j_per_byte": P.dram_j_per_byte, "compute_scale": 1.0, "pcie_j_per_byte": P.pcie_j_per_byte}
+    coef = {
+        "static_power_w": P.static_power_w,
+        "active_power_w": P.active_power_w,
+        "dram_j_per_byte": P.dram_j_per_byte,
+        "compute_scale": 1.0,
+        "pcie_j_per_byte": P.pcie_j_per_byte,
+    }
     assert sum(coef[k] * f[k] for k in coef) == pytest.approx(c.energy_j)
 
 
@@ -142,8 +198,9 @@ def test_a_misaligned_matmul_adds_its_load_and_arithmetic_times():
     # aligned: 1e12 FLOP on 100 TFLOP/s x 0.5 efficiency = 20 ms (the 1e9 bytes' 2 ms overlap under it, p = 100).
     # Misaligned: the fallback kernel's measured fractions of the peaks, not the fitted efficiencies, and no overlap:
     # 1e9 B / (1 TB/s x 0.2) + 1e12 / (100 TFLOP/s x 0.1) = 5 ms + 100 ms
-    op = OpCost("head", "matmul", flops=1e12, weight_bytes=1e9, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
-                launches=1)
+    op = OpCost(
+        "head", "matmul", flops=1e12, weight_bytes=1e9, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0, launches=1
+    )
     assert step_cost([op], P, "bf16").busy_s == pytest.approx(0.02, rel=1e-3)
     fallback = step_cost([op._replace(kind="matmul_misaligned")], P, "bf16")
     assert fallback.busy_s == pytest.approx(0.105)
@@ -158,8 +215,8 @@ def test_a_misaligned_matmul_adds_its_load_and_arithmetic_times():
 
 
 def test_only_an_unaligned_vocabulary_with_several_rows_takes_the_fallback():
-    from shivam.specs.model import load_model
     from shivam.sim.workload import step_ops
+    from shivam.specs.model import load_model
 
     def head_flops(model, weights="bf16", act=None, rows=9):
         ops = step_ops(load_model(model), 1, rows, 16, Dtypes.of(weights, act), GRAPH_KERNELS)
@@ -181,15 +238,24 @@ def test_only_an_unaligned_vocabulary_with_several_rows_takes_the_fallback():
 
 def test_light_kernels_cost_their_own_rate():
     # 2 regular launches at 1 us and 3 light ones at 0.5 us, plus the 10 us step overhead
-    op = OpCost("mm", "matmul", flops=0, weight_bytes=0, kv_read_bytes=0, kv_write_bytes=0, act_bytes=0,
-                launches=2, light_launches=3)
+    op = OpCost(
+        "mm",
+        "matmul",
+        flops=0,
+        weight_bytes=0,
+        kv_read_bytes=0,
+        kv_write_bytes=0,
+        act_bytes=0,
+        launches=2,
+        light_launches=3,
+    )
     c = step_cost([op], P, "bf16")
     assert c.overhead_s == pytest.approx(2e-6 + 1.5e-6 + 10e-6) and c.launches == 5
 
 
 def test_fp8_activations_add_a_cast_and_pad_odd_rows():
-    from shivam.specs.model import load_model
     from shivam.sim.workload import step_ops
+    from shivam.specs.model import load_model
 
     m = load_model("mistral-7b")
     fp8 = Dtypes.of("fp8", "fp8")
@@ -208,10 +274,10 @@ def test_fallback_head_matches_the_profiled_kernel():
     import json
     from pathlib import Path
 
-    from shivam.specs import load_gpu, make_params
-    from shivam.specs.model import load_model
     from shivam.sim.roofline import op_time
     from shivam.sim.workload import step_ops
+    from shivam.specs import load_gpu, make_params
+    from shivam.specs.model import load_model
 
     params = make_params(load_gpu("h200"), "graph")
     profiles = json.loads((Path(__file__).parents[1] / "validation/profiles/h200-steps.json").read_text())
@@ -220,8 +286,12 @@ def test_fallback_head_matches_the_profiled_kernel():
         fallback = [k for k in prof["top_kernels"] if "cutlass_75" in k["name"]]
         if prof["model"] != "gpt2" or not fallback:
             continue
-        op = {o.name: o for o in step_ops(load_model("gpt2"), prof["batch"], prof["new_tokens"], prof["context"],
-                                          Dtypes.of("bf16"), GRAPH_KERNELS)}["lm_head_fallback"]
+        op = {
+            o.name: o
+            for o in step_ops(
+                load_model("gpt2"), prof["batch"], prof["new_tokens"], prof["context"], Dtypes.of("bf16"), GRAPH_KERNELS
+            )
+        }["lm_head_fallback"]
         predicted = float(op_time(op, params, "bf16")[0])
         assert predicted == pytest.approx(fallback[0]["ms"] / 1e3, rel=0.10)
         rows_seen.add(prof["batch"] * prof["new_tokens"])
@@ -236,8 +306,8 @@ def test_fallback_power_matches_the_head_measured_alone():
     import json
     from pathlib import Path
 
-    from shivam.specs import load_gpu, resolve_params
     from shivam.sim.roofline import op_time
+    from shivam.specs import load_gpu, resolve_params
 
     p = resolve_params(load_gpu("h200"), "graph")
     path = Path(__file__).parents[1] / "validation/results/h200/operators/head-energy.jsonl"

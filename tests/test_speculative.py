@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from shivam.sim.roofline import StepCost
+from shivam.sim.scenario import Scenario, prediction
+from shivam.sim.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
 from shivam.specs import load_gpu, make_params
 from shivam.specs.model import load_model
-from shivam.sim.scenario import Scenario, prediction
-from shivam.sim.roofline import StepCost
-from shivam.sim.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
 
 
 def fake_step(time, energy):
@@ -58,8 +58,13 @@ def test_alpha_for_tokens_inverts():
 
 @pytest.fixture(scope="module")
 def mistral_h200():
-    return Scenario(target=load_model("mistral-7b"), draft=load_model("opt-125m"),
-                    params=make_params(load_gpu("h200")), prompt=128, gen=128)
+    return Scenario(
+        target=load_model("mistral-7b"),
+        draft=load_model("opt-125m"),
+        params=make_params(load_gpu("h200")),
+        prompt=128,
+        gen=128,
+    )
 
 
 def test_k0_is_the_baseline(mistral_h200):

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from shivam.specs.model import load_model
-from shivam.specs import Dtypes
 from shivam.sim.workload import expected_distinct_experts, step_ops
-from shivam.specs import load_engine
+from shivam.specs import Dtypes, load_engine
+from shivam.specs.model import load_model
 
 GRAPH_KERNELS = load_engine("graph").kernels  # the graph engine's kernel counts
 
@@ -63,7 +62,10 @@ def test_gqa_attention_reads_the_grouped_cache():
 
 def test_batch_shares_weights_but_not_kv():
     m = load_model("mistral-7b")
-    one, eight = totals(step_ops(m, 1, 1, 256, BF16, GRAPH_KERNELS)), totals(step_ops(m, 8, 1, 256, BF16, GRAPH_KERNELS))
+    one, eight = (
+        totals(step_ops(m, 1, 1, 256, BF16, GRAPH_KERNELS)),
+        totals(step_ops(m, 8, 1, 256, BF16, GRAPH_KERNELS)),
+    )
     assert eight["kv_read_bytes"] == 8 * one["kv_read_bytes"]
     # weights: only the embedding rows grow with the batch
     assert eight["weight_bytes"] - one["weight_bytes"] == 7 * 4096 * 2
@@ -79,7 +81,7 @@ def test_moe_batch_one_reads_two_experts_and_many_tokens_read_all():
 
 def test_expected_distinct_experts_by_hand():
     # 2 tokens, each picking 2 of 8: an expert is missed by one token with probability 6/8 -> used w.p. 1 - (6/8)^2
-    assert expected_distinct_experts(8, 2, 2) == pytest.approx(8 * (1 - 0.75 ** 2))
+    assert expected_distinct_experts(8, 2, 2) == pytest.approx(8 * (1 - 0.75**2))
     assert expected_distinct_experts(8, 2, 1) == pytest.approx(2)
 
 

@@ -32,7 +32,7 @@ def main(rows_list):
             w = torch.randn(vocab, HIDDEN, device=device, dtype=torch.bfloat16) * 0.02
             x = torch.randn(rows, HIDDEN, device=device, dtype=torch.bfloat16)
 
-            def call():
+            def call(x=x, w=w):
                 for _ in range(REPEAT):
                     F.linear(x, w).float()  # as the graph engine's head: bf16 logits, then fp32
                 sync(device)

@@ -1,6 +1,7 @@
 """Where the graph engine's decode step spends its time: kernels launched, summed kernel time, replay time.
 
-Evidence for the gap between shivam's graph engine and the minimal decoder of h200-facts.md.
+Evidence for the gap between shivam's graph engine and a minimal graphed decoder measured on the same H200 model
+(2026-11: 4.70 ms per Mistral-7B decode step; validation/README.md).
 Run on a GPU: python3 validation/profile_step.py [model] [context] [new_tokens] [batch] [weights_dtype] > profile.json
 (JSON on stdout alone; defaults mistral-7b 512 1 1 bf16)
 
@@ -15,11 +16,10 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from shivam.sim.workload import step_ops
+from shivam.specs import Dtypes, load_engine
 from shivam.specs.model import load_model
 from shivam.validate.engines import Decoder
-from shivam.specs import Dtypes
-from shivam.sim.workload import step_ops
-from shivam.specs import load_engine
 
 GRAPH_KERNELS = load_engine("graph").kernels  # the graph engine's kernel counts
 

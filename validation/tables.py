@@ -1,7 +1,7 @@
 """Markdown tables for docs/validation.md from `shivam check --format json` output, so the document's numbers are
 the check's, not retyped.
 
-    shivam check validation/results/h200/*.jsonl --card-factors --fix ... --format json > /tmp/check.json
+    shivam check validation/results/h200/*.jsonl --format json > /tmp/check.json   # with the bundled recipe
     python3 validation/tables.py /tmp/check.json lomo      # leave-one-model-out, per held-out model
     python3 validation/tables.py /tmp/check.json points    # predicted vs measured, every point
 """

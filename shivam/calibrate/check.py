@@ -17,16 +17,30 @@ def predictions(data: list[Measured], params: Params, card_factors: dict | None 
     for m in data:
         cost, tokens, bound = point_cost(m.point, params)
         f = (card_factors or {}).get(m.card, 1.0)
-        row = {"label": m.point.label(), "group": m.group, "kind": m.point.kind, "k": m.point.k,
-               "alpha": None if m.point.alpha is None else str(m.point.alpha),  # as the label shows it
-               "card": m.card, "card_factor": f,
-               "time_pred": float(cost.time_s), "time_meas": m.time_s,
-               "energy_pred": f * float(cost.energy_j), "energy_meas": m.energy_j, "bound": bound}
+        row = {
+            "label": m.point.label(),
+            "group": m.group,
+            "kind": m.point.kind,
+            "k": m.point.k,
+            "alpha": None if m.point.alpha is None else str(m.point.alpha),  # as the label shows it
+            "card": m.card,
+            "card_factor": f,
+            "time_pred": float(cost.time_s),
+            "time_meas": m.time_s,
+            "energy_pred": f * float(cost.energy_j),
+            "energy_meas": m.energy_j,
+            "bound": bound,
+        }
         if m.tokens:
             # per token: the prediction with the measured tokens per call, so acceptance draws do not count as error
-            row.update(energy_tok_pred=row["energy_pred"] / m.tokens, energy_tok_meas=m.energy_j / m.tokens,
-                       time_tok_pred=row["time_pred"] / m.tokens, time_tok_meas=m.time_s / m.tokens,
-                       tokens=m.tokens, expected_tokens=tokens)
+            row.update(
+                energy_tok_pred=row["energy_pred"] / m.tokens,
+                energy_tok_meas=m.energy_j / m.tokens,
+                time_tok_pred=row["time_pred"] / m.tokens,
+                time_tok_meas=m.time_s / m.tokens,
+                tokens=m.tokens,
+                expected_tokens=tokens,
+            )
         row["time_err"] = row["time_pred"] / row["time_meas"] - 1
         row["energy_err"] = row["energy_pred"] / row["energy_meas"] - 1
         rows.append(row)
@@ -45,8 +59,9 @@ def error_stats(errors) -> dict:
     return {"median": float(np.median(a)), "max": float(np.max(a)), "mean": float(np.mean(a)), "n": int(a.size)}
 
 
-def leave_one_group_out(data: list[Measured], base: Params, fix: dict | None = None,
-                        card_factors: bool = False, progress=None) -> list[dict]:
+def leave_one_group_out(
+    data: list[Measured], base: Params, fix: dict | None = None, card_factors: bool = False, progress=None
+) -> list[dict]:
     """Fit without each model's points, predict that model's points. With card factors, a held-out point takes its
     card's factor as fitted from the other models measured on that card (1 where the card measured no other)."""
     rows = []
@@ -59,8 +74,9 @@ def leave_one_group_out(data: list[Measured], base: Params, fix: dict | None = N
         if len({m.group for m in train}) < 2:
             continue
         result = fit(train, base, fix, strict=False, card_factors=card_factors)
-        rows += [{**r, "fold": g, "held": sorted(result.held)}
-                 for r in predictions(test, result.params, result.card_factors)]
+        rows += [
+            {**r, "fold": g, "held": sorted(result.held)} for r in predictions(test, result.params, result.card_factors)
+        ]
     return rows
 
 
@@ -76,8 +92,14 @@ def best_k_check(rows: list[dict]) -> list[dict]:
             meas = min(cands, key=lambda r: r["energy_tok_meas"])
             pred = min(cands, key=lambda r: r["energy_tok_pred"])
             gap = pred["energy_tok_meas"] / meas["energy_tok_meas"] - 1
-            out.append({"model": model, "alpha": alpha, "best_k_measured": meas["k"], "best_k_predicted": pred["k"],
-                        "energy_gap": gap, "ok": meas["k"] == pred["k"] or gap <= 0.02})
+            out.append(
+                {
+                    "model": model,
+                    "alpha": alpha,
+                    "best_k_measured": meas["k"],
+                    "best_k_predicted": pred["k"],
+                    "energy_gap": gap,
+                    "ok": meas["k"] == pred["k"] or gap <= 0.02,
+                }
+            )
     return out
-
-

@@ -1,9 +1,10 @@
 """Calibration: fit the simulator's free parameters to measured points, and check predictions against them.
 
 Two stages, because the model is built that way (docs/model.md, section 3):
-  time   = f(memory_efficiency, compute_efficiency, overlap_exponent, per_kernel_s, per_step_s, per_iteration_s, pcie_Bps,
-             attention_cta_Bps):
-           nonlinear (an overlap of memory and compute per operator), fitted with scipy.optimize.least_squares on relative error;
+  time   = f(memory_efficiency, compute_efficiency, overlap_exponent, per_kernel_s, per_step_s, per_iteration_s,
+             pcie_Bps, attention_cta_Bps):
+           nonlinear (an overlap of memory and compute per operator), fitted with scipy.optimize.least_squares on
+           relative error;
   energy = static_power * time + active_power * busy + block_power * floor SM-seconds + e_dram * bytes
            + compute_scale * E_compute + e_pcie * pcie (+ the fallback kernels' measured power, a fixed part):
            linear once the times are fixed, fitted with scipy.optimize.lsq_linear (bounded, relative error).
@@ -23,14 +24,34 @@ from shivam.errors import ShivamError
 from shivam.sim.roofline import energy_features, energy_not_fitted
 from shivam.specs import Calibration, Params, load_gpu, make_params
 
-TIME_PARAMS = ("memory_efficiency", "compute_efficiency", "overlap_exponent", "per_kernel_s", "per_step_s",
-               "per_iteration_s", "pcie_Bps", "attention_cta_Bps")
-TIME_BOUNDS = {"memory_efficiency": (0.05, 1.2), "compute_efficiency": (0.05, 1.2), "overlap_exponent": (1.0, 100.0),
-               "per_kernel_s": (0.0, 1e-3),
-               "per_step_s": (0.0, 0.05), "per_iteration_s": (0.0, 0.05), "pcie_Bps": (1e8, 2e11),
-               "attention_cta_Bps": (1e8, 1e12)}
-ENERGY_PARAMS = ("static_power_w", "active_power_w", "block_power_w", "dram_j_per_byte", "compute_scale",
-                 "pcie_j_per_byte")
+TIME_PARAMS = (
+    "memory_efficiency",
+    "compute_efficiency",
+    "overlap_exponent",
+    "per_kernel_s",
+    "per_step_s",
+    "per_iteration_s",
+    "pcie_Bps",
+    "attention_cta_Bps",
+)
+TIME_BOUNDS = {
+    "memory_efficiency": (0.05, 1.2),
+    "compute_efficiency": (0.05, 1.2),
+    "overlap_exponent": (1.0, 100.0),
+    "per_kernel_s": (0.0, 1e-3),
+    "per_step_s": (0.0, 0.05),
+    "per_iteration_s": (0.0, 0.05),
+    "pcie_Bps": (1e8, 2e11),
+    "attention_cta_Bps": (1e8, 1e12),
+}
+ENERGY_PARAMS = (
+    "static_power_w",
+    "active_power_w",
+    "block_power_w",
+    "dram_j_per_byte",
+    "compute_scale",
+    "pcie_j_per_byte",
+)
 
 
 def _with(params: Params, values: dict) -> Params:
@@ -85,8 +106,9 @@ def card_scales(pred: np.ndarray, meas: np.ndarray, cards: list[str]) -> dict[st
     return out
 
 
-def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: bool = True,
-        card_factors: bool = False) -> FitResult:
+def fit(
+    data: list[Measured], base: Params, fix: dict | None = None, strict: bool = True, card_factors: bool = False
+) -> FitResult:
     """Fit time then energy parameters. strict: refuse, by name, a parameter the data cannot identify. strict=False
     (cross-validation folds) keeps the least-squares values however uncertain; parameters that no point of the
     data moves at all are held at their defaults either way.
@@ -100,9 +122,13 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     kinds = {m.point.kind for m in data}
     points, meas_t = PointSet([m.point for m in data], base), np.array([m.time_s for m in data])
     # parameters with no data that could move them are held, not fitted
-    relevant = {"pcie_Bps": "stage1" in kinds, "per_iteration_s": bool(kinds & {"spec", "generate"}),
-                "attention_cta_Bps": points.has_latency_bound_kernels,
-                "per_step_s": bool(kinds - {"stage1"}), "per_kernel_s": bool(kinds - {"stage1"})}
+    relevant = {
+        "pcie_Bps": "stage1" in kinds,
+        "per_iteration_s": bool(kinds & {"spec", "generate"}),
+        "attention_cta_Bps": points.has_latency_bound_kernels,
+        "per_step_s": bool(kinds - {"stage1"}),
+        "per_kernel_s": bool(kinds - {"stage1"}),
+    }
     names = [n for n in TIME_PARAMS if n not in fix and relevant.get(n, True)]
     held = {n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix}
     base = _with(base, fix)
@@ -110,8 +136,14 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     x0 = np.array([min(getattr(base, n), 4.0) if n == "overlap_exponent" else getattr(base, n) for n in names])
     lo, hi = np.array([TIME_BOUNDS[n][0] for n in names]), np.array([TIME_BOUNDS[n][1] for n in names])
     scale = np.maximum(np.abs(x0), 1e-7)
-    sol = least_squares(_time_residuals, np.clip(x0, lo, hi), bounds=(lo, hi), args=(names, base, points, meas_t),
-                        x_scale=scale, method="trf")
+    sol = least_squares(
+        _time_residuals,
+        np.clip(x0, lo, hi),
+        bounds=(lo, hi),
+        args=(names, base, points, meas_t),
+        x_scale=scale,
+        method="trf",
+    )
     unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, np.maximum(np.abs(sol.x), scale)), sol.x)
     if bad and strict:
         raise _unidentifiable(bad)
@@ -124,8 +156,9 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     cols = {n: np.asarray(features[n], dtype=float) for n in ENERGY_PARAMS}
     e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
     meas_e = np.array([m.energy_j for m in data])
-    fixed_part = (sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix)
-                  + np.asarray(energy_not_fitted(costs), dtype=float))
+    fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix) + np.asarray(
+        energy_not_fitted(costs), dtype=float
+    )
     cards = [m.card for m in data]
     factors = {c: 1.0 for c in cards}
     for _ in range(50 if card_factors else 1):
@@ -148,14 +181,21 @@ def fit(data: list[Measured], base: Params, fix: dict | None = None, strict: boo
     final = _with(final, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
     f_row = np.array([factors[c] for c in cards]) if card_factors else 1.0
     energy_pred = f_row * points.costs(final).energy_j
-    return FitResult(final, all_values, {**{n: unc[n] for n in names}, **e_unc},
-                     {"time": sol.fun.tolist(), "energy": (energy_pred / meas_e - 1).tolist()}, held,
-                     factors if card_factors else {})
+    return FitResult(
+        final,
+        all_values,
+        {**{n: unc[n] for n in names}, **e_unc},
+        {"time": sol.fun.tolist(), "energy": (energy_pred / meas_e - 1).tolist()},
+        held,
+        factors if card_factors else {},
+    )
 
 
 def _unidentifiable(bad: list[str]) -> ShivamError:
-    return ShivamError(f"the data cannot identify {', '.join(bad)} (uncertainty above 100 %); measure points that "
-                       f"move it or hold it with --fix {bad[0]}=VALUE")
+    return ShivamError(
+        f"the data cannot identify {', '.join(bad)} (uncertainty above 100 %); measure points that "
+        f"move it or hold it with --fix {bad[0]}=VALUE"
+    )
 
 
 def _energy_solve(cols, e_names, meas_e, fixed_part, strict):
@@ -176,13 +216,21 @@ def _energy_solve(cols, e_names, meas_e, fixed_part, strict):
 
 def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str], note: str = "") -> Calibration:
     p = result.params
-    params = {n: getattr(p, n) for n in TIME_PARAMS + ("static_power_w", "active_power_w", "block_power_w",
-                                                         "dram_j_per_byte", "pcie_j_per_byte")}
+    params = {
+        n: getattr(p, n)
+        for n in TIME_PARAMS
+        + ("static_power_w", "active_power_w", "block_power_w", "dram_j_per_byte", "pcie_j_per_byte")
+    }
     params["j_per_flop"] = dict(p.j_per_flop)
-    return Calibration(gpu=gpu, engine=engine, parameters=params,
-                       uncertainty={k: v for k, v in result.uncertainty.items()}, fitted_from=sources,
-                       card_factors=result.card_factors,
-                       note=note or f"held at defaults (not identifiable from this data): {sorted(result.held) or 'none'}")
+    return Calibration(
+        gpu=gpu,
+        engine=engine,
+        parameters=params,
+        uncertainty={k: v for k, v in result.uncertainty.items()},
+        fitted_from=sources,
+        card_factors=result.card_factors,
+        note=note or f"held at defaults (not identifiable from this data): {sorted(result.held) or 'none'}",
+    )
 
 
 def base_params(gpu: str | None, engine: str) -> Params:

@@ -14,13 +14,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
-from shivam.specs import Params
-from shivam.specs.model import load_model
-from shivam.sim.scenario import Scenario
 from shivam.sim.hostcopy import sequence_weights, unit_steps
 from shivam.sim.roofline import StepCost, StepInputs, StepSet, host_wait, step_cost
+from shivam.sim.scenario import Scenario
 from shivam.sim.speculative import tokens_per_iteration
-from shivam.specs import Dtypes
+from shivam.specs import Dtypes, Params
+from shivam.specs.model import load_model
 
 
 class Point(BaseModel, frozen=True):
@@ -57,7 +56,11 @@ class Point(BaseModel, frozen=True):
 
     def label(self) -> str:
         if self.kind == "step":
-            dt = "" if self.weights_dtype == "bf16" and not self.act_dtype else f" {self.weights_dtype}/{self.act_dtype or self.weights_dtype}"
+            dt = (
+                ""
+                if self.weights_dtype == "bf16" and not self.act_dtype
+                else f" {self.weights_dtype}/{self.act_dtype or self.weights_dtype}"
+            )
             return f"{self.model} step n={self.new_tokens} b={self.batch} c={self.context}{dt}"
         if self.kind == "spec":
             return f"{self.model}+{self.draft} k={self.k} a={self.alpha} c={self.context}"
@@ -67,9 +70,15 @@ class Point(BaseModel, frozen=True):
 
 
 def scenario(point: Point, params: Params) -> Scenario:
-    return Scenario(target=load_model(point.model), params=params, dtypes=point.dtypes,
-                    draft=load_model(point.draft) if point.draft else None, batch=point.batch,
-                    prompt=point.prompt or point.context, gen=max(point.gen, 1))
+    return Scenario(
+        target=load_model(point.model),
+        params=params,
+        dtypes=point.dtypes,
+        draft=load_model(point.draft) if point.draft else None,
+        batch=point.batch,
+        prompt=point.prompt or point.context,
+        gen=max(point.gen, 1),
+    )
 
 
 def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInputs]], float, StepInputs | None]:
@@ -101,8 +110,11 @@ def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInp
 def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
     """(cost of one measured call, expected tokens per call, bound of its main step)."""
     steps, syncs, main = point_steps(point, params)
-    costs = [step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
-             for w, (ops, dtype, eager, host_steps) in steps if w]
+    costs = [
+        step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
+        for w, (ops, dtype, eager, host_steps) in steps
+        if w
+    ]
     total = sum(costs[1:], costs[0]) + host_wait(params, syncs * params.per_iteration_s)
     if main is None:
         return total, 0.0, total.bound

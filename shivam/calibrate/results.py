@@ -72,7 +72,7 @@ class Measured:
     card: str = ""  # the GPU card (NVML UUID) or, where none was recorded, the campaign that measured the point
 
     @classmethod
-    def from_record(cls, r: dict, card: str = "", source: str = "results file") -> "Measured":
+    def from_record(cls, r: dict, card: str = "", source: str = "results file") -> Measured:
         try:
             p = Point.model_validate(r.get("point"))
         except ValidationError as exc:
@@ -80,11 +80,19 @@ class Measured:
         m = r.get("measured")
         keys = ("time_per_call_s", "energy_per_call_j")
         if not isinstance(m, dict) or not all(isinstance(m.get(k), (int, float)) and m[k] > 0 for k in keys):
-            raise ShivamError(f"{source}: point record {r.get('id', '?')} has no positive measured time_per_call_s "
-                              f"and energy_per_call_j; {_FIX}")
+            raise ShivamError(
+                f"{source}: point record {r.get('id', '?')} has no positive measured time_per_call_s "
+                f"and energy_per_call_j; {_FIX}"
+            )
         group = p.model if p.kind != "stage1" else "stage1"
-        return cls(p, float(m["time_per_call_s"]), float(m["energy_per_call_j"]), float(m.get("tokens_per_call", 0.0)),
-                   group, card)
+        return cls(
+            p,
+            float(m["time_per_call_s"]),
+            float(m["energy_per_call_j"]),
+            float(m.get("tokens_per_call", 0.0)),
+            group,
+            card,
+        )
 
 
 def load_records(paths: list[str]) -> list[dict]:
@@ -108,7 +116,7 @@ def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Meas
                 if engine is None or m.point.engine == engine:
                     out.append(m)
     if not out:
-        raise ShivamError(f"no measured points{' of the ' + engine + ' engine' if engine else ''} in {', '.join(paths)}")
+        raise ShivamError(
+            f"no measured points{' of the ' + engine + ' engine' if engine else ''} in {', '.join(paths)}"
+        )
     return out, gpu
-
-

@@ -37,13 +37,22 @@ def cmd_predict(args) -> int:
 
         writable_file(args.report, "--report")  # refuse before computing
     res = api.predict(
-        model=args.model, gpu=args.gpu, k=parse_ints(args.k, "--k", 0, api.K_MAX, "the speculation window"),
+        model=args.model,
+        gpu=args.gpu,
+        k=parse_ints(args.k, "--k", 0, api.K_MAX, "the speculation window"),
         alpha=parse_floats(args.alpha, "--alpha", 0, 1) if args.alpha is not None else None,
         acceptance=parse_floats(args.acceptance, "--acceptance", 0, 1) if args.acceptance is not None else None,
-        draft=args.draft, batch=parse_int(args.batch, "--batch"), prompt=parse_int(args.prompt, "--prompt", 0),
-        gen=parse_int(args.gen, "--gen"), engine=args.engine, calibration=_calibration(args),
-        weights_dtype=args.weights_dtype, act_dtype=args.act_dtype, kv_dtype=args.kv_dtype,
-        target_ratio=parse_float(args.target_ratio, "--target-ratio", 1e-6, 1e6) if args.target_ratio else None)
+        draft=args.draft,
+        batch=parse_int(args.batch, "--batch"),
+        prompt=parse_int(args.prompt, "--prompt", 0),
+        gen=parse_int(args.gen, "--gen"),
+        engine=args.engine,
+        calibration=_calibration(args),
+        weights_dtype=args.weights_dtype,
+        act_dtype=args.act_dtype,
+        kv_dtype=args.kv_dtype,
+        target_ratio=parse_float(args.target_ratio, "--target-ratio", 1e-6, 1e6) if args.target_ratio else None,
+    )
     _warn(res.warnings)
     doc = res.to_dict()
     if args.units == "kWh":
@@ -70,8 +79,15 @@ def cmd_predict(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    info = api.inspect(args.model, args.gpu, parse_int(args.context, "--context", 0), args.weights_dtype,
-                       args.kv_dtype, args.engine, _calibration(args))
+    info = api.inspect(
+        args.model,
+        args.gpu,
+        parse_int(args.context, "--context", 0),
+        args.weights_dtype,
+        args.kv_dtype,
+        args.engine,
+        _calibration(args),
+    )
     if args.format == "json":
         _print_json(info)
     else:
@@ -88,10 +104,19 @@ def cmd_models(args) -> int:
     rows = []
     for alias, entry in bundled_index().items():
         m = load_model(alias)
-        rows.append([alias, entry["hf_id"], m.family, f"{m.param_count() / 1e9:.3f} B", m.attention_kind,
-                     f"{m.kv_bytes_per_token(nbytes('bf16')):,.0f}"])
-    table("Bundled models", ["alias", "Hugging Face id", "family", "parameters", "attention", "KV B/token (16-bit)"],
-          rows)
+        rows.append(
+            [
+                alias,
+                entry["hf_id"],
+                m.family,
+                f"{m.param_count() / 1e9:.3f} B",
+                m.attention_kind,
+                f"{m.kv_bytes_per_token(nbytes('bf16')):,.0f}",
+            ]
+        )
+    table(
+        "Bundled models", ["alias", "Hugging Face id", "family", "parameters", "attention", "KV B/token (16-bit)"], rows
+    )
     return 0
 
 
@@ -107,11 +132,24 @@ def cmd_gpus(args) -> int:
     for gid in gpu_ids():
         g = load_gpu(gid)
         calibrated = [e for e in engine_ids() if bundled_calibration(gid, e)]
-        rows.append([gid, g.name, f"{g.memory.capacity_gb:g} GB {g.memory.type}", f"{g.memory.bandwidth_gbs:g}",
-                     ", ".join(f"{k} {v:g}" for k, v in g.peak_tflops.items()), f"{g.tdp_w:g}",
-                     f"{g.energy.dram_board_pj_per_bit.value:g}", ", ".join(calibrated) or "no"])
-    table("Bundled GPUs", ["id", "name", "memory", "GB/s", "dense TFLOP/s", "TDP W", "pJ/bit (board)", "calibrated"],
-          rows, "your own GPU: a file in this schema (`shivam gpus --schema`), passed as --gpu path/to/gpu.json")
+        rows.append(
+            [
+                gid,
+                g.name,
+                f"{g.memory.capacity_gb:g} GB {g.memory.type}",
+                f"{g.memory.bandwidth_gbs:g}",
+                ", ".join(f"{k} {v:g}" for k, v in g.peak_tflops.items()),
+                f"{g.tdp_w:g}",
+                f"{g.energy.dram_board_pj_per_bit.value:g}",
+                ", ".join(calibrated) or "no",
+            ]
+        )
+    table(
+        "Bundled GPUs",
+        ["id", "name", "memory", "GB/s", "dense TFLOP/s", "TDP W", "pJ/bit (board)", "calibrated"],
+        rows,
+        "your own GPU: a file in this schema (`shivam gpus --schema`), passed as --gpu path/to/gpu.json",
+    )
     return 0
 
 
@@ -120,8 +158,12 @@ def cmd_engines(args) -> int:
     from shivam.specs import engine_ids, load_engine
 
     rows = [[e, load_engine(e).description, load_engine(e).dispatch_counts] for e in engine_ids()]
-    table("Bundled engine profiles (hardware/engines/)", ["engine", "description", "host cost counts"], rows,
-          "your own engine: a profile file in the same schema, passed as --engine path/to/engine.json")
+    table(
+        "Bundled engine profiles (hardware/engines/)",
+        ["engine", "description", "host cost counts"],
+        rows,
+        "your own engine: a profile file in the same schema, passed as --engine path/to/engine.json",
+    )
     return 0
 
 
@@ -136,15 +178,28 @@ def cmd_calibrations(args) -> int:
             path = bundled_calibration(gid, e)
             if path:
                 cal, recipe = load_calibration(path), recipe_for(gid, e)
-                rows.append([gid, e, str(path.name), len(cal.card_factors),
-                             recipe.name if recipe else "-", ", ".join(recipe.fix) if recipe else "-"])
+                rows.append(
+                    [
+                        gid,
+                        e,
+                        str(path.name),
+                        len(cal.card_factors),
+                        recipe.name if recipe else "-",
+                        ", ".join(recipe.fix) if recipe else "-",
+                    ]
+                )
     table("Bundled calibrations (hardware/calibrated/)", ["gpu", "engine", "file", "cards", "recipe", "held"], rows)
     return 0
 
 
 def cmd_stage1(args) -> int:
-    res = api.stage1(args.gpu, parse_int(args.size, "--size"), parse_int(args.tokens, "--tokens"),
-                     parse_ints(args.reuse, "--reuse", 1, 100_000, "the reuse count"), args.dtype)
+    res = api.stage1(
+        args.gpu,
+        parse_int(args.size, "--size"),
+        parse_int(args.tokens, "--tokens"),
+        parse_ints(args.reuse, "--reuse", 1, 100_000, "the reuse count"),
+        args.dtype,
+    )
     if args.format == "json":
         _print_json({k: v for k, v in res.items() if k != "gpu_name"})
         return 0
@@ -175,14 +230,24 @@ def cmd_validate(args) -> int:
     unknown = [s for s in suites if s not in SUITES]
     if unknown and not args.points_file:
         raise ShivamError(f"unknown suite {unknown[0]!r}: use {', '.join(SUITES)}")
-    points = select_points(suites, args.engine, parse_int(args.limit, "--limit") if args.limit else None,
-                           args.points_file)
+    points = select_points(
+        suites, args.engine, parse_int(args.limit, "--limit") if args.limit else None, args.points_file
+    )
     path, written = run_validation(
-        points, args.out, "points" if args.points_file else "_".join(suites), parse_int(args.gpu_index, "--gpu-index", 0),
-        parse_int(args.repeats, "--repeats"), parse_int(args.min_periods, "--min-periods"),
-        parse_float(args.max_spread, "--max-spread", 0, 1), parse_int(args.extensions, "--extensions", 0),
-        args.weights, args.subtract_idle, args.codecarbon, args.simulate_meter,
-        command="shivam " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        points,
+        args.out,
+        "points" if args.points_file else "_".join(suites),
+        parse_int(args.gpu_index, "--gpu-index", 0),
+        parse_int(args.repeats, "--repeats"),
+        parse_int(args.min_periods, "--min-periods"),
+        parse_float(args.max_spread, "--max-spread", 0, 1),
+        parse_int(args.extensions, "--extensions", 0),
+        args.weights,
+        args.subtract_idle,
+        args.codecarbon,
+        args.simulate_meter,
+        command="shivam " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
     from shivam.calibrate.results import read_records
     from shivam.cli.render import measured_table
 

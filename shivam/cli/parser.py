@@ -17,10 +17,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _calibration_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", default=None, help=f"engine profile: a name from `shivam engines` or a profile file "
-                                                  f"(default {DEFAULT_ENGINE})")
-    p.add_argument("--calibration", default=None, help="calibration file from `shivam fit` (default: the bundled one "
-                                                       "of the GPU and engine, if any)")
+    p.add_argument(
+        "--engine",
+        default=None,
+        help=f"engine profile: a name from `shivam engines` or a profile file (default {DEFAULT_ENGINE})",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="calibration file from `shivam fit` (default: the bundled one of the GPU and engine, if any)",
+    )
     p.add_argument("--no-calibration", action="store_true", help="use datasheet estimates even if a calibration exists")
 
 
@@ -31,8 +37,9 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", default="1", help="sequences decoded together")
     p.add_argument("--prompt", default="128", help="prompt tokens")
     p.add_argument("--gen", default="128", help="generated tokens: results average over the growing context")
-    p.add_argument("--weights-dtype", default=None, help="fp32 fp16 bf16 fp8 int8 int4 (default: bf16, fp16 without "
-                                                         "bf16)")
+    p.add_argument(
+        "--weights-dtype", default=None, help="fp32 fp16 bf16 fp8 int8 int4 (default: bf16, fp16 without bf16)"
+    )
     p.add_argument("--act-dtype", default=None, help="activation/matmul dtype (default: 16-bit)")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: the activation dtype)")
     _calibration_args(p)
@@ -41,10 +48,18 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
 def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default=DEFAULT_ENGINE, help="fit the points of this engine")
     p.add_argument("--gpu", default=None, help="GPU id (default: from the results' environment record)")
-    p.add_argument("--fix", action="append", default=[], help="hold a parameter: NAME=VALUE (repeatable; adds to "
-                                                              "or overrides the recipe's)")
-    p.add_argument("--card-factors", action=argparse.BooleanOptionalAction, default=None,
-                   help="one energy scale per GPU card (default: the recipe's choice, else off)")
+    p.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        help="hold a parameter: NAME=VALUE (repeatable; adds to or overrides the recipe's)",
+    )
+    p.add_argument(
+        "--card-factors",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one energy scale per GPU card (default: the recipe's choice, else off)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,16 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="time and energy per token vs speculation window k and acceptance alpha")
     _scenario_args(p)
-    p.add_argument("--k", default="1..8", help=f"speculation windows: 4, 1..8 or 0,2,4, each 0-{K_MAX} (k=0, the "
-                                               f"baseline, is always added)")
-    p.add_argument("--alpha", default=None, help=f"acceptance rates: 0.6,0.8 or 0.5..0.9:0.1 (default 0.6,0.7,0.8,"
-                                                 f"0.9; at most {MAX_GRID_ROWS:,} k x alpha rows)")
+    p.add_argument(
+        "--k",
+        default="1..8",
+        help=f"speculation windows: 4, 1..8 or 0,2,4, each 0-{K_MAX} (k=0, the baseline, is always added)",
+    )
+    p.add_argument(
+        "--alpha",
+        default=None,
+        help=f"acceptance rates: 0.6,0.8 or 0.5..0.9:0.1 (default 0.6,0.7,0.8,"
+        f"0.9; at most {MAX_GRID_ROWS:,} k x alpha rows)",
+    )
     p.add_argument("--acceptance", default=None, help="per-position acceptance a_1,a_2,... (instead of --alpha)")
-    p.add_argument("--target-ratio", default=None, help="also report the alpha each k needs for this energy "
-                                                        "reduction (e.g. 2.24)")
+    p.add_argument(
+        "--target-ratio", default=None, help="also report the alpha each k needs for this energy reduction (e.g. 2.24)"
+    )
     p.add_argument("--format", default="table", choices=["table", "json", "csv"], help="output format")
-    p.add_argument("--units", default="J", choices=["J", "kWh"], help="energy units of the table (JSON adds "
-                                                                      "energy_per_token_kwh)")
+    p.add_argument(
+        "--units", default="J", choices=["J", "kWh"], help="energy units of the table (JSON adds energy_per_token_kwh)"
+    )
     p.add_argument("--report", default=None, help="also write an interactive HTML report to this file")
 
     p = sub.add_parser("inspect", help="per-layer parameters, bytes and FLOPs per token, KV bytes per token")
@@ -95,31 +119,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-index", default="0", help="CUDA/NVML index of the GPU to measure")
     p.add_argument("--repeats", default="3", help="windows per point")
     p.add_argument("--min-periods", default="20", help="energy-counter periods per window (>= 20 recommended)")
-    p.add_argument("--max-spread", default="0.03",
-                   help="windows of a point disagreeing by more than this fraction are measured again, longer")
-    p.add_argument("--extensions", default="1", help="how many times a point may be re-measured with 2.5x longer "
-                                                     "windows")
+    p.add_argument(
+        "--max-spread",
+        default="0.03",
+        help="windows of a point disagreeing by more than this fraction are measured again, longer",
+    )
+    p.add_argument(
+        "--extensions", default="1", help="how many times a point may be re-measured with 2.5x longer windows"
+    )
     p.add_argument("--engine", default=None, help="only points of this engine (graph or hf)")
     p.add_argument("--limit", default=None, help="measure at most this many points of the suite (for smoke runs)")
     p.add_argument("--weights", default=None, help="local safetensors checkpoint folder for the hf engine")
     p.add_argument("--subtract-idle", action="store_true", help="also record energy above idle-with-context power")
     p.add_argument("--codecarbon", action="store_true", help="cross-check one window per point with CodeCarbon")
-    p.add_argument("--simulate-meter", action="store_true",
-                   help="testing only: run on the CPU against a simulated 100 ms counter (no GPU, no real joules)")
+    p.add_argument(
+        "--simulate-meter",
+        action="store_true",
+        help="testing only: run on the CPU against a simulated 100 ms counter (no GPU, no real joules)",
+    )
     p.add_argument("--points-file", default=None, help="testing only: a JSON list of points instead of a suite")
 
     p = sub.add_parser("fit", help="fit the simulator's parameters to measured results: a calibrated GPU profile")
     p.add_argument("results", nargs="+", help="JSONL files written by `shivam validate`")
-    p.add_argument("-o", "--output", required=True, help="calibration file to write, e.g. "
-                                                         "hardware/calibrated/h200-graph.json")
-    p.add_argument("--recipe", default=None, help="a recipe (name from `shivam calibrations` or file): its engine, "
-                                                  "held parameters and card factors")
+    p.add_argument(
+        "-o", "--output", required=True, help="calibration file to write, e.g. hardware/calibrated/h200-graph.json"
+    )
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="a recipe (name from `shivam calibrations` or file): its engine, held parameters and card factors",
+    )
     _fit_args(p)
 
     p = sub.add_parser("check", help="predicted vs measured for every point, error statistics, cross-validation")
     p.add_argument("results", nargs="+", help="JSONL files written by `shivam validate`")
-    p.add_argument("--calibration", default=None, help="calibration file (default: the bundled one for the GPU and "
-                                                       "engine, with its recipe)")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="calibration file (default: the bundled one for the GPU and engine, with its recipe)",
+    )
     p.add_argument("--max-error", default="0.10", help="exit 1 when the median absolute error exceeds this fraction")
     p.add_argument("--format", default="table", choices=["table", "json"], help="output format")
     _fit_args(p)
@@ -130,8 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default=None, help="calibration file (default: the bundled one)")
     p.add_argument("--engine", default=DEFAULT_ENGINE, help="report the points of this engine")
     p.add_argument("--gpu", default=None, help="GPU id (default: from the results' environment record)")
-    p.add_argument("--card-factors", action=argparse.BooleanOptionalAction, default=None,
-                   help="scale each card's predicted energy as `check` does (default: the recipe's choice)")
+    p.add_argument(
+        "--card-factors",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="scale each card's predicted energy as `check` does (default: the recipe's choice)",
+    )
 
     p = sub.add_parser("overview", help="decode energy per token of every bundled model on every bundled GPU")
     p.add_argument("--format", default="table", choices=["table", "json"], help="output format")

@@ -13,8 +13,10 @@ _FLOATS = "give numbers like 0.8, 0.6,0.8 or 0.5..0.9:0.1"
 
 
 def _too_many(what: str, text: str, n: int) -> ShivamError:
-    return ShivamError(f"{what} {text[:40]!r} selects {n:,} values, above the limit of {MAX_GRID_ROWS:,}; "
-                       f"give a shorter range or a coarser step")
+    return ShivamError(
+        f"{what} {text[:40]!r} selects {n:,} values, above the limit of {MAX_GRID_ROWS:,}; "
+        f"give a shorter range or a coarser step"
+    )
 
 
 def _parts(text: str, what: str, hint: str) -> list[str]:

@@ -24,104 +24,227 @@ def _energy(j: float, units: str) -> str:
 
 
 def prediction_table(res: dict, units: str = "J") -> None:
-    draft = f", draft {res['draft']}" + (" (default: the paper's)" if res["default_draft_used"] else "") if res["draft"] else ""
-    title = (f"{res['model']}{draft} on {res['gpu_name']}, {res['engine']} engine - batch {res['batch']}, "
-             f"prompt {res['prompt']} + {res['gen']} generated, weights {res['weights_dtype']}, KV {res['kv_dtype']}")
-    cols = ["alpha", "k", "tokens/iter", "ms/token", f"{units}/token", "speed-up", "energy ratio", f"floor {units}/tok",
-            "verify bound", "draft bound", "best"]
+    draft = (
+        f", draft {res['draft']}" + (" (default: the paper's)" if res["default_draft_used"] else "")
+        if res["draft"]
+        else ""
+    )
+    title = (
+        f"{res['model']}{draft} on {res['gpu_name']}, {res['engine']} engine - batch {res['batch']}, "
+        f"prompt {res['prompt']} + {res['gen']} generated, weights {res['weights_dtype']}, KV {res['kv_dtype']}"
+    )
+    cols = [
+        "alpha",
+        "k",
+        "tokens/iter",
+        "ms/token",
+        f"{units}/token",
+        "speed-up",
+        "energy ratio",
+        f"floor {units}/tok",
+        "verify bound",
+        "draft bound",
+        "best",
+    ]
     rows, last_alpha = [], None
     for r in res["rows"]:
         label = ",".join(f"{a:g}" for a in r["alpha"]) if isinstance(r["alpha"], list) else f"{r['alpha']:g}"
         alpha = label if label != last_alpha else ""
         last_alpha = label
-        best = " ".join(tag for tag, flag in (("<- energy", r["best_energy"]), ("<- latency", r["best_latency"])) if flag)
-        rows.append([alpha, r["k"], f"{r['tokens_per_iteration']:.2f}", f"{1e3 * r['time_per_token_s']:.3f}",
-                     _energy(r["energy_per_token_j"], units), f"{r['speedup']:.2f}x", f"{r['energy_ratio']:.2f}x",
-                     _energy(r["floor_energy_per_token_j"], units), r["verify_bound"], r["draft_bound"] or "-", best])
-    caption = (f"parameters: {res['parameters']}. k=0 is standard decoding; speed-up and energy ratio are k=0 over k "
-               f"(above 1 is better). Floor: bytes that must move x DRAM-device energy per byte.")
+        best = " ".join(
+            tag for tag, flag in (("<- energy", r["best_energy"]), ("<- latency", r["best_latency"])) if flag
+        )
+        rows.append(
+            [
+                alpha,
+                r["k"],
+                f"{r['tokens_per_iteration']:.2f}",
+                f"{1e3 * r['time_per_token_s']:.3f}",
+                _energy(r["energy_per_token_j"], units),
+                f"{r['speedup']:.2f}x",
+                f"{r['energy_ratio']:.2f}x",
+                _energy(r["floor_energy_per_token_j"], units),
+                r["verify_bound"],
+                r["draft_bound"] or "-",
+                best,
+            ]
+        )
+    caption = (
+        f"parameters: {res['parameters']}. k=0 is standard decoding; speed-up and energy ratio are k=0 over k "
+        f"(above 1 is better). Floor: bytes that must move x DRAM-device energy per byte."
+    )
     if "required_alpha" in res:
-        need = ", ".join(f"k={k}: {'unreachable' if a is None else f'{a:.3f}'}" for k, a in res["required_alpha"].items())
+        need = ", ".join(
+            f"k={k}: {'unreachable' if a is None else f'{a:.3f}'}" for k, a in res["required_alpha"].items()
+        )
         caption += f"\nalpha needed for the target energy ratio: {need}"
     table(title, cols, rows, caption)
 
 
 def inspect_table(info: dict) -> None:
-    head = (f"{info['model']} ({info['family']}): {info['parameters']:,} parameters ({info['active_parameters']:,} "
-            f"active), {info['layers']} layers x {info['params_per_layer']:,}, {info['attention']}, "
-            f"KV {info['kv_bytes_per_token']:,.0f} B/token in {info['kv_dtype']}")
-    rows = [[o["name"], o["kind"], o["repeat"], f"{o['flops']:,.0f}", f"{o['weight_bytes']:,.0f}",
-             f"{o['kv_read_bytes']:,.0f}", f"{o['kv_write_bytes']:,.0f}", f"{o['act_bytes']:,.0f}"]
-            for o in info["operators"]]
-    cap = (f"one decode token at context {info['context']}: {info['decode_flops_per_token']:,.0f} FLOPs, "
-           f"{info['decode_bytes_per_token']:,.0f} bytes")
+    head = (
+        f"{info['model']} ({info['family']}): {info['parameters']:,} parameters ({info['active_parameters']:,} "
+        f"active), {info['layers']} layers x {info['params_per_layer']:,}, {info['attention']}, "
+        f"KV {info['kv_bytes_per_token']:,.0f} B/token in {info['kv_dtype']}"
+    )
+    rows = [
+        [
+            o["name"],
+            o["kind"],
+            o["repeat"],
+            f"{o['flops']:,.0f}",
+            f"{o['weight_bytes']:,.0f}",
+            f"{o['kv_read_bytes']:,.0f}",
+            f"{o['kv_write_bytes']:,.0f}",
+            f"{o['act_bytes']:,.0f}",
+        ]
+        for o in info["operators"]
+    ]
+    cap = (
+        f"one decode token at context {info['context']}: {info['decode_flops_per_token']:,.0f} FLOPs, "
+        f"{info['decode_bytes_per_token']:,.0f} bytes"
+    )
     if "gpu" in info:
-        cap += (f"; on {info['gpu_name']}: {1e3 * info['decode_time_s']:.3f} ms, {info['decode_energy_j']:.4f} J, "
-                f"{info['decode_bound']}-bound ({info['parameters_source']})")
-    table(head, ["operator (per layer x repeat)", "kind", "repeat", "FLOPs", "weight B", "KV read B", "KV write B",
-                 "activation B"], rows, cap)
+        cap += (
+            f"; on {info['gpu_name']}: {1e3 * info['decode_time_s']:.3f} ms, {info['decode_energy_j']:.4f} J, "
+            f"{info['decode_bound']}-bound ({info['parameters_source']})"
+        )
+    table(
+        head,
+        [
+            "operator (per layer x repeat)",
+            "kind",
+            "repeat",
+            "FLOPs",
+            "weight B",
+            "KV read B",
+            "KV write B",
+            "activation B",
+        ],
+        rows,
+        cap,
+    )
 
 
 def stage1_table(res: dict) -> None:
     reuse = res["reuse"]
-    picks = sorted({0, len(reuse) // 4, len(reuse) // 2, len(reuse) - 1}
-                   | {i for i, r in enumerate(reuse) if r in (1, 10, 100)})
-    rows = [[f"{res['reuse'][i]:g}", f"{res['energy_reload_j'][i]:.3f}", f"{res['energy_reuse_j'][i]:.3f}",
-             f"{100 * res['energy_saving'][i]:.1f} %"] for i in picks]
-    table(f"Stage I on {res['gpu_name']} ({res['dtype']}): copy {res['copy_energy_j']:.3f} J / "
-          f"{1e3 * res['copy_time_s']:.2f} ms, GEMM {res['gemm_energy_j']:.3f} J / {1e3 * res['gemm_time_s']:.2f} ms "
-          f"({res['gemm_bound']}-bound)", ["reuse", "reload every time, J", "load once, J", "saving"], rows)
+    picks = sorted(
+        {0, len(reuse) // 4, len(reuse) // 2, len(reuse) - 1} | {i for i, r in enumerate(reuse) if r in (1, 10, 100)}
+    )
+    rows = [
+        [
+            f"{res['reuse'][i]:g}",
+            f"{res['energy_reload_j'][i]:.3f}",
+            f"{res['energy_reuse_j'][i]:.3f}",
+            f"{100 * res['energy_saving'][i]:.1f} %",
+        ]
+        for i in picks
+    ]
+    table(
+        f"Stage I on {res['gpu_name']} ({res['dtype']}): copy {res['copy_energy_j']:.3f} J / "
+        f"{1e3 * res['copy_time_s']:.2f} ms, GEMM {res['gemm_energy_j']:.3f} J / {1e3 * res['gemm_time_s']:.2f} ms "
+        f"({res['gemm_bound']}-bound)",
+        ["reuse", "reload every time, J", "load once, J", "saving"],
+        rows,
+    )
 
 
 def overview_table(out: list[dict]) -> None:
-    rows = [[o["model"], o["gpu"], *(["does not fit"] + [""] * 5 if "error" in o else
-             [f"{o['decode_ms']:.2f}", f"{o['decode_j']:.3f}", f"{o['spec_j']:.3f}", f"{o['energy_ratio']:.2f}x",
-              o["bound"], "calibrated" if o["calibrated"] else "datasheet"])] for o in out]
-    table("Energy per token, batch 1, prompt 128 + 128 generated (speculative: OPT-125M draft, k=4, alpha=0.8)",
-          ["model", "gpu", "decode ms/tok", "decode J/tok", "spec J/tok", "energy ratio", "decode bound",
-           "parameters"], rows,
-          "parameters: calibrated = fitted to measurements on that GPU (hardware/calibrated/); datasheet = "
-          "datasheet figures and energy estimates")
+    rows = [
+        [
+            o["model"],
+            o["gpu"],
+            *(
+                ["does not fit"] + [""] * 5
+                if "error" in o
+                else [
+                    f"{o['decode_ms']:.2f}",
+                    f"{o['decode_j']:.3f}",
+                    f"{o['spec_j']:.3f}",
+                    f"{o['energy_ratio']:.2f}x",
+                    o["bound"],
+                    "calibrated" if o["calibrated"] else "datasheet",
+                ]
+            ),
+        ]
+        for o in out
+    ]
+    table(
+        "Energy per token, batch 1, prompt 128 + 128 generated (speculative: OPT-125M draft, k=4, alpha=0.8)",
+        ["model", "gpu", "decode ms/tok", "decode J/tok", "spec J/tok", "energy ratio", "decode bound", "parameters"],
+        rows,
+        "parameters: calibrated = fitted to measurements on that GPU (hardware/calibrated/); datasheet = "
+        "datasheet figures and energy estimates",
+    )
 
 
 def fit_table(outcome, output: str) -> None:
     result, e, t = outcome.result, outcome.energy_errors, outcome.time_errors
-    rows = [[n, f"{v:.6g}", f"{result.uncertainty[n]:.3g}" if n in result.uncertainty else "-",
-             "fixed" if n in outcome.fixed else "fitted"] for n, v in result.values.items()]
+    rows = [
+        [
+            n,
+            f"{v:.6g}",
+            f"{result.uncertainty[n]:.3g}" if n in result.uncertainty else "-",
+            "fixed" if n in outcome.fixed else "fitted",
+        ]
+        for n, v in result.values.items()
+    ]
     rows += [[n, f"{v:.6g}", "-", "held (no data moves it)"] for n, v in result.held.items()]
     rows += [[f"card factor {c[:40]}", f"{v:.4f}", "-", "fitted"] for c, v in result.card_factors.items()]
     cal = outcome.calibration
-    table(f"Fitted {cal.gpu}/{cal.engine} from {outcome.points} points -> {output}", ["parameter", "value", "± 1 sd", ""],
-          rows, f"residuals: energy median {100 * e['median']:.1f} %, max {100 * e['max']:.1f} %; "
-                f"time median {100 * t['median']:.1f} %, max {100 * t['max']:.1f} %")
+    table(
+        f"Fitted {cal.gpu}/{cal.engine} from {outcome.points} points -> {output}",
+        ["parameter", "value", "± 1 sd", ""],
+        rows,
+        f"residuals: energy median {100 * e['median']:.1f} %, max {100 * e['max']:.1f} %; "
+        f"time median {100 * t['median']:.1f} %, max {100 * t['max']:.1f} %",
+    )
 
 
 def _pct(stats: dict, key: str) -> str:
-    return (f"{key} median {100 * stats[key]['median']:.1f} %, max {100 * stats[key]['max']:.1f} %")
+    return f"{key} median {100 * stats[key]['median']:.1f} %, max {100 * stats[key]['max']:.1f} %"
 
 
 def check_table(out: dict) -> None:
     rows = out["points"]
-    table(f"Predicted vs measured, {out['gpu']}/{out['engine']} ({out['parameters']})",
-          ["point", "ms pred", "ms meas", "err", "J pred", "J meas", "err", "J/tok pred", "J/tok meas"],
-          [[r["label"][:44], f"{1e3 * r['time_pred']:.3f}", f"{1e3 * r['time_meas']:.3f}",
-            f"{100 * r['time_err']:+.1f} %", f"{r['energy_pred']:.4f}", f"{r['energy_meas']:.4f}",
-            f"{100 * r['energy_err']:+.1f} %", f"{r['energy_tok_pred']:.4f}" if "energy_tok_pred" in r else "-",
-            f"{r['energy_tok_meas']:.4f}" if "energy_tok_meas" in r else "-"] for r in rows])
+    table(
+        f"Predicted vs measured, {out['gpu']}/{out['engine']} ({out['parameters']})",
+        ["point", "ms pred", "ms meas", "err", "J pred", "J meas", "err", "J/tok pred", "J/tok meas"],
+        [
+            [
+                r["label"][:44],
+                f"{1e3 * r['time_pred']:.3f}",
+                f"{1e3 * r['time_meas']:.3f}",
+                f"{100 * r['time_err']:+.1f} %",
+                f"{r['energy_pred']:.4f}",
+                f"{r['energy_meas']:.4f}",
+                f"{100 * r['energy_err']:+.1f} %",
+                f"{r['energy_tok_pred']:.4f}" if "energy_tok_pred" in r else "-",
+                f"{r['energy_tok_meas']:.4f}" if "energy_tok_meas" in r else "-",
+            ]
+            for r in rows
+        ],
+    )
     stats, cv = out["errors"], out["cross_validation"]
     held = ", ".join(f"{n}={v:g}" for n, v in out["fixed"].items()) or "none"
-    lines = [f"recipe: {out['recipe'] or 'none'}; held in the cross-validation fits: {held}; card factors: "
-             f"{'yes' if out['card_factors_fitted'] else 'no'}",
-             f"all points ({stats['energy']['n']}): {_pct(stats, 'energy')}; {_pct(stats, 'time')}"]
+    lines = [
+        f"recipe: {out['recipe'] or 'none'}; held in the cross-validation fits: {held}; card factors: "
+        f"{'yes' if out['card_factors_fitted'] else 'no'}",
+        f"all points ({stats['energy']['n']}): {_pct(stats, 'energy')}; {_pct(stats, 'time')}",
+    ]
     if cv["errors"]:
         folds = len({r["fold"] for r in cv["points"]})
-        lines.append(f"leave-one-model-out ({cv['errors']['energy']['n']} points, {folds} models): "
-                     f"{_pct(cv['errors'], 'energy')}; {_pct(cv['errors'], 'time')}")
+        lines.append(
+            f"leave-one-model-out ({cv['errors']['energy']['n']} points, {folds} models): "
+            f"{_pct(cv['errors'], 'energy')}; {_pct(cv['errors'], 'time')}"
+        )
     for c, v in out["card_factors"].items():
         lines.append(f"card {c}: energy x {v:.3f} ({out['cards'][c]} points)")
     for b in out["best_k"]:
-        lines.append(f"best k {b['model']} alpha {b['alpha']}: measured {b['best_k_measured']}, predicted "
-                     f"{b['best_k_predicted']} ({'ok' if b['ok'] else 'MISS'}, {100 * b['energy_gap']:+.1f} % energy)")
+        lines.append(
+            f"best k {b['model']} alpha {b['alpha']}: measured {b['best_k_measured']}, predicted "
+            f"{b['best_k_predicted']} ({'ok' if b['ok'] else 'MISS'}, {100 * b['energy_gap']:+.1f} % energy)"
+        )
     print("\n".join(lines))
 
 
@@ -133,8 +256,14 @@ def progress_bar(what: str, enabled: bool = True):
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
         task = bar.add_task(what, total=None)
 
         def tick(item: str, done: int, total: int) -> None:
@@ -144,8 +273,11 @@ def progress_bar(what: str, enabled: bool = True):
 
 
 def measured_table(records: list[dict]) -> None:
-    table("Measured (median of windows) vs predicted with datasheet estimates",
-          ["point", "ms/call", "J/call", "spread", "W", "predicted J/call", "pred. error"], summary_rows(records))
+    table(
+        "Measured (median of windows) vs predicted with datasheet estimates",
+        ["point", "ms/call", "J/call", "spread", "W", "predicted J/call", "pred. error"],
+        summary_rows(records),
+    )
 
 
 def summary_rows(records: list[dict]) -> list[list[str]]:
@@ -160,7 +292,15 @@ def summary_rows(records: list[dict]) -> list[list[str]]:
         err = ""
         if "energy_j" in pr:
             err = f"{100 * (pr['energy_j'] / m['energy_per_call_j'] - 1):+.1f} %"
-        rows.append([r["label"], f"{1e3 * m['time_per_call_s']:.3f}", f"{m['energy_per_call_j']:.4f}",
-                     f"{100 * m['energy_spread']:.1f} %", f"{m['power_w']:.0f}",
-                     f"{pr['energy_j']:.4f}" if "energy_j" in pr else "-", err])
+        rows.append(
+            [
+                r["label"],
+                f"{1e3 * m['time_per_call_s']:.3f}",
+                f"{m['energy_per_call_j']:.4f}",
+                f"{100 * m['energy_spread']:.1f} %",
+                f"{m['power_w']:.0f}",
+                f"{pr['energy_j']:.4f}" if "energy_j" in pr else "-",
+                err,
+            ]
+        )
     return rows

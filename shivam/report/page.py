@@ -10,9 +10,12 @@ import plotly.graph_objects as go
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <script>/* record script errors on the page itself, so a headless browser's DOM dump shows them */
-(function(){{var note=function(m){{var d=document.documentElement;d.setAttribute('data-errors',(d.getAttribute('data-errors')||'')+m+';');}};
-window.addEventListener('error',function(e){{note(e.message);}});var ce=console.error;console.error=function(){{note([].join.call(arguments,' '));ce.apply(console,arguments);}};}})();</script>
-<style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}} table{{border-collapse:collapse;font-size:13px}}
+(function(){{var note=function(m){{var d=document.documentElement;
+d.setAttribute('data-errors',(d.getAttribute('data-errors')||'')+m+';');}};
+window.addEventListener('error',function(e){{note(e.message);}});var ce=console.error;
+console.error=function(){{note([].join.call(arguments,' '));ce.apply(console,arguments);}};}})();</script>
+<style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}}
+table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#f3f3f3}} .fig{{margin:28px 0}}
 code{{background:#f6f6f6;padding:1px 4px}}</style></head>
 <body><h1>{title}</h1>{body}</body></html>
@@ -29,9 +32,8 @@ def write_page(path: str | Path, title: str, sections: list[str], figures: list[
     parts = list(sections)
     for i, fig in enumerate(figures):
         fig.update_layout(template="plotly_white", height=460, margin=dict(l=70, r=30, t=60, b=60))
-        parts.append('<div class="fig">' + fig.to_html(include_plotlyjs=(i == 0), full_html=False,
-                                                      div_id=f"fig{i}") + "</div>")
+        parts.append(
+            '<div class="fig">' + fig.to_html(include_plotlyjs=(i == 0), full_html=False, div_id=f"fig{i}") + "</div>"
+        )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(_PAGE.format(title=html.escape(title), body="\n".join(parts)), encoding="utf-8")
-
-

@@ -19,28 +19,60 @@ def _pred_vs_meas(rows: list[dict], key: str, unit: str, scale: float) -> go.Fig
     fig.add_trace(go.Scatter(x=x, y=x, mode="lines", name="y = x", line=dict(color="black")))
     for band, dash in ((0.05, "dot"), (0.10, "dash")):
         for sign in (1, -1):
-            fig.add_trace(go.Scatter(x=x, y=x * (1 + sign * band), mode="lines", line=dict(color="gray", dash=dash),
-                                     name=f"±{int(band * 100)} %", showlegend=sign == 1, hoverinfo="skip"))
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=x * (1 + sign * band),
+                    mode="lines",
+                    line=dict(color="gray", dash=dash),
+                    name=f"±{int(band * 100)} %",
+                    showlegend=sign == 1,
+                    hoverinfo="skip",
+                )
+            )
     for group in sorted({r["group"] for r in rows}):
         rs = [r for r in rows if r["group"] == group]
-        fig.add_trace(go.Scatter(x=[r[f"{key}_meas"] * scale for r in rs], y=[r[f"{key}_pred"] * scale for r in rs],
-                                 mode="markers", name=group, text=[r["label"] for r in rs],
-                                 customdata=[100 * r[f"{key}_err"] for r in rs],
-                                 hovertemplate="%{text}<br>measured %{x:.4g}<br>predicted %{y:.4g}<br>"
-                                               "error %{customdata:+.1f} %<extra></extra>"))
-    fig.update_layout(title=f"Predicted vs measured {key} per call", xaxis_title=f"measured {key} per call ({unit})",
-                      yaxis_title=f"predicted {key} per call ({unit})", xaxis_type="log", yaxis_type="log")
+        fig.add_trace(
+            go.Scatter(
+                x=[r[f"{key}_meas"] * scale for r in rs],
+                y=[r[f"{key}_pred"] * scale for r in rs],
+                mode="markers",
+                name=group,
+                text=[r["label"] for r in rs],
+                customdata=[100 * r[f"{key}_err"] for r in rs],
+                hovertemplate="%{text}<br>measured %{x:.4g}<br>predicted %{y:.4g}<br>"
+                "error %{customdata:+.1f} %<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=f"Predicted vs measured {key} per call",
+        xaxis_title=f"measured {key} per call ({unit})",
+        yaxis_title=f"predicted {key} per call ({unit})",
+        xaxis_type="log",
+        yaxis_type="log",
+    )
     return fig
 
 
 def _residuals(rows: list[dict]) -> go.Figure:
     fig = go.Figure()
     for key in ("energy", "time"):
-        fig.add_trace(go.Box(x=[r["group"] for r in rows], y=[100 * r[f"{key}_err"] for r in rows], name=key,
-                             boxpoints="all", text=[r["label"] for r in rows],
-                             hovertemplate="%{text}<br>%{y:+.1f} %<extra>" + key + "</extra>"))
-    fig.update_layout(boxmode="group", title="Residuals by model",
-                      xaxis_title="target model", yaxis_title="error, prediction / measurement - 1 (%)")
+        fig.add_trace(
+            go.Box(
+                x=[r["group"] for r in rows],
+                y=[100 * r[f"{key}_err"] for r in rows],
+                name=key,
+                boxpoints="all",
+                text=[r["label"] for r in rows],
+                hovertemplate="%{text}<br>%{y:+.1f} %<extra>" + key + "</extra>",
+            )
+        )
+    fig.update_layout(
+        boxmode="group",
+        title="Residuals by model",
+        xaxis_title="target model",
+        yaxis_title="error, prediction / measurement - 1 (%)",
+    )
     return fig
 
 
@@ -50,13 +82,23 @@ def _residuals_by_k(rows: list[dict]) -> go.Figure:
     for group in sorted({r["group"] for r in spec}):
         rs = [r for r in spec if r["group"] == group]
         for key, symbol in (("energy", "circle"), ("time", "x")):
-            fig.add_trace(go.Scatter(x=[r["k"] for r in rs],
-                                     y=[100 * r[f"{key}_err"] for r in rs], mode="markers", marker=dict(symbol=symbol),
-                                     name=f"{group}: {key}", text=[r["label"] for r in rs],
-                                     hovertemplate="%{text}<br>%{y:+.1f} %<extra>" + key + "</extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["k"] for r in rs],
+                    y=[100 * r[f"{key}_err"] for r in rs],
+                    mode="markers",
+                    marker=dict(symbol=symbol),
+                    name=f"{group}: {key}",
+                    text=[r["label"] for r in rs],
+                    hovertemplate="%{text}<br>%{y:+.1f} %<extra>" + key + "</extra>",
+                )
+            )
     fig.add_hline(y=0, line_color="black")
-    fig.update_layout(title="Residuals of speculative iterations by window k", xaxis_title="speculation window k",
-                      yaxis_title="error, prediction / measurement - 1 (%)")
+    fig.update_layout(
+        title="Residuals of speculative iterations by window k",
+        xaxis_title="speculation window k",
+        yaxis_title="error, prediction / measurement - 1 (%)",
+    )
     return fig
 
 
@@ -66,17 +108,35 @@ def _spec_energy(rows: list[dict]) -> go.Figure:
     for group in sorted({r["group"] for r in spec}):
         base = [r for r in spec if r["group"] == group and r["k"] == 0]
         for alpha in sorted({r["alpha"] for r in spec if r["group"] == group and r["k"] > 0}):
-            rs = sorted(base[:1] + [r for r in spec if r["group"] == group and r["k"] > 0 and r["alpha"] == alpha],
-                        key=lambda r: r["k"])
+            rs = sorted(
+                base[:1] + [r for r in spec if r["group"] == group and r["k"] > 0 and r["alpha"] == alpha],
+                key=lambda r: r["k"],
+            )
             ks = [r["k"] for r in rs]
-            fig.add_trace(go.Scatter(x=ks, y=[r["energy_tok_meas"] for r in rs], mode="markers",
-                                     name=f"{group} a={alpha} measured", text=[r["label"] for r in rs],
-                                     hovertemplate="%{text}<br>%{y:.4f} J/token measured<extra></extra>"))
-            fig.add_trace(go.Scatter(x=ks, y=[r["energy_tok_pred"] for r in rs], mode="lines",
-                                     name=f"{group} a={alpha} predicted",
-                                     hovertemplate="k=%{x}: %{y:.4f} J/token predicted<extra></extra>"))
-    fig.update_layout(title="Speculative decoding: energy per generated token vs k (measured tokens per call)",
-                      xaxis_title="speculation window k", yaxis_title="energy per token (J)")
+            fig.add_trace(
+                go.Scatter(
+                    x=ks,
+                    y=[r["energy_tok_meas"] for r in rs],
+                    mode="markers",
+                    name=f"{group} a={alpha} measured",
+                    text=[r["label"] for r in rs],
+                    hovertemplate="%{text}<br>%{y:.4f} J/token measured<extra></extra>",
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=ks,
+                    y=[r["energy_tok_pred"] for r in rs],
+                    mode="lines",
+                    name=f"{group} a={alpha} predicted",
+                    hovertemplate="k=%{x}: %{y:.4f} J/token predicted<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        title="Speculative decoding: energy per generated token vs k (measured tokens per call)",
+        xaxis_title="speculation window k",
+        yaxis_title="energy per token (J)",
+    )
     return fig
 
 
@@ -87,10 +147,20 @@ def _power_traces(records: list[dict]) -> go.Figure:
         traces = m.get("power_traces") or [m.get("power_trace") or []]  # older records kept the first window only
         for i, trace in enumerate(t for t in traces if t):
             name = f"{r['label']} (window {i + 1})"
-            fig.add_trace(go.Scatter(x=[t for t, _ in trace], y=[p for _, p in trace], mode="lines", name=name,
-                                     hovertemplate=name + "<br>%{x:.2f} s: %{y:.0f} W<extra></extra>"))
-    fig.update_layout(title="Measured board power over each measurement window (one line per window)",
-                      xaxis_title="time since the window's opening counter edge (s)", yaxis_title="power (W)")
+            fig.add_trace(
+                go.Scatter(
+                    x=[t for t, _ in trace],
+                    y=[p for _, p in trace],
+                    mode="lines",
+                    name=name,
+                    hovertemplate=name + "<br>%{x:.2f} s: %{y:.0f} W<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        title="Measured board power over each measurement window (one line per window)",
+        xaxis_title="time since the window's opening counter edge (s)",
+        yaxis_title="power (W)",
+    )
     return fig
 
 
@@ -102,25 +172,56 @@ def _memory_domain(records: list[dict]) -> go.Figure | None:
     fig = go.Figure()
     top = max(r["measured"]["power_w"] for r in pts) * 1.05
     for share in (0.1, 0.3, 0.5):
-        fig.add_trace(go.Scatter(x=[0, top], y=[0, share * top], mode="lines", line=dict(color="gray", dash="dot"),
-                                 name=f"memory = {int(share * 100)} % of board", hoverinfo="skip"))
-    kinds = {"step": "forward steps", "spec": "speculative iterations", "generate": "transformers generate()",
-             "stage1": "stage I"}
+        fig.add_trace(
+            go.Scatter(
+                x=[0, top],
+                y=[0, share * top],
+                mode="lines",
+                line=dict(color="gray", dash="dot"),
+                name=f"memory = {int(share * 100)} % of board",
+                hoverinfo="skip",
+            )
+        )
+    kinds = {
+        "step": "forward steps",
+        "spec": "speculative iterations",
+        "generate": "transformers generate()",
+        "stage1": "stage I",
+    }
     for kind, name in kinds.items():
         rs = [r for r in pts if r["point"]["kind"] == kind]
         if not rs:
             continue
         mem_w = [r["measured"]["memory_energy_per_call_j"] / r["measured"]["time_per_call_s"] for r in rs]
-        fig.add_trace(go.Scatter(x=[r["measured"]["power_w"] for r in rs], y=mem_w, mode="markers", name=name,
-                                 text=[r["label"] for r in rs],
-                                 hovertemplate="%{text}<br>board %{x:.0f} W<br>memory domain %{y:.0f} W<extra></extra>"))
-    fig.update_layout(title="Memory-domain power vs board power (NVML, Hopper): how much of the energy the DRAM draws",
-                      xaxis_title="board power (W)", yaxis_title="memory-domain power (W)")
+        fig.add_trace(
+            go.Scatter(
+                x=[r["measured"]["power_w"] for r in rs],
+                y=mem_w,
+                mode="markers",
+                name=name,
+                text=[r["label"] for r in rs],
+                hovertemplate="%{text}<br>board %{x:.0f} W<br>memory domain %{y:.0f} W<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title="Memory-domain power vs board power (NVML, Hopper): how much of the energy the DRAM draws",
+        xaxis_title="board power (W)",
+        yaxis_title="memory-domain power (W)",
+    )
     return fig
 
 
-_UNITS = (("_Bps", "B/s"), ("_s", "s"), ("_w", "W"), ("_j_per_byte", "J/B"), ("_bytes", "B"),
-          ("efficiency", "fraction"), ("fraction", "fraction"), ("exponent", "-"), ("multiprocessors", "SMs"))
+_UNITS = (
+    ("_Bps", "B/s"),
+    ("_s", "s"),
+    ("_w", "W"),
+    ("_j_per_byte", "J/B"),
+    ("_bytes", "B"),
+    ("efficiency", "fraction"),
+    ("fraction", "fraction"),
+    ("exponent", "-"),
+    ("multiprocessors", "SMs"),
+)
 
 
 def parameter_rows(params) -> list[list[str]]:
@@ -142,8 +243,14 @@ def parameter_rows(params) -> list[list[str]]:
     return rows
 
 
-def validation_report(results: list[str], output: str, calibration: str | None = None, engine: str = "graph",
-                      gpu: str | None = None, card_factors: bool | None = None) -> None:
+def validation_report(
+    results: list[str],
+    output: str,
+    calibration: str | None = None,
+    engine: str = "graph",
+    gpu: str | None = None,
+    card_factors: bool | None = None,
+) -> None:
     """Write the report of results files to `output`. card_factors None: the bundled calibration's recipe decides."""
     from shivam.calibrate import card_factors_for, error_stats, load_records, load_results, predictions
     from shivam.errors import ShivamError
@@ -164,16 +271,31 @@ def validation_report(results: list[str], output: str, calibration: str | None =
     env = next((r for r in everything if r.get("record") == "environment"), None)
     records = [r for r in everything if r.get("record") == "point" and r.get("status") == "ok"]
     stats = {k: error_stats([r[f"{k}_err"] for r in rows]) for k in ("energy", "time")}
-    summary = [[k, stats[k]["n"], f"{100 * stats[k]['median']:.1f} %", f"{100 * stats[k]['mean']:.1f} %",
-                f"{100 * stats[k]['max']:.1f} %"] for k in ("energy", "time")]
+    summary = [
+        [
+            k,
+            stats[k]["n"],
+            f"{100 * stats[k]['median']:.1f} %",
+            f"{100 * stats[k]['mean']:.1f} %",
+            f"{100 * stats[k]['max']:.1f} %",
+        ]
+        for k in ("energy", "time")
+    ]
     env_rows = [[k, env.get(k)] for k in ("gpu", "driver", "date", "power_limit_w", "max_sm_clock_mhz")] if env else []
-    scaled = (f" Predicted energy scaled per card (factors {', '.join(f'{v:.3f}' for v in factors.values())})."
-              if factors else "")
-    sections = [f"<p>Measured by <code>shivam validate</code>; predictions with {html.escape(params.source)}.{scaled}</p>",
-                "<h2>Summary</h2>",
-                html_table(["quantity", "points", "median |error|", "mean |error|", "max |error|"], summary),
-                "<h2>Environment</h2>", html_table(["field", "value"], env_rows),
-                "<h2>Parameters</h2>", html_table(["parameter", "value", "unit", "meaning"], parameter_rows(params))]
+    scaled = (
+        f" Predicted energy scaled per card (factors {', '.join(f'{v:.3f}' for v in factors.values())})."
+        if factors
+        else ""
+    )
+    sections = [
+        f"<p>Measured by <code>shivam validate</code>; predictions with {html.escape(params.source)}.{scaled}</p>",
+        "<h2>Summary</h2>",
+        html_table(["quantity", "points", "median |error|", "mean |error|", "max |error|"], summary),
+        "<h2>Environment</h2>",
+        html_table(["field", "value"], env_rows),
+        "<h2>Parameters</h2>",
+        html_table(["parameter", "value", "unit", "meaning"], parameter_rows(params)),
+    ]
     figs = [_pred_vs_meas(rows, "energy", "J", 1.0), _pred_vs_meas(rows, "time", "ms", 1e3), _residuals(rows)]
     if any(r["kind"] == "spec" for r in rows):
         figs += [_residuals_by_k(rows), _spec_energy(rows)]

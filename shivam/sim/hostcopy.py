@@ -16,8 +16,10 @@ from shivam.specs import Dtypes, Params
 
 def unit_steps(p: Params, n: int, tokens: int, dt: Dtypes) -> tuple[StepInputs, StepInputs]:
     """(copy + GEMM, GEMM alone): launched back to back, with no host step of their own."""
-    return (StepInputs(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=True), dt.compute, None, 0),
-            StepInputs(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=False), dt.compute, None, 0))
+    return (
+        StepInputs(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=True), dt.compute, None, 0),
+        StepInputs(host_to_device_gemm_ops(n, tokens, dt, p.kernels, reload=False), dt.compute, None, 0),
+    )
 
 
 def sequence_weights(reuse, reload: bool) -> tuple:
@@ -45,9 +47,16 @@ def reload_vs_reuse(p: Params, n: int, tokens: int, dt: Dtypes, reuse) -> dict:
     reuse = np.asarray(reuse, dtype=float)
     copy_gemm, gemm = _units(p, n, tokens, dt)
     reload, keep = _sequence(copy_gemm, gemm, reuse, True), _sequence(copy_gemm, gemm, reuse, False)
-    return {"reuse": reuse.tolist(), "energy_reload_j": reload.energy_j.tolist(), "energy_reuse_j": keep.energy_j.tolist(),
-            "time_reload_s": reload.time_s.tolist(), "time_reuse_s": keep.time_s.tolist(),
-            "energy_saving": (1 - keep.energy_j / reload.energy_j).tolist(),
-            "copy_energy_j": float(copy_gemm.energy_j - gemm.energy_j), "gemm_energy_j": float(gemm.energy_j),
-            "copy_time_s": float(copy_gemm.time_s - gemm.time_s), "gemm_time_s": float(gemm.time_s),
-            "gemm_bound": gemm.bound}
+    return {
+        "reuse": reuse.tolist(),
+        "energy_reload_j": reload.energy_j.tolist(),
+        "energy_reuse_j": keep.energy_j.tolist(),
+        "time_reload_s": reload.time_s.tolist(),
+        "time_reuse_s": keep.time_s.tolist(),
+        "energy_saving": (1 - keep.energy_j / reload.energy_j).tolist(),
+        "copy_energy_j": float(copy_gemm.energy_j - gemm.energy_j),
+        "gemm_energy_j": float(gemm.energy_j),
+        "copy_time_s": float(copy_gemm.time_s - gemm.time_s),
+        "gemm_time_s": float(gemm.time_s),
+        "gemm_bound": gemm.bound,
+    }

@@ -71,8 +71,16 @@ class StepCost:
 
     @property
     def energy_j(self) -> np.ndarray:
-        return (self.e_static + self.e_overhead + self.e_active + self.e_floor + self.e_fallback + self.e_memory
-                + self.e_compute + self.e_pcie)
+        return (
+            self.e_static
+            + self.e_overhead
+            + self.e_active
+            + self.e_floor
+            + self.e_fallback
+            + self.e_memory
+            + self.e_compute
+            + self.e_pcie
+        )
 
     @property
     def bound(self):
@@ -80,14 +88,14 @@ class StepCost:
         idx = np.argmax(np.stack([self.memory_bound_s, self.compute_bound_s, self.overhead_s]), axis=0)
         return BOUNDS[int(idx)] if idx.ndim == 0 else np.array(BOUNDS)[idx]
 
-    def scaled(self, factor) -> "StepCost":
+    def scaled(self, factor) -> StepCost:
         return StepCost(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
 
-    def total(self) -> "StepCost":
+    def total(self) -> StepCost:
         """The sum over every element: a sequence of steps as one scalar cost."""
         return StepCost(**{f.name: np.sum(getattr(self, f.name)) for f in fields(self)})
 
-    def __add__(self, other: "StepCost") -> "StepCost":
+    def __add__(self, other: StepCost) -> StepCost:
         return StepCost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
 
@@ -116,8 +124,9 @@ def _efficiencies(op: OpCost, p: Params) -> tuple[float, float]:
 
 def op_time(op: OpCost, p: Params, compute_dtype: str):
     """(seconds an operator's kernels execute, launch costs apart; the SM-seconds it spends at its latency floor;
-    whether its bytes take longer than its FLOPs). Its time is the overlap of its memory and compute times, or the latency floor of its thread blocks, plus its PCIe
-    copy; the sm75 fallback kernel's synchronous loads do not overlap its arithmetic, so there the two times add."""
+    whether its bytes take longer than its FLOPs). Its time is the overlap of its memory and compute times, or the
+    latency floor of its thread blocks, plus its PCIe copy; the sm75 fallback kernel's synchronous loads do not
+    overlap its arithmetic, so there the two times add."""
     mem_eff, comp_eff = _efficiencies(op, p)
     t_mem = op.dram_bytes / (p.bandwidth_Bps * mem_eff)
     t_comp = op.flops / (rate(p, op.kind, compute_dtype) * comp_eff)
@@ -172,21 +181,43 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
         e_flop = e_flop + op.repeat * op.flops * p.j_per_flop.get(_energy_key(op, compute_dtype), 0.0)
     if dispatches is not None:  # an eager engine's dispatch count includes the light kernels
         launches, light = np.full_like(np.asarray(launches, dtype=float), dispatches), 0.0
-    return _assemble(p, busy, mem_b, comp_b, floor_sm, fallback, dram, wb, kvb, pcie, flops, e_flop, launches, light,
-                     host_steps)
+    return _assemble(
+        p, busy, mem_b, comp_b, floor_sm, fallback, dram, wb, kvb, pcie, flops, e_flop, launches, light, host_steps
+    )
 
 
-def _assemble(p: Params, busy, mem_b, comp_b, floor_sm, fallback, dram, wb, kvb, pcie, flops, e_flop, launches, light,
-              host_steps) -> StepCost:
+def _assemble(
+    p: Params, busy, mem_b, comp_b, floor_sm, fallback, dram, wb, kvb, pcie, flops, e_flop, launches, light, host_steps
+) -> StepCost:
     """The step's overhead and energy terms from its summed operator times and counts (the per-step equations)."""
     overhead = launches * p.per_kernel_s + light * p.per_light_kernel_s + host_steps * p.per_step_s
-    return StepCost(time_s=busy + overhead, busy_s=busy, overhead_s=overhead, memory_bound_s=mem_b,
-                    compute_bound_s=comp_b, floor_sm_s=floor_sm, fallback_s=fallback, dram_bytes=dram,
-                    weight_bytes=wb, kv_bytes=kvb, pcie_bytes=pcie, flops=flops, launches=launches + light,
-                    e_static=p.static_power_w * busy, e_overhead=p.static_power_w * overhead,
-                    e_active=p.active_power_w * busy, e_floor=p.block_power_w * floor_sm,
-                    e_fallback=p.misaligned_power_w * fallback, e_memory=p.dram_j_per_byte * dram, e_compute=e_flop,
-                    e_pcie=p.pcie_j_per_byte * pcie)
+    return StepCost(
+        time_s=busy + overhead,
+        busy_s=busy,
+        overhead_s=overhead,
+        memory_bound_s=mem_b,
+        compute_bound_s=comp_b,
+        floor_sm_s=floor_sm,
+        fallback_s=fallback,
+        dram_bytes=dram,
+        weight_bytes=wb,
+        kv_bytes=kvb,
+        pcie_bytes=pcie,
+        flops=flops,
+        launches=launches + light,
+        e_static=p.static_power_w * busy,
+        e_overhead=p.static_power_w * overhead,
+        e_active=p.active_power_w * busy,
+        e_floor=p.block_power_w * floor_sm,
+        e_fallback=p.misaligned_power_w * fallback,
+        e_memory=p.dram_j_per_byte * dram,
+        e_compute=e_flop,
+        e_pcie=p.pcie_j_per_byte * pcie,
+    )
+
+
+def _sum_over(value, shape) -> float:
+    return float(np.sum(np.broadcast_to(value, shape)))
 
 
 class StepSet:
@@ -198,8 +229,16 @@ class StepSet:
     steps: (owner index, weight, StepInputs); a step whose operators hold 1-d arrays (a decode step over several
     contexts) counts once per element."""
 
-    _FIELDS = ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes", "act_bytes", "pcie_bytes", "block_bytes",
-               "blocks")
+    _FIELDS = (
+        "flops",
+        "weight_bytes",
+        "kv_read_bytes",
+        "kv_write_bytes",
+        "act_bytes",
+        "pcie_bytes",
+        "block_bytes",
+        "blocks",
+    )
 
     def __init__(self, steps: list[tuple[int, float, StepInputs]], owners: int):
         self.owners = owners
@@ -208,8 +247,9 @@ class StepSet:
         self._flops_by_key: dict[str, np.ndarray] = {}
         for owner, weight, step in steps:
             # a step over several contexts is that many steps: every operator counts once per element
-            shape = np.broadcast_shapes(*(np.shape(getattr(op, f)) for op in step.ops
-                                          for f in self._FIELDS + ("launches", "light_launches")))
+            shape = np.broadcast_shapes(
+                *(np.shape(getattr(op, f)) for op in step.ops for f in self._FIELDS + ("launches", "light_launches"))
+            )
             launches = light = 0.0
             for op in step.ops:
                 mult = weight * op.repeat
@@ -219,12 +259,11 @@ class StepSet:
                 n = int(np.prod(shape))
                 group["owner"].append(np.full(n, owner))
                 group["m"].append(np.full(n, mult))
-                total = lambda x: mult * np.sum(np.broadcast_to(x, shape))  # noqa: E731
-                sums["dram"][owner] += total(op.dram_bytes)
-                sums["wb"][owner] += total(op.weight_bytes)
-                sums["kvb"][owner] += total(op.kv_read_bytes + op.kv_write_bytes)
-                sums["pcie"][owner] += total(op.pcie_bytes)
-                f_sum = total(op.flops)
+                sums["dram"][owner] += mult * _sum_over(op.dram_bytes, shape)
+                sums["wb"][owner] += mult * _sum_over(op.weight_bytes, shape)
+                sums["kvb"][owner] += mult * _sum_over(op.kv_read_bytes + op.kv_write_bytes, shape)
+                sums["pcie"][owner] += mult * _sum_over(op.pcie_bytes, shape)
+                f_sum = mult * _sum_over(op.flops, shape)
                 sums["flops"][owner] += f_sum
                 key = _energy_key(op, step.compute_dtype)
                 self._flops_by_key.setdefault(key, np.zeros(owners))[owner] += f_sum
@@ -239,10 +278,19 @@ class StepSet:
         self._sums = sums
         self._groups = []
         for (kind, dtype), g in rows.items():
-            stacked = OpCost("stack", kind, *(np.concatenate(g[f]) for f in ("flops", "weight_bytes",
-                             "kv_read_bytes", "kv_write_bytes", "act_bytes")), 0.0, 1,
-                             pcie_bytes=np.concatenate(g["pcie_bytes"]), block_bytes=np.concatenate(g["block_bytes"]),
-                             blocks=np.concatenate(g["blocks"]))
+            stacked = OpCost(
+                "stack",
+                kind,
+                *(
+                    np.concatenate(g[f])
+                    for f in ("flops", "weight_bytes", "kv_read_bytes", "kv_write_bytes", "act_bytes")
+                ),
+                0.0,
+                1,
+                pcie_bytes=np.concatenate(g["pcie_bytes"]),
+                block_bytes=np.concatenate(g["block_bytes"]),
+                blocks=np.concatenate(g["blocks"]),
+            )
             self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
 
     @property
@@ -265,26 +313,65 @@ class StepSet:
             comp_b += np.bincount(owner, m * np.where(memory_bound, 0.0, t_op), n)
         s = self._sums
         e_flop = sum(p.j_per_flop.get(key, 0.0) * f for key, f in self._flops_by_key.items())
-        return _assemble(p, busy, mem_b, comp_b, floor_sm, fallback, s["dram"], s["wb"], s["kvb"], s["pcie"],
-                         s["flops"], e_flop, s["launches"], s["light"], s["host_steps"])
+        return _assemble(
+            p,
+            busy,
+            mem_b,
+            comp_b,
+            floor_sm,
+            fallback,
+            s["dram"],
+            s["wb"],
+            s["kvb"],
+            s["pcie"],
+            s["flops"],
+            e_flop,
+            s["launches"],
+            s["light"],
+            s["host_steps"],
+        )
 
 
 def host_wait(p: Params, seconds) -> StepCost:
     """The GPU idling (at static power) while the host synchronizes, e.g. to accept or reject drafted tokens."""
     z = np.zeros_like(np.asarray(seconds, dtype=float))
-    return StepCost(time_s=seconds, busy_s=z, overhead_s=seconds, memory_bound_s=z, compute_bound_s=z, floor_sm_s=z,
-                    fallback_s=z, dram_bytes=z, weight_bytes=z, kv_bytes=z, pcie_bytes=z, flops=z, launches=z,
-                    e_static=z, e_overhead=p.static_power_w * seconds, e_active=z, e_floor=z, e_fallback=z, e_memory=z,
-                    e_compute=z, e_pcie=z)
+    return StepCost(
+        time_s=seconds,
+        busy_s=z,
+        overhead_s=seconds,
+        memory_bound_s=z,
+        compute_bound_s=z,
+        floor_sm_s=z,
+        fallback_s=z,
+        dram_bytes=z,
+        weight_bytes=z,
+        kv_bytes=z,
+        pcie_bytes=z,
+        flops=z,
+        launches=z,
+        e_static=z,
+        e_overhead=p.static_power_w * seconds,
+        e_active=z,
+        e_floor=z,
+        e_fallback=z,
+        e_memory=z,
+        e_compute=z,
+        e_pcie=z,
+    )
 
 
 def energy_features(c: StepCost) -> dict:
     """The energy equation above is linear in its coefficients: E = sum(coefficient x feature) + energy_not_fitted(c)
     with these features (compute_scale multiplies the per-FLOP energies the cost was computed with). The fit uses this
     decomposition, so the equation stays here alone."""
-    return {"static_power_w": c.time_s, "active_power_w": c.busy_s, "block_power_w": c.floor_sm_s,
-            "dram_j_per_byte": c.dram_bytes,
-            "compute_scale": c.e_compute, "pcie_j_per_byte": c.pcie_bytes}
+    return {
+        "static_power_w": c.time_s,
+        "active_power_w": c.busy_s,
+        "block_power_w": c.floor_sm_s,
+        "dram_j_per_byte": c.dram_bytes,
+        "compute_scale": c.e_compute,
+        "pcie_j_per_byte": c.pcie_bytes,
+    }
 
 
 def energy_not_fitted(c: StepCost):

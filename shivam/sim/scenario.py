@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shivam.errors import ShivamError
-from shivam.specs import Params
-from shivam.specs.model import ModelSpec
 from shivam.sim.roofline import StepCost, StepInputs, host_wait, step_cost
 from shivam.sim.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
-from shivam.specs import Dtypes
 from shivam.sim.workload import eager_dispatches, kv_cache_bytes, step_ops, weight_bytes
+from shivam.specs import Dtypes, Params
+from shivam.specs.model import ModelSpec
 
 BREAKDOWN = ("e_static", "e_active", "e_floor", "e_fallback", "e_memory", "e_compute", "e_overhead", "e_pcie")
 
@@ -38,8 +37,9 @@ class Scenario:
         p = self.params
         # an eager engine's host cost follows the operators it dispatches, not the kernels of the workload
         eager = eager_dispatches(model, p.eager_dispatches) if p.dispatch_counts == "eager" else None
-        return StepInputs(step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels),
-                          self.dtypes.compute, eager)
+        return StepInputs(
+            step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels), self.dtypes.compute, eager
+        )
 
     def _step(self, model: ModelSpec, new_tokens, context) -> StepCost:
         ops, dtype, eager, host_steps = self.step_inputs(model, new_tokens, context)
@@ -84,8 +84,11 @@ class Scenario:
         c = np.asarray(contexts, dtype=float)[None, None, :]
         draft, verify, sync = self.iteration(ks, c)
         tok = per_token(draft, verify, sync, self.batch * np.asarray(taus, dtype=float)[:, :, None])
-        out = {"time_per_token_s": tok.time_s, "energy_per_token_j": tok.energy_j,
-               "floor_energy_per_token_j": tok.dram_bytes * self.params.dram_floor_j_per_byte}
+        out = {
+            "time_per_token_s": tok.time_s,
+            "energy_per_token_j": tok.energy_j,
+            "floor_energy_per_token_j": tok.dram_bytes * self.params.dram_floor_j_per_byte,
+        }
         for name in BREAKDOWN:
             out[name] = getattr(tok, name)
         return out
@@ -125,15 +128,22 @@ def prediction(scn: Scenario, ks, alphas=None, positional=None, target_ratio: fl
         best_e, best_t = ks[int(np.argmin(e_k))], ks[int(np.argmin(t_k))]
         best[label] = {"best_k_energy": best_e, "best_k_latency": best_t}
         for i, k in enumerate(ks):
-            row = {"k": k, "alpha": label if positional is not None else float(label),
-                   "tokens_per_iteration": float(taus[i, a]),
-                   "time_per_token_s": float(t_k[i]), "energy_per_token_j": float(e_k[i]),
-                   "speedup": float(t_k[0] / t_k[i]), "energy_ratio": float(e_k[0] / e_k[i]),
-                   "energy_saving": float(1 - e_k[i] / e_k[0]),
-                   "floor_energy_per_token_j": float(g["floor_energy_per_token_j"][i, a]),
-                   "breakdown_j": {name[2:]: float(g[name][i, a]) for name in BREAKDOWN},
-                   "verify_bound": bounds_verify[k], "draft_bound": draft_bound if k else None,
-                   "best_energy": k == best_e, "best_latency": k == best_t}
+            row = {
+                "k": k,
+                "alpha": label if positional is not None else float(label),
+                "tokens_per_iteration": float(taus[i, a]),
+                "time_per_token_s": float(t_k[i]),
+                "energy_per_token_j": float(e_k[i]),
+                "speedup": float(t_k[0] / t_k[i]),
+                "energy_ratio": float(e_k[0] / e_k[i]),
+                "energy_saving": float(1 - e_k[i] / e_k[0]),
+                "floor_energy_per_token_j": float(g["floor_energy_per_token_j"][i, a]),
+                "breakdown_j": {name[2:]: float(g[name][i, a]) for name in BREAKDOWN},
+                "verify_bound": bounds_verify[k],
+                "draft_bound": draft_bound if k else None,
+                "best_energy": k == best_e,
+                "best_latency": k == best_t,
+            }
             rows.append(row)
     result = {"rows": rows, "best": best, "contexts_averaged": [float(c) for c in contexts]}
     if target_ratio is not None:

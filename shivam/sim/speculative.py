@@ -28,8 +28,9 @@ def tokens_per_iteration_positional(acceptance, k: int) -> float:
     every earlier position was accepted."""
     acc = np.asarray(acceptance, dtype=float)
     if k > len(acc):
-        raise ShivamError(f"the per-position acceptance vector has {len(acc)} values but k goes up to {k}; "
-                          f"give at least {k} values")
+        raise ShivamError(
+            f"the per-position acceptance vector has {len(acc)} values but k goes up to {k}; give at least {k} values"
+        )
     return float(1.0 + np.cumprod(acc[:k]).sum())
 
 

@@ -67,8 +67,16 @@ class OpCost(NamedTuple):
         return self.weight_bytes + self.kv_read_bytes + self.kv_write_bytes + self.act_bytes
 
 
-def _matmul(name: str, linears: list[Linear], tokens, dt: Dtypes, kernels: Kernels, repeat: int,
-            weight_copies=1.0, tokens_per_weight=None) -> OpCost:
+def _matmul(
+    name: str,
+    linears: list[Linear],
+    tokens,
+    dt: Dtypes,
+    kernels: Kernels,
+    repeat: int,
+    weight_copies=1.0,
+    tokens_per_weight=None,
+) -> OpCost:
     """Linear layers sharing an input (q/k/v, gate/up), fused into one GEMM, applied to `tokens` rows. Weight bytes
     are read once per step (a GEMM streams its weights once whatever the token count); `weight_copies` scales them
     for MoE (distinct experts touched)."""
@@ -78,7 +86,18 @@ def _matmul(name: str, linears: list[Linear], tokens, dt: Dtypes, kernels: Kerne
     w_bytes = weight_copies * sum(l.params for l in linears) * nbytes(dt.weights)
     a = nbytes(dt.activations)
     act = rows * a * (sum(l.d_in for l in linears[:1]) + sum(l.d_out for l in linears))
-    return OpCost(name, "matmul", flops, w_bytes, 0.0, 0.0, act, 1, repeat, light_launches=_matmul_light_launches(rows, dt, kernels))
+    return OpCost(
+        name,
+        "matmul",
+        flops,
+        w_bytes,
+        0.0,
+        0.0,
+        act,
+        1,
+        repeat,
+        light_launches=_matmul_light_launches(rows, dt, kernels),
+    )
 
 
 def _matmul_light_launches(rows, dt: Dtypes, kernels: Kernels):
@@ -86,25 +105,52 @@ def _matmul_light_launches(rows, dt: Dtypes, kernels: Kernels):
     the fp8 GEMM cannot take (the engine profile's fp8_* kernel counts)."""
     if dt.activations != "fp8":
         return 0
-    return kernels.fp8_cast_launches + np.where(np.asarray(rows) % kernels.fp8_row_multiple == 0, 0,
-                                                kernels.fp8_pad_launches)
+    return kernels.fp8_cast_launches + np.where(
+        np.asarray(rows) % kernels.fp8_row_multiple == 0, 0, kernels.fp8_pad_launches
+    )
 
 
 def _gated(op: OpCost, on) -> OpCost:
     """The operator where `on` holds (elementwise over a broadcast grid of step shapes), nothing elsewhere: for an
     operator whose kernel depends on the shape."""
     g = np.where(on, 1.0, 0.0)
-    return op._replace(flops=g * op.flops, weight_bytes=g * op.weight_bytes, kv_read_bytes=g * op.kv_read_bytes,
-                       kv_write_bytes=g * op.kv_write_bytes, act_bytes=g * op.act_bytes, launches=g * op.launches,
-                       pcie_bytes=g * op.pcie_bytes, block_bytes=g * op.block_bytes, blocks=g * op.blocks,
-                       light_launches=g * op.light_launches)
+    return op._replace(
+        flops=g * op.flops,
+        weight_bytes=g * op.weight_bytes,
+        kv_read_bytes=g * op.kv_read_bytes,
+        kv_write_bytes=g * op.kv_write_bytes,
+        act_bytes=g * op.act_bytes,
+        launches=g * op.launches,
+        pcie_bytes=g * op.pcie_bytes,
+        block_bytes=g * op.block_bytes,
+        blocks=g * op.blocks,
+        light_launches=g * op.light_launches,
+    )
 
 
-def _elementwise(name: str, tokens, width: int, dt: Dtypes, repeat: int, flops_per_element: float,
-                 reads: int, weight_elems: int = 0, launches: int = 1) -> OpCost:
+def _elementwise(
+    name: str,
+    tokens,
+    width: int,
+    dt: Dtypes,
+    repeat: int,
+    flops_per_element: float,
+    reads: int,
+    weight_elems: int = 0,
+    launches: int = 1,
+) -> OpCost:
     a = nbytes(dt.activations)
-    return OpCost(name, "elementwise", flops_per_element * tokens * width, weight_elems * nbytes(dt.weights), 0.0, 0.0,
-                  (reads + 1) * tokens * width * a, launches, repeat)
+    return OpCost(
+        name,
+        "elementwise",
+        flops_per_element * tokens * width,
+        weight_elems * nbytes(dt.weights),
+        0.0,
+        0.0,
+        (reads + 1) * tokens * width * a,
+        launches,
+        repeat,
+    )
 
 
 def expected_distinct_experts(experts: int, per_token: int, tokens):
@@ -125,9 +171,18 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
     ops: list[OpCost] = []
 
     # Embedding: only the T looked-up rows are read (the full table is read by the LM head if tied).
-    ops.append(OpCost("embed", "elementwise", 0.0, T * m.embed_dim * nbytes(dt.weights)
-                      + T * m.hidden * nbytes(dt.weights) * (m.learned_positions > 0), 0.0, 0.0,
-                      T * m.hidden * a, 1 + (m.learned_positions > 0)))
+    ops.append(
+        OpCost(
+            "embed",
+            "elementwise",
+            0.0,
+            T * m.embed_dim * nbytes(dt.weights) + T * m.hidden * nbytes(dt.weights) * (m.learned_positions > 0),
+            0.0,
+            0.0,
+            T * m.hidden * a,
+            1 + (m.learned_positions > 0),
+        )
+    )
     proj = m.embedding_linears()
     if proj:
         ops.append(_matmul("project_in", proj[:1], T, dt, kernels, 1))
@@ -145,17 +200,38 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
     # is bound by one block's latency, not by the chip, so its floor is each block's keys x effective head_dim at a
     # per-block rate (roofline.op_time).
     mk = kernels.masked_attention
-    ops.append(OpCost("attention", "attention",
-                      4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
-                      0.0, batch * attended * 2 * kv_dim * kvb, 0.0, T * a * 2 * q_dim,
-                      kernels.attention_launches, L,
-                      light_launches=np.where(masked, mk.light_launches, 0),
-                      block_bytes=np.where(masked, attended * 2 * kvb
-                                           * masked_attention_head_dim(kernels, m.head_dim, new_tokens), 0.0),
-                      blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0)))
+    ops.append(
+        OpCost(
+            "attention",
+            "attention",
+            4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
+            0.0,
+            batch * attended * 2 * kv_dim * kvb,
+            0.0,
+            T * a * 2 * q_dim,
+            kernels.attention_launches,
+            L,
+            light_launches=np.where(masked, mk.light_launches, 0),
+            block_bytes=np.where(
+                masked, attended * 2 * kvb * masked_attention_head_dim(kernels, m.head_dim, new_tokens), 0.0
+            ),
+            blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0),
+        )
+    )
     if np.any(masked):
-        ops.append(OpCost("causal_mask", "elementwise", 0.0, 0.0, 0.0, 0.0, np.where(masked, new_tokens * attended, 0),
-                          np.where(masked, mk.mask_launches, 0), 1))
+        ops.append(
+            OpCost(
+                "causal_mask",
+                "elementwise",
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                np.where(masked, new_tokens * attended, 0),
+                np.where(masked, mk.mask_launches, 0),
+                1,
+            )
+        )
     ops.append(_matmul("o_proj", attn[3:], T, dt, kernels, L))
     ops.append(_elementwise("mlp_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w))  # + residual add
     mlp = m.expert_linears()
@@ -163,16 +239,46 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
         distinct = expected_distinct_experts(m.experts, m.experts_per_token, T)
         ops.append(_matmul("router", [m.router()], T, dt, kernels, L))
         ops.append(_elementwise("router_topk", T, m.experts, dt, L, 4, 1, launches=4))
-        ops.append(_matmul("experts_up", mlp[:-1], T, dt, kernels, L, weight_copies=distinct,
-                           tokens_per_weight=T * m.experts_per_token))
+        ops.append(
+            _matmul(
+                "experts_up",
+                mlp[:-1],
+                T,
+                dt,
+                kernels,
+                L,
+                weight_copies=distinct,
+                tokens_per_weight=T * m.experts_per_token,
+            )
+        )
         ops.append(_elementwise("act", T * m.experts_per_token, m.intermediate, dt, L, 6, 2, launches=2))
-        ops.append(_matmul("experts_down", mlp[-1:], T, dt, kernels, L, weight_copies=distinct,
-                           tokens_per_weight=T * m.experts_per_token))
+        ops.append(
+            _matmul(
+                "experts_down",
+                mlp[-1:],
+                T,
+                dt,
+                kernels,
+                L,
+                weight_copies=distinct,
+                tokens_per_weight=T * m.experts_per_token,
+            )
+        )
         ops.append(_elementwise("expert_combine", T * m.experts_per_token, m.hidden, dt, L, 2, 1, launches=2))
     else:
         ops.append(_matmul("mlp_up", mlp[:-1], T, dt, kernels, L))
-        ops.append(_elementwise("act", T, m.intermediate, dt, L, 6 if m.gated_mlp else 1,
-                                2 if m.gated_mlp else 1, launches=2 if m.gated_mlp else 1))
+        ops.append(
+            _elementwise(
+                "act",
+                T,
+                m.intermediate,
+                dt,
+                L,
+                6 if m.gated_mlp else 1,
+                2 if m.gated_mlp else 1,
+                launches=2 if m.gated_mlp else 1,
+            )
+        )
         ops.append(_matmul("mlp_down", mlp[-1:], T, dt, kernels, L))
         # residual add folded into the next norm
 
@@ -189,8 +295,10 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
     head = head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES)
     if (m.vocab * max(nbytes(dt.activations), 2)) % 16 != 0:
         several_rows = np.asarray(T) > 1
-        ops += [_gated(head, ~several_rows)._replace(kind="gemv_misaligned"),
-                _gated(head, several_rows)._replace(name="lm_head_fallback", kind="matmul_misaligned")]
+        ops += [
+            _gated(head, ~several_rows)._replace(kind="gemv_misaligned"),
+            _gated(head, several_rows)._replace(name="lm_head_fallback", kind="matmul_misaligned"),
+        ]
     else:
         ops.append(head)
     ops.append(OpCost("sample", "elementwise", T * m.vocab, 0.0, 0.0, 0.0, T * m.vocab * LOGIT_BYTES, 1))

@@ -72,8 +72,10 @@ def load_recipe(ref: str) -> Recipe:
         path = Path(ref)
     else:
         if ref not in recipe_names():
-            raise ShivamError(f"unknown recipe {ref[:80]!r}{suggest(ref, recipe_names())}: use one of "
-                              f"{', '.join(recipe_names())}, or a path to a recipe file")
+            raise ShivamError(
+                f"unknown recipe {ref[:80]!r}{suggest(ref, recipe_names())}: use one of "
+                f"{', '.join(recipe_names())}, or a path to a recipe file"
+            )
         path = _calibrated_dir() / f"{ref}.recipe.json"
     fix = "give a recipe name (hardware/calibrated/*.recipe.json) or a recipe file"
     try:

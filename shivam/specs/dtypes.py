@@ -20,8 +20,15 @@ BYTES_PER_ELEMENT = {
     "int4": 0.5 + _INT4_GROUP_OVERHEAD_BYTES / INT4_GROUP_SIZE,
 }
 
-ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float8": "fp8",
-           "fp8_e4m3": "fp8", "e4m3": "fp8"}
+ALIASES = {
+    "float32": "fp32",
+    "float16": "fp16",
+    "half": "fp16",
+    "bfloat16": "bf16",
+    "float8": "fp8",
+    "fp8_e4m3": "fp8",
+    "e4m3": "fp8",
+}
 
 
 def normalize(dtype: str, what: str = "dtype") -> str:
@@ -44,8 +51,7 @@ class Dtypes:
     @classmethod
     def of(cls, weights: str, activations: str | None = None, kv: str | None = None) -> "Dtypes":
         w = normalize(weights, "weights dtype (--weights-dtype)")
-        a = normalize(activations or ("bf16" if w in ("fp8", "int8", "int4") else w),
-                      "activation dtype (--act-dtype)")
+        a = normalize(activations or ("bf16" if w in ("fp8", "int8", "int4") else w), "activation dtype (--act-dtype)")
         if a in ("int8", "int4"):
             raise ShivamError(f"activation dtype (--act-dtype) {a} is not supported: use fp32, fp16, bf16 or fp8")
         return cls(w, a, normalize(kv or a, "KV-cache dtype (--kv-dtype)"))

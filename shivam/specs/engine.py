@@ -8,7 +8,7 @@ reads these facts; it has no engine-specific constant of its own, so adding an e
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -25,11 +25,14 @@ class MaskedAttention(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["latency_bound_per_block"] = Field(
         description="latency_bound_per_block: one thread block per (sequence, head, q_tile queries) streams all of "
-                    "its head's keys and values alone, at the per-block rate attention_cta_Bps")
+        "its head's keys and values alone, at the per-block rate attention_cta_Bps"
+    )
     q_tile: int = Field(gt=0, description="queries per thread block")
     head_dim_even_queries: list[tuple[int, float]] = Field(
-        min_length=1, description="(head_dim bucket, effective head_dim streamed per key and per K/V tensor) at even "
-                                  "query counts; a head_dim takes the first bucket at least as wide")
+        min_length=1,
+        description="(head_dim bucket, effective head_dim streamed per key and per K/V tensor) at even "
+        "query counts; a head_dim takes the first bucket at least as wide",
+    )
     head_dim_odd_queries: list[tuple[int, float]] = Field(min_length=1, description="the same at odd query counts")
     light_launches: int = Field(ge=0, description="light kernels per layer the mask adds (fills, element-wise)")
     mask_launches: int = Field(ge=0, description="kernels per step that build the causal mask")
@@ -72,8 +75,10 @@ class EngineProfile(BaseModel):
     compute_efficiency: float = Field(gt=0, le=1.5)
     overlap_exponent: float = Field(default=100.0, ge=1)
     dispatch_counts: Literal["graph", "eager"] = Field(
-        default="graph", description="what per_kernel_s multiplies: the kernels of the workload (graph) or the "
-                                     "operators the engine dispatches eagerly (eager_dispatches)")
+        default="graph",
+        description="what per_kernel_s multiplies: the kernels of the workload (graph) or the "
+        "operators the engine dispatches eagerly (eager_dispatches)",
+    )
     per_kernel_s: float = Field(ge=0)
     per_step_s: float = Field(ge=0)
     per_iteration_s: float = Field(ge=0)
@@ -88,7 +93,7 @@ class EngineProfile(BaseModel):
     basis: str
 
 
-@lru_cache(maxsize=None)
+@cache
 def engine_ids() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in (data_dir("hardware") / "engines").glob("*.json")))
 
@@ -101,8 +106,10 @@ def load_engine(ref: str) -> EngineProfile:
         path = Path(ref)
     else:
         if ref not in engine_ids():
-            raise ShivamError(f"unknown engine {ref[:80]!r}{suggest(ref, engine_ids())}: use one of "
-                              f"{', '.join(engine_ids())}, or a path to an engine profile file")
+            raise ShivamError(
+                f"unknown engine {ref[:80]!r} (--engine){suggest(ref, engine_ids())}: use one of "
+                f"{', '.join(engine_ids())}, or a path to an engine profile file"
+            )
         path = data_dir("hardware") / "engines" / f"{ref}.json"
     raw = read_json(path, "engine profile", fix)
     try:
@@ -110,6 +117,8 @@ def load_engine(ref: str) -> EngineProfile:
     except ValidationError as exc:
         raise ShivamError(validation_message(exc, str(path), fix="compare with hardware/engines/graph.json")) from None
     if prof.dispatch_counts == "eager" and prof.eager_dispatches is None:
-        raise ShivamError(f"{path}: dispatch_counts is 'eager' but the profile has no eager_dispatches table; "
-                          f"add one (validation/count_eager_ops.py counts it)")
+        raise ShivamError(
+            f"{path}: dispatch_counts is 'eager' but the profile has no eager_dispatches table; "
+            f"add one (validation/count_eager_ops.py counts it)"
+        )
     return prof

@@ -6,7 +6,7 @@ them. `shivam gpus --schema` prints the JSON schema a user's own file must follo
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,12 +52,15 @@ class GPU(BaseModel):
     id: str = Field(description="short id, e.g. h200; a calibration hardware/calibrated/<id>-<engine>.json applies")
     name: str = Field(description="the name NVML reports, e.g. NVIDIA H200")
     memory: Memory
-    peak_tflops: dict[str, float] = Field(min_length=1, description="dense tensor-core peak per dtype, TFLOP/s; "
-                                          "fp32 is the vector units' rate")
+    peak_tflops: dict[str, float] = Field(
+        min_length=1, description="dense tensor-core peak per dtype, TFLOP/s; fp32 is the vector units' rate"
+    )
     tdp_w: float = Field(gt=0)
     pcie: Pcie
     l2_mb: float = Field(ge=0)
-    multiprocessors: int = Field(gt=0, description="streaming multiprocessors (compute units): thread blocks run at once")
+    multiprocessors: int = Field(
+        gt=0, description="streaming multiprocessors (compute units): thread blocks run at once"
+    )
     energy: Energy
     sources: list[str] = Field(min_length=1, description="datasheets and papers the figures come from")
     notes: str = ""
@@ -70,7 +73,7 @@ class GPU(BaseModel):
         return "bf16" if "bf16" in self.peak_tflops else "fp16"
 
 
-@lru_cache(maxsize=None)
+@cache
 def gpu_ids() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in data_dir("hardware").glob("*.json")))
 
@@ -89,8 +92,10 @@ def load_gpu(ref: str) -> GPU:
     else:
         key = ref.lower().replace("_", "-")
         if key not in gpu_ids():
-            raise ShivamError(f"unknown GPU {ref[:80]!r}{suggest(key, gpu_ids())}; run `shivam gpus` for the bundled "
-                              f"ones, or give a path to a GPU file (`shivam gpus --schema`)")
+            raise ShivamError(
+                f"unknown GPU {ref[:80]!r}{suggest(key, gpu_ids())}; run `shivam gpus` for the bundled "
+                f"ones, or give a path to a GPU file (`shivam gpus --schema`)"
+            )
         path = data_dir("hardware") / f"{key}.json"
         shown = str(path)
     fix = "give a GPU file in the bundled schema (`shivam gpus --schema` prints it)"
@@ -102,9 +107,18 @@ def load_gpu(ref: str) -> GPU:
 
 
 # NVML device names -> bundled GPU ids
-_NVML_NAMES = {"H200": "h200", "H100 80GB HBM3": "h100-sxm", "H100 PCIe": "h100-pcie", "A100-SXM4-80GB": "a100-80gb",
-               "A100-SXM4-40GB": "a100-40gb", "L4": "l4", "T4": "t4", "A10G": "a10g", "L40S": "l40s",
-               "RTX 4090": "rtx-4090"}
+_NVML_NAMES = {
+    "H200": "h200",
+    "H100 80GB HBM3": "h100-sxm",
+    "H100 PCIe": "h100-pcie",
+    "A100-SXM4-80GB": "a100-80gb",
+    "A100-SXM4-40GB": "a100-40gb",
+    "L4": "l4",
+    "T4": "t4",
+    "A10G": "a10g",
+    "L40S": "l40s",
+    "RTX 4090": "rtx-4090",
+}
 
 
 def gpu_id_for(nvml_name: str) -> str | None:

@@ -55,7 +55,9 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self):
         if self.heads % self.kv_heads:
-            raise ValueError(f"num_attention_heads {self.heads} is not a multiple of num_key_value_heads {self.kv_heads}")
+            raise ValueError(
+                f"num_attention_heads {self.heads} is not a multiple of num_key_value_heads {self.kv_heads}"
+            )
         if self.experts_per_token > self.experts:
             raise ValueError("num_experts_per_tok exceeds the number of experts")
         return self
@@ -63,8 +65,12 @@ class ModelSpec(BaseModel):
     # --- weights -----------------------------------------------------------------------------------------------
     def attention_linears(self) -> list[Linear]:
         q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return [Linear("q_proj", self.hidden, q, self.qkv_bias), Linear("k_proj", self.hidden, kv, self.qkv_bias),
-                Linear("v_proj", self.hidden, kv, self.qkv_bias), Linear("o_proj", q, self.hidden, self.out_bias)]
+        return [
+            Linear("q_proj", self.hidden, q, self.qkv_bias),
+            Linear("k_proj", self.hidden, kv, self.qkv_bias),
+            Linear("v_proj", self.hidden, kv, self.qkv_bias),
+            Linear("o_proj", q, self.hidden, self.out_bias),
+        ]
 
     def expert_linears(self) -> list[Linear]:
         """The MLP of one expert (or the only MLP of a dense model)."""
@@ -82,22 +88,32 @@ class ModelSpec(BaseModel):
 
     def layer_params(self) -> int:
         router = self.router()
-        return (sum(l.params for l in self.attention_linears())
-                + self.experts * sum(l.params for l in self.expert_linears())
-                + (router.params if router else 0) + 2 * self.norm_params)
+        return (
+            sum(l.params for l in self.attention_linears())
+            + self.experts * sum(l.params for l in self.expert_linears())
+            + (router.params if router else 0)
+            + 2 * self.norm_params
+        )
 
     def embedding_linears(self) -> list[Linear]:
         """Projections around the trunk when the embedding is narrower than the model (OPT-350m)."""
         if self.embed_dim == self.hidden:
             return []
-        return [Linear("project_in", self.embed_dim, self.hidden, False),
-                Linear("project_out", self.hidden, self.embed_dim, False)]
+        return [
+            Linear("project_in", self.embed_dim, self.hidden, False),
+            Linear("project_out", self.hidden, self.embed_dim, False),
+        ]
 
     def param_count(self) -> int:
         embed = self.vocab * self.embed_dim
-        return (embed + (0 if self.tied_embeddings else embed) + self.learned_positions * self.hidden
-                + sum(l.params for l in self.embedding_linears()) + self.layers * self.layer_params()
-                + (self.norm_params if self.final_norm else 0))
+        return (
+            embed
+            + (0 if self.tied_embeddings else embed)
+            + self.learned_positions * self.hidden
+            + sum(l.params for l in self.embedding_linears())
+            + self.layers * self.layer_params()
+            + (self.norm_params if self.final_norm else 0)
+        )
 
     def active_param_count(self) -> int:
         """Parameters one token touches: only experts_per_token experts of each MoE layer."""
@@ -123,33 +139,78 @@ SUPPORTED_FAMILIES = sorted(_OPT_LIKE | _GPT2_LIKE | _LLAMA_LIKE)
 
 def _need(cfg: dict, key: str, source: str):
     if key not in cfg or cfg[key] is None:
-        raise ShivamError(f"{source}: config.json lacks the field {key!r}, which a {cfg.get('model_type')} "
-                          f"model needs; use the model's complete Hugging Face config.json")
+        raise ShivamError(
+            f"{source}: config.json lacks the field {key!r}, which a {cfg.get('model_type')} "
+            f"model needs; use the model's complete Hugging Face config.json"
+        )
     return cfg[key]
 
 
 # config.json fields that must be positive whole numbers where present, per family
 _POSITIVE_INTS = {
-    "opt": ("hidden_size", "num_hidden_layers", "num_attention_heads", "ffn_dim", "vocab_size",
-            "max_position_embeddings", "word_embed_proj_dim"),
+    "opt": (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "ffn_dim",
+        "vocab_size",
+        "max_position_embeddings",
+        "word_embed_proj_dim",
+    ),
     "gpt2": ("n_embd", "n_layer", "n_head", "n_inner", "vocab_size", "n_positions"),
-    "llama": ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
-              "intermediate_size", "vocab_size", "max_position_embeddings", "num_local_experts",
-              "num_experts_per_tok"),
+    "llama": (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "intermediate_size",
+        "vocab_size",
+        "max_position_embeddings",
+        "num_local_experts",
+        "num_experts_per_tok",
+    ),
 }
-_BOOLS = ("tie_word_embeddings", "do_layer_norm_before", "_remove_final_layer_norm", "enable_bias", "attention_bias",
-          "mlp_bias")
+_BOOLS = (
+    "tie_word_embeddings",
+    "do_layer_norm_before",
+    "_remove_final_layer_norm",
+    "enable_bias",
+    "attention_bias",
+    "mlp_bias",
+)
 # ModelSpec field -> the config.json key it comes from, for messages
-_CONFIG_KEY = {"opt": {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
-                       "intermediate": "ffn_dim", "vocab": "vocab_size", "embed_dim": "word_embed_proj_dim",
-                       "max_context": "max_position_embeddings"},
-               "gpt2": {"hidden": "n_embd", "layers": "n_layer", "heads": "n_head", "intermediate": "n_inner",
-                        "vocab": "vocab_size", "max_context": "n_positions"},
-               "llama": {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
-                         "kv_heads": "num_key_value_heads", "head_dim": "head_dim",
-                         "intermediate": "intermediate_size", "vocab": "vocab_size",
-                         "max_context": "max_position_embeddings", "experts": "num_local_experts",
-                         "experts_per_token": "num_experts_per_tok"}}
+_CONFIG_KEY = {
+    "opt": {
+        "hidden": "hidden_size",
+        "layers": "num_hidden_layers",
+        "heads": "num_attention_heads",
+        "intermediate": "ffn_dim",
+        "vocab": "vocab_size",
+        "embed_dim": "word_embed_proj_dim",
+        "max_context": "max_position_embeddings",
+    },
+    "gpt2": {
+        "hidden": "n_embd",
+        "layers": "n_layer",
+        "heads": "n_head",
+        "intermediate": "n_inner",
+        "vocab": "vocab_size",
+        "max_context": "n_positions",
+    },
+    "llama": {
+        "hidden": "hidden_size",
+        "layers": "num_hidden_layers",
+        "heads": "num_attention_heads",
+        "kv_heads": "num_key_value_heads",
+        "head_dim": "head_dim",
+        "intermediate": "intermediate_size",
+        "vocab": "vocab_size",
+        "max_context": "max_position_embeddings",
+        "experts": "num_local_experts",
+        "experts_per_token": "num_experts_per_tok",
+    },
+}
 
 
 def _family_group(family: str) -> str:
@@ -163,12 +224,15 @@ def _check_types(cfg: dict, family: str, source: str) -> None:
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > 10**9:
-            raise ShivamError(f"{source}: field {key!r} must be a positive whole number (got {str(value)[:40]!r}); "
-                              f"fix {key} in config.json")
+            raise ShivamError(
+                f"{source}: field {key!r} must be a positive whole number (got {str(value)[:40]!r}); "
+                f"fix {key} in config.json"
+            )
     for key in _BOOLS:
         if key in cfg and cfg[key] is not None and not isinstance(cfg[key], bool):
-            raise ShivamError(f"{source}: field {key!r} must be true or false (got {str(cfg[key])[:40]!r}); "
-                              f"fix {key} in config.json")
+            raise ShivamError(
+                f"{source}: field {key!r} must be true or false (got {str(cfg[key])[:40]!r}); fix {key} in config.json"
+            )
 
 
 def spec_from_config(cfg: dict, name: str, source: str = "config.json") -> ModelSpec:
@@ -176,47 +240,84 @@ def spec_from_config(cfg: dict, name: str, source: str = "config.json") -> Model
         raise ShivamError(f"{source}: config.json must hold a JSON object; use the model's Hugging Face config.json")
     family = cfg.get("model_type")
     if family is None:
-        raise ShivamError(f"{source}: config.json lacks the field 'model_type'; use the model's Hugging Face "
-                          f"config.json")
+        raise ShivamError(
+            f"{source}: config.json lacks the field 'model_type'; use the model's Hugging Face config.json"
+        )
     if not isinstance(family, str) or family not in SUPPORTED_FAMILIES:
-        raise ShivamError(f"{source}: model_type {str(family)[:40]!r} is not supported; supported families: "
-                          f"{', '.join(SUPPORTED_FAMILIES)}")
+        raise ShivamError(
+            f"{source}: model_type {str(family)[:40]!r} is not supported; supported families: "
+            f"{', '.join(SUPPORTED_FAMILIES)}"
+        )
     _check_types(cfg, family, source)
     need = lambda key: _need(cfg, key, source)  # noqa: E731
     if family in _OPT_LIKE:
         d = need("hidden_size")
-        fields = dict(hidden=d, layers=need("num_hidden_layers"), heads=need("num_attention_heads"),
-                      intermediate=need("ffn_dim"), vocab=need("vocab_size"),
-                      embed_dim=cfg.get("word_embed_proj_dim") or d,
-                      learned_positions=need("max_position_embeddings") + 2,  # OPT offsets positions by 2
-                      tied_embeddings=cfg.get("tie_word_embeddings", True), gated_mlp=False, norm="layernorm",
-                      final_norm=(cfg.get("do_layer_norm_before", True)
-                                  and not cfg.get("_remove_final_layer_norm", False)),
-                      qkv_bias=cfg.get("enable_bias", True), out_bias=cfg.get("enable_bias", True),
-                      mlp_bias=cfg.get("enable_bias", True), max_context=need("max_position_embeddings"))
+        fields = dict(
+            hidden=d,
+            layers=need("num_hidden_layers"),
+            heads=need("num_attention_heads"),
+            intermediate=need("ffn_dim"),
+            vocab=need("vocab_size"),
+            embed_dim=cfg.get("word_embed_proj_dim") or d,
+            learned_positions=need("max_position_embeddings") + 2,  # OPT offsets positions by 2
+            tied_embeddings=cfg.get("tie_word_embeddings", True),
+            gated_mlp=False,
+            norm="layernorm",
+            final_norm=(cfg.get("do_layer_norm_before", True) and not cfg.get("_remove_final_layer_norm", False)),
+            qkv_bias=cfg.get("enable_bias", True),
+            out_bias=cfg.get("enable_bias", True),
+            mlp_bias=cfg.get("enable_bias", True),
+            max_context=need("max_position_embeddings"),
+        )
     elif family in _GPT2_LIKE:
         d = need("n_embd")
-        fields = dict(hidden=d, layers=need("n_layer"), heads=need("n_head"), intermediate=cfg.get("n_inner") or 4 * d,
-                      vocab=need("vocab_size"), embed_dim=d, learned_positions=need("n_positions"),
-                      tied_embeddings=cfg.get("tie_word_embeddings", True), gated_mlp=False, norm="layernorm",
-                      final_norm=True, qkv_bias=True, out_bias=True, mlp_bias=True, max_context=need("n_positions"))
+        fields = dict(
+            hidden=d,
+            layers=need("n_layer"),
+            heads=need("n_head"),
+            intermediate=cfg.get("n_inner") or 4 * d,
+            vocab=need("vocab_size"),
+            embed_dim=d,
+            learned_positions=need("n_positions"),
+            tied_embeddings=cfg.get("tie_word_embeddings", True),
+            gated_mlp=False,
+            norm="layernorm",
+            final_norm=True,
+            qkv_bias=True,
+            out_bias=True,
+            mlp_bias=True,
+            max_context=need("n_positions"),
+        )
     else:
         d, heads = need("hidden_size"), need("num_attention_heads")
         default_bias = family == "qwen2"  # Qwen2 has q/k/v biases and no flag for them
-        fields = dict(hidden=d, layers=need("num_hidden_layers"), heads=heads,
-                      kv_heads=cfg.get("num_key_value_heads") or heads,
-                      head_dim=cfg.get("head_dim") or d // heads,
-                      intermediate=need("intermediate_size"), vocab=need("vocab_size"), embed_dim=d,
-                      learned_positions=0, tied_embeddings=cfg.get("tie_word_embeddings", family == "gemma"),
-                      gated_mlp=True, norm="rmsnorm", final_norm=True,
-                      qkv_bias=cfg.get("attention_bias", default_bias), out_bias=False,
-                      mlp_bias=cfg.get("mlp_bias", False),
-                      experts=cfg.get("num_local_experts") or 1, experts_per_token=cfg.get("num_experts_per_tok") or 1,
-                      max_context=need("max_position_embeddings"))
+        fields = dict(
+            hidden=d,
+            layers=need("num_hidden_layers"),
+            heads=heads,
+            kv_heads=cfg.get("num_key_value_heads") or heads,
+            head_dim=cfg.get("head_dim") or d // heads,
+            intermediate=need("intermediate_size"),
+            vocab=need("vocab_size"),
+            embed_dim=d,
+            learned_positions=0,
+            tied_embeddings=cfg.get("tie_word_embeddings", family == "gemma"),
+            gated_mlp=True,
+            norm="rmsnorm",
+            final_norm=True,
+            qkv_bias=cfg.get("attention_bias", default_bias),
+            out_bias=False,
+            mlp_bias=cfg.get("mlp_bias", False),
+            experts=cfg.get("num_local_experts") or 1,
+            experts_per_token=cfg.get("num_experts_per_tok") or 1,
+            max_context=need("max_position_embeddings"),
+        )
     fields.setdefault("kv_heads", fields["heads"])
     if fields["hidden"] < fields["heads"] and "head_dim" not in fields:
-        raise ShivamError(f"{source}: hidden size {fields['hidden']} is smaller than the number of attention heads "
-                          f"{fields['heads']}; fix the config's hidden size or heads")
+        raise ShivamError(
+            f"{source}: hidden size {fields['hidden']} is smaller than the number of attention heads "
+            f"{fields['heads']}; fix the config's hidden size or heads"
+        )
     fields.setdefault("head_dim", fields["hidden"] // fields["heads"])
     try:
         return ModelSpec(name=name, family=family, **fields)
@@ -226,8 +327,10 @@ def spec_from_config(cfg: dict, name: str, source: str = "config.json") -> Model
         loc = str(err["loc"][0]) if err.get("loc") else ""
         key = keys.get(loc, loc)
         msg = err["msg"].removeprefix("Value error, ")
-        raise ShivamError(f"{source}: config.json is not a valid {family} config: {msg}; fix "
-                          f"{key if loc else 'the fields it names'} in config.json") from None
+        raise ShivamError(
+            f"{source}: config.json is not a valid {family} config: {msg}; fix "
+            f"{key if loc else 'the fields it names'} in config.json"
+        ) from None
 
 
 @lru_cache(maxsize=1)
@@ -262,8 +365,10 @@ def resolve_model(ref: str) -> tuple[str, dict, str]:
         cfg = read_json(path, "model file", fix)
         return path.parent.name if path.name == "config.json" else path.stem, cfg, str(path)
     choices = list(index) + [e["hf_id"] for e in index.values()]
-    raise ShivamError(f"unknown model {ref[:80]!r}{suggest(ref, choices)}; run `shivam models` for the bundled ones, "
-                      f"or give a path to a config.json")
+    raise ShivamError(
+        f"unknown model {ref[:80]!r}{suggest(ref, choices)}; run `shivam models` for the bundled ones, "
+        f"or give a path to a config.json"
+    )
 
 
 def load_model(ref: str) -> ModelSpec:

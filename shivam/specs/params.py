@@ -26,31 +26,52 @@ class Params(BaseModel):
     peak_flops: dict[str, float] = Field(description="dense peak FLOP/s per dtype")
     memory_efficiency: float = Field(gt=0, le=1.5)
     compute_efficiency: float = Field(gt=0, le=1.5)
-    overlap_exponent: float = Field(default=100.0, ge=1, description="how an operator's memory and compute times "
-                                    "combine: 1 adds them (no overlap), large values give the roofline max")
+    overlap_exponent: float = Field(
+        default=100.0,
+        ge=1,
+        description="how an operator's memory and compute times "
+        "combine: 1 adds them (no overlap), large values give the roofline max",
+    )
     per_kernel_s: float = Field(ge=0, description="launch/dispatch overhead per kernel (eager engines: per operator)")
-    attention_cta_Bps: float = Field(gt=0, description="bytes of K and V one thread block of the masked (several "
-                                     "new tokens) attention kernel streams per second: that kernel is latency-bound")
+    attention_cta_Bps: float = Field(
+        gt=0,
+        description="bytes of K and V one thread block of the masked (several "
+        "new tokens) attention kernel streams per second: that kernel is latency-bound",
+    )
     multiprocessors: int = Field(gt=0)
-    per_light_kernel_s: float = Field(ge=0, description="cost of a kernel that only casts, fills or concatenates a "
-                                      "few rows")
-    misaligned_matmul_fraction: float = Field(gt=0, le=1, description="fraction of the tensor-core peak a matmul "
-                                              "with rows not 16-byte aligned reaches (cuBLAS's fallback kernels)")
-    misaligned_bandwidth_fraction: float = Field(gt=0, le=1, description="fraction of the DRAM bandwidth the same "
-                                                 "fallback kernel streams its operands at")
-    misaligned_gemv_bandwidth_fraction: float = Field(gt=0, le=1, description="fraction of the DRAM bandwidth the "
-                                                      "GEMV cuBLAS runs for one unaligned row streams at")
-    misaligned_power_w: float = Field(ge=0, description="power the fallback kernels draw beyond static power and "
-                                      "their bytes' and FLOPs' energy")
+    per_light_kernel_s: float = Field(
+        ge=0, description="cost of a kernel that only casts, fills or concatenates a few rows"
+    )
+    misaligned_matmul_fraction: float = Field(
+        gt=0,
+        le=1,
+        description="fraction of the tensor-core peak a matmul "
+        "with rows not 16-byte aligned reaches (cuBLAS's fallback kernels)",
+    )
+    misaligned_bandwidth_fraction: float = Field(
+        gt=0, le=1, description="fraction of the DRAM bandwidth the same fallback kernel streams its operands at"
+    )
+    misaligned_gemv_bandwidth_fraction: float = Field(
+        gt=0, le=1, description="fraction of the DRAM bandwidth the GEMV cuBLAS runs for one unaligned row streams at"
+    )
+    misaligned_power_w: float = Field(
+        ge=0, description="power the fallback kernels draw beyond static power and their bytes' and FLOPs' energy"
+    )
     dispatch_counts: Literal["graph", "eager"] = Field(
-        default="graph", description="what per_kernel_s multiplies: the workload's kernels (shivam.sim.workload) or "
-                                     "the operators an eager engine dispatches (its profile's eager_dispatches)")
+        default="graph",
+        description="what per_kernel_s multiplies: the workload's kernels (shivam.sim.workload) or "
+        "the operators an eager engine dispatches (its profile's eager_dispatches)",
+    )
     per_step_s: float = Field(ge=0, description="host overhead per forward step")
     per_iteration_s: float = Field(ge=0, description="host synchronization per decoding iteration")
     static_power_w: float = Field(ge=0, description="power drawn for as long as the step lasts")
     active_power_w: float = Field(ge=0, description="extra power while kernels execute")
-    block_power_w: float = Field(default=0.0, ge=0, description="power per multiprocessor kept busy by a kernel held "
-                                 "at its thread blocks' latency floor (masked attention), beyond static power")
+    block_power_w: float = Field(
+        default=0.0,
+        ge=0,
+        description="power per multiprocessor kept busy by a kernel held "
+        "at its thread blocks' latency floor (masked attention), beyond static power",
+    )
     dram_j_per_byte: float = Field(ge=0, description="board-level energy per DRAM byte moved")
     dram_floor_j_per_byte: float = Field(ge=0, description="DRAM-device energy per byte: the physical floor")
     j_per_flop: dict[str, float]
@@ -60,7 +81,8 @@ class Params(BaseModel):
     engine: str = Field(description="the engine profile the defaults and kernel facts come from")
     kernels: Kernels = Field(description="the engine's kernel counts and attention kernel (not fitted)")
     eager_dispatches: dict[str, FamilyDispatches] | None = Field(
-        default=None, description="an eager engine's operators per decode step, per model family (not fitted)")
+        default=None, description="an eager engine's operators per decode step, per model family (not fitted)"
+    )
     source: str = Field(description="where the numbers came from: 'datasheet estimates' or a calibration file")
 
 
@@ -77,35 +99,49 @@ def resolve_params(gpu: GPU, engine: str, calibration: str | None = None, use_bu
     return make_params(gpu, engine, load_calibration(path) if path else None, shown)
 
 
-def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None = None,
-                calibration_path: str | None = None) -> Params:
+def make_params(
+    gpu: GPU, engine: str = "graph", calibration: Calibration | None = None, calibration_path: str | None = None
+) -> Params:
     prof = load_engine(engine)
     engine = prof.engine
     e = gpu.energy
     values = dict(
         bandwidth_Bps=gpu.memory.bandwidth_gbs * 1e9,
         peak_flops={dt: r * 1e12 for dt, r in gpu.peak_tflops.items()},
-        memory_efficiency=prof.memory_efficiency, compute_efficiency=prof.compute_efficiency,
-        overlap_exponent=prof.overlap_exponent, dispatch_counts=prof.dispatch_counts,
-        per_kernel_s=prof.per_kernel_s, per_step_s=prof.per_step_s, per_iteration_s=prof.per_iteration_s,
-        attention_cta_Bps=prof.attention_cta_Bps, multiprocessors=gpu.multiprocessors,
+        memory_efficiency=prof.memory_efficiency,
+        compute_efficiency=prof.compute_efficiency,
+        overlap_exponent=prof.overlap_exponent,
+        dispatch_counts=prof.dispatch_counts,
+        per_kernel_s=prof.per_kernel_s,
+        per_step_s=prof.per_step_s,
+        per_iteration_s=prof.per_iteration_s,
+        attention_cta_Bps=prof.attention_cta_Bps,
+        multiprocessors=gpu.multiprocessors,
         misaligned_matmul_fraction=prof.misaligned_matmul_fraction,
         misaligned_bandwidth_fraction=prof.misaligned_bandwidth_fraction,
         misaligned_gemv_bandwidth_fraction=prof.misaligned_gemv_bandwidth_fraction,
-        misaligned_power_w=prof.misaligned_power_w, per_light_kernel_s=prof.per_light_kernel_s,
-        static_power_w=e.static_power_w.value, active_power_w=e.active_power_w.value, block_power_w=0.0,
+        misaligned_power_w=prof.misaligned_power_w,
+        per_light_kernel_s=prof.per_light_kernel_s,
+        static_power_w=e.static_power_w.value,
+        active_power_w=e.active_power_w.value,
+        block_power_w=0.0,
         dram_j_per_byte=e.dram_board_pj_per_bit.value * 8e-12,
         dram_floor_j_per_byte=e.dram_device_pj_per_bit.value * 8e-12,
         j_per_flop={dt: v.value * 1e-12 for dt, v in e.pj_per_flop.items()},
-        pcie_Bps=gpu.pcie.bandwidth_gbs * 1e9, pcie_j_per_byte=e.pcie_pj_per_bit.value * 8e-12,
-        capacity_bytes=gpu.capacity_bytes, engine=prof.engine, kernels=prof.kernels,
+        pcie_Bps=gpu.pcie.bandwidth_gbs * 1e9,
+        pcie_j_per_byte=e.pcie_pj_per_bit.value * 8e-12,
+        capacity_bytes=gpu.capacity_bytes,
+        engine=prof.engine,
+        kernels=prof.kernels,
         eager_dispatches=prof.eager_dispatches.families if prof.eager_dispatches else None,
         source=f"{gpu.id} datasheet + energy estimates, {engine} engine defaults",
     )
     if calibration is not None:
         if calibration.gpu != gpu.id or calibration.engine != engine:
-            raise ShivamError(f"calibration {calibration_path} is for {calibration.gpu}/{calibration.engine}, not "
-                              f"{gpu.id}/{engine}; pass the matching --gpu and --engine or another file")
+            raise ShivamError(
+                f"calibration {calibration_path} is for {calibration.gpu}/{calibration.engine}, not "
+                f"{gpu.id}/{engine}; pass the matching --gpu and --engine or another file"
+            )
         for name, value in calibration.parameters.items():
             if name not in values:
                 raise ShivamError(f"{calibration_path}: unknown parameter {name!r}; known: {', '.join(values)}")
@@ -113,6 +149,8 @@ def make_params(gpu: GPU, engine: str = "graph", calibration: Calibration | None
         values["source"] = f"calibration {calibration_path}"
         if len(calibration.card_factors) > 1:  # an operator's error bar: the same work on another card of this GPU
             f = calibration.card_factors.values()
-            values["source"] += (f" (energy differed by ±{50 * (max(f) - min(f)):.0f} % between the "
-                                 f"{len(calibration.card_factors)} cards or campaigns it was fitted on)")
+            values["source"] += (
+                f" (energy differed by ±{50 * (max(f) - min(f)):.0f} % between the "
+                f"{len(calibration.card_factors)} cards or campaigns it was fitted on)"
+            )
     return Params(**values)

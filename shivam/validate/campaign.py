@@ -15,8 +15,9 @@ from shivam.specs import gpu_id_for
 from shivam.validate.suites import suite_points
 
 
-def select_points(suites: list[str], engine: str | None = None, limit: int | None = None,
-                  points_file: str | None = None) -> list[Point]:
+def select_points(
+    suites: list[str], engine: str | None = None, limit: int | None = None, points_file: str | None = None
+) -> list[Point]:
     """The points of the named suites (or of a JSON list of points), of one engine, at most `limit` of them."""
     if points_file:
         raw = read_json(points_file, "points file", "give a JSON list of point objects")
@@ -37,10 +38,21 @@ def select_points(suites: list[str], engine: str | None = None, limit: int | Non
     return pts
 
 
-def run_validation(points: list[Point], out: str | None = None, name: str = "points", gpu_index: int = 0,
-                   repeats: int = 3, min_periods: int = 20, max_spread: float = 0.03, extensions: int = 1,
-                   weights: str | None = None, subtract_idle: bool = False, codecarbon: bool = False,
-                   simulate_meter: bool = False, command: str = "") -> tuple[Path, list[dict]]:
+def run_validation(
+    points: list[Point],
+    out: str | None = None,
+    name: str = "points",
+    gpu_index: int = 0,
+    repeats: int = 3,
+    min_periods: int = 20,
+    max_spread: float = 0.03,
+    extensions: int = 1,
+    weights: str | None = None,
+    subtract_idle: bool = False,
+    codecarbon: bool = False,
+    simulate_meter: bool = False,
+    command: str = "",
+) -> tuple[Path, list[dict]]:
     """Measure the points; returns the results file and the records written by this run."""
     try:
         import torch
@@ -86,8 +98,19 @@ def run_validation(points: list[Point], out: str | None = None, name: str = "poi
     if idle:
         results.append({"record": "idle", **idle, "note": "board power over >= 3 s of counter periods"})
     bench = Workbench(device, weights)
-    written = run_campaign(points, results, counter, bench, gpu_id, snapshot, repeats, min_periods,
-                           idle if subtract_idle else None, progress=True,
-                           codecarbon_gpu=(None if simulate_meter else index) if codecarbon else False,
-                           max_spread=max_spread, extensions=extensions)
+    written = run_campaign(
+        points,
+        results,
+        counter,
+        bench,
+        gpu_id,
+        snapshot,
+        repeats,
+        min_periods,
+        idle if subtract_idle else None,
+        progress=True,
+        codecarbon_gpu=(None if simulate_meter else index) if codecarbon else False,
+        max_spread=max_spread,
+        extensions=extensions,
+    )
     return results.path, written

@@ -26,8 +26,9 @@ def require_codecarbon():
 
 def codecarbon_window(counter, call, min_periods: int, gpu_index: int | None) -> dict:
     tracker_cls = require_codecarbon()
-    kwargs = dict(country_iso_code="USA", measure_power_secs=1, save_to_file=False, log_level="error",
-                  tracking_mode="machine")
+    kwargs = dict(
+        country_iso_code="USA", measure_power_secs=1, save_to_file=False, log_level="error", tracking_mode="machine"
+    )
     if gpu_index is not None:
         kwargs["gpu_ids"] = [gpu_index]
     tracker = tracker_cls(**kwargs)
@@ -38,8 +39,13 @@ def codecarbon_window(counter, call, min_periods: int, gpu_index: int | None) ->
     wall = time.perf_counter() - t0
     data = tracker.final_emissions_data
     gpu_j = float(getattr(data, "gpu_energy", 0.0) or 0.0) * J_PER_KWH
-    return {"shivam_power_w": win.power_w, "shivam_energy_per_call_j": win.energy_j / win.calls,
-            "codecarbon_gpu_energy_j": gpu_j, "codecarbon_total_energy_j": float(data.energy_consumed) * J_PER_KWH,
-            "codecarbon_wall_s": wall, "codecarbon_gpu_power_w": gpu_j / wall if wall > 0 else 0.0,
-            "codecarbon_energy_per_call_j": gpu_j / win.calls if win.calls else 0.0,
-            "note": "codecarbon_gpu_energy_j is 0 where CodeCarbon found no GPU (it then reports CPU and RAM only)"}
+    return {
+        "shivam_power_w": win.power_w,
+        "shivam_energy_per_call_j": win.energy_j / win.calls,
+        "codecarbon_gpu_energy_j": gpu_j,
+        "codecarbon_total_energy_j": float(data.energy_consumed) * J_PER_KWH,
+        "codecarbon_wall_s": wall,
+        "codecarbon_gpu_power_w": gpu_j / wall if wall > 0 else 0.0,
+        "codecarbon_energy_per_call_j": gpu_j / win.calls if win.calls else 0.0,
+        "note": "codecarbon_gpu_energy_j is 0 where CodeCarbon found no GPU (it then reports CPU and RAM only)",
+    }

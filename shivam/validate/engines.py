@@ -49,8 +49,16 @@ class Fp8Linear:
 class Decoder:
     """A transformer decoder with a static KV cache, shaped by a ModelSpec (dense families; MoE is not built)."""
 
-    def __init__(self, spec: ModelSpec, batch: int, max_context: int, weights_dtype: str = "bf16",
-                 kv_dtype: str = "bf16", device: str | torch.device = "cuda", seed: int = 0):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        batch: int,
+        max_context: int,
+        weights_dtype: str = "bf16",
+        kv_dtype: str = "bf16",
+        device: str | torch.device = "cuda",
+        seed: int = 0,
+    ):
         if spec.experts > 1:
             raise ShivamError(f"{spec.name}: the graph engine does not build mixture-of-experts models")
         self.spec, self.batch, self.max_context = spec, batch, max_context
@@ -82,18 +90,23 @@ class Decoder:
             # q, k, v fused into one matmul, and gate + up into another, as fast decoders do (fewer launches;
             # the same bytes and FLOPs, which is what shivam.sim.workload counts)
             attn, mlp = s.attention_linears(), s.expert_linears()
-            layer = {"n1": self._norm_params(w), "n2": self._norm_params(w),
-                     "qkv": lin(s.hidden, sum(l.d_out for l in attn[:3]), attn[0].bias),
-                     "o_proj": lin(attn[3].d_in, s.hidden, attn[3].bias),
-                     "up": lin(s.hidden, sum(l.d_out for l in mlp[:-1]), mlp[0].bias),
-                     "down": lin(mlp[-1].d_in, s.hidden, mlp[-1].bias)}
+            layer = {
+                "n1": self._norm_params(w),
+                "n2": self._norm_params(w),
+                "qkv": lin(s.hidden, sum(l.d_out for l in attn[:3]), attn[0].bias),
+                "o_proj": lin(attn[3].d_in, s.hidden, attn[3].bias),
+                "up": lin(s.hidden, sum(l.d_out for l in mlp[:-1]), mlp[0].bias),
+                "down": lin(mlp[-1].d_in, s.hidden, mlp[-1].bias),
+            }
             self.layers.append(layer)
         self.final_norm = self._norm_params(w) if s.final_norm else None
         cache_shape = (s.layers, batch, s.kv_heads, max_context, s.head_dim)
         self.k_cache = torch.zeros(cache_shape, device=self.device, dtype=kv_torch)
         self.v_cache = torch.zeros(cache_shape, device=self.device, dtype=kv_torch)
         if not s.learned_positions:
-            inv = 1.0 / (10000 ** (torch.arange(0, s.head_dim, 2, device=self.device, dtype=torch.float32) / s.head_dim))
+            inv = 1.0 / (
+                10000 ** (torch.arange(0, s.head_dim, 2, device=self.device, dtype=torch.float32) / s.head_dim)
+            )
             ang = torch.arange(max_context, device=self.device, dtype=torch.float32)[:, None] * inv[None, :]
             ang = torch.cat([ang, ang], dim=-1)
             self.cos, self.sin = ang.cos().to(self.dtype), ang.sin().to(self.dtype)
@@ -115,7 +128,7 @@ class Decoder:
         return weight(x, bias) if isinstance(weight, Fp8Linear) else F.linear(x, weight, bias)
 
     def _rope(self, x, c, n):
-        cos, sin = self.cos[c:c + n][None, None], self.sin[c:c + n][None, None]
+        cos, sin = self.cos[c : c + n][None, None], self.sin[c : c + n][None, None]
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
@@ -128,7 +141,7 @@ class Decoder:
         if self.proj:
             x = F.linear(x, self.proj[0])
         if self.positions is not None:
-            x = x + self.positions[c + 2 if s.family == "opt" else c:][:n][None]
+            x = x + self.positions[c + 2 if s.family == "opt" else c :][:n][None]
         mask = None
         if n > 1:
             mask = torch.ones(n, c + n, dtype=torch.bool, device=self.device).tril(diagonal=c)
@@ -138,12 +151,12 @@ class Decoder:
             qk = qkv[..., : q_dim + kv_dim].view(b, n, s.heads + s.kv_heads, s.head_dim).transpose(1, 2)
             if self.positions is None:
                 qk = self._rope(qk, c, n)  # q and k rotated together: one set of launches
-            q, k = qk[:, : s.heads], qk[:, s.heads:]
-            v = qkv[..., q_dim + kv_dim:].view(b, n, s.kv_heads, s.head_dim).transpose(1, 2)
-            self.k_cache[i, :, :, c:c + n] = k
-            self.v_cache[i, :, :, c:c + n] = v
-            keys = self.k_cache[i, :, :, :c + n].to(q.dtype)
-            values = self.v_cache[i, :, :, :c + n].to(q.dtype)
+            q, k = qk[:, : s.heads], qk[:, s.heads :]
+            v = qkv[..., q_dim + kv_dim :].view(b, n, s.kv_heads, s.head_dim).transpose(1, 2)
+            self.k_cache[i, :, :, c : c + n] = k
+            self.v_cache[i, :, :, c : c + n] = v
+            keys = self.k_cache[i, :, :, : c + n].to(q.dtype)
+            values = self.v_cache[i, :, :, : c + n].to(q.dtype)
             att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=s.kv_heads != s.heads)
             x = x + self._linear(att.transpose(1, 2).reshape(b, n, q_dim), layer["o_proj"])
             up = self._linear(self._norm(x, layer["n2"]), layer["up"])
@@ -163,6 +176,7 @@ class Decoder:
         """A function that runs forward(tokens, c) and writes the last token into `out` (for chaining draft steps),
         replayed from a CUDA graph on a GPU. `out_vocab` folds tokens into a smaller vocabulary: a draft with another
         tokenizer (OPT-125M for Mistral-7B, as in the paper) must hand the target ids it can embed."""
+
         def run():
             result = self.forward(tokens, c)
             if out is not None:
@@ -215,7 +229,7 @@ def spec_call(target: Decoder, draft: Decoder, k: int, alpha: float, c: int, see
     b = target.batch
     vocab = min(target.spec.vocab, draft.spec.vocab)
     buf = torch.randint(0, vocab, (b, k + 1), device=target.device)
-    drafts = [draft.step_fn(buf[:, i:i + 1], c + i, out=buf[:, i + 1:i + 2], out_vocab=vocab) for i in range(k)]
+    drafts = [draft.step_fn(buf[:, i : i + 1], c + i, out=buf[:, i + 1 : i + 2], out_vocab=vocab) for i in range(k)]
     verify = target.step_fn(buf, c)
     rng = np.random.default_rng(seed)
 
@@ -239,7 +253,11 @@ def stage1_call(n: int, tokens: int, reuse: int, reload: bool, dtype: str, devic
     dt = TORCH_DTYPES[dtype] if torch.device(device).type == "cuda" else torch.float32
     # pinned host memory: the copy runs at PCIe speed by DMA (pageable memory adds a CPU staging copy whose speed
     # varies run to run: 6-18 % window spread on the H200 host, 2026-11-28)
-    host_w = (torch.randn(n, n) * 0.02).to(dt).pin_memory() if torch.cuda.is_available() else (torch.randn(n, n) * 0.02).to(dt)
+    host_w = (
+        (torch.randn(n, n) * 0.02).to(dt).pin_memory()
+        if torch.cuda.is_available()
+        else (torch.randn(n, n) * 0.02).to(dt)
+    )
     x = (torch.randn(tokens, n, device=device) * 0.02).to(dt)
     dev = torch.device(device)
 
@@ -263,9 +281,16 @@ def hf_model(ref: str, dtype: str, device, weights: str | None = None):
     if weights:
         path = Path(weights)
         if not list(path.glob("*.safetensors")):
-            raise ShivamError(f"--weights {weights}: no *.safetensors files there; only safetensors checkpoints are loaded")
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dt, use_safetensors=True, trust_remote_code=False,
-                                                    local_files_only=True).to(device).eval()
+            raise ShivamError(
+                f"--weights {weights}: no *.safetensors files there; only safetensors checkpoints are loaded"
+            )
+        return (
+            AutoModelForCausalLM.from_pretrained(
+                path, dtype=dt, use_safetensors=True, trust_remote_code=False, local_files_only=True
+            )
+            .to(device)
+            .eval()
+        )
     _, cfg, _ = resolve_model(ref)
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     config = AutoConfig.for_model(**cfg)
@@ -279,7 +304,9 @@ def generate_call(model, prompt: int, gen: int, batch: int, draft_model=None, k:
     forward calls, so tokens per iteration = gen / (calls - 1) is measured, not assumed."""
     device = next(model.parameters()).device
     g = torch.Generator(device="cpu").manual_seed(seed)
-    vocab = model.config.vocab_size if draft_model is None else min(model.config.vocab_size, draft_model.config.vocab_size)
+    vocab = (
+        model.config.vocab_size if draft_model is None else min(model.config.vocab_size, draft_model.config.vocab_size)
+    )
     ids = torch.randint(3, vocab, (batch, prompt), generator=g).to(device)
     if not hasattr(model, "_shivam_forwards"):
         model._shivam_forwards = {"n": 0}
@@ -289,8 +316,9 @@ def generate_call(model, prompt: int, gen: int, batch: int, draft_model=None, k:
 
     settings = dict(max_new_tokens=gen, min_new_tokens=gen, do_sample=False, pad_token_id=0, eos_token_id=None)
     if draft_model is not None:
-        settings.update(num_assistant_tokens=k, num_assistant_tokens_schedule="constant",
-                        assistant_confidence_threshold=0.0)
+        settings.update(
+            num_assistant_tokens=k, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0
+        )
     kwargs = dict(generation_config=GenerationConfig(**settings), attention_mask=torch.ones_like(ids))
     if draft_model is not None:
         kwargs["assistant_model"] = draft_model

@@ -15,7 +15,9 @@ def _nvml():
     try:
         import pynvml
     except ImportError:
-        raise ShivamError("nvidia-ml-py is not installed; install the validator extra: pip install 'shivam[validate]'") from None
+        raise ShivamError(
+            "nvidia-ml-py is not installed; install the validator extra: pip install 'shivam[validate]'"
+        ) from None
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
@@ -69,8 +71,9 @@ def counter(index: int, sync) -> EnergyCounter:
     except nv.NVMLError:  # no counter on this GPU: integrate polled instantaneous power instead
         poller = PolledEnergy(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0)
         read_mj, period = poller.read_mj, 0.02
-    return EnergyCounter(read_mj=read_mj, sync=sync, period_s=period, memory_power_w=memory_power_reader(nv, h),
-                         threaded=True)
+    return EnergyCounter(
+        read_mj=read_mj, sync=sync, period_s=period, memory_power_w=memory_power_reader(nv, h), threaded=True
+    )
 
 
 def _try(f, *a):
@@ -83,12 +86,16 @@ def _try(f, *a):
 def snapshot(index: int) -> dict:
     """Clocks, temperature, power and throttle state now: recorded with every measurement."""
     nv, h = handle(index)
-    reasons = _try(getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", nv.nvmlDeviceGetCurrentClocksThrottleReasons), h)
-    return {"sm_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
-            "mem_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),
-            "temperature_c": _try(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
-            "power_w": (_try(nv.nvmlDeviceGetPowerUsage, h) or 0) / 1000.0,
-            "throttle_reasons": reasons}
+    reasons = _try(
+        getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", nv.nvmlDeviceGetCurrentClocksThrottleReasons), h
+    )
+    return {
+        "sm_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
+        "mem_clock_mhz": _try(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM),
+        "temperature_c": _try(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU),
+        "power_w": (_try(nv.nvmlDeviceGetPowerUsage, h) or 0) / 1000.0,
+        "throttle_reasons": reasons,
+    }
 
 
 def environment(index: int, command: str) -> dict:
@@ -114,16 +121,22 @@ def environment(index: int, command: str) -> dict:
     digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(pkg.rglob("*.py")))).hexdigest()[:12]
     versions["shivam"] = f"{shivam.__version__} (source sha1 {digest})"
     name = nv.nvmlDeviceGetName(h)
-    return {"record": "environment", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "command": command, "host": socket.gethostname(), "python": platform.python_version(),
-            "gpu": name.decode() if isinstance(name, bytes) else name,
-            "gpu_uuid": _try(nv.nvmlDeviceGetUUID, h),  # the physical card: lent machines differ run to run
-            "gpu_serial": _try(nv.nvmlDeviceGetSerial, h),
-            "driver": _try(nv.nvmlSystemGetDriverVersion),
-            "max_sm_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM),
-            "max_mem_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_MEM),
-            "power_limit_w": (_try(nv.nvmlDeviceGetPowerManagementLimit, h) or 0) / 1000.0,
-            "memory_total_bytes": _try(lambda: nv.nvmlDeviceGetMemoryInfo(h).total),
-            "memory_power_field": getattr(memory_power_reader(nv, h), "field", None),
-            "meter": {"counter_poll_interval_s": POLL_INTERVAL_S, "counter_period_s": 0.1},
-            "versions": versions, **{f"start_{k}": v for k, v in snapshot(index).items()}}
+    return {
+        "record": "environment",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command": command,
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "gpu": name.decode() if isinstance(name, bytes) else name,
+        "gpu_uuid": _try(nv.nvmlDeviceGetUUID, h),  # the physical card: lent machines differ run to run
+        "gpu_serial": _try(nv.nvmlDeviceGetSerial, h),
+        "driver": _try(nv.nvmlSystemGetDriverVersion),
+        "max_sm_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM),
+        "max_mem_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_MEM),
+        "power_limit_w": (_try(nv.nvmlDeviceGetPowerManagementLimit, h) or 0) / 1000.0,
+        "memory_total_bytes": _try(lambda: nv.nvmlDeviceGetMemoryInfo(h).total),
+        "memory_power_field": getattr(memory_power_reader(nv, h), "field", None),
+        "meter": {"counter_poll_interval_s": POLL_INTERVAL_S, "counter_period_s": 0.1},
+        "versions": versions,
+        **{f"start_{k}": v for k, v in snapshot(index).items()},
+    }

@@ -7,17 +7,14 @@ id is already recorded is skipped, so an interrupted campaign completes with eve
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 import traceback
-from pathlib import Path
 
-from shivam.errors import ShivamError
-from shivam.specs import load_gpu, make_params
 from shivam.calibrate.points import Point, predict_point
 from shivam.calibrate.results import ResultsFile
+from shivam.errors import ShivamError
+from shivam.specs import load_gpu, make_params
 
 
 class ContextLost(ShivamError):
@@ -41,8 +38,9 @@ class Workbench:
         dec = self._decoders.get(key)
         if dec is None or dec.max_context < need_context:
             self.release()
-            dec = self.engines.Decoder(load_model(model), batch, max(need_context, 1024), p.weights_dtype,
-                                       p.kv_dtype, self.device, p.seed)
+            dec = self.engines.Decoder(
+                load_model(model), batch, max(need_context, 1024), p.weights_dtype, p.kv_dtype, self.device, p.seed
+            )
             self._decoders[key] = dec
         return dec
 
@@ -58,8 +56,10 @@ class Workbench:
             try:
                 torch.cuda.empty_cache()
             except Exception as exc:  # noqa: BLE001 - a device-side assert kills the CUDA context for good
-                raise ContextLost(f"the CUDA context was lost ({str(exc).splitlines()[0]}); the results so far are "
-                                  f"saved: run the same command again to resume") from None
+                raise ContextLost(
+                    f"the CUDA context was lost ({str(exc).splitlines()[0]}); the results so far are "
+                    f"saved: run the same command again to resume"
+                ) from None
 
     def call_for(self, p: Point):
         e = self.engines
@@ -81,8 +81,15 @@ class Workbench:
         if key not in self._decoders:
             from shivam.specs.model import load_model
 
-            self._decoders[key] = e.Decoder(load_model(p.draft), p.batch, max(p.context + p.k + 1, 1024),
-                                            p.weights_dtype, p.kv_dtype, self.device, p.seed + 1)
+            self._decoders[key] = e.Decoder(
+                load_model(p.draft),
+                p.batch,
+                max(p.context + p.k + 1, 1024),
+                p.weights_dtype,
+                p.kv_dtype,
+                self.device,
+                p.seed + 1,
+            )
         return e.spec_call(target, self._decoders[key], p.k, p.alpha, p.context, p.seed)
 
 
@@ -96,8 +103,16 @@ def _spread(summary: dict) -> float:
     return max(summary["energy_spread"], summary["time_spread"])
 
 
-def measure_steady(counter, call, repeats: int, min_periods: int, min_calls: int, max_spread: float = 0.03,
-                   extensions: int = 1, grow: float = 2.5) -> dict:
+def measure_steady(
+    counter,
+    call,
+    repeats: int,
+    min_periods: int,
+    min_calls: int,
+    max_spread: float = 0.03,
+    extensions: int = 1,
+    grow: float = 2.5,
+) -> dict:
     """Measure; while the windows disagree by more than `max_spread` in energy or in time per call, measure again with
     windows `grow` times longer (at most `extensions` times): jitter of the host averages out over longer windows.
     The last attempt is the result; the earlier ones are kept under "attempts" (without their power traces), and a
@@ -107,9 +122,10 @@ def measure_steady(counter, call, repeats: int, min_periods: int, min_calls: int
 
     attempts = []
     for i in range(extensions + 1):
-        f = grow ** i
-        summary = measure(counter, call, repeats=repeats, min_periods=math.ceil(min_periods * f),
-                          min_calls=math.ceil(min_calls * f)).summary()
+        f = grow**i
+        summary = measure(
+            counter, call, repeats=repeats, min_periods=math.ceil(min_periods * f), min_calls=math.ceil(min_calls * f)
+        ).summary()
         summary["min_periods"] = math.ceil(min_periods * f)
         if _spread(summary) <= max_spread or i == extensions:
             break
@@ -124,10 +140,21 @@ def measure_steady(counter, call, repeats: int, min_periods: int, min_calls: int
     return summary
 
 
-def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Workbench, gpu_id: str | None,
-                 snapshot=lambda: {}, repeats: int = 3, min_periods: int = 20, idle_w: dict | None = None,
-                 progress: bool = True, codecarbon_gpu: int | None | bool = False, max_spread: float = 0.03,
-                 extensions: int = 1) -> list[dict]:
+def run_campaign(
+    points: list[Point],
+    results: ResultsFile,
+    counter,
+    bench: Workbench,
+    gpu_id: str | None,
+    snapshot=lambda: {},
+    repeats: int = 3,
+    min_periods: int = 20,
+    idle_w: dict | None = None,
+    progress: bool = True,
+    codecarbon_gpu: int | None | bool = False,
+    max_spread: float = 0.03,
+    extensions: int = 1,
+) -> list[dict]:
     """Measure every point not yet in `results`; returns the records written this run."""
 
     done = results.done_ids()
@@ -138,16 +165,28 @@ def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Work
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                       TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
         bar.start()
         task = bar.add_task("measuring", total=len(points), completed=len(points) - len(todo))
     try:
         for p in todo:
             if bar:
                 bar.update(task, description=p.label()[:48])
-            record = {"record": "point", "id": p.id, "point": p.model_dump(), "label": p.label(),
-                      "started": time.time(), "before": snapshot()}
+            record = {
+                "record": "point",
+                "id": p.id,
+                "point": p.model_dump(),
+                "label": p.label(),
+                "started": time.time(),
+                "before": snapshot(),
+            }
             try:
                 call = bench.call_for(p)
                 measured = measure_steady(counter, call, repeats, min_periods, min_calls_for(p), max_spread, extensions)
@@ -161,12 +200,17 @@ def run_campaign(points: list[Point], results: ResultsFile, counter, bench: Work
                     record["codecarbon"] = codecarbon_window(counter, call, min_periods, codecarbon_gpu)
                 if idle_w:
                     s = record["measured"]
-                    s["energy_per_call_above_idle_j"] = s["energy_per_call_j"] - idle_w["with_context_w"] * s["time_per_call_s"]
+                    s["energy_per_call_above_idle_j"] = (
+                        s["energy_per_call_j"] - idle_w["with_context_w"] * s["time_per_call_s"]
+                    )
             except ContextLost:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing point (OOM, say) is recorded and the campaign goes on
-                record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
-                              traceback=traceback.format_exc(limit=3)[-2000:])
+                record.update(
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                    traceback=traceback.format_exc(limit=3)[-2000:],
+                )
                 bench.release()
             if params:
                 try:

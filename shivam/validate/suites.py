@@ -2,43 +2,60 @@
 
 from __future__ import annotations
 
-from shivam.errors import ShivamError
 from shivam.calibrate.points import Point
+from shivam.errors import ShivamError
 
 ALPHAS = (0.6, 0.8, 0.9)
 
 
 def _spec_sweep(suite, target, draft, ks, alphas, context=512):
     pts = [Point(suite=suite, kind="spec", model=target, draft=draft, k=0, alpha=0.0, context=context)]
-    pts += [Point(suite=suite, kind="spec", model=target, draft=draft, k=k, alpha=a, context=context)
-            for a in alphas for k in ks]
+    pts += [
+        Point(suite=suite, kind="spec", model=target, draft=draft, k=k, alpha=a, context=context)
+        for a in alphas
+        for k in ks
+    ]
     return pts
 
 
 def _steps(suite, model, ns=(1,), contexts=(512,), batches=(1,), **kw):
-    return [Point(suite=suite, kind="step", model=model, new_tokens=n, context=c, batch=b, **kw)
-            for b in batches for c in contexts for n in ns]
+    return [
+        Point(suite=suite, kind="step", model=model, new_tokens=n, context=c, batch=b, **kw)
+        for b in batches
+        for c in contexts
+        for n in ns
+    ]
 
 
 def _stage1(suite, reuses, size=4096, tokens=4096):
-    return [Point(suite=suite, kind="stage1", size=size, tokens=tokens, reuse=r, reload=rl)
-            for r in reuses for rl in (True, False)]
+    return [
+        Point(suite=suite, kind="stage1", size=size, tokens=tokens, reuse=r, reload=rl)
+        for r in reuses
+        for rl in (True, False)
+    ]
 
 
 def suite_points(name: str) -> list[Point]:
     if name == "quick":
         # every term the simulator fits: bytes (models of 4 sizes), FLOPs (verify width, batch), context (KV bytes),
         # launch overhead (small draft), host sync (spec loop), PCIe (stage I), and the hf engine's overhead
-        return (_steps("quick", "mistral-7b", ns=(1, 5, 33, 129))
-                + _steps("quick", "mistral-7b", contexts=(128, 4096))
-                + _steps("quick", "mistral-7b", batches=(8, 32))
-                + _steps("quick", "opt-1.3b", ns=(1, 5)) + _steps("quick", "opt-125m") + _steps("quick", "tinyllama-1.1b")
-                + _steps("quick", "llama-2-7b") + _steps("quick", "opt-6.7b")
-                + _spec_sweep("quick", "mistral-7b", "opt-125m", (2, 4), (0.8,))
-                + _spec_sweep("quick", "opt-1.3b", "opt-125m", (4,), (0.8,))
-                + _stage1("quick", (1, 10))
-                + [Point(suite="quick", engine="hf", kind="generate", model=m, prompt=128, gen=g)
-                   for m, g in (("opt-125m", 32), ("mistral-7b", 8))])
+        return (
+            _steps("quick", "mistral-7b", ns=(1, 5, 33, 129))
+            + _steps("quick", "mistral-7b", contexts=(128, 4096))
+            + _steps("quick", "mistral-7b", batches=(8, 32))
+            + _steps("quick", "opt-1.3b", ns=(1, 5))
+            + _steps("quick", "opt-125m")
+            + _steps("quick", "tinyllama-1.1b")
+            + _steps("quick", "llama-2-7b")
+            + _steps("quick", "opt-6.7b")
+            + _spec_sweep("quick", "mistral-7b", "opt-125m", (2, 4), (0.8,))
+            + _spec_sweep("quick", "opt-1.3b", "opt-125m", (4,), (0.8,))
+            + _stage1("quick", (1, 10))
+            + [
+                Point(suite="quick", engine="hf", kind="generate", model=m, prompt=128, gen=g)
+                for m, g in (("opt-125m", 32), ("mistral-7b", 8))
+            ]
+        )
     if name == "stage1":
         return _stage1("stage1", (1, 2, 5, 10, 20, 50, 100), size=4096, tokens=1024)
     if name == "stage2":
@@ -49,23 +66,43 @@ def suite_points(name: str) -> list[Point]:
         # verify cost vs k+1 for models of every size and both families (so that leaving one model out of the fit
         # still leaves wide steps to identify the compute terms), context length and batch on Mistral-7B
         wide = (1, 9, 33, 129)
-        return (_steps("steps", "mistral-7b", ns=(1, 2, 3, 5, 9, 17, 33, 65, 129))
-                + _steps("steps", "mistral-7b", contexts=(128, 1024, 2048, 8192))
-                + _steps("steps", "mistral-7b", batches=(2, 4, 16, 64))
-                + [p for m in ("opt-125m", "opt-1.3b", "tinyllama-1.1b", "llama-2-7b", "opt-6.7b",
-                               "gpt2", "qwen2-0.5b", "gemma-2b", "phi-3-mini", "llama-2-13b")
-                   for p in _steps("steps", m, ns=wide) + _steps("steps", m, batches=(16,))]
-                + _steps("steps", "llama-68m"))
+        return (
+            _steps("steps", "mistral-7b", ns=(1, 2, 3, 5, 9, 17, 33, 65, 129))
+            + _steps("steps", "mistral-7b", contexts=(128, 1024, 2048, 8192))
+            + _steps("steps", "mistral-7b", batches=(2, 4, 16, 64))
+            + [
+                p
+                for m in (
+                    "opt-125m",
+                    "opt-1.3b",
+                    "tinyllama-1.1b",
+                    "llama-2-7b",
+                    "opt-6.7b",
+                    "gpt2",
+                    "qwen2-0.5b",
+                    "gemma-2b",
+                    "phi-3-mini",
+                    "llama-2-13b",
+                )
+                for p in _steps("steps", m, ns=wide) + _steps("steps", m, batches=(16,))
+            ]
+            + _steps("steps", "llama-68m")
+        )
     if name == "hf":
         # transformers generate(), eager: models of both families and five sizes, two generation lengths each (to
         # separate the prefill from the per-token cost); fits and cross-validates the hf engine's overheads
-        return [Point(suite="hf", engine="hf", kind="generate", model=m, prompt=128, gen=g)
-                for m in ("opt-125m", "qwen2-0.5b", "opt-1.3b", "tinyllama-1.1b", "gemma-2b", "llama-2-7b", "mistral-7b")
-                for g in (8, 32)]
+        return [
+            Point(suite="hf", engine="hf", kind="generate", model=m, prompt=128, gen=g)
+            for m in ("opt-125m", "qwen2-0.5b", "opt-1.3b", "tinyllama-1.1b", "gemma-2b", "llama-2-7b", "mistral-7b")
+            for g in (8, 32)
+        ]
     if name == "precision":
-        return [p for m in ("mistral-7b", "llama-2-7b") for p in
-                _steps("precision", m, batches=(1, 16), weights_dtype="bf16")
-                + _steps("precision", m, batches=(1, 16), weights_dtype="fp8", act_dtype="fp8")]
+        return [
+            p
+            for m in ("mistral-7b", "llama-2-7b")
+            for p in _steps("precision", m, batches=(1, 16), weights_dtype="bf16")
+            + _steps("precision", m, batches=(1, 16), weights_dtype="fp8", act_dtype="fp8")
+        ]
     raise ShivamError(f"unknown suite {name!r}: use quick, stage1, stage2, stage3, steps, precision or hf")
 
 
