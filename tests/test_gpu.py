@@ -78,7 +78,7 @@ def test_validate_cli_on_gpu(tmp_path):
 
 
 def test_memory_domain_power_read_on_hopper():
-    """h200-facts.md: Hopper reports memory-domain power (~46 W idle, ~137 W during a device copy)."""
+    """Hopper reports memory-domain power (on an H200, ~46 W idle and ~137 W during a device copy)."""
     import torch
 
     from shivam.validate import nvml

@@ -113,7 +113,7 @@ def fit(
     (cross-validation folds) keeps the least-squares values however uncertain; parameters that no point of the
     data moves at all are held at their defaults either way.
 
-    card_factors: the same work drew 404-469 W on three lent H200 cards (docs/validation.md), so data from several
+    card_factors: the same work drew 404-469 W on different H200 cards (docs/validation.md), so data from several
     cards can carry one energy scale per card, fitted alongside (alternating with the linear solve, normalized to a
     geometric mean of 1): the parameters then describe the typical card and the factors the spread between cards."""
     from scipy.optimize import least_squares

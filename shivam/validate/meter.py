@@ -1,7 +1,7 @@
 """Energy measurement windows over a cumulative energy counter (NVML's total-energy counter on NVIDIA GPUs).
 
-The counter steps about every 100 ms, each step carrying a whole period's energy (h200-facts.md), so a window is
-only meaningful over many periods. A window:
+The counter steps about every 100 ms, each step carrying a whole period's energy (as measured on
+the H200), so a window is only meaningful over many periods. A window:
   1. synchronizes the device and waits for a counter edge: the opening edge;
   2. runs the workload call after call (each call ends synchronized) until at least `min_periods` further edges
      and `min_calls` calls have passed;
@@ -222,8 +222,8 @@ class Measurement:
 
 
 def host_probe() -> float:
-    """Seconds a fixed pure-Python workload takes (about 10 ms): how fast the host's CPU runs right now. On the lent
-    H200 machines it took 13 ms most of the time and 20-21 ms next to windows where an eager generate() ran 40-60 %
+    """Seconds a fixed pure-Python workload takes (about 10 ms): how fast the host's CPU runs right now. On the H200
+    machines measured it took 13 ms most of the time and 20-21 ms next to windows where an eager generate() ran 40-60 %
     slower, with no CPU time stolen that the guest could see (validation/README.md, "Repeat spread")."""
     t = time.perf_counter()
     sum(i * i for i in range(300_000))

@@ -40,7 +40,7 @@ def _field_value(v) -> float:
 
 
 def memory_power_reader(nv, h):
-    """Hopper reports memory-domain power through field values with a power scope (h200-facts.md: ~46 W idle,
+    """Hopper reports memory-domain power through field values with a power scope (on an H200: ~46 W idle,
     ~137 W during a device copy). Tries the instant and then the averaged power field; None where neither answers."""
     scope = getattr(nv, "NVML_POWER_SCOPE_MEMORY", 2)
     for name in ("NVML_FI_DEV_POWER_INSTANT", "NVML_FI_DEV_POWER_AVERAGE"):
@@ -128,7 +128,7 @@ def environment(index: int, command: str) -> dict:
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "gpu": name.decode() if isinstance(name, bytes) else name,
-        "gpu_uuid": _try(nv.nvmlDeviceGetUUID, h),  # the physical card: lent machines differ run to run
+        "gpu_uuid": _try(nv.nvmlDeviceGetUUID, h),  # the physical card: cloud machines differ run to run
         "gpu_serial": _try(nv.nvmlDeviceGetSerial, h),
         "driver": _try(nv.nvmlSystemGetDriverVersion),
         "max_sm_clock_mhz": _try(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM),
