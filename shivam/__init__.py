@@ -7,11 +7,10 @@ The public API (docs/api.md):
     print(r.best_k())
 """
 
-__version__ = "0.2.0"
-
-from shivam.api import Prediction, inspect, overview, predict, stage1  # noqa: E402
-from shivam.errors import ShivamError  # noqa: E402
-from shivam.specs import load_engine, load_gpu, load_model  # noqa: E402
+from shivam._version import __version__
+from shivam.api import Prediction, inspect, overview, predict, stage1
+from shivam.errors import ShivamError
+from shivam.specs import load_engine, load_gpu, load_model
 
 __all__ = [
     "Prediction",

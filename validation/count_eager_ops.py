@@ -58,10 +58,18 @@ def main() -> None:
     for ref in FAMILY_MODELS:
         one, two = dispatches(ref, 1), dispatches(ref, 2)
         families[load_model(ref).family] = {"per_layer": two - one, "outside_layers": 2 * one - two, "counted_on": ref}
-    json.dump({"what": "operators dispatched per cached decode step by transformers' eager forward, per family",
-               "measured_by": "validation/count_eager_ops.py", "transformers": transformers.__version__,
-               "torch": torch.__version__, "date": datetime.date.today().isoformat(), "families": families},
-              sys.stdout, indent=1)
+    json.dump(
+        {
+            "what": "operators dispatched per cached decode step by transformers' eager forward, per family",
+            "measured_by": "validation/count_eager_ops.py",
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "date": datetime.date.today().isoformat(),
+            "families": families,
+        },
+        sys.stdout,
+        indent=1,
+    )
     print()
 
 

@@ -41,9 +41,21 @@ def main(rows_list):
             s = measure(counter, call).summary()
             s.pop("power_trace", None)
             s.pop("power_traces", None)
-            print(json.dumps({"record": "head", "rows": rows, "vocab": vocab, "hidden": HIDDEN, "repeat": REPEAT,
-                              "energy_per_matmul_j": s["energy_per_call_j"] / REPEAT,
-                              "time_per_matmul_s": s["time_per_call_s"] / REPEAT, **s}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "record": "head",
+                        "rows": rows,
+                        "vocab": vocab,
+                        "hidden": HIDDEN,
+                        "repeat": REPEAT,
+                        "energy_per_matmul_j": s["energy_per_call_j"] / REPEAT,
+                        "time_per_matmul_s": s["time_per_call_s"] / REPEAT,
+                        **s,
+                    }
+                ),
+                flush=True,
+            )
             del w, x
 
 

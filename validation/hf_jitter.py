@@ -1,7 +1,7 @@
 """Is the hf engine's window-to-window spread the meter's or the host's? Times transformers generate() in 2 s windows
 with no energy meter, under several host settings, and records what the host did during each window: the calls'
-own durations, the process's CPU time, a fixed pure-Python workload timed after each window, the vCPU time the hypervisor stole (/proc/stat), involuntary context
-switches.
+own durations, the process's CPU time, a fixed pure-Python workload timed after each window, the vCPU time the
+hypervisor stole (/proc/stat), involuntary context switches.
 
 Run on a GPU: python3 validation/hf_jitter.py [model] [gen] [variant,...]   (one JSON line per variant)
 variants: plain, gc-off, threads-1, poller (a thread reading NVML power every 2 ms, as the meter's), pin-1 (one CPU)
@@ -37,10 +37,16 @@ def window(call, seconds=2.0) -> dict:
         times.append(time.perf_counter() - t)
     wall = time.perf_counter() - start
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    return {"ms_per_call": 1e3 * wall / len(times), "median_call_ms": 1e3 * statistics.median(times),
-            "max_call_ms": 1e3 * max(times), "calls": len(times), "cpu_per_wall": (time.process_time() - cpu0) / wall,
-            "steal_s": (steal_jiffies() - steal0) / os.sysconf("SC_CLK_TCK"),
-            "involuntary_switches": ru1.ru_nivcsw - ru0.ru_nivcsw, "host_probe_ms": 1e3 * host_probe()}
+    return {
+        "ms_per_call": 1e3 * wall / len(times),
+        "median_call_ms": 1e3 * statistics.median(times),
+        "max_call_ms": 1e3 * max(times),
+        "calls": len(times),
+        "cpu_per_wall": (time.process_time() - cpu0) / wall,
+        "steal_s": (steal_jiffies() - steal0) / os.sysconf("SC_CLK_TCK"),
+        "involuntary_switches": ru1.ru_nivcsw - ru0.ru_nivcsw,
+        "host_probe_ms": 1e3 * host_probe(),
+    }
 
 
 def poller(stop: threading.Event):
@@ -73,8 +79,12 @@ def run_variant(call, variant: str, windows: int = 8) -> dict:
     gc.enable()
     torch.set_num_threads(threads)
     per_call = [w["ms_per_call"] for w in ws]
-    return {"variant": variant, "spread": (max(per_call) - min(per_call)) / statistics.median(per_call),
-            "cpus": len(os.sched_getaffinity(0)), "windows": [{k: round(v, 4) for k, v in w.items()} for w in ws]}
+    return {
+        "variant": variant,
+        "spread": (max(per_call) - min(per_call)) / statistics.median(per_call),
+        "cpus": len(os.sched_getaffinity(0)),
+        "windows": [{k: round(v, 4) for k, v in w.items()} for w in ws],
+    }
 
 
 def main(model="opt-125m", gen=8, variants=("plain",)):
@@ -87,5 +97,8 @@ def main(model="opt-125m", gen=8, variants=("plain",)):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "opt-125m", int(sys.argv[2]) if len(sys.argv) > 2 else 8,
-         sys.argv[3].split(",") if len(sys.argv) > 3 else ("plain",))
+    main(
+        sys.argv[1] if len(sys.argv) > 1 else "opt-125m",
+        int(sys.argv[2]) if len(sys.argv) > 2 else 8,
+        sys.argv[3].split(",") if len(sys.argv) > 3 else ("plain",),
+    )

@@ -56,14 +56,30 @@ def main(model="mistral-7b", context=512, n=1, batch=1, dtype="bf16"):
     top = sorted(by_name.items(), key=lambda kv: -kv[1][1])[:30]
     gemm = [e for e in kernels if any(m in e.name.lower() for m in GEMM_MARKERS)]
     gemm_us = sum(e.device_time for e in gemm)
-    weight_bytes = sum(op.repeat * op.weight_bytes for op in step_ops(spec, batch, n, context, Dtypes.of(dtype, "fp8" if dtype == "fp8" else None), GRAPH_KERNELS))
-    print(json.dumps({"model": model, "context": context, "new_tokens": n, "batch": batch, "weights_dtype": dtype,
-                      "kernels_per_step": len(kernels),
-                      "kernel_time_ms": busy_us / 1e3, "graph_replay_ms": start.elapsed_time(end) / 100,
-                      "gemm_kernels": len(gemm), "gemm_time_ms": gemm_us / 1e3, "weight_bytes": weight_bytes,
-                      "gemm_bandwidth_TBps": weight_bytes / (gemm_us * 1e-6) / 1e12 if gemm_us else None,
-                      "other_kernels": len(kernels) - len(gemm), "other_time_ms": (busy_us - gemm_us) / 1e3,
-                      "top_kernels": [{"name": k, "count": c, "ms": t / 1e3} for k, (c, t) in top]}, indent=1))
+    dtypes = Dtypes.of(dtype, "fp8" if dtype == "fp8" else None)
+    weight_bytes = sum(op.repeat * op.weight_bytes for op in step_ops(spec, batch, n, context, dtypes, GRAPH_KERNELS))
+    print(
+        json.dumps(
+            {
+                "model": model,
+                "context": context,
+                "new_tokens": n,
+                "batch": batch,
+                "weights_dtype": dtype,
+                "kernels_per_step": len(kernels),
+                "kernel_time_ms": busy_us / 1e3,
+                "graph_replay_ms": start.elapsed_time(end) / 100,
+                "gemm_kernels": len(gemm),
+                "gemm_time_ms": gemm_us / 1e3,
+                "weight_bytes": weight_bytes,
+                "gemm_bandwidth_TBps": weight_bytes / (gemm_us * 1e-6) / 1e12 if gemm_us else None,
+                "other_kernels": len(kernels) - len(gemm),
+                "other_time_ms": (busy_us - gemm_us) / 1e3,
+                "top_kernels": [{"name": k, "count": c, "ms": t / 1e3} for k, (c, t) in top],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

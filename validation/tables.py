@@ -23,17 +23,21 @@ def lomo(check: dict) -> None:
         pts = [r for r in rows if r["fold"] == fold]
         e, t = [abs(r["energy_err"]) for r in pts], [abs(r["time_err"]) for r in pts]
         worst = max(pts, key=lambda r: max(abs(r["energy_err"]), abs(r["time_err"])))
-        print(f"| {fold} | {len(pts)} | {100 * median(e):.1f} % | {100 * max(e):.1f} % | {100 * median(t):.1f} % | "
-              f"{100 * max(t):.1f} % | {worst['label']} ({pct(worst['energy_err'])} energy, "
-              f"{pct(worst['time_err'])} time) |")
+        print(
+            f"| {fold} | {len(pts)} | {100 * median(e):.1f} % | {100 * max(e):.1f} % | {100 * median(t):.1f} % | "
+            f"{100 * max(t):.1f} % | {worst['label']} ({pct(worst['energy_err'])} energy, "
+            f"{pct(worst['time_err'])} time) |"
+        )
 
 
 def points(check: dict) -> None:
     print("| point | card | ms measured | ms predicted | error | J measured | J predicted | error |")
     print("|---|---|---|---|---|---|---|---|")
     for r in check["points"]:
-        print(f"| {r['label']} | {r['card'][:12]} | {1e3 * r['time_meas']:.3f} | {1e3 * r['time_pred']:.3f} | "
-              f"{pct(r['time_err'])} | {r['energy_meas']:.4f} | {r['energy_pred']:.4f} | {pct(r['energy_err'])} |")
+        print(
+            f"| {r['label']} | {r['card'][:12]} | {1e3 * r['time_meas']:.3f} | {1e3 * r['time_pred']:.3f} | "
+            f"{pct(r['time_err'])} | {r['energy_meas']:.4f} | {r['energy_pred']:.4f} | {pct(r['energy_err'])} |"
+        )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shivam import __version__
+from shivam._version import __version__
 from shivam.api import DEFAULT_DRAFT, DEFAULT_ENGINE, K_MAX, MAX_GRID_ROWS
 from shivam.errors import ShivamError
 

@@ -115,11 +115,11 @@ def environment(index: int, command: str) -> dict:
     import hashlib
     from pathlib import Path
 
-    import shivam
+    from shivam import _version
 
-    pkg = Path(shivam.__file__).parent
+    pkg = Path(_version.__file__).parent
     digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(pkg.rglob("*.py")))).hexdigest()[:12]
-    versions["shivam"] = f"{shivam.__version__} (source sha1 {digest})"
+    versions["shivam"] = f"{_version.__version__} (source sha1 {digest})"
     name = nv.nvmlDeviceGetName(h)
     return {
         "record": "environment",
