@@ -53,8 +53,10 @@ def imports_of(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.add(node.module)
-            out |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in MODULES}
+            submodules = {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in MODULES}
+            out |= submodules
+            if len(submodules) < len(node.names):  # names defined in the package itself, not only its submodules
+                out.add(node.module)
     return out
 
 

@@ -350,6 +350,10 @@ def resolve_model(ref: str) -> tuple[str, dict, str]:
     looks_like_path = ref.endswith(".json") or "/" in ref or "\\" in ref
     try:
         path = Path(ref)
+        # committed results name model files relative to the checkout (validation/probes/...): found from anywhere
+        in_checkout = data_dir("models").parent / ref
+        if not path.is_absolute() and not path.exists() and in_checkout.exists():
+            path = in_checkout
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise ShivamError(f"model folder {ref[:120]!r} holds no config.json; {fix}")

@@ -24,8 +24,10 @@ class Params(BaseModel):
 
     bandwidth_Bps: float = Field(gt=0, description="datasheet DRAM bandwidth")
     peak_flops: dict[str, float] = Field(description="dense peak FLOP/s per dtype")
-    memory_efficiency: float = Field(gt=0, le=1.5)
-    compute_efficiency: float = Field(gt=0, le=1.5)
+    memory_efficiency: float = Field(
+        gt=0, le=1.5, description="fraction of the DRAM bandwidth weights and KV stream at"
+    )
+    compute_efficiency: float = Field(gt=0, le=1.5, description="fraction of the dense peak matmuls reach")
     overlap_exponent: float = Field(
         default=100.0,
         ge=1,
@@ -38,7 +40,7 @@ class Params(BaseModel):
         description="bytes of K and V one thread block of the masked (several "
         "new tokens) attention kernel streams per second: that kernel is latency-bound",
     )
-    multiprocessors: int = Field(gt=0)
+    multiprocessors: int = Field(gt=0, description="streaming multiprocessors: thread blocks that run at once")
     per_light_kernel_s: float = Field(
         ge=0, description="cost of a kernel that only casts, fills or concatenates a few rows"
     )
@@ -74,10 +76,10 @@ class Params(BaseModel):
     )
     dram_j_per_byte: float = Field(ge=0, description="board-level energy per DRAM byte moved")
     dram_floor_j_per_byte: float = Field(ge=0, description="DRAM-device energy per byte: the physical floor")
-    j_per_flop: dict[str, float]
-    pcie_Bps: float = Field(gt=0)
-    pcie_j_per_byte: float = Field(ge=0)
-    capacity_bytes: float = Field(gt=0)
+    j_per_flop: dict[str, float] = Field(description="energy per FLOP by dtype")
+    pcie_Bps: float = Field(gt=0, description="host-to-device copy bandwidth")
+    pcie_j_per_byte: float = Field(ge=0, description="energy per byte copied over PCIe")
+    capacity_bytes: float = Field(gt=0, description="device memory")
     engine: str = Field(description="the engine profile the defaults and kernel facts come from")
     kernels: Kernels = Field(description="the engine's kernel counts and attention kernel (not fitted)")
     eager_dispatches: dict[str, FamilyDispatches] | None = Field(

@@ -1,0 +1,45 @@
+"""`shivam check` over the committed H200 data reproduces the figures docs/validation.md and the README state, from
+any working directory, with no flags (the calibration's recipe supplies them)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_check_reproduces_the_documented_figures_from_another_directory(tmp_path):
+    files = sorted(str(p) for p in (ROOT / "validation/results/h200").glob("*.jsonl"))
+    res = subprocess.run(
+        [sys.executable, "-m", "shivam", "check", *files, "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["recipe"] == "h200-graph" and out["card_factors_fitted"]
+    cv = out["cross_validation"]["errors"]
+    figures = (
+        f"{100 * cv['energy']['median']:.1f} % median / {100 * cv['energy']['max']:.1f} % max in energy",
+        f"{100 * cv['time']['median']:.1f} % / {100 * cv['time']['max']:.1f} % in time",
+    )
+    assert figures == ("2.7 % median / 9.8 % max in energy", "1.4 % / 9.2 % in time")
+    assert cv["energy"]["n"] == 212 and len({r["fold"] for r in out["cross_validation"]["points"]}) == 13
+    assert all(b["best_k_measured"] == b["best_k_predicted"] for b in out["best_k"]) and len(out["best_k"]) == 6
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert all(f in readme for f in figures)
+
+
+def test_every_option_has_help():
+    from shivam.cli.parser import build_parser
+
+    parser = build_parser()
+    missing = []
+    for action in parser._subparsers._group_actions[0].choices.items():
+        name, sub = action
+        for opt in sub._actions:
+            if opt.dest != "help" and not opt.help:
+                missing.append(f"{name} {opt.option_strings or opt.dest}")
+    assert not missing, missing
