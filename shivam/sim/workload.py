@@ -20,8 +20,6 @@ import numpy as np
 from shivam.specs import Dtypes, Kernels, nbytes
 from shivam.specs.model import Linear, ModelSpec
 
-LOGIT_BYTES = 4  # logits are written and read back in fp32 for sampling
-
 
 def masked_attention_head_dim(kernels: Kernels, head_dim: int, new_tokens):
     """Effective head_dim per key of the engine's masked attention kernel at `new_tokens` queries: the first profiled
@@ -94,7 +92,7 @@ def _matmul(
         0.0,
         0.0,
         act,
-        1,
+        kernels.launches.matmul,
         repeat,
         light_launches=_matmul_light_launches(rows, dt, kernels),
     )
@@ -168,6 +166,7 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
     norm_w = m.hidden * (2 if m.norm == "layernorm" else 1)
     norm_flops = 8 if m.norm == "layernorm" else 5  # mean, variance, scale, shift per element (fewer for RMS)
     attn = m.attention_linears()
+    kl = kernels.launches
     ops: list[OpCost] = []
 
     # Embedding: only the T looked-up rows are read (the full table is read by the LM head if tied).
@@ -180,7 +179,7 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
             0.0,
             0.0,
             T * m.hidden * a,
-            1 + (m.learned_positions > 0),
+            kl.embed + kl.position_embed * (m.learned_positions > 0),
         )
     )
     proj = m.embedding_linears()
@@ -188,11 +187,11 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
         ops.append(_matmul("project_in", proj[:1], T, dt, kernels, 1))
 
     # --- per layer ---
-    ops.append(_elementwise("attn_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w))  # + residual add
+    ops.append(_elementwise("attn_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w, kl.norm))  # + residual add
     ops.append(_matmul("qkv_proj", attn[:3], T, dt, kernels, L))
     if m.learned_positions == 0:
-        ops.append(_elementwise("rope", T, q_dim + kv_dim, dt, L, 3, 1, launches=2))
-    ops.append(OpCost("kv_write", "elementwise", 0.0, 0.0, 0.0, T * 2 * kv_dim * kvb, 0.0, 2, L))
+        ops.append(_elementwise("rope", T, q_dim + kv_dim, dt, L, 3, 1, launches=kl.rope))
+    ops.append(OpCost("kv_write", "elementwise", 0.0, 0.0, 0.0, T * 2 * kv_dim * kvb, 0.0, kl.kv_write, L))
     attended = context + new_tokens  # each new token attends to the cache and the new tokens (causal within them)
     masked = np.asarray(new_tokens) > 1
     # Several new tokens need a causal mask. The engine's masked attention kernel (kernels.masked_attention) runs one
@@ -233,12 +232,12 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
             )
         )
     ops.append(_matmul("o_proj", attn[3:], T, dt, kernels, L))
-    ops.append(_elementwise("mlp_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w))  # + residual add
+    ops.append(_elementwise("mlp_norm", T, m.hidden, dt, L, norm_flops, 2, norm_w, kl.norm))  # + residual add
     mlp = m.expert_linears()
     if m.experts > 1:
         distinct = expected_distinct_experts(m.experts, m.experts_per_token, T)
         ops.append(_matmul("router", [m.router()], T, dt, kernels, L))
-        ops.append(_elementwise("router_topk", T, m.experts, dt, L, 4, 1, launches=4))
+        ops.append(_elementwise("router_topk", T, m.experts, dt, L, 4, 1, launches=kl.router_topk))
         ops.append(
             _matmul(
                 "experts_up",
@@ -251,7 +250,7 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
                 tokens_per_weight=T * m.experts_per_token,
             )
         )
-        ops.append(_elementwise("act", T * m.experts_per_token, m.intermediate, dt, L, 6, 2, launches=2))
+        ops.append(_elementwise("act", T * m.experts_per_token, m.intermediate, dt, L, 6, 2, launches=kl.gated_act))
         ops.append(
             _matmul(
                 "experts_down",
@@ -264,7 +263,9 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
                 tokens_per_weight=T * m.experts_per_token,
             )
         )
-        ops.append(_elementwise("expert_combine", T * m.experts_per_token, m.hidden, dt, L, 2, 1, launches=2))
+        ops.append(
+            _elementwise("expert_combine", T * m.experts_per_token, m.hidden, dt, L, 2, 1, launches=kl.expert_combine)
+        )
     else:
         ops.append(_matmul("mlp_up", mlp[:-1], T, dt, kernels, L))
         ops.append(
@@ -276,7 +277,7 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
                 L,
                 6 if m.gated_mlp else 1,
                 2 if m.gated_mlp else 1,
-                launches=2 if m.gated_mlp else 1,
+                launches=kl.gated_act if m.gated_mlp else kl.act,
             )
         )
         ops.append(_matmul("mlp_down", mlp[-1:], T, dt, kernels, L))
@@ -284,7 +285,7 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
 
     # --- head ---
     if m.final_norm:
-        ops.append(_elementwise("final_norm", T, m.hidden, dt, 1, norm_flops, 2, norm_w))
+        ops.append(_elementwise("final_norm", T, m.hidden, dt, 1, norm_flops, 2, norm_w, kl.norm))
     if proj:
         ops.append(_matmul("project_out", proj[1:], T, dt, kernels, 1))
     head = _matmul("lm_head", [Linear("lm_head", m.embed_dim, m.vocab, False)], T, dt, kernels, 1)
@@ -292,7 +293,7 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
     # GEMMs write bf16) leaves the output's rows unaligned: cuBLAS cannot use Hopper's TMA kernels and falls back to
     # an older, slower tensor-core kernel; one row goes to a GEMV kernel, slower than the aligned one too
     # (roofline.op_time).
-    head = head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * LOGIT_BYTES)
+    head = head._replace(act_bytes=T * m.embed_dim * a + T * m.vocab * kernels.logit_bytes)
     if (m.vocab * max(nbytes(dt.activations), 2)) % 16 != 0:
         several_rows = np.asarray(T) > 1
         ops += [
@@ -301,7 +302,9 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
         ]
     else:
         ops.append(head)
-    ops.append(OpCost("sample", "elementwise", T * m.vocab, 0.0, 0.0, 0.0, T * m.vocab * LOGIT_BYTES, 1))
+    ops.append(
+        OpCost("sample", "elementwise", T * m.vocab, 0.0, 0.0, 0.0, T * m.vocab * kernels.logit_bytes, kl.sample)
+    )
     return ops
 
 

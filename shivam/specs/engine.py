@@ -38,15 +38,34 @@ class MaskedAttention(BaseModel):
     mask_launches: int = Field(ge=0, description="kernels per step that build the causal mask")
 
 
+class OperatorLaunches(BaseModel):
+    """Kernels the engine launches for one occurrence of each operator of the workload."""
+
+    model_config = ConfigDict(extra="forbid")
+    embed: int = Field(ge=0, description="the token-embedding lookup")
+    position_embed: int = Field(ge=0, description="a learned position-embedding lookup and add (OPT, GPT-2)")
+    norm: int = Field(ge=0, description="a layer or RMS norm with its residual add")
+    rope: int = Field(ge=0, description="rotary embedding of q and k")
+    kv_write: int = Field(ge=0, description="writing the step's K and V into the cache")
+    matmul: int = Field(ge=0, description="a fused GEMM (q/k/v, gate/up) or a single one")
+    act: int = Field(ge=0, description="the activation of a plain MLP")
+    gated_act: int = Field(ge=0, description="the activation and gate product of a gated MLP")
+    router_topk: int = Field(ge=0, description="an MoE router's softmax and top-k")
+    expert_combine: int = Field(ge=0, description="weighting and summing the experts' outputs")
+    sample: int = Field(ge=0, description="reading the logits for sampling")
+
+
 class Kernels(BaseModel):
     """Kernel counts and kernel classes: what the engine launches for each operator of the workload."""
 
     model_config = ConfigDict(extra="forbid")
+    launches: OperatorLaunches
     attention_launches: int = Field(ge=0, description="kernels per layer of attention over one new token")
     masked_attention: MaskedAttention
     fp8_cast_launches: int = Field(ge=0, description="light kernels casting a GEMM's input to fp8")
     fp8_row_multiple: int = Field(gt=0, description="row multiple an fp8 GEMM needs; other row counts are padded")
     fp8_pad_launches: int = Field(ge=0, description="light kernels padding an fp8 GEMM's rows (zeros + concatenation)")
+    logit_bytes: int = Field(gt=0, description="bytes per logit the LM head writes and sampling reads back")
     basis: str
 
 

@@ -91,8 +91,8 @@ class Params(BaseModel):
 def resolve_params(gpu: GPU, engine: str, calibration: str | None = None, use_bundled: bool = True) -> Params:
     """Parameters for a GPU and engine: the given calibration file, else the bundled one (if any and wanted), else
     the datasheet estimates. Params.source says which."""
-    engine = load_engine(engine).engine
-    path = calibration or (bundled_calibration(gpu.id, engine) if use_bundled else None)
+    name = load_engine(engine).engine  # `engine` may be a profile file: its calibrations go by the name inside
+    path = calibration or (bundled_calibration(gpu.id, name) if use_bundled else None)
     shown = None
     if path:  # said relative to the working directory where it lies below it (reports are committed and shared)
         shown = str(path)
