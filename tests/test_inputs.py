@@ -89,7 +89,7 @@ def test_unreadable_files(cli, tmp_path):
 
 def test_unreadable_file_in_process(tmp_path, monkeypatch):
     # a permission error (root reads everything, so it is raised by hand): one ShivamError naming the file
-    from shivam.files import read_text
+    from shivam.userfiles import read_text
 
     path = tmp_path / "c.json"
     path.write_text("{}")

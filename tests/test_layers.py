@@ -10,7 +10,7 @@ from conftest import ROOT
 PKG = ROOT / "shivam"
 # lowest first; a module may import its own layer's modules and any lower layer's
 LAYERS = [
-    ("base", ("shivam.errors", "shivam.resources", "shivam.files", "shivam._version")),
+    ("base", ("shivam.errors", "shivam.bundled", "shivam.userfiles", "shivam._version")),
     ("specs", ("shivam.specs",)),
     ("sim", ("shivam.sim",)),
     ("calibrate", ("shivam.calibrate",)),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shivam.calibrate.check import best_k_check, card_factors_for, error_stats, leave_one_group_out, predictions
+from shivam.calibrate.evaluate import best_k_check, card_factors_for, error_stats, leave_one_group_out, predictions
 from shivam.calibrate.fit import ENERGY_PARAMS, TIME_PARAMS, FitResult, base_params, calibration_file, fit
 from shivam.calibrate.points import Point, point_cost, predict_point
 from shivam.calibrate.results import Measured, ResultsFile, load_records, load_results, read_records

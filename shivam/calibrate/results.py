@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from shivam.calibrate.points import Point
 from shivam.errors import ShivamError
-from shivam.files import read_text, validation_message
+from shivam.userfiles import read_text, validation_message
 from shivam.specs import gpu_id_for
 
 _FIX = "give JSONL files written by `shivam validate`"

@@ -9,7 +9,7 @@ import json
 import sys
 
 import shivam.api as api
-from shivam.cli.parsing import parse_float, parse_floats, parse_int, parse_ints
+from shivam.cli.ranges import parse_float, parse_floats, parse_int, parse_ints
 from shivam.errors import ShivamError
 
 J_PER_KWH = 3.6e6
@@ -33,7 +33,7 @@ def _calibration(args):
 
 def cmd_predict(args) -> int:
     if args.report:
-        from shivam.files import writable_file
+        from shivam.userfiles import writable_file
 
         writable_file(args.report, "--report")  # refuse before computing
     res = api.predict(
@@ -271,7 +271,7 @@ def _fixes(items: list[str]) -> dict:
 def cmd_fit(args) -> int:
     from shivam.calibrate import check_fix, fit_results
     from shivam.cli.render import fit_table
-    from shivam.files import writable_file
+    from shivam.userfiles import writable_file
     from shivam.specs import load_recipe
 
     out = writable_file(args.output, "-o")
@@ -303,7 +303,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from shivam.files import writable_file
+    from shivam.userfiles import writable_file
     from shivam.report import validation_report
 
     writable_file(args.output, "-o")

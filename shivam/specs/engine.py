@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shivam.errors import ShivamError, suggest
-from shivam.files import read_json, validation_message
-from shivam.resources import data_dir
+from shivam.userfiles import read_json, validation_message
+from shivam.bundled import data_dir
 
 
 class MaskedAttention(BaseModel):

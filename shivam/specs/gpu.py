@@ -12,8 +12,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shivam.errors import ShivamError, suggest
-from shivam.files import read_json, validation_message
-from shivam.resources import data_dir
+from shivam.userfiles import read_json, validation_message
+from shivam.bundled import data_dir
 
 
 class Estimate(BaseModel):

@@ -14,8 +14,8 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from shivam.errors import ShivamError, suggest
-from shivam.files import read_json
-from shivam.resources import data_dir
+from shivam.userfiles import read_json
+from shivam.bundled import data_dir
 
 
 class Linear(NamedTuple):

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from shivam.calibrate.points import Point
 from shivam.calibrate.results import ResultsFile
 from shivam.errors import ShivamError
-from shivam.files import read_json, validation_message
+from shivam.userfiles import read_json, validation_message
 from shivam.specs import gpu_id_for
 from shivam.validate.suites import suite_points
 
@@ -61,7 +61,7 @@ def run_validation(
     from shivam.validate.runner import Workbench, run_campaign
 
     if codecarbon:
-        from shivam.validate.crosscheck import require_codecarbon
+        from shivam.validate.codecarbon_check import require_codecarbon
 
         require_codecarbon()  # refuse at the start, not after the first point
 

@@ -195,7 +195,7 @@ def run_campaign(
                 if stats and stats["calls"]:
                     record["measured"]["iterations_per_call"] = stats["iterations"] / stats["calls"]
                 if codecarbon_gpu is not False:
-                    from shivam.validate.crosscheck import codecarbon_window
+                    from shivam.validate.codecarbon_check import codecarbon_window
 
                     record["codecarbon"] = codecarbon_window(counter, call, min_periods, codecarbon_gpu)
                 if idle_w:
