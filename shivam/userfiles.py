@@ -40,6 +40,19 @@ def read_json(path: str | Path, what: str, fix: str):
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ShivamError(f"{what} {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno}); {fix}") from None
+    except RecursionError:
+        raise ShivamError(f"{what} {str(path)!r} nests its JSON too deeply to read; {fix}") from None
+
+
+def write_text(path: str | Path, text: str, what: str) -> None:
+    """Write a report or calibration; a failure (a read-only or full file system, /proc) is one ShivamError."""
+    target = writable_file(path, what)
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ShivamError(
+            f"cannot write {what} {str(path)!r} ({exc.strerror or type(exc).__name__}); give another path"
+        ) from None
 
 
 def writable_file(path: str | Path, what: str) -> Path:

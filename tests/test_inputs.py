@@ -4,6 +4,8 @@ test over config fields and command-line arguments finds no input that ends othe
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,7 +39,7 @@ def binary(tmp_path):
 
 def test_config_with_zero_heads(cli, write_config):
     res = cli("predict", "--model", write_config({**LLAMA, "num_attention_heads": 0}), "--gpu", "h200", "--k", "0")
-    assert_clean_error(res, "num_attention_heads", "positive whole number")
+    assert_clean_error(res, "num_attention_heads", "whole number from 1")
 
 
 def test_config_field_of_the_wrong_type_is_named(cli, write_config):
@@ -169,7 +171,9 @@ def test_a_gpu_file_of_ones_own(tmp_path, cli):
     broken["memory"]["bandwidth_gbs"] = -1
     mine.write_text(json.dumps(broken))
     assert_clean_error(
-        cli("predict", "--model", "mistral-7b", "--gpu", str(mine)), "memory.bandwidth_gbs", "greater than 0"
+        cli("predict", "--model", "mistral-7b", "--gpu", str(mine)),
+        "memory.bandwidth_gbs",
+        "greater than or equal to 1",
     )
 
 
@@ -369,3 +373,108 @@ def test_an_engine_is_a_file(tmp_path):
     fused = shivam.predict(**args, engine=str(path))
     assert fused.meta["engine"] == "fused-norms"
     assert base - fused.rows[0]["time_per_token_s"] == pytest.approx(65 * profile["per_kernel_s"], rel=1e-9)
+
+
+# --- what a newcomer's trial of a fresh clone found ---------------------------------------------------------------
+def test_deeply_nested_json(cli, tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert_clean_error(cli("inspect", "--model", str(deep)), "nests its JSON too deeply")
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", str(deep)), "nests its JSON too deeply")
+    lines = tmp_path / "deep.jsonl"
+    lines.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    assert_clean_error(cli("check", str(lines)), "no measured points")
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (lambda g: g["peak_tflops"].update(bf16=0), "peak_tflops.bf16"),
+        (lambda g: g["peak_tflops"].update(bf16=-1), "peak_tflops.bf16"),
+        (lambda g: g["energy"]["static_power_w"].update(value=0), "static_power_w must be above 0"),
+        (lambda g: g["memory"].update(bandwidth_gbs=1e-300), "memory.bandwidth_gbs"),
+        (lambda g: g["energy"]["static_power_w"].update(value=1e308), "static_power_w"),
+        (lambda g: g.update(id="x" * 5000), "'id'"),
+        (lambda g: g.update(id="../../etc/passwd"), "'id'"),
+    ],
+)
+def test_a_gpu_file_with_impossible_figures(cli, tmp_path, change, needle):
+    gpu = json.loads((ROOT / "hardware/l4.json").read_text())
+    change(gpu)
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(gpu))
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", str(path), "--k", "2"), "--gpu", needle)
+
+
+def test_an_infinite_figure_in_a_gpu_file(cli, tmp_path):
+    gpu = json.loads((ROOT / "hardware/l4.json").read_text())
+    gpu["energy"]["dram_board_pj_per_bit"]["value"] = float("inf")
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(gpu))  # json writes Infinity, which Python's reader accepts
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", str(path)), "finite")
+
+
+def test_paths_that_cannot_be_written(cli, tmp_path):
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "l4", "--report", "/proc/x.html"), "cannot")
+    results = str(ROOT / "validation/results/h200/quick.jsonl")
+    assert_clean_error(cli("report", results, "-o", "/proc/x.html"), "cannot")
+    res = subprocess.run(f"{sys.executable} -m shivam models > /dev/full", shell=True, capture_output=True, text=True)
+    assert_clean_error(res, "cannot write the output")
+
+
+@pytest.mark.parametrize("fix", ["memory_efficiency=-1", "memory_efficiency=0", "static_power_w=-100", "per_step_s=1"])
+def test_fix_out_of_range(cli, tmp_path, fix):
+    results = str(ROOT / "validation/results/h200/quick.jsonl")
+    res = cli("fit", results, "-o", str(tmp_path / "c.json"), "--recipe", "h200-graph", "--fix", fix)
+    assert_clean_error(res, f"--fix {fix}", "out of range")
+
+
+def test_a_calibration_with_an_impossible_value(cli, tmp_path):
+    cal = json.loads((ROOT / "hardware/calibrated/h200-graph.json").read_text())
+    cal["parameters"]["static_power_w"] = -100
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cal))
+    assert_clean_error(
+        cli("predict", "--model", "opt-125m", "--gpu", "h200", "--calibration", str(path)), "static_power_w", "refit"
+    )
+
+
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [("batch", -1, "batch"), ("context", 10**9, "context"), ("context", 5000, "max_position_embeddings")],
+)
+def test_results_with_impossible_points(cli, tmp_path, field, value, needle):
+    from shivam.calibrate import Point
+
+    p = Point(suite="t", kind="step", model="opt-125m").model_dump()
+    p[field] = value
+    record = {
+        "record": "point",
+        "id": "x",
+        "status": "ok",
+        "point": p,
+        "measured": {"time_per_call_s": 1e-3, "energy_per_call_j": 0.1},
+    }
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"record": "environment", "gpu": "NVIDIA H200"}) + "\n" + json.dumps(record) + "\n")
+    for command in ("check", "fit"):
+        extra = ["-o", str(tmp_path / "c.json")] if command == "fit" else []
+        assert_clean_error(cli(command, str(path), *extra), "point record x", needle)
+
+
+def test_check_refuses_results_of_another_gpu(cli):
+    res = cli("check", str(ROOT / "validation/results/h200/quick.jsonl"), "--gpu", "l4")
+    assert_clean_error(res, "--gpu l4", "measured on h200")
+
+
+def test_target_ratio_without_a_window(cli):
+    res = cli("predict", "--model", "mistral-7b", "--gpu", "l4", "--k", "0", "--target-ratio", "2")
+    assert_clean_error(res, "--target-ratio", "k above 0")
+
+
+def test_messages_name_the_real_value_and_limit(cli):
+    assert_clean_error(cli("predict", "--model", "opt-125m", "--gpu", "l4", "--alpha", "1.0000001"), "1.0000001")
+    for batch in ("0", "10000000"):
+        assert_clean_error(
+            cli("predict", "--model", "opt-125m", "--gpu", "l4", "--batch", batch), "between 1 and 1,000,000"
+        )

@@ -57,7 +57,9 @@ def test_opt_350m_projects_its_512_wide_embedding():
 
 def test_model_by_hf_id_and_by_path(tmp_path):
     assert load_model("mistralai/Mistral-7B-Instruct-v0.2").param_count() == 7_241_732_096
-    cfg = json.loads((__import__("shivam.bundled").resources.data_dir("models") / "opt-1.3b.json").read_text())
+    from shivam.bundled import data_dir
+
+    cfg = json.loads((data_dir("models") / "opt-1.3b.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert load_model(str(tmp_path)).param_count() == 1_315_758_080
     assert load_model(str(tmp_path / "config.json")).param_count() == 1_315_758_080

@@ -35,6 +35,9 @@ P = Params(
     per_light_kernel_s=0.5e-6,
     engine="graph",
     kernels=GRAPH_KERNELS,
+    energy_band=(1.0, 1.0),
+    time_band=(1.0, 1.0),
+    band_basis="test",
 )
 
 

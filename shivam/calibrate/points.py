@@ -12,8 +12,9 @@ import json
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from shivam.errors import ShivamError
 from shivam.sim.hostcopy import sequence_weights, unit_steps
 from shivam.sim.roofline import StepCost, StepInputs, StepSet, host_wait, step_cost
 from shivam.sim.scenario import Scenario
@@ -28,21 +29,42 @@ class Point(BaseModel, frozen=True):
     kind: Literal["step", "spec", "generate", "stage1"]
     model: str | None = None
     draft: str | None = None
-    batch: int = 1
-    new_tokens: int = 1  # step: tokens per sequence in the forward (1 decode/draft, k+1 verify)
-    context: int = 512  # step/spec: tokens already in the KV cache
-    k: int = 0
-    alpha: float | None = None
-    prompt: int = 0  # generate
-    gen: int = 0  # generate
+    batch: int = Field(1, ge=1, le=1_000_000)
+    new_tokens: int = Field(1, ge=1, le=1_000_000)  # step: tokens per sequence in the forward (1 decode, k+1 verify)
+    context: int = Field(512, ge=0, le=10_000_000)  # step/spec: tokens already in the KV cache
+    k: int = Field(0, ge=0, le=64)
+    alpha: float | None = Field(None, ge=0, le=1)
+    prompt: int = Field(0, ge=0, le=10_000_000)  # generate
+    gen: int = Field(0, ge=0, le=10_000_000)  # generate
     weights_dtype: str = "bf16"
     act_dtype: str | None = None
     kv_dtype: str = "bf16"
-    size: int = 0  # stage1: n of the n x n weights
-    tokens: int = 0  # stage1: activation rows
-    reuse: int = 0  # stage1
+    size: int = Field(0, ge=0, le=65_536)  # stage1: n of the n x n weights
+    tokens: int = Field(0, ge=0, le=1_000_000)  # stage1: activation rows
+    reuse: int = Field(0, ge=0, le=100_000)  # stage1
     reload: bool = False  # stage1
     seed: int = 0
+
+    def check(self) -> None:
+        """Refuse a point the model cannot run: a dtype it does not know, a context beyond its models' positions."""
+        self.dtypes  # noqa: B018 - raises on an unknown dtype
+        if self.kind == "stage1":
+            if self.size < 1 or self.tokens < 1 or self.reuse < 1:
+                raise ShivamError(f"{self.label()}: a stage1 point needs size, tokens and reuse of at least 1")
+            return
+        if not self.model:
+            raise ShivamError(f"a {self.kind} point names no model")
+        tokens = {
+            "step": self.context + self.new_tokens,
+            "spec": self.context + self.k + 1,
+            "generate": self.prompt + self.gen,
+        }[self.kind]
+        for ref in (self.model, self.draft) if self.draft else (self.model,):
+            m = load_model(ref)
+            if tokens > m.max_context:
+                raise ShivamError(
+                    f"{self.label()}: {tokens:,} tokens exceed {m.name}'s max_position_embeddings {m.max_context:,}"
+                )
 
     @property
     def id(self) -> str:

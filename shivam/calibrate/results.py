@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from shivam.calibrate.points import Point
 from shivam.errors import ShivamError
-from shivam.userfiles import read_text, validation_message
 from shivam.specs import gpu_id_for
+from shivam.userfiles import read_text, validation_message
 
 _FIX = "give JSONL files written by `shivam validate`"
 
@@ -28,8 +28,8 @@ def read_records(path: str | Path) -> list[dict]:
     for line in read_text(path, "results file", _FIX).splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # blank, or the half-written line of a killed run
+        except (json.JSONDecodeError, RecursionError):
+            continue  # blank, the half-written line of a killed run, or not a record at all
         if isinstance(record, dict):
             out.append(record)
     return out
@@ -84,6 +84,10 @@ class Measured:
                 f"{source}: point record {r.get('id', '?')} has no positive measured time_per_call_s "
                 f"and energy_per_call_j; {_FIX}"
             )
+        try:
+            p.check()
+        except ShivamError as exc:
+            raise ShivamError(f"{source}: point record {r.get('id', '?')}: {exc}; {_FIX}") from None
         group = p.model if p.kind != "stage1" else "stage1"
         return cls(
             p,

@@ -9,7 +9,7 @@ import json
 import sys
 
 import shivam.api as api
-from shivam.cli.ranges import parse_float, parse_floats, parse_int, parse_ints
+from shivam.cli.ranges import parse_float, parse_floats, parse_int, parse_ints, parse_whole
 from shivam.errors import ShivamError
 
 J_PER_KWH = 3.6e6
@@ -43,9 +43,9 @@ def cmd_predict(args) -> int:
         alpha=parse_floats(args.alpha, "--alpha", 0, 1) if args.alpha is not None else None,
         acceptance=parse_floats(args.acceptance, "--acceptance", 0, 1) if args.acceptance is not None else None,
         draft=args.draft,
-        batch=parse_int(args.batch, "--batch"),
-        prompt=parse_int(args.prompt, "--prompt", 0),
-        gen=parse_int(args.gen, "--gen"),
+        batch=parse_whole(args.batch, "--batch"),
+        prompt=parse_whole(args.prompt, "--prompt"),
+        gen=parse_whole(args.gen, "--gen"),
         engine=args.engine,
         calibration=_calibration(args),
         weights_dtype=args.weights_dtype,
@@ -82,7 +82,7 @@ def cmd_inspect(args) -> int:
     info = api.inspect(
         args.model,
         args.gpu,
-        parse_int(args.context, "--context", 0),
+        parse_whole(args.context, "--context"),
         args.weights_dtype,
         args.kv_dtype,
         args.engine,
@@ -195,8 +195,8 @@ def cmd_calibrations(args) -> int:
 def cmd_stage1(args) -> int:
     res = api.stage1(
         args.gpu,
-        parse_int(args.size, "--size"),
-        parse_int(args.tokens, "--tokens"),
+        parse_whole(args.size, "--size"),
+        parse_whole(args.tokens, "--tokens"),
         parse_ints(args.reuse, "--reuse", 1, 100_000, "the reuse count"),
         args.dtype,
     )
@@ -271,14 +271,14 @@ def _fixes(items: list[str]) -> dict:
 def cmd_fit(args) -> int:
     from shivam.calibrate import check_fix, fit_results
     from shivam.cli.render import fit_table
-    from shivam.userfiles import writable_file
     from shivam.specs import load_recipe
+    from shivam.userfiles import writable_file, write_text
 
-    out = writable_file(args.output, "-o")
+    writable_file(args.output, "-o")  # refuse before fitting
     recipe = load_recipe(args.recipe) if args.recipe else None
     fixes = check_fix(_fixes(args.fix))
     outcome = fit_results(args.results, args.engine, args.gpu, fixes, args.card_factors, recipe)
-    out.write_text(outcome.calibration.model_dump_json(indent=1) + "\n")
+    write_text(args.output, outcome.calibration.model_dump_json(indent=1) + "\n", "-o")
     fit_table(outcome, args.output)
     return 0
 
@@ -303,9 +303,25 @@ def cmd_check(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from shivam.userfiles import writable_file
     from shivam.report import validation_report
+    from shivam.userfiles import writable_file
 
     writable_file(args.output, "-o")
     validation_report(args.results, args.output, args.calibration, args.engine, args.gpu, args.card_factors)
     return 0
+
+
+COMMANDS = {
+    "predict": cmd_predict,
+    "inspect": cmd_inspect,
+    "models": cmd_models,
+    "gpus": cmd_gpus,
+    "engines": cmd_engines,
+    "calibrations": cmd_calibrations,
+    "stage1": cmd_stage1,
+    "overview": cmd_overview,
+    "validate": cmd_validate,
+    "fit": cmd_fit,
+    "check": cmd_check,
+    "report": cmd_report,
+}

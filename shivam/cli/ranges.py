@@ -67,17 +67,26 @@ def parse_floats(text: str, what: str, lo: float, hi: float) -> list[float]:
         raise ShivamError(f"{what} {text[:40]!r} selects nothing: {_FLOATS}")
     bad = [v for v in values if not (lo <= v <= hi)]  # NaN fails too
     if bad:
-        raise ShivamError(f"{what} {bad[0]:g} is out of range: it must be between {lo:g} and {hi:g}")
+        raise ShivamError(f"{what} {bad[0]!r} is out of range: it must be between {lo:g} and {hi:g}")
     return values
 
 
-def parse_int(text: str, what: str, minimum: int = 1, maximum: int = 10**12) -> int:
+def parse_whole(text: str, what: str) -> int:
+    """A whole number, for an option whose range the API checks (with the message the API gives its callers)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ShivamError(f"cannot parse {what} {text[:40]!r}: give a whole number") from None
+
+
+def parse_int(text: str, what: str, minimum: int = 1) -> int:
+    """A whole number of at least `minimum`; the API checks the upper limits, with the same message for both."""
     try:
         value = int(text)
     except ValueError:
         raise ShivamError(f"cannot parse {what} {text[:40]!r}: give a whole number >= {minimum}") from None
-    if not minimum <= value <= maximum:
-        raise ShivamError(f"{what} {value} is out of range: it must be between {minimum:,} and {maximum:,}")
+    if value < minimum:
+        raise ShivamError(f"{what} {value} is out of range: it must be at least {minimum:,}")
     return value
 
 

@@ -73,6 +73,11 @@ def prediction_table(res: dict, units: str = "J") -> None:
         f"parameters: {res['parameters']}. k=0 is standard decoding; speed-up and energy ratio are k=0 over k "
         f"(above 1 is better). Floor: bytes that must move x DRAM-device energy per byte."
     )
+    band = res["band"]
+    caption += (
+        f"\n90 % band: energy x {band['energy'][0]:.2f}-{band['energy'][1]:.2f}, time x {band['time'][0]:.2f}-"
+        f"{band['time'][1]:.2f} of the figures ({band['basis'].split(':')[0]}; rows carry _low/_high)"
+    )
     if "required_alpha" in res:
         need = ", ".join(
             f"k={k}: {'unreachable' if a is None else f'{a:.3f}'}" for k, a in res["required_alpha"].items()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
+from shivam.userfiles import write_text
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <script>/* record script errors on the page itself, so a headless browser's DOM dump shows them */
@@ -35,5 +37,4 @@ def write_page(path: str | Path, title: str, sections: list[str], figures: list[
         parts.append(
             '<div class="fig">' + fig.to_html(include_plotlyjs=(i == 0), full_html=False, div_id=f"fig{i}") + "</div>"
         )
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(_PAGE.format(title=html.escape(title), body="\n".join(parts)), encoding="utf-8")
+    write_text(path, _PAGE.format(title=html.escape(title), body="\n".join(parts)), "report")

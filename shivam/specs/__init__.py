@@ -4,9 +4,11 @@ Nothing here computes a cost; every layer above reads these typed objects.
 """
 
 from shivam.specs.calibration import (
+    Band,
     Calibration,
     Recipe,
     bundled_calibration,
+    find_calibration,
     load_calibration,
     load_recipe,
     recipe_for,
@@ -19,6 +21,8 @@ from shivam.specs.model import ModelSpec, bundled_index, load_model
 from shivam.specs.params import Params, make_params, resolve_params
 
 __all__ = [
+    "Band",
+    "find_calibration",
     "GPU",
     "Calibration",
     "Dtypes",

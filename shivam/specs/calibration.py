@@ -8,15 +8,37 @@ read the recipe, so the committed figures reproduce without hand-typed flags.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shivam.bundled import data_dir
 from shivam.errors import ShivamError, suggest
 from shivam.userfiles import read_json, validation_message
-from shivam.bundled import data_dir
 
 _FIX = "give a file written by `shivam fit`"
+
+
+class Band(BaseModel):
+    """How far measurements fell from predictions: the 5th and 95th percentiles of measured / predicted, so that
+    [prediction x low, prediction x high] is a 90 % band."""
+
+    model_config = ConfigDict(extra="forbid")
+    energy: tuple[float, float]
+    time: tuple[float, float]
+    points: int = Field(ge=0, description="held-out measured points the percentiles come from")
+    basis: str
+
+
+class Card(BaseModel):
+    """The physical card a calibration was measured on (NVML), and the settings energy depends on."""
+
+    uuid: str
+    name: str
+    power_limit_w: float | None = None
+    max_sm_clock_mhz: float | None = None
+    driver: str | None = None
 
 
 class Calibration(BaseModel):
@@ -29,6 +51,9 @@ class Calibration(BaseModel):
     fitted_from: list[str] = []
     card_factors: dict[str, float] = {}  # energy scale of each GPU card in the data (fit with card factors)
     recipe: str | None = None
+    band: Band | None = Field(default=None, description="90 % band of predictions with this calibration")
+    card: Card | None = Field(default=None, description="set when the calibration is of one card (shivam calibrate)")
+    created: str | None = None
     note: str = ""
 
 
@@ -47,6 +72,60 @@ class Recipe(BaseModel):
 
 def _calibrated_dir() -> Path:
     return data_dir("hardware") / "calibrated"
+
+
+def user_calibrations_dir() -> Path:
+    """Where `shivam calibrate` installs calibrations: the user's data directory (platformdirs), or
+    $SHIVAM_DATA_DIR/calibrations."""
+    root = os.environ.get("SHIVAM_DATA_DIR")
+    if not root:
+        from platformdirs import user_data_dir
+
+        root = user_data_dir("shivam", appauthor=False)
+    return Path(root) / "calibrations"
+
+
+def user_calibrations(gpu_id: str | None = None, engine: str | None = None) -> list[tuple[Path, Calibration]]:
+    """Installed calibrations (newest first), of one GPU and engine where given. Unreadable files are skipped: they
+    are the user's, and `shivam calibrations` names them."""
+    folder = user_calibrations_dir()
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            cal = load_calibration(path)
+        except ShivamError:
+            continue
+        if (gpu_id is None or cal.gpu == gpu_id) and (engine is None or cal.engine == engine):
+            out.append((path, cal))
+    return sorted(out, key=lambda pc: pc[1].created or "", reverse=True)
+
+
+def local_card_uuids() -> set[str]:
+    """UUIDs of the NVIDIA cards on this machine, through NVML where it is installed and a driver answers; else
+    none. NVML needs no CUDA context and no torch."""
+    try:
+        import pynvml as nv
+    except ImportError:
+        return set()
+    try:
+        nv.nvmlInit()
+        try:
+            return {str(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))) for i in range(nv.nvmlDeviceGetCount())}
+        finally:
+            nv.nvmlShutdown()
+    except nv.NVMLError:
+        return set()
+
+
+def find_calibration(gpu_id: str, engine: str) -> Path | None:
+    """The calibration `predict` uses by default: an installed one of this card (when this machine has it), else the
+    newest installed one of this GPU model, else the bundled one, else none."""
+    installed = user_calibrations(gpu_id, engine)
+    if installed:
+        here = local_card_uuids() if any(cal.card for _, cal in installed) else set()
+        mine = [path for path, cal in installed if cal.card and cal.card.uuid in here]
+        return mine[0] if mine else installed[0][0]
+    return bundled_calibration(gpu_id, engine)
 
 
 def bundled_calibration(gpu_id: str, engine: str) -> Path | None:

@@ -14,9 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shivam.errors import ShivamError, suggest
-from shivam.userfiles import read_json, validation_message
 from shivam.bundled import data_dir
+from shivam.errors import ShivamError, suggest
+from shivam.specs.calibration import Band
+from shivam.userfiles import read_json, validation_message
 
 
 class MaskedAttention(BaseModel):
@@ -109,6 +110,7 @@ class EngineProfile(BaseModel):
     per_light_kernel_s: float = Field(ge=0)
     kernels: Kernels
     eager_dispatches: EagerDispatches | None = None
+    datasheet_band: Band = Field(description="90 % band of a prediction from datasheet figures alone (no calibration)")
     basis: str
 
 

@@ -8,36 +8,37 @@ from __future__ import annotations
 
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shivam.bundled import data_dir
 from shivam.errors import ShivamError, suggest
 from shivam.userfiles import read_json, validation_message
-from shivam.bundled import data_dir
 
 
 class Estimate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    value: float = Field(ge=0)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    value: float = Field(ge=0, le=1e5)
     estimate: bool = True
     basis: str = Field(description="where the figure comes from")
 
 
 class Memory(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: str = Field(description="HBM3e, GDDR6, ...")
-    capacity_gb: float = Field(gt=0, description="device memory, GB (1e9 bytes)")
-    bandwidth_gbs: float = Field(gt=0, description="datasheet DRAM bandwidth, GB/s")
+    capacity_gb: float = Field(gt=0, le=1e5, description="device memory, GB (1e9 bytes)")
+    bandwidth_gbs: float = Field(ge=1, le=1e6, description="datasheet DRAM bandwidth, GB/s")
 
 
 class Pcie(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    generation: int = Field(ge=1)
-    bandwidth_gbs: float = Field(gt=0, description="per direction, x16")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    generation: int = Field(ge=1, le=10)
+    bandwidth_gbs: float = Field(ge=0.1, le=1e4, description="per direction, x16")
 
 
 class Energy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     idle_power_w: Estimate
     static_power_w: Estimate = Field(description="power drawn for as long as a step lasts, kernels or not")
     active_power_w: Estimate = Field(description="extra power while kernels execute")
@@ -46,20 +47,29 @@ class Energy(BaseModel):
     pcie_pj_per_bit: Estimate
     pj_per_flop: dict[str, Estimate] = Field(description="energy per FLOP by dtype (fp32, bf16, fp8, ...)")
 
+    @model_validator(mode="after")
+    def _draws_power(self):
+        if self.static_power_w.value <= 0:
+            raise ValueError("static_power_w must be above 0 W: a powered GPU draws power for as long as a step lasts")
+        return self
+
 
 class GPU(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str = Field(description="short id, e.g. h200; a calibration hardware/calibrated/<id>-<engine>.json applies")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="short id, e.g. h200; a calibration hardware/calibrated/<id>-<engine>.json applies",
+    )
     name: str = Field(description="the name NVML reports, e.g. NVIDIA H200")
     memory: Memory
-    peak_tflops: dict[str, float] = Field(
+    peak_tflops: dict[str, Annotated[float, Field(gt=0, le=1e6)]] = Field(
         min_length=1, description="dense tensor-core peak per dtype, TFLOP/s; fp32 is the vector units' rate"
     )
-    tdp_w: float = Field(gt=0)
+    tdp_w: float = Field(gt=0, le=1e5)
     pcie: Pcie
-    l2_mb: float = Field(ge=0)
+    l2_mb: float = Field(ge=0, le=1e5)
     multiprocessors: int = Field(
-        gt=0, description="streaming multiprocessors (compute units): thread blocks run at once"
+        gt=0, le=1_000_000, description="streaming multiprocessors (compute units): thread blocks run at once"
     )
     energy: Energy
     sources: list[str] = Field(min_length=1, description="datasheets and papers the figures come from")

@@ -13,9 +13,9 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from shivam.bundled import data_dir
 from shivam.errors import ShivamError, suggest
 from shivam.userfiles import read_json
-from shivam.bundled import data_dir
 
 
 class Linear(NamedTuple):
@@ -225,7 +225,7 @@ def _check_types(cfg: dict, family: str, source: str) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > 10**9:
             raise ShivamError(
-                f"{source}: field {key!r} must be a positive whole number (got {str(value)[:40]!r}); "
+                f"{source}: field {key!r} must be a whole number from 1 to 1,000,000,000 (got {str(value)[:40]!r}); "
                 f"fix {key} in config.json"
             )
     for key in _BOOLS:

@@ -11,16 +11,19 @@ import contextlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shivam.errors import ShivamError
-from shivam.specs.calibration import Calibration, bundled_calibration, load_calibration
+from shivam.specs.calibration import Calibration, find_calibration, load_calibration
 from shivam.specs.engine import FamilyDispatches, Kernels, load_engine
 from shivam.specs.gpu import GPU
+from shivam.userfiles import validation_message
 
 
 class Params(BaseModel):
     """The simulator's free parameters for one GPU and engine (SI units: bytes, seconds, joules, watts)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     bandwidth_Bps: float = Field(gt=0, description="datasheet DRAM bandwidth")
     peak_flops: dict[str, float] = Field(description="dense peak FLOP/s per dtype")
@@ -85,6 +88,9 @@ class Params(BaseModel):
     eager_dispatches: dict[str, FamilyDispatches] | None = Field(
         default=None, description="an eager engine's operators per decode step, per model family (not fitted)"
     )
+    energy_band: tuple[float, float] = Field(description="90 % band of energy predictions, as measured/predicted")
+    time_band: tuple[float, float] = Field(description="90 % band of time predictions, as measured/predicted")
+    band_basis: str = Field(description="where the band comes from")
     source: str = Field(description="where the numbers came from: 'datasheet estimates' or a calibration file")
 
 
@@ -92,7 +98,7 @@ def resolve_params(gpu: GPU, engine: str, calibration: str | None = None, use_bu
     """Parameters for a GPU and engine: the given calibration file, else the bundled one (if any and wanted), else
     the datasheet estimates. Params.source says which."""
     name = load_engine(engine).engine  # `engine` may be a profile file: its calibrations go by the name inside
-    path = calibration or (bundled_calibration(gpu.id, name) if use_bundled else None)
+    path = calibration or (find_calibration(gpu.id, name) if use_bundled else None)
     shown = None
     if path:  # said relative to the working directory where it lies below it (reports are committed and shared)
         shown = str(path)
@@ -136,6 +142,9 @@ def make_params(
         engine=prof.engine,
         kernels=prof.kernels,
         eager_dispatches=prof.eager_dispatches.families if prof.eager_dispatches else None,
+        energy_band=prof.datasheet_band.energy,
+        time_band=prof.datasheet_band.time,
+        band_basis=f"datasheet-only band of the {engine} engine: {prof.datasheet_band.basis}",
         source=f"{gpu.id} datasheet + energy estimates, {engine} engine defaults",
     )
     if calibration is not None:
@@ -149,10 +158,20 @@ def make_params(
                 raise ShivamError(f"{calibration_path}: unknown parameter {name!r}; known: {', '.join(values)}")
             values[name] = {**values[name], **value} if isinstance(value, dict) else value
         values["source"] = f"calibration {calibration_path}"
+        if calibration.card is not None:
+            values["source"] += f" (card {calibration.card.uuid[:12]}, {calibration.card.name})"
+        if calibration.band is not None:
+            b = calibration.band
+            values.update(energy_band=b.energy, time_band=b.time, band_basis=f"calibration band: {b.basis}")
         if len(calibration.card_factors) > 1:  # an operator's error bar: the same work on another card of this GPU
             f = calibration.card_factors.values()
             values["source"] += (
                 f" (energy differed by ±{50 * (max(f) - min(f)):.0f} % between the "
                 f"{len(calibration.card_factors)} cards or campaigns it was fitted on)"
             )
-    return Params(**values)
+    try:
+        return Params(**values)
+    except ValidationError as exc:  # a calibration file with a value no GPU can have
+        raise ShivamError(
+            validation_message(exc, str(calibration_path or gpu.id), fix="refit it with `shivam fit`")
+        ) from None

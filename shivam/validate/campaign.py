@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from shivam.calibrate.points import Point
 from shivam.calibrate.results import ResultsFile
 from shivam.errors import ShivamError
-from shivam.userfiles import read_json, validation_message
 from shivam.specs import gpu_id_for
+from shivam.userfiles import read_json, validation_message
 from shivam.validate.suites import suite_points
 
 

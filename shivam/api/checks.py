@@ -1,0 +1,216 @@
+"""Every check of the API's arguments, and the checked Scenario they build: the CLI turns its strings into values
+and the same functions refuse them, with the same one-line messages (naming the command-line option)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from shivam.errors import ShivamError
+from shivam.sim.scenario import Scenario
+from shivam.sim.workload import kv_cache_bytes, weight_bytes
+from shivam.specs import GPU, Dtypes, ModelSpec, Params, engine_ids, load_engine, load_gpu, load_model, resolve_params
+
+DEFAULT_DRAFT = "opt-125m"  # the draft model of the paper's stages II and III
+DEFAULT_ENGINE = "graph"
+DEFAULT_ALPHAS = (0.6, 0.7, 0.8, 0.9)
+K_MAX = 64
+MAX_GRID_ROWS = 10_000  # (k x acceptance) rows one prediction may hold: a grid above it is refused at once
+MAX_TOKENS = 10_000_000  # prompt + generated tokens: far above any model's context, below an overflow
+MAX_BATCH = 1_000_000
+CalibrationArg = str | Path | Literal[False] | None
+
+
+# --- argument checks (shared with the CLI, which only turns strings into these values) ---------------------------
+def check_int(value, option: str, lo: int, hi: int, meaning: str = "it") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ShivamError(f"{option} {value!r} is not a whole number: give an integer between {lo:,} and {hi:,}")
+    if not lo <= value <= hi:
+        raise ShivamError(f"{option} {value} is out of range: {meaning} must be between {lo:,} and {hi:,}")
+    return int(value)
+
+
+def check_float(value, option: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ShivamError(f"{option} {value!r} is not a number: give a number between {lo:g} and {hi:g}")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ShivamError(f"{option} {value!r} is out of range: it must be between {lo:g} and {hi:g}")
+    return float(value)
+
+
+def check_list(value, option: str) -> list:
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ShivamError(f"{option} {value!r}: give a number or a list of numbers")
+    values = list(value) if isinstance(value, Iterable) else [value]
+    if not values:
+        raise ShivamError(f"{option} selects nothing: give at least one value")
+    if len(values) > MAX_GRID_ROWS:
+        raise ShivamError(
+            f"{option} has {len(values):,} values, above the limit of {MAX_GRID_ROWS:,}; "
+            f"give fewer values or a coarser step"
+        )
+    return values
+
+
+def check_ks(k) -> list[int]:
+    return sorted({check_int(v, "--k", 0, K_MAX, "the speculation window") for v in check_list(k, "--k")})
+
+
+def check_alphas(alpha) -> list[float]:
+    return [check_float(v, "--alpha", 0.0, 1.0) for v in check_list(alpha, "--alpha")]
+
+
+def check_acceptance(acceptance, k_max: int) -> list[float]:
+    values = [check_float(v, "--acceptance", 0.0, 1.0) for v in check_list(acceptance, "--acceptance")]
+    if k_max > len(values):
+        raise ShivamError(
+            f"--acceptance: the per-position acceptance vector has {len(values)} values but k goes up "
+            f"to {k_max}; give at least {k_max} values"
+        )
+    return values
+
+
+def model_arg(ref, option: str) -> ModelSpec:
+    if isinstance(ref, ModelSpec):
+        return ref
+    if not isinstance(ref, (str, Path)) or not str(ref):
+        raise ShivamError(
+            f"{option} {ref!r}: give a bundled alias (`shivam models`), a Hugging Face id or a path to a config.json"
+        )
+    return naming(option, load_model, str(ref))
+
+
+def naming(option: str, load, *args):
+    """load(*args), its refusal prefixed with the option it concerns (the same loaders serve --model and --draft)."""
+    try:
+        return load(*args)
+    except ShivamError as exc:
+        message = str(exc)
+        raise ShivamError(message if message.startswith(option) else f"{option}: {message}") from None
+
+
+def gpu_arg(ref) -> GPU:
+    if isinstance(ref, GPU):
+        return ref
+    if not isinstance(ref, (str, Path)):
+        raise ShivamError(f"--gpu {ref!r}: give a bundled GPU id (`shivam gpus`) or a path to a GPU file")
+    return naming("--gpu", load_gpu, str(ref))
+
+
+def engine_arg(engine) -> str:
+    engine = DEFAULT_ENGINE if engine is None else engine
+    if not isinstance(engine, (str, Path)) or not str(engine):
+        raise ShivamError(f"--engine {engine!r}: use one of {', '.join(engine_ids())} or a profile file")
+    naming("--engine", load_engine, str(engine))  # an unknown engine or a bad profile is refused here, by name
+    return str(engine)
+
+
+def dtypes_arg(gpu: GPU, weights_dtype, act_dtype, kv_dtype) -> Dtypes:
+    for option, value in (("--weights-dtype", weights_dtype), ("--act-dtype", act_dtype), ("--kv-dtype", kv_dtype)):
+        if value is not None and not isinstance(value, str):
+            raise ShivamError(f"{option} {value!r}: give a dtype name such as bf16, fp8 or int4")
+    default = gpu.default_dtype()
+    dtypes = Dtypes.of(weights_dtype or default, act_dtype or default, kv_dtype)
+    if dtypes.compute not in gpu.peak_tflops:
+        raise ShivamError(
+            f"{gpu.name} has no {dtypes.compute} arithmetic; choose --act-dtype from {', '.join(gpu.peak_tflops)}"
+        )
+    return dtypes
+
+
+def params_arg(gpu: GPU, engine: str, calibration: CalibrationArg) -> Params:
+    if calibration is not None and calibration is not False and not isinstance(calibration, (str, Path)):
+        raise ShivamError(
+            f"--calibration {calibration!r}: give a calibration file, None (the bundled one) or False "
+            f"(datasheet estimates)"
+        )
+    use_bundled = calibration is not False
+    path = str(calibration) if isinstance(calibration, (str, Path)) else None
+    return naming("--calibration", resolve_params, gpu, engine, path, use_bundled)
+
+
+def check_fits(scn: Scenario, k_max: int, gpu_name: str) -> None:
+    """Refuses a scenario whose weights and KV cache exceed the GPU's memory, naming the model that does not fit,
+    or whose context exceeds a model's positions."""
+    tokens = scn.prompt + scn.gen + k_max + 1
+    have = scn.params.capacity_bytes
+    target = weight_bytes(scn.target, scn.dtypes) + kv_cache_bytes(scn.target, scn.dtypes, scn.batch, tokens)
+    fix = "use a smaller --weights-dtype, batch or context, or a larger GPU"
+    if target > have:
+        raise ShivamError(
+            f"{scn.target.name} does not fit on {gpu_name}: weights + KV cache need {target:,.0f} bytes "
+            f"({target / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB); {fix}"
+        )
+    need = scn.memory_needed(k_max)
+    if need > have:
+        raise ShivamError(
+            f"the draft {scn.draft.name} does not fit beside {scn.target.name} on {gpu_name}: both need "
+            f"{need:,.0f} bytes ({need / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB), "
+            f"{scn.target.name} alone {target / 1e9:.1f} GB; {fix}, or a smaller --draft"
+        )
+    for m in (scn.target, scn.draft if k_max > 0 else None):
+        if m is not None and tokens > m.max_context:
+            raise ShivamError(
+                f"prompt + generation + k + 1 = {tokens:,} tokens exceeds {m.name}'s "
+                f"max_position_embeddings {m.max_context:,}; shorten --prompt or --gen"
+            )
+
+
+def build_scenario(
+    model,
+    gpu,
+    *,
+    draft=None,
+    k_max: int = 0,
+    batch=1,
+    prompt=128,
+    gen=128,
+    engine=None,
+    calibration: CalibrationArg = None,
+    weights_dtype=None,
+    act_dtype=None,
+    kv_dtype=None,
+) -> tuple[Scenario, dict]:
+    """A checked Scenario and the metadata every prediction row carries (model, draft, GPU, engine, dtypes, ...)."""
+    gpu_spec = gpu_arg(gpu)
+    target = model_arg(model, "--model")
+    default_draft = draft is None and k_max > 0
+    draft_spec = (
+        model_arg(DEFAULT_DRAFT if default_draft else draft, "--draft") if (draft is not None or k_max) else None
+    )
+    batch = check_int(batch, "--batch", 1, MAX_BATCH)
+    prompt = check_int(prompt, "--prompt", 0, MAX_TOKENS)
+    gen = check_int(gen, "--gen", 1, MAX_TOKENS)
+    engine = engine_arg(engine)
+    dtypes = dtypes_arg(gpu_spec, weights_dtype, act_dtype, kv_dtype)
+    params = params_arg(gpu_spec, engine, calibration)
+    scn = Scenario(target=target, params=params, dtypes=dtypes, draft=draft_spec, batch=batch, prompt=prompt, gen=gen)
+    check_fits(scn, k_max, gpu_spec.name)
+    warnings = []
+    if draft_spec is not None and draft_spec.vocab != target.vocab:
+        warnings.append(
+            f"the draft {draft_spec.name} has a vocabulary of {draft_spec.vocab:,} tokens and "
+            f"{target.name} {target.vocab:,}: a real deployment needs a draft with the target's tokenizer"
+        )
+    meta = {
+        "model": target.name,
+        "draft": draft_spec.name if draft_spec else None,
+        "gpu": gpu_spec.id,
+        "gpu_name": gpu_spec.name,
+        "engine": params.engine,
+        "parameters": params.source,
+        "calibrated": params.source.startswith("calibration"),
+        "weights_dtype": dtypes.weights,
+        "act_dtype": dtypes.activations,
+        "kv_dtype": dtypes.kv,
+        "batch": batch,
+        "prompt": prompt,
+        "gen": gen,
+        "default_draft_used": default_draft,
+        "warnings": warnings,
+    }
+    return scn, meta

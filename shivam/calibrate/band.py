@@ -1,0 +1,45 @@
+"""How far a prediction can be trusted: 90 % bands from how far measurements fell from predictions.
+
+A band is the 5th and 95th percentiles of measured / predicted over points the prediction did not see. For a
+calibration they are its leave-one-model-out points; predicting for a card other than those measured, the card's
+energy scale is unknown, so the band takes the held-out predictions without their card factors (model error plus
+card-to-card spread). For a GPU known only by its datasheet, the band is how far the datasheet-only prediction fell
+from what the H200 measured, per engine (stored in the engine profile as datasheet_band).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shivam.specs import Band
+
+LOW, HIGH = 0.05, 0.95
+
+
+def _ratios(rows: list[dict], key: str, with_card_factors: bool) -> np.ndarray:
+    unscale = key == "energy" and not with_card_factors
+    return np.array([r[f"{key}_meas"] / (r[f"{key}_pred"] / (r["card_factor"] if unscale else 1.0)) for r in rows])
+
+
+def band_of_rows(rows: list[dict], basis: str, with_card_factors: bool = True) -> Band:
+    """The 90 % band of prediction rows (shivam.calibrate.evaluate.predictions): percentiles of measured / predicted
+    in energy and time; without card factors each row's energy is predicted as for a typical card."""
+
+    def q(x):
+        return float(np.quantile(x, LOW)), float(np.quantile(x, HIGH))
+
+    return Band(
+        energy=q(_ratios(rows, "energy", with_card_factors)),
+        time=q(_ratios(rows, "time", True)),
+        points=len(rows),
+        basis=basis,
+    )
+
+
+def coverage(rows: list[dict], band: Band, with_card_factors: bool = True) -> dict[str, float]:
+    """The fraction of rows whose measurement lies inside [prediction x low, prediction x high]."""
+    out = {}
+    for key, (lo, hi) in (("energy", band.energy), ("time", band.time)):
+        r = _ratios(rows, key, with_card_factors)
+        out[key] = float(np.mean((r >= lo) & (r <= hi))) if r.size else float("nan")
+    return out
