@@ -15,6 +15,7 @@ A parameter the data cannot identify (singular or with relative uncertainty abov
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -107,11 +108,12 @@ def card_scales(pred: np.ndarray, meas: np.ndarray, cards: list[str]) -> dict[st
 
 
 def fit(
-    data: list[Measured], base: Params, fix: dict | None = None, strict: bool = True, card_factors: bool = False
+    data: list[Measured], base: Params, fix: dict | None = None, strict: bool | str = True, card_factors: bool = False
 ) -> FitResult:
     """Fit time then energy parameters. strict: refuse, by name, a parameter the data cannot identify. strict=False
-    (cross-validation folds) keeps the least-squares values however uncertain; parameters that no point of the
-    data moves at all are held at their defaults either way.
+    (cross-validation folds) keeps the least-squares values however uncertain; strict="hold" holds each parameter
+    the data cannot identify at its prior (base) value, refits, and names it in FitResult.held. Parameters that no
+    point of the data moves at all are held at their defaults either way.
 
     card_factors: the same work drew 404-469 W on different H200 cards (docs/validation.md), so data from several
     cards can carry one energy scale per card, fitted alongside (alternating with the linear solve, normalized to a
@@ -136,15 +138,21 @@ def fit(
     x0 = np.array([min(getattr(base, n), 4.0) if n == "overlap_exponent" else getattr(base, n) for n in names])
     lo, hi = np.array([TIME_BOUNDS[n][0] for n in names]), np.array([TIME_BOUNDS[n][1] for n in names])
     scale = np.maximum(np.abs(x0), 1e-7)
-    sol = least_squares(
-        _time_residuals,
-        np.clip(x0, lo, hi),
-        bounds=(lo, hi),
-        args=(names, base, points, meas_t),
-        x_scale=scale,
-        method="trf",
-    )
-    unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, np.maximum(np.abs(sol.x), scale)), sol.x)
+    if names:
+        sol = least_squares(
+            _time_residuals,
+            np.clip(x0, lo, hi),
+            bounds=(lo, hi),
+            args=(names, base, points, meas_t),
+            x_scale=scale,
+            method="trf",
+        )
+        unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, np.maximum(np.abs(sol.x), scale)), sol.x)
+    else:  # every time parameter held: nothing to solve
+        sol = SimpleNamespace(x=np.array([]), fun=_time_residuals(np.array([]), names, base, points, meas_t))
+        unc, bad = {}, []
+    if bad and strict == "hold":
+        return _holding(data, base, fix, bad, card_factors)
     if bad and strict:
         raise _unidentifiable(bad)
     time_values = dict(zip(names, map(float, sol.x)))
@@ -163,7 +171,9 @@ def fit(
     factors = {c: 1.0 for c in cards}
     for _ in range(50 if card_factors else 1):
         f_row = np.array([factors[c] for c in cards])
-        coef, e_unc = _energy_solve(cols, e_names, meas_e / f_row, fixed_part, strict)
+        coef, e_unc, e_bad = _energy_solve(cols, e_names, meas_e / f_row, fixed_part, strict)
+        if e_bad and strict == "hold":
+            return _holding(data, base, fix, e_bad, card_factors)
         if not card_factors:
             break
         pred = sum(c * cols[n] for c, n in zip(coef, e_names)) + fixed_part
@@ -191,6 +201,16 @@ def fit(
     )
 
 
+def _holding(data, base: Params, fix: dict, bad: list[str], card_factors: bool) -> FitResult:
+    """The fit again with the unidentifiable parameters held at their priors; they are listed in held."""
+    priors = {n: (1.0 if n == "compute_scale" else getattr(base, n)) for n in bad}
+    result = fit(data, base, {**fix, **priors}, "hold", card_factors)
+    result.held.update(priors)
+    for n in priors:
+        result.values.pop(n, None)
+    return result
+
+
 def _unidentifiable(bad: list[str]) -> ShivamError:
     return ShivamError(
         f"the data cannot identify {', '.join(bad)} (uncertainty above 100 %); measure points that "
@@ -209,9 +229,9 @@ def _energy_solve(cols, e_names, meas_e, fixed_part, strict):
     coef = lsq_linear(A / colscale, b, bounds=(0, np.inf)).x / colscale
     cov = _covariance(A, A @ coef - b, np.maximum(np.abs(coef), 1.0 / colscale))
     e_unc, bad = _identifiable(e_names, cov, coef)
-    if bad and strict:
+    if bad and strict is True:
         raise _unidentifiable(bad)
-    return coef, e_unc
+    return coef, e_unc, bad
 
 
 def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str], note: str = "") -> Calibration:

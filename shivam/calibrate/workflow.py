@@ -79,9 +79,11 @@ def fit_results(
     card_factors: bool | None = None,
     recipe: Recipe | None = None,
     band: bool = True,
+    strict: bool | str = True,
 ) -> FitOutcome:
     """Fit a calibration to results files. A recipe supplies the engine, the held parameters and the card factors;
-    explicit arguments add to or override it. band: also cross-validate, for the calibration's 90 % band."""
+    explicit arguments add to or override it. band: also cross-validate, for the calibration's 90 % band. strict:
+    as for shivam.calibrate.fit.fit ("hold": hold what the data cannot identify at its prior, and name it)."""
     if recipe is not None:
         engine = recipe.engine
         fix = {**recipe.fix, **(fix or {})}
@@ -89,14 +91,14 @@ def fit_results(
     fix = check_fix(fix or {})
     engine = load_engine(engine).engine
     data, gpu = _results(paths, engine, gpu)
-    result = fit(data, base_params(gpu, engine), fix, strict=True, card_factors=bool(card_factors))
+    result = fit(data, base_params(gpu, engine), fix, strict=strict, card_factors=bool(card_factors))
     note = (
         f"shivam fit {' '.join(paths)} --recipe {recipe.name}"
         if recipe
         else f"shivam fit {' '.join(paths)} --engine {engine} "
         f"{' '.join(f'--fix {n}={v:g}' for n, v in fix.items())}{' --card-factors' * bool(card_factors)}"
     ).strip()
-    cal = calibration_file(result, gpu, engine, [str(p) for p in paths], note=note)
+    cal = calibration_file(result, load_gpu(gpu).id, engine, [str(p) for p in paths], note=note)
     if recipe is not None:
         cal.recipe = recipe.name
     if band:

@@ -170,7 +170,7 @@ def cmd_engines(args) -> int:
 def cmd_calibrations(args) -> int:
     from shivam.cli.render import table
     from shivam.specs import engine_ids, gpu_ids, load_calibration, recipe_for
-    from shivam.specs.calibration import bundled_calibration
+    from shivam.specs.calibration import bundled_calibration, user_calibrations, user_calibrations_dir
 
     rows = []
     for gid in gpu_ids():
@@ -178,17 +178,18 @@ def cmd_calibrations(args) -> int:
             path = bundled_calibration(gid, e)
             if path:
                 cal, recipe = load_calibration(path), recipe_for(gid, e)
-                rows.append(
-                    [
-                        gid,
-                        e,
-                        str(path.name),
-                        len(cal.card_factors),
-                        recipe.name if recipe else "-",
-                        ", ".join(recipe.fix) if recipe else "-",
-                    ]
-                )
-    table("Bundled calibrations (hardware/calibrated/)", ["gpu", "engine", "file", "cards", "recipe", "held"], rows)
+                held = ", ".join(recipe.fix) if recipe else "-"
+                rows.append([gid, e, "bundled", str(path.name), f"{len(cal.card_factors)} cards", held])
+    for path, cal in user_calibrations():
+        card = f"{cal.card.uuid[:12]} ({cal.card.name})" if cal.card else "-"
+        rows.append([cal.gpu, cal.engine, "installed", str(path), card, (cal.created or "")[:16]])
+    table(
+        "Calibrations",
+        ["gpu", "engine", "where", "file", "card(s)", "held / created"],
+        rows,
+        f"installed calibrations (`shivam calibrate`) live in {user_calibrations_dir()}; predict uses this card's, "
+        f"else the newest of its GPU model, else the bundled one",
+    )
     return 0
 
 
@@ -258,6 +259,30 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    import shlex
+
+    from shivam.cli.render import calibrate_summary
+    from shivam.validate.calibration import calibrate, calibrate_card
+
+    if args.simulate_meter and args.gpu is None:
+        raise ShivamError("--simulate-meter needs --gpu: the GPU whose figures the simulated run stands in for")
+    if args.card and args.quick:
+        raise ShivamError("--card and --quick are exclusive: --card measures only this card's energy scale")
+    common = dict(
+        output=args.output,
+        gpu=args.gpu,
+        gpu_index=parse_int(args.gpu_index, "--gpu-index", 0),
+        engine=args.engine,
+        simulate_meter=args.simulate_meter,
+        min_periods=parse_int(args.min_periods, "--min-periods"),
+        command="shivam " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    out = calibrate_card(**common) if args.card else calibrate(quick=args.quick, **common)
+    calibrate_summary(out)
+    return 0
+
+
 def _fixes(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -290,7 +315,10 @@ def cmd_check(args) -> int:
     max_error = parse_float(args.max_error, "--max-error", 0, 100)
     fixes = check_fix(_fixes(args.fix))
     with progress_bar("leave-one-model-out fits", enabled=args.format != "json") as tick:
-        out = check_results(args.results, args.engine, args.gpu, args.calibration, fixes, args.card_factors, tick)
+        if args.no_calibration and args.calibration:
+            raise ShivamError("--calibration and --no-calibration are exclusive: give one")
+        calibration = False if args.no_calibration else args.calibration
+        out = check_results(args.results, args.engine, args.gpu, calibration, fixes, args.card_factors, tick)
     if args.format == "json":
         _print_json(out)
     else:
@@ -321,6 +349,7 @@ COMMANDS = {
     "stage1": cmd_stage1,
     "overview": cmd_overview,
     "validate": cmd_validate,
+    "calibrate": cmd_calibrate,
     "fit": cmd_fit,
     "check": cmd_check,
     "report": cmd_report,

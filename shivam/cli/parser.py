@@ -139,6 +139,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--points-file", default=None, help="testing only: a JSON list of points instead of a suite")
 
+    p = sub.add_parser("calibrate", help="measure this GPU and install a calibration of it (NVML energy counter)")
+    p.add_argument("--quick", action="store_true", help="the quick suite (about 5 minutes on an H200)")
+    p.add_argument(
+        "--card",
+        action="store_true",
+        help="only this card's energy scale against its GPU model's calibration (about a minute)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="write the calibration here instead of installing it in the user's data directory",
+    )
+    p.add_argument("--gpu", default=None, help="a GPU file for a GPU that is not bundled (`shivam gpus --schema`)")
+    p.add_argument("--gpu-index", default="0", help="CUDA/NVML index of the GPU to measure")
+    p.add_argument("--engine", default=DEFAULT_ENGINE, help="the engine to calibrate")
+    p.add_argument(
+        "--simulate-meter",
+        action="store_true",
+        help="testing only: on the CPU against a simulated counter, tiny models, with --gpu's figures",
+    )
+    p.add_argument("--min-periods", default="20", help="energy-counter periods per window (>= 20 recommended)")
+
     p = sub.add_parser("fit", help="fit the simulator's parameters to measured results: a calibrated GPU profile")
     p.add_argument("results", nargs="+", help="JSONL files written by `shivam validate`")
     p.add_argument(
@@ -158,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="calibration file (default: the bundled one for the GPU and engine, with its recipe)",
     )
+    p.add_argument("--no-calibration", action="store_true", help="check the datasheet-only prediction and its band")
     p.add_argument("--max-error", default="0.10", help="exit 1 when the median absolute error exceeds this fraction")
     p.add_argument("--format", default="table", choices=["table", "json"], help="output format")
     _fit_args(p)

@@ -309,3 +309,42 @@ def summary_rows(records: list[dict]) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def calibrate_summary(out: dict) -> None:
+    """What `shivam calibrate` did: where the calibration went, what was fitted and held, and its band."""
+    lines = [f"calibration: {out['calibration']}"]
+    if "scale" in out:
+        lines.append(
+            f"this card's energy scale: x {out['scale']:.4f} against {out['base']} "
+            f"(runs {', '.join(f'{s:.4f}' for s in out['runs'])}; points: {', '.join(out['points'])})"
+        )
+    else:
+        e, t = out["energy_errors"], out["time_errors"]
+        lines += [
+            f"measurements: {out['measurements']} ({out['points']} points)",
+            "fitted: " + ", ".join(f"{n} {v:.4g}" for n, v in out["fitted"].items()),
+            "held at priors: " + ", ".join(f"{n} {v:.4g}" for n, v in out["held"].items()),
+            f"residuals: energy median {100 * e['median']:.1f} %, max {100 * e['max']:.1f} %; time median "
+            f"{100 * t['median']:.1f} %, max {100 * t['max']:.1f} %",
+        ]
+        if max(e["median"], t["median"]) > 0.05:
+            lines.append(
+                "warning: the fit leaves more than 5 % median error: these measurements do not follow the "
+                "model; look at the measurements file before trusting the calibration"
+            )
+        b = out["band"]
+        lines.append(
+            "90 % band: "
+            + (
+                f"energy x {b['energy'][0]:.3f}-{b['energy'][1]:.3f}, time x {b['time'][0]:.3f}-"
+                f"{b['time'][1]:.3f} ({b['basis']})"
+                if b
+                else "none (fewer than three models measured): predictions keep the datasheet band"
+            )
+        )
+    lines.append(
+        f"card: {out['card']['uuid']} ({out['card']['name']}); `shivam predict --gpu {out.get('gpu', '')}` "
+        f"on this machine now uses it"
+    )
+    print("\n".join(lines))

@@ -3,6 +3,8 @@ baselines, then run the campaign (shivam.validate.runner) into one results file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -38,6 +40,62 @@ def select_points(
     return pts
 
 
+@dataclass
+class Meter:
+    """The energy counter of one GPU (or the simulated one) and what the results file records about it."""
+
+    counter: object
+    device: str
+    gpu_id: str | None  # the bundled GPU id NVML's name maps to, if any
+    env: dict
+    idle: dict | None
+    snapshot: Callable[[], dict]
+    index: int | None
+
+
+def open_meter(
+    gpu_index: int = 0, simulate_meter: bool = False, command: str = "", simulated_power_w: float = 100.0
+) -> Meter:
+    """Set up the meter: NVML's counter of GPU `gpu_index` (one line, exit 2, where there is no GPU, NVML or CUDA),
+    the environment record and the idle baselines; or, for tests on the CPU, a simulated 100 ms counter."""
+    try:
+        import torch
+    except ImportError:
+        raise ShivamError("the validator needs torch; install the extra: pip install 'shivam[validate]'") from None
+    if simulate_meter:
+        from shivam.validate.meter import SimulatedCounter
+
+        counter = SimulatedCounter(power_w=simulated_power_w).counter()
+        env = {"record": "environment", "command": command, "simulated_meter": True, "device": "cpu"}
+        return Meter(counter, "cpu", None, env, None, lambda: {}, None)
+    from shivam.validate import nvml
+    from shivam.validate.meter import idle_power
+
+    index = gpu_index
+    counter = nvml.counter(index, lambda: torch.cuda.synchronize(index))  # NVML needs no CUDA context
+    env = nvml.environment(index, command)
+    # idle before this process touches CUDA at all, then with a context held
+    idle = {"no_context_w": idle_power(counter, 3.0)}
+    if not torch.cuda.is_available():
+        raise ShivamError("NVML sees a GPU but torch has no CUDA; install a CUDA build of torch")
+    device = f"cuda:{index}"
+    torch.zeros(1, device=device)
+    torch.cuda.synchronize(index)
+    idle["with_context_w"] = idle_power(counter, 3.0)
+    return Meter(counter, device, gpu_id_for(env["gpu"]), env, idle, lambda: nvml.snapshot(index), index)
+
+
+def results_file(folder: Path, name: str, meter: Meter) -> ResultsFile:
+    """The results file of a campaign, its environment and idle records appended (a resumed run adds its own)."""
+    if folder.exists() and not folder.is_dir():
+        raise ShivamError(f"--out {str(folder)!r} is a file; give a folder for the results")
+    results = ResultsFile(folder / f"{name}.jsonl")
+    results.append(meter.env)
+    if meter.idle:
+        results.append({"record": "idle", **meter.idle, "note": "board power over >= 3 s of counter periods"})
+    return results
+
+
 def run_validation(
     points: list[Point],
     out: str | None = None,
@@ -54,62 +112,29 @@ def run_validation(
     command: str = "",
 ) -> tuple[Path, list[dict]]:
     """Measure the points; returns the results file and the records written by this run."""
-    try:
-        import torch
-    except ImportError:
-        raise ShivamError("the validator needs torch; install the extra: pip install 'shivam[validate]'") from None
-    from shivam.validate.runner import Workbench, run_campaign
-
     if codecarbon:
         from shivam.validate.codecarbon_check import require_codecarbon
 
         require_codecarbon()  # refuse at the start, not after the first point
+    meter = open_meter(gpu_index, simulate_meter, command)
+    from shivam.validate.runner import Workbench, run_campaign
 
-    index = gpu_index
-    if simulate_meter:
-        from shivam.validate.meter import SimulatedCounter
-
-        counter = SimulatedCounter(power_w=100.0).counter()
-        device, gpu_id, snapshot, idle = "cpu", None, (lambda: {}), None
-        env = {"record": "environment", "command": command, "simulated_meter": True, "device": "cpu"}
-        out_dir = Path(out or "validation/results/simulated")
-    else:
-        from shivam.validate import nvml
-        from shivam.validate.meter import idle_power
-
-        device = f"cuda:{index}"
-        gpu_sync = lambda: torch.cuda.synchronize(index)  # noqa: E731
-        counter = nvml.counter(index, gpu_sync)  # NVML needs no CUDA context; says so in one line if no GPU
-        env = nvml.environment(index, command)
-        gpu_id = gpu_id_for(env["gpu"])
-        # idle before this process touches CUDA at all, then with a context held
-        idle = {"no_context_w": idle_power(counter, 3.0)}
-        if not torch.cuda.is_available():
-            raise ShivamError("NVML sees a GPU but torch has no CUDA; install a CUDA build of torch")
-        torch.zeros(1, device=device)
-        torch.cuda.synchronize(index)
-        idle["with_context_w"] = idle_power(counter, 3.0)
-        snapshot = lambda: nvml.snapshot(index)  # noqa: E731
-        out_dir = Path(out or f"validation/results/{gpu_id or 'gpu'}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ShivamError(f"--out {str(out_dir)!r} is a file; give a folder for the results")
-    results = ResultsFile(out_dir / f"{name}.jsonl")
-    results.append(env)
-    if idle:
-        results.append({"record": "idle", **idle, "note": "board power over >= 3 s of counter periods"})
-    bench = Workbench(device, weights)
+    folder = Path(
+        out or ("validation/results/simulated" if simulate_meter else f"validation/results/{meter.gpu_id or 'gpu'}")
+    )
+    results = results_file(folder, name, meter)
     written = run_campaign(
         points,
         results,
-        counter,
-        bench,
-        gpu_id,
-        snapshot,
+        meter.counter,
+        Workbench(meter.device, weights),
+        meter.gpu_id,
+        meter.snapshot,
         repeats,
         min_periods,
-        idle if subtract_idle else None,
+        meter.idle if subtract_idle else None,
         progress=True,
-        codecarbon_gpu=(None if simulate_meter else index) if codecarbon else False,
+        codecarbon_gpu=meter.index if codecarbon else False,
         max_spread=max_spread,
         extensions=extensions,
     )

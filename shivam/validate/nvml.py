@@ -21,7 +21,9 @@ def _nvml():
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        raise ShivamError(f"no NVIDIA GPU found (NVML: {exc}); run `shivam validate` on a machine with one") from None
+        raise ShivamError(
+            f"no NVIDIA GPU found (NVML: {exc}); measure on a machine with one (and its driver)"
+        ) from None
     return pynvml
 
 

@@ -1,0 +1,299 @@
+"""`shivam calibrate`: measure this GPU with a suite that identifies every fitted parameter, fit, and install the
+calibration for this card; or (--card) measure only this card's energy scale against its GPU model's calibration.
+
+Every measured point is appended to a results file in the user's data directory as it completes, so an interrupted
+calibration resumes and nothing measured is lost; the calibration goes to <data>/calibrations/ (or -o FILE), where
+`shivam predict` finds it (shivam.specs.calibration.find_calibration).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from pathlib import Path
+
+from shivam.calibrate import fit_results
+from shivam.calibrate.points import Point, point_cost
+from shivam.errors import ShivamError
+from shivam.sim.scenario import Scenario
+from shivam.specs import GPU, Calibration, Dtypes, load_gpu, load_model, make_params, resolve_params
+from shivam.specs.calibration import Card, user_calibrations_dir
+from shivam.userfiles import write_text
+
+# held in every calibration, as in the bundled H200 recipe: the host sync of a speculative iteration cannot be told
+# from the per-step overhead, nor power while kernels run from energy per byte when nearly every step is memory-bound
+PRIORS = {"per_iteration_s": 0.0, "active_power_w": 0.0}
+# largest first: the memory-bound anchor is the largest that fits; the rest separate per-kernel, per-step and
+# per-byte costs (sizes 68M to 7B, 2 to 32 layers)
+LARGE = ("mistral-7b", "llama-2-7b", "opt-6.7b", "gemma-2b", "tinyllama-1.1b")
+MID = ("opt-1.3b", "tinyllama-1.1b", "qwen2-0.5b")
+SMALL = ("opt-125m", "llama-68m")
+DRAFT = "opt-125m"
+SIMULATED = ("llama-68m", "opt-125m")  # what the CPU runs against the simulated counter (tests)
+
+
+def fits(gpu: GPU, model: str, dtypes: Dtypes, batch: int, tokens: int) -> bool:
+    """Whether a model's weights and KV cache for batch x tokens fit in 90 % of the GPU's memory (the engine's
+    workspace and the allocator take the rest)."""
+    scn = Scenario(target=load_model(model), params=make_params(gpu), dtypes=dtypes, batch=batch, prompt=tokens, gen=1)
+    return scn.memory_needed(0) <= 0.9 * gpu.capacity_bytes
+
+
+def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False) -> list[Point]:
+    """The calibration suite for this GPU: models that fit its memory, in its 16-bit dtype (fp16 without bf16).
+
+    Each fitted parameter has points that move it: bytes (the largest model's decode), FLOPs and their overlap with
+    bytes (verify widths 5-129, batch 8-32), KV bytes (contexts 128-4096), per-kernel and per-step costs (models of
+    2 to 32 layers), the masked attention kernel (several new tokens), PCIe (stage I). The rest are held at priors."""
+    dt = gpu.default_dtype()
+    dtypes = Dtypes.of(dt)
+    kw = {"weights_dtype": dt, "kv_dtype": dt}
+    suite = "calibrate-quick" if quick else "calibrate"
+
+    def step(model, n=1, c=512, b=1):
+        return Point(suite=suite, kind="step", model=model, new_tokens=n, context=c, batch=b, **kw)
+
+    if simulated:
+        small, tiny = SIMULATED[1], SIMULATED[0]
+        pts = [step(tiny, n) for n in (1, 5, 17)] + [step(tiny, c=c) for c in (64, 256)] + [step(tiny, b=4)]
+        return pts + [step(small), step(small, 5)]
+    # the anchor's largest shapes: batch 32 at context 512, one sequence at 4,096 tokens
+    large = next((m for m in LARGE if fits(gpu, m, dtypes, 32, 513) and fits(gpu, m, dtypes, 1, 4097)), None)
+    if large is None:
+        raise ShivamError(
+            f"{gpu.name}: no model of the calibration suite fits its {gpu.memory.capacity_gb:g} GB "
+            f"(the smallest, {LARGE[-1]}, needs more at batch 32); use a larger GPU"
+        )
+    mid = [m for m in MID if m != large][: 1 if quick else 2]
+    pts = [step(large, n) for n in (1, 5, 33, 129)] + [step(large, c=c) for c in (128, 4096)]
+    pts += [step(large, b=b) for b in (8, 32)]
+    pts += [p for m in mid for p in (step(m), step(m, 5))] + [step(m) for m in SMALL]
+    spec = [
+        Point(suite=suite, kind="spec", model=large, draft=DRAFT, k=k, alpha=0.0 if k == 0 else 0.8, **kw)
+        for k in (0, 4)
+    ]
+    stage1 = [
+        Point(suite=suite, kind="stage1", size=4096, tokens=4096, reuse=r, reload=rl, weights_dtype=dt)
+        for r in (1, 10)
+        for rl in (True, False)
+    ]
+    if not quick:
+        others = [
+            m
+            for m in ("llama-2-7b", "opt-6.7b", "gemma-2b", "qwen2-0.5b", "phi-3-mini")
+            if m != large and fits(gpu, m, dtypes, 16, 1024)
+        ]
+        pts += [step(m, n) for m in others for n in (1, 9, 33)] + [step(m, b=16) for m in others]
+        pts += [step(large, c=c) for c in (1024, 2048)] + [step(large, b=b) for b in (2, 4, 16)]
+        spec += [Point(suite=suite, kind="spec", model=large, draft=DRAFT, k=k, alpha=0.8, **kw) for k in (2, 6)]
+    return pts + spec + stage1
+
+
+def _gpu_of(meter, gpu: str | None) -> GPU:
+    if gpu is not None:
+        return load_gpu(gpu)
+    if meter.gpu_id is None:
+        raise ShivamError(
+            f"{meter.env.get('gpu', 'this GPU')} is not a bundled GPU: write a GPU file in the bundled "
+            f"schema (`shivam gpus --schema`) and pass it as --gpu FILE"
+        )
+    return load_gpu(meter.gpu_id)
+
+
+def _card(meter, gpu: GPU) -> Card:
+    env = meter.env
+    return Card(
+        uuid=env.get("gpu_uuid") or "simulated",
+        name=env.get("gpu") or gpu.name,
+        power_limit_w=env.get("power_limit_w"),
+        max_sm_clock_mhz=env.get("max_sm_clock_mhz"),
+        driver=env.get("driver"),
+    )
+
+
+def _card_key(card: Card) -> str:
+    """A short, file-name-safe key of a card: the first 8 hex digits of its NVML UUID."""
+    key = card.uuid.removeprefix("GPU-")[:8]
+    return "".join(ch for ch in key if ch.isalnum()) or "card"
+
+
+def _measure(points: list[Point], meter, folder: Path, name: str, repeats: int, min_periods: int, extensions: int):
+    from shivam.validate.campaign import results_file
+    from shivam.validate.runner import Workbench, run_campaign
+
+    results = results_file(folder, name, meter)
+    run_campaign(
+        points,
+        results,
+        meter.counter,
+        Workbench(meter.device),
+        meter.gpu_id,
+        meter.snapshot,
+        repeats,
+        min_periods,
+        extensions=extensions,
+    )
+    failed = [r for r in results.records() if r.get("record") == "point" and r.get("status") != "ok"]
+    return results.path, failed
+
+
+def _install(cal: Calibration, output: str | None, card: Card) -> Path:
+    path = Path(output) if output else user_calibrations_dir() / f"{cal.gpu}-{cal.engine}-{_card_key(card)}.json"
+    write_text(path, cal.model_dump_json(indent=1) + "\n", "-o")
+    return path
+
+
+def calibrate(
+    quick: bool = True,
+    output: str | None = None,
+    gpu: str | None = None,
+    gpu_index: int = 0,
+    engine: str = "graph",
+    simulate_meter: bool = False,
+    repeats: int = 3,
+    min_periods: int = 20,
+    extensions: int = 1,
+    command: str = "",
+) -> dict:
+    """Measure this GPU, fit, install. Returns what was done: the files, the fitted and held parameters, the
+    residuals and the 90 % band."""
+    from shivam.validate.campaign import open_meter
+
+    meter = open_meter(gpu_index, simulate_meter, command)
+    spec = _gpu_of(meter, gpu)
+    card = _card(meter, spec)
+    points = calibration_points(spec, quick, simulated=simulate_meter)
+    folder = user_calibrations_dir().parent / "measurements"
+    name = f"{spec.id}-{_card_key(card)}-{'quick' if quick else 'full'}"
+    path, failed = _measure(points, meter, folder, name, repeats, min_periods, extensions)
+    if failed:
+        raise ShivamError(
+            f"{len(failed)} calibration points failed ({failed[0]['label']}: "
+            f"{str(failed[0].get('error', ''))[:80]}); the measurements are kept in {path}: fix the "
+            f"cause and run the same command again to resume"
+        )
+    outcome = fit_results(
+        [str(path)], engine, gpu or spec.id, dict(PRIORS), card_factors=False, strict="hold", band=True
+    )
+    cal = outcome.calibration
+    cal.card, cal.created = card, datetime.datetime.now(datetime.timezone.utc).isoformat()
+    held = {**{n: PRIORS[n] for n in PRIORS}, **outcome.result.held}
+    cal.note = (
+        f"shivam calibrate{' --quick' * quick} on {card.name} {card.uuid}; held at priors: {', '.join(sorted(held))}"
+    )
+    installed = _install(cal, output, card)
+    return {
+        "calibration": str(installed),
+        "measurements": str(path),
+        "points": outcome.points,
+        "gpu": spec.id,
+        "card": card.model_dump(),
+        "fitted": {n: v for n, v in outcome.result.values.items() if n not in held},
+        "held": held,
+        "energy_errors": outcome.energy_errors,
+        "time_errors": outcome.time_errors,
+        "band": cal.band.model_dump() if cal.band else None,
+    }
+
+
+# --- --card: this card's energy scale against its GPU model's calibration -------------------------------------------
+ENERGY_COEFFICIENTS = (
+    "static_power_w",
+    "active_power_w",
+    "block_power_w",
+    "dram_j_per_byte",
+    "pcie_j_per_byte",
+    "misaligned_power_w",
+)
+
+
+def card_points(gpu: GPU, simulated: bool = False) -> list[Point]:
+    """Two decode steps of the largest model that fits, batch 1 and 8: enough to scale energy, little to wait for."""
+    dt = gpu.default_dtype()
+    kw = {"weights_dtype": dt, "kv_dtype": dt}
+    if simulated:
+        model = SIMULATED[0]
+    else:
+        model = next((m for m in LARGE if fits(gpu, m, Dtypes.of(dt), 8, 1024)), None)
+        if model is None:
+            raise ShivamError(f"{gpu.name}: no model of the calibration suite fits its memory; use a larger GPU")
+    return [Point(suite="card", kind="step", model=model, batch=b, **kw) for b in (1, 8)]
+
+
+def calibrate_card(
+    output: str | None = None,
+    gpu: str | None = None,
+    gpu_index: int = 0,
+    engine: str = "graph",
+    simulate_meter: bool = False,
+    agree: float = 0.015,
+    runs: int = 3,
+    min_periods: int = 20,
+    command: str = "",
+) -> dict:
+    """Measure this card's energy scale f against the calibration of its GPU model (two runs that agree within
+    `agree`, at most `runs`), and install that calibration with every energy coefficient times f, keyed by this
+    card's UUID, power limit and clocks."""
+    from shivam.validate.campaign import open_meter
+    from shivam.validate.runner import Workbench, measure_steady, min_calls_for
+
+    meter = open_meter(gpu_index, simulate_meter, command)
+    spec = _gpu_of(meter, gpu)
+    card = _card(meter, spec)
+    params = resolve_params(spec, engine)
+    if not params.source.startswith("calibration"):
+        raise ShivamError(f"{spec.id} has no calibration of its GPU model to scale: run `shivam calibrate` instead")
+    points = card_points(spec, simulated=simulate_meter)
+    bench = Workbench(meter.device)
+    calls = [bench.call_for(p) for p in points]
+    measure_steady(meter.counter, calls[0], 1, min_periods, min_calls_for(points[0]), 1.0, 0)  # warm-up
+    predicted = sum(float(point_cost(p, params)[0].energy_j) for p in points)
+    scales = []
+    for _ in range(runs):
+        measured = sum(
+            measure_steady(meter.counter, call, 2, min_periods, min_calls_for(p), 1.0, 0)["energy_per_call_j"]
+            for p, call in zip(points, calls)
+        )
+        scales.append(measured / predicted)
+        if len(scales) >= 2 and abs(scales[-1] / scales[-2] - 1) <= agree:
+            break
+    else:
+        raise ShivamError(
+            f"the card's energy scale did not settle: runs gave {', '.join(f'{s:.3f}' for s in scales)}"
+            f" (more than {100 * agree:.1f} % apart); let the GPU idle and run again"
+        )
+    f = math.sqrt(scales[-1] * scales[-2])
+    from shivam.specs import load_calibration
+    from shivam.specs.calibration import find_calibration
+
+    model_path = find_calibration(spec.id, params.engine)
+    base = load_calibration(model_path)
+    values = dict(base.parameters)
+    for name in ENERGY_COEFFICIENTS:
+        values[name] = f * float(values.get(name, getattr(params, name)))
+    values["j_per_flop"] = {d: f * v for d, v in params.j_per_flop.items()}
+    band = base.band
+    cal = Calibration(
+        gpu=spec.id,
+        engine=params.engine,
+        parameters=values,
+        uncertainty=base.uncertainty,
+        fitted_from=base.fitted_from,
+        recipe=base.recipe,
+        band=band,
+        card=card,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        note=(
+            f"shivam calibrate --card on {card.name} {card.uuid}: {model_path.name} with its energy "
+            f"coefficients x {f:.4f} (runs {', '.join(f'{s:.4f}' for s in scales)})"
+        ),
+    )
+    installed = _install(cal, output, card)
+    return {
+        "calibration": str(installed),
+        "scale": f,
+        "runs": scales,
+        "base": str(model_path),
+        "card": card.model_dump(),
+        "points": [p.label() for p in points],
+    }
