@@ -294,6 +294,7 @@ def calibrate_card(
         "scale": f,
         "runs": scales,
         "base": str(model_path),
+        "gpu": spec.id,
         "card": card.model_dump(),
         "points": [p.label() for p in points],
     }

@@ -1,0 +1,143 @@
+"""`shivam calibrate`: the suite a GPU gets, the refusals, and the whole path on the CPU against the simulated counter
+(measure, fit, install, and predict finding the installed calibration and saying so)."""
+
+import json
+
+import pytest
+from conftest import ROOT
+from test_cli import assert_clean_error
+
+from shivam.errors import ShivamError
+from shivam.sim.scenario import Scenario
+from shivam.specs import GPU, Dtypes, load_gpu, load_model, make_params
+from shivam.validate.calibration import calibration_points, card_points
+
+
+@pytest.mark.parametrize("gpu_id,dtype", [("t4", "fp16"), ("l4", "bf16"), ("h200", "bf16"), ("rtx-4090", "bf16")])
+def test_the_suite_fits_the_gpu_and_uses_its_dtype(gpu_id, dtype):
+    gpu = load_gpu(gpu_id)
+    points = calibration_points(gpu, quick=True)
+    assert {p.weights_dtype for p in points} == {dtype}
+    params = make_params(gpu)
+    for p in points:
+        if p.kind == "stage1":
+            continue
+        scn = Scenario(
+            target=load_model(p.model),
+            params=params,
+            dtypes=Dtypes.of(dtype),
+            draft=load_model(p.draft) if p.draft else None,
+            batch=p.batch,
+            prompt=p.context + p.new_tokens + p.k,
+            gen=1,
+        )
+        assert scn.memory_needed(p.k) <= gpu.capacity_bytes, p.label()
+    kinds = {p.kind for p in points}
+    # what identifies each fitted parameter: wide verify steps, batch, context, small models, PCIe
+    assert {"step", "spec", "stage1"} <= kinds
+    assert max(p.new_tokens for p in points) >= 129 and max(p.batch for p in points) >= 32
+    assert len({p.model for p in points if p.model}) >= 4
+
+
+def test_a_gpu_too_small_for_every_model_is_refused():
+    small = json.loads((ROOT / "hardware/t4.json").read_text())
+    small.update(id="tiny-gpu", name="Tiny GPU")
+    small["memory"]["capacity_gb"] = 0.5
+    with pytest.raises(ShivamError, match="no model of the calibration suite fits"):
+        calibration_points(GPU.model_validate(small))
+    with pytest.raises(ShivamError, match="no model of the calibration suite fits"):
+        card_points(GPU.model_validate(small))
+
+
+def test_calibrate_without_a_gpu_is_one_line(cli):
+    import shutil
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has an NVIDIA driver")
+    assert_clean_error(cli("calibrate", "--quick"), "no NVIDIA GPU")
+    assert_clean_error(cli("calibrate", "--card", "--quick"), "exclusive")
+    assert_clean_error(cli("calibrate", "--simulate-meter"), "--simulate-meter needs --gpu")
+
+
+def test_calibrate_without_nvml_is_one_line(cli, tmp_path):
+    # a Python where `import pynvml` fails: the meter says what to install
+    (tmp_path / "pynvml.py").write_text("raise ImportError('no NVML here')\n")
+    res = cli("calibrate", "--quick", env={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
+    assert_clean_error(res, "nvidia-ml-py is not installed")
+
+
+def test_calibrate_installs_a_calibration_predict_then_uses(cli, tmp_path):
+    env = {"SHIVAM_DATA_DIR": str(tmp_path)}
+    res = cli("calibrate", "--simulate-meter", "--gpu", "t4", "--min-periods", "2", env=env)
+    assert res.returncode == 0, res.stderr
+    installed = list((tmp_path / "calibrations").glob("t4-graph-*.json"))
+    assert len(installed) == 1
+    cal = json.loads(installed[0].read_text())
+    assert cal["gpu"] == "t4" and cal["card"]["name"] == "NVIDIA T4" and "held at priors" in cal["note"]
+    measurements = list((tmp_path / "measurements").glob("*.jsonl"))
+    assert len(measurements) == 1 and "held at priors: " in res.stdout
+    pred = cli("predict", "--model", "opt-125m", "--gpu", "t4", "--k", "2", "--format", "json", env=env)
+    assert json.loads(pred.stdout)["parameters"].startswith(f"calibration {installed[0]}")
+    listed = cli("calibrations", env=env)
+    assert "installed" in listed.stdout and "t4" in listed.stdout
+    # elsewhere (no installed calibration) the T4 stays on its datasheet
+    bare = cli(
+        "predict",
+        "--model",
+        "opt-125m",
+        "--gpu",
+        "t4",
+        "--k",
+        "2",
+        "--format",
+        "json",
+        env={"SHIVAM_DATA_DIR": str(tmp_path / "empty")},
+    )
+    assert "datasheet" in json.loads(bare.stdout)["parameters"]
+
+
+def test_card_scales_every_energy_coefficient(tmp_path, monkeypatch):
+    # against a constant simulated power, the card's scale is measured / predicted energy; the installed calibration
+    # multiplies every energy coefficient by it, so its energy predictions are the bundled ones times the scale
+    import shivam
+    from shivam.validate.calibration import calibrate_card
+
+    monkeypatch.setenv("SHIVAM_DATA_DIR", str(tmp_path))
+    out = calibrate_card(gpu="h200", simulate_meter=True, agree=0.5, min_periods=2)
+    f = out["scale"]
+    assert f > 0 and abs(out["runs"][-1] / out["runs"][-2] - 1) <= 0.5
+    mine = shivam.predict("mistral-7b", "h200", k=2, alpha=0.8, calibration=out["calibration"])
+    bundled = shivam.predict(
+        "mistral-7b", "h200", k=2, alpha=0.8, calibration=str(ROOT / "hardware/calibrated/h200-graph.json")
+    )
+    for a, b in zip(mine.rows, bundled.rows):
+        assert a["energy_per_token_j"] == pytest.approx(f * b["energy_per_token_j"], rel=1e-9)
+        assert a["time_per_token_s"] == pytest.approx(b["time_per_token_s"], rel=1e-12)
+
+
+def test_the_datasheet_band_covers_held_out_models_on_the_h200():
+    # the H200's data treated as uncalibrated: a band taken from the other models' datasheet-only errors covers
+    # 80-95 % of each held-out model's points, and is no wider than +-30 % about its centre
+    from shivam.calibrate import check_results
+    from shivam.specs import load_engine
+
+    files = sorted(str(p) for p in (ROOT / "validation/results/h200").glob("*.jsonl"))
+    for engine in ("graph", "hf"):
+        out = check_results(files, engine, calibration=False)
+        for key in ("energy", "time"):
+            assert 0.80 <= out["band_coverage"][key] <= 0.95, (engine, key, out["band_coverage"])
+            lo, hi = out["band"][key]
+            assert (hi - lo) / (hi + lo) <= 0.30
+            assert list(load_engine(engine).datasheet_band.model_dump()[key]) == pytest.approx([lo, hi])
+
+
+def test_every_bundled_gpu_prediction_has_a_band():
+    import shivam
+    from shivam.specs import gpu_ids
+
+    for gid in gpu_ids():
+        r = shivam.predict("opt-1.3b", gid, k=2, alpha=0.8)
+        for row in r.rows:
+            assert row["energy_per_token_j_low"] < row["energy_per_token_j"] * 1.5
+            assert row["energy_per_token_j_low"] <= row["energy_per_token_j_high"]
+            assert row["time_per_token_s_low"] <= row["time_per_token_s_high"]
