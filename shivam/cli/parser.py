@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points-file", default=None, help="testing only: a JSON list of points instead of a suite")
 
     p = sub.add_parser("calibrate", help="measure this GPU and install a calibration of it (NVML energy counter)")
-    p.add_argument("--quick", action="store_true", help="the quick suite (about 5 minutes on an H200)")
+    p.add_argument("--quick", action="store_true", help="the quick suite (about 3 minutes on an H200)")
     p.add_argument(
         "--card",
         action="store_true",
