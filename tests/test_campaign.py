@@ -127,5 +127,8 @@ def test_codecarbon_cross_check_is_recorded_beside_the_meter(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     cc = point_records(tmp_path / "points.jsonl")[0]["codecarbon"]
-    assert cc["shivam_power_w"] == pytest.approx(100.0, rel=0.01)  # the simulated counter's constant power
+    # the simulated counter's constant power; CodeCarbon's own sampling thread runs during this window, and on a
+    # busy 2-core host the edge detection of a 0.1 s period then lags by up to a few ms (the meter's precision on an
+    # idle host is tested in test_meter.py)
+    assert cc["shivam_power_w"] == pytest.approx(100.0, rel=0.03)
     assert cc["codecarbon_total_energy_j"] > 0 and cc["codecarbon_wall_s"] > 0.3
