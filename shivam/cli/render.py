@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -255,9 +256,18 @@ def check_table(out: dict) -> None:
 
 @contextmanager
 def progress_bar(what: str, enabled: bool = True):
-    """A rich progress bar on stderr; yields the callback a long computation calls as (item, done, total)."""
+    """Progress on stderr; yields the callback a long computation calls as (item, done, total). On a terminal a rich
+    bar; elsewhere (a log, CI) one plain line per item, so that a long run still says what it is doing."""
     if not enabled:
         yield None
+        return
+    console = Console(stderr=True)
+    if not console.is_terminal:
+
+        def line(item: str, done: int, total: int) -> None:
+            print(f"{what}: {done + 1}/{total} ({item})", file=sys.stderr, flush=True)
+
+        yield line
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -266,12 +276,13 @@ def progress_bar(what: str, enabled: bool = True):
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task(what, total=None)
+        task = bar.add_task(what, total=None, start=False)
 
         def tick(item: str, done: int, total: int) -> None:
+            bar.start_task(task)
             bar.update(task, description=f"{what}: {item}", completed=done, total=total)
 
         yield tick
