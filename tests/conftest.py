@@ -9,6 +9,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def no_installed_calibrations(tmp_path_factory, monkeypatch):
+    """Tests see no calibration installed on the machine they run on (`shivam calibrate` writes to the user's data
+    directory, which predict and check then prefer): the figures they check are the repository's alone."""
+    monkeypatch.setenv("SHIVAM_DATA_DIR", str(tmp_path_factory.mktemp("shivam-data")))
+
+
 def run_cli(*args, env=None):
     """Run `python -m shivam ARGS` in a fresh interpreter, as a user would."""
     return subprocess.run(

@@ -4,9 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from shivam.calibrate import Measured, error_stats, fit
 from shivam.calibrate.points import Point, point_cost
+from shivam.errors import ShivamError
 from shivam.specs import load_gpu, make_params
 
 TRUTH = {
@@ -200,3 +202,38 @@ def test_a_calibration_with_card_factors_states_the_spread():
     cal = Calibration(gpu="h200", engine="graph", parameters={}, card_factors={"a": 0.9, "b": 1.1})
     p = make_params(load_gpu("h200"), "graph", cal, "x.json")
     assert "±10 % between the 2 cards" in p.source  # (1.1 - 0.9) / 2
+
+
+def test_the_vectorized_point_costs_equal_the_scalar_ones():
+    # the fit costs every point in one pass (PointSet/StepSet); it must equal point_cost, point by point and term by
+    # term, for every kind of point the committed data holds (eager dispatches, fp8, unaligned heads, stage I,
+    # generate calls over many contexts)
+    from dataclasses import fields
+
+    from shivam.calibrate import load_results
+    from shivam.calibrate.points import PointSet
+    from shivam.specs import resolve_params
+
+    files = sorted(str(p) for p in (ROOT / "validation/results/h200").glob("*.jsonl"))
+    for engine in ("graph", "hf"):
+        data, gpu = load_results(files, engine)
+        params = resolve_params(load_gpu(gpu), engine)
+        batch = PointSet([m.point for m in data], params).costs(params)
+        for i, m in enumerate(data):
+            one = point_cost(m.point, params)[0]
+            for f in fields(one):
+                assert getattr(batch, f.name)[i] == pytest.approx(float(getattr(one, f.name)), rel=1e-12, abs=1e-30)
+
+
+def test_hold_mode_holds_what_the_data_cannot_identify():
+    # decode steps of one model at one shape cannot separate bandwidth from per-kernel cost: strict refuses by name,
+    # "hold" holds them at their priors, names them, and still fits what the data does identify
+    data, _ = synthetic(seed=3)
+    one = [m for m in data if m.point.new_tokens == 1 and m.point.batch == 1][:3]
+    base = make_params(load_gpu("h200"), "graph")
+    with pytest.raises(ShivamError, match="cannot identify"):
+        fit(one, base, FIXED)
+    res = fit(one, base, FIXED, strict="hold")
+    assert res.held and all(n not in res.values for n in res.held)
+    for n, v in res.held.items():
+        assert v == (1.0 if n == "compute_scale" else getattr(base, n))

@@ -149,11 +149,12 @@ def stage1(
     reuse: Iterable[int] = range(1, 101),
     dtype: str | None = None,
     engine: str | None = None,
+    calibration: CalibrationArg = None,
 ) -> dict:
     """The paper's stage I predicted: reload an n x n weight matrix from the host before every GEMM, or load it once
-    and reuse it `reuse` times."""
+    and reuse it `reuse` times; with the parameters `predict` would use (`parameters` names them)."""
     from shivam.sim.hostcopy import reload_vs_reuse
-    from shivam.specs import make_params, normalize
+    from shivam.specs import normalize
 
     gpu_spec = gpu_arg(gpu)
     if dtype is not None and not isinstance(dtype, str):
@@ -167,5 +168,6 @@ def stage1(
     counts = [check_int(r, "--reuse", 1, 100_000, "the reuse count") for r in check_list(reuse, "--reuse")]
     n = check_int(size, "--size", 1, 65_536)
     rows = check_int(tokens, "--tokens", 1, 1_000_000)
-    res = reload_vs_reuse(make_params(gpu_spec, engine_arg(engine)), n, rows, Dtypes.of(dt_name, dt_name), counts)
-    return {"gpu": gpu_spec.id, "gpu_name": gpu_spec.name, "dtype": dt_name, **res}
+    params = params_arg(gpu_spec, engine_arg(engine), calibration)
+    res = reload_vs_reuse(params, n, rows, Dtypes.of(dt_name, dt_name), counts)
+    return {"gpu": gpu_spec.id, "gpu_name": gpu_spec.name, "dtype": dt_name, "parameters": params.source, **res}

@@ -163,6 +163,13 @@ def fit(
     features = energy_features(costs)
     cols = {n: np.asarray(features[n], dtype=float) for n in ENERGY_PARAMS}
     e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
+    held.update(
+        {
+            n: (1.0 if n == "compute_scale" else getattr(base, n))
+            for n in ENERGY_PARAMS
+            if n not in fix and n not in e_names
+        }
+    )  # no point moves them
     meas_e = np.array([m.energy_j for m in data])
     fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix) + np.asarray(
         energy_not_fitted(costs), dtype=float
@@ -223,6 +230,8 @@ def _energy_solve(cols, e_names, meas_e, fixed_part, strict):
     coefficients the data cannot identify, keeps them however uncertain otherwise (cross-validation folds)."""
     from scipy.optimize import lsq_linear
 
+    if not e_names:  # every energy coefficient held
+        return np.array([]), {}, []
     A = np.stack([cols[n] / meas_e for n in e_names], axis=1)
     b = 1.0 - fixed_part / meas_e
     colscale = np.maximum(np.abs(A).max(axis=0), 1e-30)

@@ -54,6 +54,10 @@ class Point(BaseModel, frozen=True):
             return
         if not self.model:
             raise ShivamError(f"a {self.kind} point names no model")
+        if self.kind == "spec" and (self.draft is None or self.alpha is None):
+            raise ShivamError(f"{self.label()}: a spec point needs a draft and an alpha")
+        if self.kind == "generate" and self.gen < 1:
+            raise ShivamError(f"{self.label()}: a generate point needs gen of at least 1")
         tokens = {
             "step": self.context + self.new_tokens,
             "spec": self.context + self.k + 1,

@@ -8,6 +8,7 @@ killed run leaves at most one half-written last line, which readers skip and the
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +80,19 @@ class Measured:
             raise ShivamError(validation_message(exc, f"{source}: point record {r.get('id', '?')}", fix=_FIX)) from None
         m = r.get("measured")
         keys = ("time_per_call_s", "energy_per_call_j")
-        if not isinstance(m, dict) or not all(isinstance(m.get(k), (int, float)) and m[k] > 0 for k in keys):
+
+        def number(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+        tokens = m.get("tokens_per_call", 0.0) if isinstance(m, dict) else None
+        if (
+            not isinstance(m, dict)
+            or not all(number(m.get(k)) and m[k] > 0 for k in keys)
+            or not (number(tokens) and tokens >= 0)
+        ):
             raise ShivamError(
-                f"{source}: point record {r.get('id', '?')} has no positive measured time_per_call_s "
-                f"and energy_per_call_j; {_FIX}"
+                f"{source}: point record {r.get('id', '?')} has no finite positive measured time_per_call_s "
+                f"and energy_per_call_j (and tokens_per_call, if any, a number >= 0); {_FIX}"
             )
         try:
             p.check()
@@ -114,7 +124,13 @@ def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Meas
                 # one environment record per campaign (a resumed run adds one): the points after it ran on its card
                 card = r.get("gpu_uuid") or f"{Path(path).name} campaign of {str(r.get('date', '?'))[:16]}"
                 if isinstance(r.get("gpu"), str):
-                    gpu = gpu or gpu_id_for(r["gpu"])
+                    this = gpu_id_for(r["gpu"])
+                    if gpu is not None and this is not None and this != gpu:
+                        raise ShivamError(
+                            f"{path}: measured on {this}, the other results on {gpu}; check or fit the "
+                            f"results of one GPU at a time"
+                        )
+                    gpu = gpu or this
             if r.get("record") == "point" and r.get("status") == "ok":
                 m = Measured.from_record(r, card, str(path))
                 if engine is None or m.point.engine == engine:

@@ -6,13 +6,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from shivam.calibrate.band import band_of_rows, coverage
 from shivam.calibrate.evaluate import best_k_check, card_factors_for, error_stats, leave_one_group_out, predictions
 from shivam.calibrate.fit import ENERGY_PARAMS, TIME_BOUNDS, TIME_PARAMS, FitResult, base_params, calibration_file, fit
 from shivam.calibrate.results import Measured, load_results
 from shivam.errors import ShivamError
-from shivam.specs import Band, Calibration, Recipe, load_engine, load_gpu, recipe_for, resolve_params
+from shivam.specs import (
+    Band,
+    Calibration,
+    Recipe,
+    bundled_calibration,
+    find_calibration,
+    load_engine,
+    load_gpu,
+    recipe_for,
+    resolve_params,
+)
 
 # what a held energy coefficient may be: non-negative, and below anything a GPU draws
 ENERGY_BOUNDS = {
@@ -39,7 +50,7 @@ def check_fix(fix: dict[str, float]) -> dict[str, float]:
     return {n: float(v) for n, v in fix.items()}
 
 
-def _results(paths: list[str], engine: str, gpu: str | None) -> tuple[list[Measured], str]:
+def results_of_one_gpu(paths: list[str], engine: str, gpu: str | None) -> tuple[list[Measured], str]:
     data, found = load_results(paths, engine)
     if gpu is not None and found is not None and load_gpu(gpu).id != found:
         raise ShivamError(f"--gpu {gpu}: the results were measured on {found}; drop --gpu or give results of {gpu}")
@@ -90,7 +101,7 @@ def fit_results(
         card_factors = recipe.card_factors if card_factors is None else card_factors
     fix = check_fix(fix or {})
     engine = load_engine(engine).engine
-    data, gpu = _results(paths, engine, gpu)
+    data, gpu = results_of_one_gpu(paths, engine, gpu)
     result = fit(data, base_params(gpu, engine), fix, strict=strict, card_factors=bool(card_factors))
     note = (
         f"shivam fit {' '.join(paths)} --recipe {recipe.name}"
@@ -102,8 +113,9 @@ def fit_results(
     if recipe is not None:
         cal.recipe = recipe.name
     if band:
+        # the folds hold what the whole fit held, so that the band is the band of this calibration's model
         _, any_card, _ = cross_validated_band(
-            data, base_params(gpu, engine), fix, bool(card_factors), basis=f"{gpu}/{engine} fit"
+            data, base_params(gpu, engine), {**fix, **result.held}, bool(card_factors), basis=f"{gpu}/{engine} fit"
         )
         cal.band = any_card
     rows = predictions(data, result.params, result.card_factors)
@@ -121,6 +133,8 @@ def datasheet_band(rows: list[dict]) -> tuple[Band, dict]:
     """The band of datasheet-only predictions (nothing fitted) and its coverage of each model's points when the
     band comes from the other models' points alone."""
     models = [r for r in rows if r["group"] != "stage1"]  # a band for predictions of models, not of stage I
+    if len({r["group"] for r in models}) < 2:
+        raise ShivamError("a datasheet band needs measured points of at least two models; give results with more")
     band = band_of_rows(models, f"datasheet-only predictions against {len(models)} measured points")
     groups = sorted({r["group"] for r in rows if r["group"] != "stage1"})
     inside = {"energy": 0.0, "time": 0.0}
@@ -148,9 +162,17 @@ def check_results(
     the 90 % band. Where the calibration is the bundled one and it has a recipe, the recipe's held parameters and
     card factors apply unless given here."""
     engine = load_engine(engine).engine
-    data, gpu = _results(paths, engine, gpu)
+    data, gpu = results_of_one_gpu(paths, engine, gpu)
     datasheet = calibration is False
-    recipe = recipe_for(load_gpu(gpu).id, engine) if calibration is None else None
+    if calibration is None:  # what predict would use: this card's installed calibration, else the bundled one
+        found = find_calibration(load_gpu(gpu).id, engine)
+        calibration = str(found) if found else None
+    # a recipe belongs to the bundled calibration it refits, and applies to it alone
+    bundled = bundled_calibration(load_gpu(gpu).id, engine)
+    is_bundled = (
+        isinstance(calibration, str) and bundled is not None and Path(calibration).resolve() == bundled.resolve()
+    )
+    recipe = recipe_for(load_gpu(gpu).id, engine) if is_bundled else None
     fix = check_fix({**(recipe.fix if recipe else {}), **(fix or {})})
     if card_factors is None:
         card_factors = recipe.card_factors if recipe else False

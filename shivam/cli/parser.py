@@ -25,7 +25,7 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--calibration",
         default=None,
-        help="calibration file from `shivam fit` (default: the bundled one of the GPU and engine, if any)",
+        help="calibration file from `shivam fit` (default: this card's installed one, else the bundled one, if any)",
     )
     p.add_argument("--no-calibration", action="store_true", help="use datasheet estimates even if a calibration exists")
 
@@ -177,9 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="predicted vs measured for every point, error statistics, cross-validation")
     p.add_argument("results", nargs="+", help="JSONL files written by `shivam validate`")
     p.add_argument(
-        "--calibration",
-        default=None,
-        help="calibration file (default: the bundled one for the GPU and engine, with its recipe)",
+        "--calibration", default=None, help="calibration file (default: as predict; the bundled one applies its recipe)"
     )
     p.add_argument("--no-calibration", action="store_true", help="check the datasheet-only prediction and its band")
     p.add_argument("--max-error", default="0.10", help="exit 1 when the median absolute error exceeds this fraction")
@@ -189,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="interactive HTML report of measured results (with predictions)")
     p.add_argument("results", nargs="+", help="JSONL files written by `shivam validate`")
     p.add_argument("-o", "--output", required=True, help="HTML file to write")
-    p.add_argument("--calibration", default=None, help="calibration file (default: the bundled one)")
+    p.add_argument("--calibration", default=None, help="calibration file (default: as predict)")
     p.add_argument("--engine", default=DEFAULT_ENGINE, help="report the points of this engine")
     p.add_argument("--gpu", default=None, help="GPU id (default: from the results' environment record)")
     p.add_argument(

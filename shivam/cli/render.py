@@ -354,8 +354,10 @@ def calibrate_summary(out: dict) -> None:
                 else "none (fewer than three models measured): predictions keep the datasheet band"
             )
         )
-    lines.append(
-        f"card: {out['card']['uuid']} ({out['card']['name']}); `shivam predict --gpu {out.get('gpu', '')}` "
-        f"on this machine now uses it"
+    where = (
+        f"`shivam predict --gpu {out['gpu']}` on this machine now uses it"
+        if out["installed"]
+        else f"written to {out['calibration']} only; pass it as --calibration"
     )
+    lines.append(f"card: {out['card']['uuid']} ({out['card']['name']}); {where}")
     print("\n".join(lines))

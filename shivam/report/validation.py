@@ -252,18 +252,18 @@ def validation_report(
     card_factors: bool | None = None,
 ) -> None:
     """Write the report of results files to `output`. card_factors None: the bundled calibration's recipe decides."""
-    from shivam.calibrate import card_factors_for, error_stats, load_records, load_results, predictions
-    from shivam.errors import ShivamError
-    from shivam.specs import load_engine, load_gpu, recipe_for, resolve_params
+    from shivam.calibrate import card_factors_for, error_stats, load_records, predictions
+    from shivam.calibrate.workflow import results_of_one_gpu
+    from shivam.specs import bundled_calibration, load_engine, load_gpu, recipe_for, resolve_params
+    from shivam.specs.params import shown_path
 
     engine = load_engine(engine).engine
-    data, found = load_results(results, engine)
-    if (gpu or found) is None:
-        raise ShivamError("the results name no GPU shivam knows; pass --gpu")
-    g = load_gpu(gpu or found)
+    data, found = results_of_one_gpu(results, engine, gpu)
+    g = load_gpu(found)
     params = resolve_params(g, engine, calibration)
-    if card_factors is None:
-        recipe = recipe_for(g.id, engine) if calibration is None else None
+    if card_factors is None:  # as check: the recipe of the bundled calibration, where that is what is used
+        bundled = bundled_calibration(g.id, engine)
+        recipe = recipe_for(g.id, engine) if bundled and params.source == f"calibration {shown_path(bundled)}" else None
         card_factors = bool(recipe and recipe.card_factors)
     factors = card_factors_for(data, params) if card_factors else None
     rows = predictions(data, params, factors)

@@ -54,10 +54,6 @@ class Scenario:
             raise ShivamError("speculative decoding needs a draft model: pass --draft (e.g. --draft opt-125m)")
         return self._step(self.draft, 1, context)
 
-    def prefill_step(self) -> StepCost:
-        """The target's forward over the whole prompt (empty cache)."""
-        return self._step(self.target, self.prompt, 0)
-
     def iteration(self, k, context) -> tuple[StepCost, StepCost, StepCost]:
         """(k draft steps, one verify step, one host sync). Draft steps run at contexts c..c+k-1; costs are affine
         in context, so their mean context c + (k-1)/2 gives their exact total."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,7 +50,7 @@ class Calibration(BaseModel):
     parameters: dict[str, float | dict[str, float]]
     uncertainty: dict[str, float | dict[str, float]] = {}
     fitted_from: list[str] = []
-    card_factors: dict[str, float] = {}  # energy scale of each GPU card in the data (fit with card factors)
+    card_factors: dict[str, Annotated[float, Field(gt=0, le=100)]] = {}  # each card's energy scale (fit)
     recipe: str | None = None
     band: Band | None = Field(default=None, description="90 % band of predictions with this calibration")
     card: Card | None = Field(default=None, description="set when the calibration is of one card (shivam calibrate)")

@@ -133,4 +133,5 @@ _NVML_NAMES = {
 
 def gpu_id_for(nvml_name: str) -> str | None:
     """The bundled GPU id for a name as NVML reports it ('NVIDIA H200' -> 'h200'), or None."""
-    return next((gid for key, gid in _NVML_NAMES.items() if key in nvml_name), None)
+    matches = [key for key in _NVML_NAMES if key in nvml_name]  # "L4" is in "L40S": the longest name wins
+    return _NVML_NAMES[max(matches, key=len)] if matches else None

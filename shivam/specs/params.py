@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,7 +26,7 @@ class Params(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
     bandwidth_Bps: float = Field(gt=0, description="datasheet DRAM bandwidth")
-    peak_flops: dict[str, float] = Field(description="dense peak FLOP/s per dtype")
+    peak_flops: dict[str, Annotated[float, Field(gt=0)]] = Field(description="dense peak FLOP/s per dtype")
     memory_efficiency: float = Field(
         gt=0, le=1.5, description="fraction of the DRAM bandwidth weights and KV stream at"
     )
@@ -94,17 +94,48 @@ class Params(BaseModel):
     source: str = Field(description="where the numbers came from: 'datasheet estimates' or a calibration file")
 
 
+# what a calibration file may set: the fitted parameters and the per-kernel fractions measured on their own
+CALIBRATED = (
+    "memory_efficiency",
+    "compute_efficiency",
+    "overlap_exponent",
+    "per_kernel_s",
+    "per_step_s",
+    "per_iteration_s",
+    "pcie_Bps",
+    "attention_cta_Bps",
+    "per_light_kernel_s",
+    "misaligned_matmul_fraction",
+    "misaligned_bandwidth_fraction",
+    "misaligned_gemv_bandwidth_fraction",
+    "misaligned_power_w",
+    "static_power_w",
+    "active_power_w",
+    "block_power_w",
+    "dram_j_per_byte",
+    "pcie_j_per_byte",
+    "j_per_flop",
+    "peak_flops",
+    "bandwidth_Bps",
+)
+
+
 def resolve_params(gpu: GPU, engine: str, calibration: str | None = None, use_bundled: bool = True) -> Params:
     """Parameters for a GPU and engine: the given calibration file, else the bundled one (if any and wanted), else
     the datasheet estimates. Params.source says which."""
     name = load_engine(engine).engine  # `engine` may be a profile file: its calibrations go by the name inside
     path = calibration or (find_calibration(gpu.id, name) if use_bundled else None)
-    shown = None
-    if path:  # said relative to the working directory where it lies below it (reports are committed and shared)
-        shown = str(path)
-        with contextlib.suppress(ValueError):
-            shown = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    shown = shown_path(path) if path else None
     return make_params(gpu, engine, load_calibration(path) if path else None, shown)
+
+
+def shown_path(path) -> str:
+    """A calibration's path as Params.source says it: relative to the working directory where it lies below it
+    (reports are committed and shared)."""
+    shown = str(path)
+    with contextlib.suppress(ValueError):
+        shown = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    return shown
 
 
 def make_params(
@@ -154,8 +185,16 @@ def make_params(
                 f"{gpu.id}/{engine}; pass the matching --gpu and --engine or another file"
             )
         for name, value in calibration.parameters.items():
-            if name not in values:
-                raise ShivamError(f"{calibration_path}: unknown parameter {name!r}; known: {', '.join(values)}")
+            if name not in CALIBRATED:
+                raise ShivamError(
+                    f"{calibration_path}: {name!r} is not a parameter a calibration sets; known: "
+                    f"{', '.join(CALIBRATED)}"
+                )
+            if isinstance(value, dict) != (name in ("j_per_flop", "peak_flops")):
+                raise ShivamError(
+                    f"{calibration_path}: parameter {name!r} has the wrong form ({type(value).__name__})"
+                    f"; refit it with `shivam fit`"
+                )
             values[name] = {**values[name], **value} if isinstance(value, dict) else value
         values["source"] = f"calibration {calibration_path}"
         if calibration.card is not None:
@@ -163,6 +202,17 @@ def make_params(
         if calibration.band is not None:
             b = calibration.band
             values.update(energy_band=b.energy, time_band=b.time, band_basis=f"calibration band: {b.basis}")
+        else:  # no cross-validation to say how far it errs: the datasheet band's relative width, centred
+            centred = {}
+            for key in ("energy", "time"):
+                lo, hi = getattr(prof.datasheet_band, key)
+                half = (hi - lo) / (hi + lo)
+                centred[f"{key}_band"] = (1.0 - half, 1.0 + half)
+            values.update(
+                **centred,
+                band_basis="calibration without a band of its own: the datasheet band's width, "
+                "centred on the prediction",
+            )
         if len(calibration.card_factors) > 1:  # an operator's error bar: the same work on another card of this GPU
             f = calibration.card_factors.values()
             values["source"] += (

@@ -16,8 +16,8 @@ from shivam.calibrate import fit_results
 from shivam.calibrate.points import Point, point_cost
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
-from shivam.specs import GPU, Calibration, Dtypes, load_gpu, load_model, make_params, resolve_params
-from shivam.specs.calibration import Card, user_calibrations_dir
+from shivam.specs import GPU, Calibration, Dtypes, load_engine, load_gpu, load_model, make_params, resolve_params
+from shivam.specs.calibration import Card, bundled_calibration, user_calibrations, user_calibrations_dir
 from shivam.userfiles import write_text
 
 # held in every calibration, as in the bundled H200 recipe: the host sync of a speculative iteration cannot be told
@@ -111,6 +111,17 @@ def _card(meter, gpu: GPU) -> Card:
     )
 
 
+MAX_INSTALLED_ERROR = 0.10  # a fit worse than this in median is not installed where predict would pick it up
+
+
+def _refuse_simulated_install(simulate_meter: bool, output: str | None) -> None:
+    if simulate_meter and output is None:
+        raise ShivamError(
+            "--simulate-meter measures no real GPU: give -o FILE, so that nothing is installed where "
+            "predict would use it"
+        )
+
+
 def _card_key(card: Card) -> str:
     """A short, file-name-safe key of a card: the first 8 hex digits of its NVML UUID."""
     key = card.uuid.removeprefix("GPU-")[:8]
@@ -159,6 +170,7 @@ def calibrate(
     residuals and the 90 % band."""
     from shivam.validate.campaign import open_meter
 
+    _refuse_simulated_install(simulate_meter, output)
     meter = open_meter(gpu_index, simulate_meter, command)
     spec = _gpu_of(meter, gpu)
     card = _card(meter, spec)
@@ -181,9 +193,17 @@ def calibrate(
     cal.note = (
         f"shivam calibrate{' --quick' * quick} on {card.name} {card.uuid}; held at priors: {', '.join(sorted(held))}"
     )
+    worst = max(outcome.energy_errors["median"], outcome.time_errors["median"])
+    if worst > MAX_INSTALLED_ERROR and output is None:
+        raise ShivamError(
+            f"the fit leaves {100 * worst:.0f} % median error: these measurements do not follow the "
+            f"model, so the calibration is not installed (measurements kept in {path}); pass -o FILE "
+            f"to write it anyway"
+        )
     installed = _install(cal, output, card)
     return {
         "calibration": str(installed),
+        "installed": output is None,
         "measurements": str(path),
         "points": outcome.points,
         "gpu": spec.id,
@@ -237,12 +257,18 @@ def calibrate_card(
     from shivam.validate.campaign import open_meter
     from shivam.validate.runner import Workbench, measure_steady, min_calls_for
 
+    _refuse_simulated_install(simulate_meter, output)
     meter = open_meter(gpu_index, simulate_meter, command)
     spec = _gpu_of(meter, gpu)
     card = _card(meter, spec)
-    params = resolve_params(spec, engine)
-    if not params.source.startswith("calibration"):
+    name = load_engine(engine).engine
+    # the GPU model's calibration: the bundled one, else an installed one that is not of a single card
+    model_path = bundled_calibration(spec.id, name) or next(
+        (path for path, cal in user_calibrations(spec.id, name) if cal.card is None), None
+    )
+    if model_path is None:
         raise ShivamError(f"{spec.id} has no calibration of its GPU model to scale: run `shivam calibrate` instead")
+    params = resolve_params(spec, engine, str(model_path))
     points = card_points(spec, simulated=simulate_meter)
     bench = Workbench(meter.device)
     calls = [bench.call_for(p) for p in points]
@@ -264,20 +290,19 @@ def calibrate_card(
         )
     f = math.sqrt(scales[-1] * scales[-2])
     from shivam.specs import load_calibration
-    from shivam.specs.calibration import find_calibration
 
-    model_path = find_calibration(spec.id, params.engine)
     base = load_calibration(model_path)
     values = dict(base.parameters)
     for name in ENERGY_COEFFICIENTS:
         values[name] = f * float(values.get(name, getattr(params, name)))
     values["j_per_flop"] = {d: f * v for d, v in params.j_per_flop.items()}
     band = base.band
+    uncertainty = {n: (f * v if n in ENERGY_COEFFICIENTS else v) for n, v in base.uncertainty.items()}
     cal = Calibration(
         gpu=spec.id,
         engine=params.engine,
         parameters=values,
-        uncertainty=base.uncertainty,
+        uncertainty=uncertainty,
         fitted_from=base.fitted_from,
         recipe=base.recipe,
         band=band,
@@ -295,6 +320,7 @@ def calibrate_card(
         "runs": scales,
         "base": str(model_path),
         "gpu": spec.id,
+        "installed": output is None,
         "card": card.model_dump(),
         "points": [p.label() for p in points],
     }
