@@ -88,9 +88,9 @@ def inspect(
                 "light_launches": int(o.light_launches),
             }
             for o in ops
-            if float(o.launches) + float(o.light_launches) > 0
+            if float(o.launches) + float(o.light_launches) + float(o.dram_bytes) + float(o.flops) > 0
         ],
-    }  # not an operator gated off at 1 token
+    }  # not an operator gated off at 1 token (all zero); one an engine fuses away (no launch) keeps its bytes
     info["decode_flops_per_token"] = sum(o["flops"] * o["repeat"] for o in info["operators"])
     info["decode_bytes_per_token"] = sum(
         (o["weight_bytes"] + o["kv_read_bytes"] + o["kv_write_bytes"] + o["act_bytes"]) * o["repeat"]
