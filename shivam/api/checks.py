@@ -3,6 +3,7 @@ and the same functions refuse them, with the same one-line messages (naming the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -12,7 +13,6 @@ import numpy as np
 
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
-from shivam.sim.workload import kv_cache_bytes, weight_bytes
 from shivam.specs import GPU, Dtypes, ModelSpec, Params, engine_ids, load_engine, load_gpu, load_model, resolve_params
 
 DEFAULT_DRAFT = "opt-125m"  # the draft model of the paper's stages II and III
@@ -138,7 +138,7 @@ def check_fits(scn: Scenario, k_max: int, gpu_name: str) -> None:
     or whose context exceeds a model's positions."""
     tokens = scn.prompt + scn.gen + k_max + 1
     have = scn.params.capacity_bytes
-    target = weight_bytes(scn.target, scn.dtypes) + kv_cache_bytes(scn.target, scn.dtypes, scn.batch, tokens)
+    target = dataclasses.replace(scn, draft=None).memory_needed(k_max)  # the target alone
     fix = "use a smaller --weights-dtype, batch or context, or a larger GPU"
     if target > have:
         raise ShivamError(

@@ -24,17 +24,8 @@ from shivam.calibrate.results import Measured
 from shivam.errors import ShivamError
 from shivam.sim.roofline import energy_features, energy_not_fitted
 from shivam.specs import Calibration, Params, load_gpu, make_params
+from shivam.specs.params import TIME_PARAMS
 
-TIME_PARAMS = (
-    "memory_efficiency",
-    "compute_efficiency",
-    "overlap_exponent",
-    "per_kernel_s",
-    "per_step_s",
-    "per_iteration_s",
-    "pcie_Bps",
-    "attention_cta_Bps",
-)
 TIME_BOUNDS = {
     "memory_efficiency": (0.05, 1.2),
     "compute_efficiency": (0.05, 1.2),

@@ -94,8 +94,9 @@ class Params(BaseModel):
     source: str = Field(description="where the numbers came from: 'datasheet estimates' or a calibration file")
 
 
-# what a calibration file may set: the fitted parameters and the per-kernel fractions measured on their own
-CALIBRATED = (
+# the parameters the fit moves through time (shivam.calibrate.fit), and what a calibration file may set: those,
+# the energy coefficients and the per-kernel fractions measured on their own
+TIME_PARAMS = (
     "memory_efficiency",
     "compute_efficiency",
     "overlap_exponent",
@@ -104,6 +105,8 @@ CALIBRATED = (
     "per_iteration_s",
     "pcie_Bps",
     "attention_cta_Bps",
+)
+CALIBRATED = TIME_PARAMS + (
     "per_light_kernel_s",
     "misaligned_matmul_fraction",
     "misaligned_bandwidth_fraction",
