@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q "torch==2.13.0" >/dev/null
-.venv/bin/python -m pip install -q -e ".[test]" transformers nvidia-ml-py codecarbon >/dev/null
+.venv/bin/python -m pip install -q -e ".[test]" transformers nvidia-ml-py codecarbon "triton==3.9.0" >/dev/null

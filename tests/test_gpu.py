@@ -101,3 +101,42 @@ def test_memory_domain_power_read_on_hopper():
         busy.append(read())
     assert 5 < idle < 300
     assert max(busy) > idle, f"memory power did not rise during copies: idle {idle} W, busy {max(busy)} W"
+
+
+def test_ref_engine_replay_equals_eager_and_matches_sdpa():
+    import torch
+
+    from shivam.specs.model import load_model
+    from shivam.validate.engines import Decoder
+    from shivam.validate.ref import RefDecoder
+
+    spec = load_model(str(ROOT / "tests/data/tiny-llama.json"))
+    ref = RefDecoder(spec, 2, 256, device="cuda", seed=3)
+    graph = Decoder(spec, 2, 256, device="cuda", seed=3)
+    prompt = torch.randint(0, 256, (2, 40), device="cuda")
+    assert torch.equal(ref.logits(prompt, 0).argmax(-1), graph.logits(prompt, 0).argmax(-1))
+    tokens = torch.randint(0, 256, (2, 5), device="cuda")
+    eager = ref.logits(tokens, 40)
+    assert (eager - graph.logits(tokens, 40)).abs().max() < 0.02 * eager.abs().max()  # bf16, two kernels
+    replay = ref.step_fn(tokens, 40)
+    assert torch.equal(replay(), eager.argmax(-1))
+    tokens.copy_(torch.randint(0, 256, (2, 5), device="cuda"))
+    assert torch.equal(replay(), ref.logits(tokens, 40).argmax(-1))
+
+
+def test_ref_attention_kernel_on_gpu_equals_reference():
+    import torch
+
+    from shivam.validate import kernels
+
+    for b, n, heads, kv_heads, d, lens in [(32, 5, 32, 8, 128, 1024), (1, 1, 32, 8, 128, 512), (4, 9, 8, 1, 256, 300),
+                                           (2, 16, 32, 32, 96, 77), (1, 300, 16, 16, 64, 0)]:  # fmt: skip
+        cap = lens + n
+        kc = torch.randn(b, kv_heads, cap, d, device="cuda", dtype=torch.bfloat16)
+        vc = torch.randn_like(kc)
+        q = torch.randn(b, n, heads, d, device="cuda", dtype=torch.bfloat16)
+        lens_t = torch.full((b,), lens, device="cuda", dtype=torch.int32)
+        plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, cap, "cuda")
+        out = kernels.attention(q, kc, vc, lens_t, plan, torch.empty_like(q))
+        ref = kernels.attention_reference(q, kc, vc, lens_t)
+        assert (out.float() - ref.float()).abs().max() < 0.03, (b, n, heads, kv_heads, d, lens)

@@ -20,12 +20,13 @@ from shivam.sim.roofline import StepCost, StepInputs, StepSet, host_wait, step_c
 from shivam.sim.scenario import Scenario
 from shivam.sim.speculative import tokens_per_iteration
 from shivam.specs import Dtypes, Params
+from shivam.specs.engine import load_engine
 from shivam.specs.model import load_model
 
 
 class Point(BaseModel, frozen=True):
     suite: str
-    engine: Literal["graph", "hf"] = "graph"
+    engine: str = "graph"  # a bundled engine profile (shivam engines)
     kind: Literal["step", "spec", "generate", "stage1"]
     model: str | None = None
     draft: str | None = None
@@ -48,6 +49,7 @@ class Point(BaseModel, frozen=True):
     def check(self) -> None:
         """Refuse a point the model cannot run: a dtype it does not know, a context beyond its models' positions."""
         self.dtypes  # noqa: B018 - raises on an unknown dtype
+        load_engine(self.engine)  # raises on an unknown engine
         if self.kind == "stage1":
             if self.size < 1 or self.tokens < 1 or self.reuse < 1:
                 raise ShivamError(f"{self.label()}: a stage1 point needs size, tokens and reuse of at least 1")

@@ -228,6 +228,17 @@ def cmd_validate(args) -> int:
     from shivam.validate.suites import SUITES
 
     suites = [s.strip() for s in args.suite.split(",") if s.strip()]
+    command = "shivam " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if "engine" in suites:
+        if suites != ["engine"] or args.points_file:
+            raise ShivamError("--suite engine runs on its own: give it without other suites or --points-file")
+        from shivam.cli.render import engine_table
+        from shivam.validate.campaign import run_engine_validation
+
+        path, written = run_engine_validation(args.out, parse_int(args.gpu_index, "--gpu-index", 0), command)
+        engine_table(written)
+        print(f"{len(written)} comparisons measured this run, in {path}")
+        return 0
     unknown = [s for s in suites if s not in SUITES]
     if unknown and not args.points_file:
         raise ShivamError(f"unknown suite {unknown[0]!r}: use {', '.join(SUITES)}")
@@ -247,7 +258,7 @@ def cmd_validate(args) -> int:
         args.subtract_idle,
         args.codecarbon,
         args.simulate_meter,
-        command="shivam " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command=command,
     )
     from shivam.calibrate.results import read_records
     from shivam.cli.render import measured_table

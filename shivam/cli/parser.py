@@ -127,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--extensions", default="1", help="how many times a point may be re-measured with 2.5x longer windows"
     )
-    p.add_argument("--engine", default=None, help="only points of this engine (graph or hf)")
+    p.add_argument(
+        "--engine",
+        default=None,
+        help="run the suites' step and spec points on this engine (graph or ref), or their generate points (hf or "
+        "hf-static); other points are left out",
+    )
     p.add_argument("--limit", default=None, help="measure at most this many points of the suite (for smoke runs)")
     p.add_argument("--weights", default=None, help="local safetensors checkpoint folder for the hf engine")
     p.add_argument("--subtract-idle", action="store_true", help="also record energy above idle-with-context power")

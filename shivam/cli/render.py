@@ -361,3 +361,28 @@ def calibrate_summary(out: dict) -> None:
     )
     lines.append(f"card: {out['card']['uuid']} ({out['card']['name']}); {where}")
     print("\n".join(lines))
+
+
+def engine_table(records: list[dict]) -> None:
+    """The engine suite's comparisons: medians of interleaved windows, ratios a / b, implied bandwidths."""
+    rows = []
+    for r in records:
+        if r["status"] != "ok":
+            rows.append([r["name"], "FAILED", r.get("error", "")[:50], "", ""])
+            continue
+        med = r["median"]
+        rates = ", ".join(f"{k} {v:.2f}" for k, v in r.get("rates", {}).items())
+        rows.append(
+            [
+                f"{r['a']} / {r['b']}",
+                f"{1e3 * med['a']['time_per_call_s']:.3f} / {1e3 * med['b']['time_per_call_s']:.3f}",
+                f"{r['time_ratio']:.3f}",
+                f"{r['energy_ratio']:.3f}",
+                rates,
+            ]
+        )
+    table(
+        "Engine suite (medians of interleaved windows)",
+        ["a / b", "ms per call", "time a/b", "energy a/b", "rates"],
+        rows,
+    )

@@ -193,12 +193,12 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
         ops.append(_elementwise("rope", T, q_dim + kv_dim, dt, L, 3, 1, launches=kl.rope))
     ops.append(OpCost("kv_write", "elementwise", 0.0, 0.0, 0.0, T * 2 * kv_dim * kvb, 0.0, kl.kv_write, L))
     attended = context + new_tokens  # each new token attends to the cache and the new tokens (causal within them)
-    masked = np.asarray(new_tokens) > 1
-    # Several new tokens need a causal mask. The engine's masked attention kernel (kernels.masked_attention) runs one
+    mk = kernels.masked_attention
+    # Several new tokens need a causal mask. A latency-bound masked kernel (kernels.masked_attention) runs one
     # thread block per (sequence, head, q_tile queries), each streaming all of its head's keys and values alone: it
     # is bound by one block's latency, not by the chip, so its floor is each block's keys x effective head_dim at a
-    # per-block rate (roofline.op_time).
-    mk = kernels.masked_attention
+    # per-block rate (roofline.op_time). A streaming kernel reads the cache once, as decode does: no term of its own.
+    masked = (np.asarray(new_tokens) > 1) & (mk.kind == "latency_bound_per_block")
     ops.append(
         OpCost(
             "attention",

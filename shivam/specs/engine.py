@@ -12,7 +12,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shivam.bundled import data_dir
 from shivam.errors import ShivamError, suggest
@@ -24,19 +24,32 @@ class MaskedAttention(BaseModel):
     """The attention kernel the engine runs over several new tokens (verify steps, prefill)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["latency_bound_per_block"] = Field(
+    kind: Literal["latency_bound_per_block", "streaming"] = Field(
         description="latency_bound_per_block: one thread block per (sequence, head, q_tile queries) streams all of "
-        "its head's keys and values alone, at the per-block rate attention_cta_Bps"
+        "its head's keys and values alone, at the per-block rate attention_cta_Bps; streaming: the kernel reads "
+        "the cache once for all new tokens and all query heads of a KV group, like one-token decode (split-KV "
+        "kernels with GQA packing): its cost is the KV bytes at the memory rate, with no term of its own"
     )
-    q_tile: int = Field(gt=0, description="queries per thread block")
+    q_tile: int = Field(1, gt=0, description="queries per thread block (latency_bound_per_block)")
     head_dim_even_queries: list[tuple[int, float]] = Field(
+        default_factory=lambda: [(1 << 20, float(1 << 20))],
         min_length=1,
         description="(head_dim bucket, effective head_dim streamed per key and per K/V tensor) at even "
-        "query counts; a head_dim takes the first bucket at least as wide",
+        "query counts; a head_dim takes the first bucket at least as wide (latency_bound_per_block)",
     )
-    head_dim_odd_queries: list[tuple[int, float]] = Field(min_length=1, description="the same at odd query counts")
-    light_launches: int = Field(ge=0, description="light kernels per layer the mask adds (fills, element-wise)")
-    mask_launches: int = Field(ge=0, description="kernels per step that build the causal mask")
+    head_dim_odd_queries: list[tuple[int, float]] = Field(
+        default_factory=lambda: [(1 << 20, float(1 << 20))],
+        min_length=1,
+        description="the same at odd query counts (latency_bound_per_block)",
+    )
+    light_launches: int = Field(0, ge=0, description="light kernels per layer the mask adds (fills, element-wise)")
+    mask_launches: int = Field(0, ge=0, description="kernels per step that build the causal mask")
+
+    @model_validator(mode="after")
+    def _tables_for_latency_bound(self):
+        if self.kind == "latency_bound_per_block" and "head_dim_even_queries" not in self.model_fields_set:
+            raise ValueError("a latency_bound_per_block kernel needs q_tile and both head_dim tables")
+        return self
 
 
 class OperatorLaunches(BaseModel):

@@ -32,12 +32,26 @@ def select_points(
     else:
         pts = [p for name in suites for p in suite_points(name.strip())]
     if engine:
-        pts = [p for p in pts if p.engine == engine]
+        pts = [p for p in (retarget(p, engine) for p in pts) if p.engine == engine]
     if limit is not None:
         pts = pts[:limit]
     if not pts:
         raise ShivamError("no points selected: check --suite and --engine")
     return pts
+
+
+DECODER_ENGINES = ("graph", "ref")  # engines that run step and spec points
+GENERATE_ENGINES = ("hf", "hf-static")  # engines that run generate points
+
+
+def retarget(point: Point, engine: str) -> Point:
+    """A suite's point on another engine of the same class: step and spec points on graph or ref, generate points on
+    hf or hf-static; any other point keeps its engine (and is then left out by the engine filter)."""
+    if point.kind in ("step", "spec") and engine in DECODER_ENGINES:
+        return point.model_copy(update={"engine": engine})
+    if point.kind == "generate" and engine in GENERATE_ENGINES:
+        return point.model_copy(update={"engine": engine})
+    return point
 
 
 @dataclass
@@ -138,4 +152,15 @@ def run_validation(
         max_spread=max_spread,
         extensions=extensions,
     )
+    return results.path, written
+
+
+def run_engine_validation(out: str | None = None, gpu_index: int = 0, command: str = "", rounds: int = 3):
+    """The engine suite (shivam.validate.engine_suite) on GPU `gpu_index`: returns the results file and its records."""
+    meter = open_meter(gpu_index, False, command)
+    from shivam.validate.engine_suite import run_engine_suite
+
+    folder = Path(out or f"validation/results/{meter.gpu_id or 'gpu'}")
+    results = results_file(folder, "engine", meter)
+    written = run_engine_suite(results, meter.counter, meter.device, rounds)
     return results.path, written

@@ -5,6 +5,8 @@ graph: a decoder built from the same ModelSpec the simulator uses, with a static
        logic is tested without a GPU.
 hf:    transformers' generate(), eager, with a DynamicCache, as the paper ran it; assisted generation for
        speculative decoding when a draft is given.
+hf-static: the same generate() with cache_implementation="static", which transformers compiles and graphs itself.
+ref:   the reference engine (shivam.validate.ref): the graph engine's weights, Triton kernels between the GEMMs.
 Weights are random (energy depends on shapes, not values) unless a local safetensors checkpoint is given.
 """
 
@@ -134,7 +136,11 @@ class Decoder:
         return x * cos + rotated * sin
 
     def forward(self, tokens: torch.Tensor, c: int) -> torch.Tensor:
-        """tokens [batch, n] at positions c..c+n-1; returns greedy next tokens [batch, n]. c is a Python int, so each
+        """tokens [batch, n] at positions c..c+n-1; returns greedy next tokens [batch, n]."""
+        return self.logits(tokens, c).argmax(dim=-1)
+
+    def logits(self, tokens: torch.Tensor, c: int) -> torch.Tensor:
+        """The fp32 logits [batch, n, vocab] of tokens [batch, n] at positions c..c+n-1. c is a Python int, so each
         (n, c) is a static shape: attention reads exactly c+n cached positions, as the workload counts."""
         s, (b, n) = self.spec, tokens.shape
         x = F.embedding(tokens, self.embed)
@@ -170,7 +176,7 @@ class Decoder:
             x = self._norm(x, self.final_norm)
         if len(self.proj) > 1:
             x = F.linear(x, self.proj[1])
-        return F.linear(x, self.lm_head).float().argmax(dim=-1)
+        return F.linear(x, self.lm_head).float()
 
     def step_fn(self, tokens: torch.Tensor, c: int, out: torch.Tensor | None = None, out_vocab: int | None = None):
         """A function that runs forward(tokens, c) and writes the last token into `out` (for chaining draft steps),
@@ -184,9 +190,25 @@ class Decoder:
                 out.copy_(last.remainder(out_vocab) if out_vocab else last)
             return result
 
+        return self.graphed((tokens.data_ptr(), tokens.shape, c, None if out is None else out.data_ptr()), run)
+
+    def chain_fn(self, buf: torch.Tensor, c: int, k: int, out_vocab: int | None = None):
+        """k chained steps: step i reads buf[:, i] at context c + i and writes its token into buf[:, i + 1]. One graph
+        per step here; the reference engine captures the whole chain in one."""
+        steps = [
+            self.step_fn(buf[:, i : i + 1], c + i, out=buf[:, i + 1 : i + 2], out_vocab=out_vocab) for i in range(k)
+        ]
+
+        def run():
+            for step in steps:
+                step()
+
+        return run
+
+    def graphed(self, key, run):
+        """`run` captured once in a CUDA graph (after two warm-up runs) and replayed; `run` itself off the GPU."""
         if self.device.type != "cuda":
             return run
-        key = (tokens.data_ptr(), tokens.shape, c, None if out is None else out.data_ptr())
         if key not in self._graphs:
             stream = torch.cuda.Stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -229,13 +251,12 @@ def spec_call(target: Decoder, draft: Decoder, k: int, alpha: float, c: int, see
     b = target.batch
     vocab = min(target.spec.vocab, draft.spec.vocab)
     buf = torch.randint(0, vocab, (b, k + 1), device=target.device)
-    drafts = [draft.step_fn(buf[:, i : i + 1], c + i, out=buf[:, i + 1 : i + 2], out_vocab=vocab) for i in range(k)]
+    drafts = draft.chain_fn(buf, c, k, out_vocab=vocab)
     verify = target.step_fn(buf, c)
     rng = np.random.default_rng(seed)
 
     def call() -> float:
-        for d in drafts:
-            d()
+        drafts()
         verify().cpu()
         accepted = np.zeros(b, dtype=int)
         alive = np.ones(b, dtype=bool)
@@ -299,8 +320,11 @@ def hf_model(ref: str, dtype: str, device, weights: str | None = None):
     return model.eval()
 
 
-def generate_call(model, prompt: int, gen: int, batch: int, draft_model=None, k: int = 0, seed: int = 0):
-    """transformers generate() of exactly `gen` new tokens (greedy; assisted when a draft is given). Counts the target's
+def generate_call(
+    model, prompt: int, gen: int, batch: int, draft_model=None, k: int = 0, seed: int = 0, static: bool = False
+):
+    """transformers generate() of exactly `gen` new tokens (greedy; assisted when a draft is given); with a static
+    cache (`cache_implementation="static"`, which transformers compiles itself) when `static`. Counts the target's
     forward calls, so tokens per iteration = gen / (calls - 1) is measured, not assumed."""
     device = next(model.parameters()).device
     g = torch.Generator(device="cpu").manual_seed(seed)
@@ -315,6 +339,8 @@ def generate_call(model, prompt: int, gen: int, batch: int, draft_model=None, k:
     from transformers import GenerationConfig
 
     settings = dict(max_new_tokens=gen, min_new_tokens=gen, do_sample=False, pad_token_id=0, eos_token_id=None)
+    if static:
+        settings["cache_implementation"] = "static"
     if draft_model is not None:
         settings.update(
             num_assistant_tokens=k, num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0

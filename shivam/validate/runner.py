@@ -34,15 +34,25 @@ class Workbench:
     def decoder(self, model: str, batch: int, need_context: int, p: Point):
         from shivam.specs.model import load_model
 
-        key = (model, batch, p.weights_dtype, p.kv_dtype)
+        key = (p.engine, model, batch, p.weights_dtype, p.kv_dtype)
         dec = self._decoders.get(key)
         if dec is None or dec.max_context < need_context:
             self.release()
-            dec = self.engines.Decoder(
+            dec = self.decoder_class(p.engine)(
                 load_model(model), batch, max(need_context, 1024), p.weights_dtype, p.kv_dtype, self.device, p.seed
             )
             self._decoders[key] = dec
         return dec
+
+    def decoder_class(self, engine: str):
+        """The decoder that runs an engine's step and spec points: the graph engine's, or the reference engine's."""
+        if engine == "ref":
+            from shivam.validate.ref import RefDecoder
+
+            return RefDecoder
+        if engine == "graph":
+            return self.engines.Decoder
+        raise ShivamError(f"the {engine} engine runs generate points only (step and spec points run graph or ref)")
 
     def release(self):
         self._decoders.clear()
@@ -66,22 +76,25 @@ class Workbench:
         if p.kind == "stage1":
             return e.stage1_call(p.size, p.tokens, p.reuse, p.reload, p.weights_dtype, self.device)
         if p.kind == "generate":
-            key = (p.model, p.weights_dtype)
+            if p.engine not in ("hf", "hf-static"):
+                raise ShivamError(f"generate points run the hf or hf-static engine, not {p.engine}")
+            key = (p.model, p.weights_dtype, p.engine)
             if key not in self._hf:
                 self.release()
                 self._hf[key] = e.hf_model(p.model, p.weights_dtype, self.device, self.weights)
             draft = e.hf_model(p.draft, p.weights_dtype, self.device) if p.draft else None
-            return e.generate_call(self._hf[key], p.prompt, p.gen, p.batch, draft, p.k, p.seed)
+            static = p.engine == "hf-static"
+            return e.generate_call(self._hf[key], p.prompt, p.gen, p.batch, draft, p.k, p.seed, static)
         if p.kind == "step":
             dec = self.decoder(p.model, p.batch, p.context + p.new_tokens, p)
             return e.step_call(dec, p.new_tokens, p.context, p.seed)
         # spec: the target and the draft are both resident
         target = self.decoder(p.model, p.batch, p.context + p.k + 1, p)
-        key = (p.draft, p.batch, p.weights_dtype, p.kv_dtype)
+        key = (p.engine, p.draft, p.batch, p.weights_dtype, p.kv_dtype)
         if key not in self._decoders:
             from shivam.specs.model import load_model
 
-            self._decoders[key] = e.Decoder(
+            self._decoders[key] = self.decoder_class(p.engine)(
                 load_model(p.draft),
                 p.batch,
                 max(p.context + p.k + 1, 1024),
@@ -159,7 +172,7 @@ def run_campaign(
 
     done = results.done_ids()
     todo = [p for p in points if p.id not in done]
-    params = {eng: make_params(load_gpu(gpu_id), eng) for eng in ("graph", "hf")} if gpu_id else None
+    params = {eng: make_params(load_gpu(gpu_id), eng) for eng in {p.engine for p in points}} if gpu_id else None
     written = []
     bar = None
     if progress:

@@ -1,0 +1,320 @@
+"""Triton kernels of the reference engine (shivam.validate.ref), each with the plain PyTorch function it must equal.
+
+attention      split-KV attention over a static KV cache for n new tokens per sequence (decode n = 1, verify up to
+               16, prefill any n): one program per (sequence, KV head, block of query rows, slice of keys), its
+               query rows being every (new token, query head) pair of the KV head's group, so the cache is read once
+               for all query heads of a group and all new tokens (GQA packing); causal within the new tokens,
+               lower-right aligned (new token t sees the cached keys and new tokens 0..t), or an arbitrary tree
+               mask over the new tokens; each sequence its own cached length (ragged batches). Slices are merged
+               by a second kernel (log-sum-exp), or written directly when one slice covers the keys.
+add_norm       residual add fused with the RMS or layer norm that follows it (one read, two writes).
+rope_to_cache  rotary embedding of q and k fused with writing k and v into the cache at each sequence's position.
+gated_act      SiLU(gate) x up of a gated MLP, or ReLU of a plain one.
+
+The wrappers take torch tensors and launch the kernels; with TRITON_INTERPRET=1 they run on the CPU (the tests do).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+
+from shivam.errors import ShivamError
+
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    # Triton fixes its mode when it is first imported (torch may import it): the interpreter must be asked for first
+    if "triton" in sys.modules:
+        raise ShivamError(
+            "the reference engine's kernels need a CUDA GPU; to run them on the CPU, start Python with "
+            "TRITON_INTERPRET=1 in the environment"
+        )
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+ATTENTION_BLOCK_N = 64  # keys per inner iteration
+ATTENTION_TARGET_PROGRAMS = 528  # 4 waves of a 132-SM H200: enough programs to keep the cache streaming
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+@triton.jit
+def _attention_slice(
+    Q, K, V, Lens, Tree, Out, Opart, Mpart, Lpart,
+    sq_b, sq_t, sq_h, sk_b, sk_h, sk_t, so_b, so_t, so_h,
+    n_new, group, kv_heads, n_heads, slice_len, n_slices, pos_offset, sm_scale,
+    D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    TREE: tl.constexpr, DIRECT: tl.constexpr,
+):  # fmt: skip
+    pid_bh, pid_m, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = pid_bh // kv_heads, pid_bh % kv_heads
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # row = new token x group + head within the group
+    t, g = rows // group, rows % group
+    row_ok = t < n_new
+    head = h * group + g
+    d = tl.arange(0, D_PAD)
+    d_ok = d < D
+    cached = tl.load(Lens + b) + pos_offset  # keys already in the cache before this step
+    q = tl.load(
+        Q + b * sq_b + t[:, None] * sq_t + head[:, None] * sq_h + d[None, :],
+        mask=row_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
+    last_t = tl.minimum((pid_m * BLOCK_M + BLOCK_M - 1) // group, n_new - 1)
+    end = cached + last_t + 1  # no query of this block sees beyond its last new token
+    start = pid_s * slice_len
+    stop = tl.minimum(start + slice_len, end)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+    if TREE:
+        bits = tl.load(Tree + t, mask=row_ok, other=0)  # bit j of new token t: t sees new token j
+    k_base = K + b * sk_b + h * sk_h
+    v_base = V + b * sk_b + h * sk_h
+    for s in range(start, stop, BLOCK_N):
+        kpos = s + tl.arange(0, BLOCK_N)
+        k_ok = kpos < stop
+        k = tl.load(k_base + kpos[None, :] * sk_t + d[:, None], mask=k_ok[None, :] & d_ok[:, None], other=0.0)
+        qk = tl.dot(q, k.to(q.dtype)) * sm_scale
+        if TREE:
+            j = kpos - cached
+            new_ok = ((bits[:, None] >> tl.maximum(j, 0)[None, :]) & 1) == 1
+            visible = k_ok[None, :] & ((j[None, :] < 0) | new_ok)
+        else:
+            visible = k_ok[None, :] & (kpos[None, :] <= cached + t[:, None])
+        qk = tl.where(visible, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen no key yet
+        p = tl.exp(qk - m_safe[:, None])
+        scale = tl.exp(m_i - m_safe)
+        l_i = l_i * scale + tl.sum(p, 1)
+        v = tl.load(v_base + kpos[:, None] * sk_t + d[None, :], mask=k_ok[:, None] & d_ok[None, :], other=0.0)
+        acc = acc * scale[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
+        m_i = m_new
+    if DIRECT:
+        out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+        tl.store(
+            Out + b * so_b + t[:, None] * so_t + head[:, None] * so_h + d[None, :],
+            out.to(Out.dtype.element_ty),
+            mask=row_ok[:, None] & d_ok[None, :],
+        )
+    else:
+        part = ((b * n_heads + head) * n_new + t) * n_slices + pid_s  # partials of [b, head, t, slice]
+        tl.store(Mpart + part, m_i, mask=row_ok)
+        tl.store(Lpart + part, l_i, mask=row_ok)
+        tl.store(Opart + part[:, None] * D_PAD + d[None, :], acc, mask=row_ok[:, None])
+
+
+@triton.jit
+def _attention_merge(
+    Opart, Mpart, Lpart, Out, so_b, so_t, so_h, n_new, n_heads, n_slices,
+    D: tl.constexpr, D_PAD: tl.constexpr, S_PAD: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)  # one program per (sequence, head, new token)
+    t = pid % n_new
+    head = (pid // n_new) % n_heads
+    b = pid // (n_new * n_heads)
+    s = tl.arange(0, S_PAD)
+    s_ok = s < n_slices
+    m = tl.load(Mpart + pid * n_slices + s, mask=s_ok, other=float("-inf"))
+    l_s = tl.load(Lpart + pid * n_slices + s, mask=s_ok, other=0.0)
+    m_max = tl.max(m, 0)
+    w = tl.where(m == float("-inf"), 0.0, tl.exp(m - m_max))
+    d = tl.arange(0, D_PAD)
+    o = tl.load(Opart + (pid * n_slices + s)[:, None] * D_PAD + d[None, :], mask=s_ok[:, None], other=0.0)
+    out = tl.sum(o * w[:, None], 0) / tl.sum(l_s * w, 0)
+    tl.store(Out + b * so_b + t * so_t + head * so_h + d, out.to(Out.dtype.element_ty), mask=d < D)
+
+
+class AttentionPlan:
+    """The launch shape of attention for one (batch, new tokens, cache capacity): fixed when a CUDA graph is
+    captured, valid for every cached length up to the capacity (the kernels read the lengths from the device)."""
+
+    def __init__(self, batch: int, n_new: int, heads: int, kv_heads: int, head_dim: int, capacity: int, device):
+        self.batch, self.n_new, self.heads, self.kv_heads, self.head_dim = batch, n_new, heads, kv_heads, head_dim
+        self.group = heads // kv_heads
+        rows = n_new * self.group
+        self.block_m = min(64, max(16, _pow2(rows)))
+        self.m_blocks = math.ceil(rows / self.block_m)
+        self.d_pad = max(16, _pow2(head_dim))
+        per_slice = batch * kv_heads * self.m_blocks
+        most = max(1, math.ceil(capacity / ATTENTION_BLOCK_N))
+        self.slices = max(1, min(most, math.ceil(ATTENTION_TARGET_PROGRAMS / per_slice)))
+        self.slice_len = ATTENTION_BLOCK_N * math.ceil(capacity / (self.slices * ATTENTION_BLOCK_N))
+        self.slices = math.ceil(capacity / self.slice_len)
+        if self.slices > 1:
+            shape = (batch * heads * n_new * self.slices,)
+            self.m_part = torch.empty(shape, device=device, dtype=torch.float32)
+            self.l_part = torch.empty(shape, device=device, dtype=torch.float32)
+            self.o_part = torch.empty((*shape, self.d_pad), device=device, dtype=torch.float32)
+        else:
+            self.m_part = self.l_part = self.o_part = None
+
+    def kernels(self) -> int:
+        return 1 if self.slices == 1 else 2
+
+
+def attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    lens: torch.Tensor,
+    plan: AttentionPlan,
+    out: torch.Tensor,
+    tree: torch.Tensor | None = None,
+    pos_offset: int = 0,
+) -> torch.Tensor:
+    """q [b, n, heads, d] (last dim contiguous); caches [b, kv_heads, capacity, d] holding the new tokens' keys and
+    values at lens + pos_offset ..; lens [b] int32; tree None (causal) or [n] int64 bitmasks; out [b, n, heads, d]."""
+    b, n, heads, d = q.shape
+    direct = plan.slices == 1
+    grid = (b * plan.kv_heads, plan.m_blocks, plan.slices)
+    dummy = out if direct else None
+    _attention_slice[grid](
+        q, k_cache, v_cache, lens, tree if tree is not None else lens, out,
+        plan.o_part if not direct else dummy, plan.m_part if not direct else dummy,
+        plan.l_part if not direct else dummy,
+        q.stride(0), q.stride(1), q.stride(2), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        n, plan.group, plan.kv_heads, heads, plan.slice_len, plan.slices, pos_offset, 1.0 / math.sqrt(d),
+        D=d, D_PAD=plan.d_pad, BLOCK_M=plan.block_m, BLOCK_N=ATTENTION_BLOCK_N,
+        TREE=tree is not None, DIRECT=direct,
+    )  # fmt: skip
+    if not direct:
+        _attention_merge[(b * heads * n,)](
+            plan.o_part, plan.m_part, plan.l_part, out, out.stride(0), out.stride(1), out.stride(2), n, heads,
+            plan.slices, D=d, D_PAD=plan.d_pad, S_PAD=_pow2(plan.slices),
+        )  # fmt: skip
+    return out
+
+
+def attention_reference(q, k_cache, v_cache, lens, tree=None, pos_offset=0):
+    """The same attention in plain PyTorch, sequence by sequence, with an explicit boolean mask."""
+    b, n, heads, d = q.shape
+    group = heads // k_cache.shape[1]
+    out = torch.empty_like(q)
+    for i in range(b):
+        cached = int(lens[i]) + pos_offset
+        keys = k_cache[i, :, : cached + n].float().repeat_interleave(group, 0)  # [heads, keys, d]
+        values = v_cache[i, :, : cached + n].float().repeat_interleave(group, 0)
+        if tree is None:
+            new = torch.ones(n, n, dtype=torch.bool).tril()
+        else:
+            new = torch.tensor([[(int(tree[t]) >> j) & 1 == 1 for j in range(n)] for t in range(n)])
+        mask = torch.cat([torch.ones(n, cached, dtype=torch.bool), new], dim=1).to(q.device)
+        scores = torch.einsum("thd,hkd->htk", q[i].float(), keys) / math.sqrt(d)
+        scores = scores.masked_fill(~mask[None], float("-inf"))
+        out[i] = torch.einsum("htk,hkd->thd", scores.softmax(-1), values).to(q.dtype)
+    return out
+
+
+def causal_tree(n: int) -> torch.Tensor:
+    """The bitmasks of plain causal attention over n new tokens (a chain is a tree with one branch)."""
+    return torch.tensor([(1 << (t + 1)) - 1 for t in range(n)], dtype=torch.int64)
+
+
+@triton.jit
+def _add_norm(
+    X, Delta, W, Bias, Y, width, eps,
+    BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, LAYERNORM: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0)
+    i = tl.arange(0, BLOCK)
+    ok = i < width
+    x = tl.load(X + row * width + i, mask=ok, other=0.0).to(tl.float32)
+    if HAS_DELTA:
+        x = x + tl.load(Delta + row * width + i, mask=ok, other=0.0).to(tl.float32)
+        tl.store(X + row * width + i, x.to(X.dtype.element_ty), mask=ok)  # the residual stream, in place
+        x = tl.load(X + row * width + i, mask=ok, other=0.0).to(tl.float32)  # normalize what was stored
+    if LAYERNORM:
+        mean = tl.sum(x, 0) / width
+        xc = tl.where(ok, x - mean, 0.0)
+        y = xc * tl.rsqrt(tl.sum(xc * xc, 0) / width + eps)
+    else:
+        y = x * tl.rsqrt(tl.sum(x * x, 0) / width + eps)
+    y = y * tl.load(W + i, mask=ok, other=0.0).to(tl.float32)
+    if LAYERNORM:
+        y = y + tl.load(Bias + i, mask=ok, other=0.0).to(tl.float32)
+    tl.store(Y + row * width + i, y.to(Y.dtype.element_ty), mask=ok)
+
+
+def add_norm(x, delta, weight, bias, out, layernorm: bool, eps: float = 1e-5):
+    """x += delta (in place, when delta is given); out = norm(x). x, delta, out contiguous [..., width]."""
+    width = x.shape[-1]
+    rows = x.numel() // width
+    _add_norm[(rows,)](
+        x, delta if delta is not None else x, weight, bias if bias is not None else weight, out, width, eps,
+        BLOCK=_pow2(width), HAS_DELTA=delta is not None, LAYERNORM=layernorm,
+    )  # fmt: skip
+    return out
+
+
+@triton.jit
+def _rope_to_cache(
+    QKV, Cos, Sin, Lens, Qout, Kc, Vc,
+    n_new, heads, kv_heads, s_row, sq_b, sq_t, sq_h, sk_b, sk_h, sk_t, pos_offset,
+    D: tl.constexpr, HALF_PAD: tl.constexpr, ROPE: tl.constexpr,
+):  # fmt: skip
+    row, hh = tl.program_id(0), tl.program_id(1)  # row = sequence x n_new + new token; hh over q then kv heads
+    b, t = row // n_new, row % n_new
+    pos = tl.load(Lens + b) + pos_offset + t
+    i = tl.arange(0, HALF_PAD)
+    ok = i < D // 2
+    src = QKV + row * s_row + hh * D
+    x1 = tl.load(src + i, mask=ok, other=0.0).to(tl.float32)
+    x2 = tl.load(src + D // 2 + i, mask=ok, other=0.0).to(tl.float32)
+    if ROPE:
+        if hh < heads + kv_heads:  # v (the last kv_heads) is not rotated
+            cos = tl.load(Cos + pos * D + i, mask=ok, other=0.0).to(tl.float32)
+            sin = tl.load(Sin + pos * D + i, mask=ok, other=0.0).to(tl.float32)
+            x1, x2 = x1 * cos - x2 * sin, x2 * cos + x1 * sin
+    if hh < heads:
+        dst = Qout + b * sq_b + t * sq_t + hh * sq_h
+    elif hh < heads + kv_heads:
+        dst = Kc + b * sk_b + (hh - heads) * sk_h + pos * sk_t
+    else:
+        dst = Vc + b * sk_b + (hh - heads - kv_heads) * sk_h + pos * sk_t
+    tl.store(dst + i, x1.to(dst.dtype.element_ty), mask=ok)
+    tl.store(dst + D // 2 + i, x2.to(dst.dtype.element_ty), mask=ok)
+
+
+def rope_to_cache(qkv, cos, sin, lens, q_out, k_cache, v_cache, heads, kv_heads, rope: bool, pos_offset: int = 0):
+    """qkv [b, n, (heads + 2 kv_heads) d] -> q_out [b, n, heads, d] (rotated), k (rotated) and v into the caches
+    [b, kv_heads, capacity, d] at positions lens + pos_offset + t. cos, sin [capacity, d] (halves repeated)."""
+    b, n, _ = qkv.shape
+    d = q_out.shape[-1]
+    _rope_to_cache[(b * n, heads + 2 * kv_heads)](
+        qkv, cos if rope else qkv, sin if rope else qkv, lens, q_out, k_cache, v_cache,
+        n, heads, kv_heads, qkv.stride(1), q_out.stride(0), q_out.stride(1), q_out.stride(2),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), pos_offset,
+        D=d, HALF_PAD=_pow2(d // 2), ROPE=rope,
+    )  # fmt: skip
+
+
+@triton.jit
+def _act(X, Y, width, BLOCK: tl.constexpr, GATED: tl.constexpr):
+    row, blk = tl.program_id(0), tl.program_id(1)
+    i = blk * BLOCK + tl.arange(0, BLOCK)
+    ok = i < width
+    if GATED:  # X holds [gate | up]
+        gate = tl.load(X + row * 2 * width + i, mask=ok, other=0.0).to(tl.float32)
+        up = tl.load(X + row * 2 * width + width + i, mask=ok, other=0.0).to(tl.float32)
+        y = gate * tl.sigmoid(gate) * up
+    else:
+        y = tl.maximum(tl.load(X + row * width + i, mask=ok, other=0.0).to(tl.float32), 0.0)
+    tl.store(Y + row * width + i, y.to(Y.dtype.element_ty), mask=ok)
+
+
+def gated_act(x, out, gated: bool):
+    """out = SiLU(gate) x up for x = [gate | up] (gated), or ReLU(x)."""
+    width = out.shape[-1]
+    rows = out.numel() // width
+    block = min(1024, _pow2(width))
+    _act[(rows, math.ceil(width / block))](x, out, width, BLOCK=block, GATED=gated)
+    return out

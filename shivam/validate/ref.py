@@ -1,0 +1,142 @@
+"""The reference engine `ref`: a decoder built for speed the way serving engines are.
+
+Same weights as the graph engine's Decoder (fused q/k/v and gate/up GEMMs, static KV cache), but
+  - every operator between the GEMMs is one Triton kernel (shivam.validate.kernels): the residual add fused into the
+    norm after it, RoPE fused with the cache write, SiLU-and-multiply;
+  - attention is split-KV over the cache with GQA packing, causal within the new tokens (lower-right aligned) or
+    under a tree mask, with each sequence's cached length read from the device: decode, verify and prefill run
+    the same kernels, and one CUDA graph per (batch, new tokens, cache bucket) serves every context in the bucket;
+  - the logits of every new position come out (bf16), sampling is an argmax on the device;
+  - the k draft steps of a speculative iteration are one CUDA graph; the host syncs once per iteration.
+On the CPU (TRITON_INTERPRET=1) it runs eagerly: its logits are tested against the plain PyTorch Decoder.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from shivam.validate import kernels
+from shivam.validate.engines import Decoder
+
+BUCKET_MIN = 256  # the smallest cache bucket a graph is captured for
+
+
+def bucket_for(keys: int, max_context: int) -> int:
+    """Cache capacity a graph covers: the next power of two of the keys (at least BUCKET_MIN), within the cache."""
+    bucket = BUCKET_MIN
+    while bucket < keys:
+        bucket *= 2
+    return min(bucket, max_context)
+
+
+class RefDecoder(Decoder):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._plans: dict = {}
+        self._arange = torch.arange(self.max_context, device=self.device)
+
+    def plan(self, n: int, keys: int) -> kernels.AttentionPlan:
+        s, bucket = self.spec, bucket_for(keys, self.max_context)
+        key = (n, bucket)
+        if key not in self._plans:
+            self._plans[key] = kernels.AttentionPlan(
+                self.batch, n, s.heads, s.kv_heads, s.head_dim, bucket, self.device
+            )
+        return self._plans[key]
+
+    def ref_logits(
+        self,
+        tokens: torch.Tensor,
+        lens: torch.Tensor,
+        plan: kernels.AttentionPlan,
+        tree: torch.Tensor | None = None,
+        pos_offset: int = 0,
+    ) -> torch.Tensor:
+        """Logits [batch, n, vocab] of tokens [batch, n] after lens + pos_offset cached tokens per sequence."""
+        s, (b, n) = self.spec, tokens.shape
+        layernorm = s.norm == "layernorm"
+        x = F.embedding(tokens, self.embed)
+        if self.proj:
+            x = F.linear(x, self.proj[0])
+        if self.positions is not None:
+            first = lens[:, None] + (pos_offset + (2 if s.family == "opt" else 0))
+            x = x + F.embedding(first + self._arange[:n][None], self.positions)
+        x = x.contiguous()
+        normed = torch.empty_like(x)
+        q = torch.empty((b, n, s.heads, s.head_dim), device=self.device, dtype=self.dtype)
+        att = torch.empty_like(q)
+        delta = None
+        for i, layer in enumerate(self.layers):
+            kernels.add_norm(x, delta, *layer["n1"], normed, layernorm)
+            qkv = self._linear(normed, layer["qkv"])
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            rope = self.positions is None
+            kernels.rope_to_cache(
+                qkv,
+                self.cos if rope else None,
+                self.sin if rope else None,
+                lens,
+                q,
+                kc,
+                vc,
+                s.heads,
+                s.kv_heads,
+                rope,
+                pos_offset,
+            )
+            kernels.attention(q, kc, vc, lens, plan, att, tree, pos_offset)
+            delta = self._linear(att.view(b, n, -1), layer["o_proj"])
+            kernels.add_norm(x, delta, *layer["n2"], normed, layernorm)
+            up = self._linear(normed, layer["up"])
+            width = up.shape[-1] // 2 if s.gated_mlp else up.shape[-1]
+            act = torch.empty((b, n, width), device=self.device, dtype=self.dtype)
+            kernels.gated_act(up, act, s.gated_mlp)
+            delta = self._linear(act, layer["down"])
+        if self.final_norm is not None:
+            kernels.add_norm(x, delta, *self.final_norm, normed, layernorm)
+            x = normed
+        else:
+            x = x + delta
+        if len(self.proj) > 1:
+            x = F.linear(x, self.proj[1])
+        return F.linear(x, self.lm_head)
+
+    def logits(self, tokens: torch.Tensor, c: int) -> torch.Tensor:
+        """The Decoder's interface: every sequence at context c, causal."""
+        n = tokens.shape[1]
+        lens = torch.full((self.batch,), c, device=self.device, dtype=torch.int32)
+        return self.ref_logits(tokens, lens, self.plan(n, c + n)).float()
+
+    def step_fn(self, tokens, c, out=None, out_vocab=None, tree=None):
+        """forward of tokens at context c (every sequence), replayed from one CUDA graph per (shape, cache bucket);
+        greedy tokens of every position come back; the last is written into `out` when given."""
+        n = tokens.shape[1]
+        lens = torch.full((self.batch,), c, device=self.device, dtype=torch.int32)
+        plan = self.plan(n, c + n)
+
+        def run():
+            result = self.ref_logits(tokens, lens, plan, tree).argmax(dim=-1)
+            if out is not None:
+                last = result[:, -1:]
+                out.copy_(last.remainder(out_vocab) if out_vocab else last)
+            return result
+
+        key = ("step", tokens.data_ptr(), tokens.shape, c, None if out is None else out.data_ptr(), tree is None)
+        return self.graphed(key, run)
+
+    def chain_fn(self, buf, c, k, out_vocab=None):
+        """The k draft steps of an iteration in one CUDA graph: step i reads buf[:, i] at context c + i (a constant
+        offset over the same device lengths) and writes its greedy token into buf[:, i + 1]."""
+        if k == 0:
+            return lambda: None
+        lens = torch.full((self.batch,), c, device=self.device, dtype=torch.int32)
+        plan = self.plan(1, c + k)
+
+        def run():
+            for i in range(k):
+                token = self.ref_logits(buf[:, i : i + 1], lens, plan, None, i).argmax(dim=-1)
+                buf[:, i + 1 : i + 2].copy_(token.remainder(out_vocab) if out_vocab else token)
+            return buf
+
+        return self.graphed(("chain", buf.data_ptr(), buf.shape, c, k), run)

@@ -1,0 +1,179 @@
+"""The reference engine's kernels and decoder on the CPU (Triton's interpreter), against plain PyTorch references:
+the graph engine's Decoder (SDPA) with the same weights, transformers' own Llama, and an explicit-mask attention."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from conftest import ROOT  # noqa: E402
+
+from shivam.specs.model import load_model  # noqa: E402
+from shivam.validate import kernels  # noqa: E402
+from shivam.validate.engines import Decoder, spec_call  # noqa: E402
+from shivam.validate.ref import RefDecoder, bucket_for  # noqa: E402
+
+TINY_LLAMA = str(ROOT / "tests/data/tiny-llama.json")
+TINY_OPT = str(ROOT / "tests/data/tiny-opt.json")
+
+
+def _cache(b, kv_heads, capacity, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, kv_heads, capacity, d, generator=g), torch.randn(b, kv_heads, capacity, d, generator=g)
+
+
+@pytest.mark.parametrize(
+    "b,n,heads,kv_heads,d,lens",
+    [
+        (1, 1, 4, 4, 64, [200]),  # decode, no GQA, several slices
+        (3, 5, 8, 2, 64, [0, 37, 250]),  # verify, GQA 4, ragged (one sequence with an empty cache)
+        (2, 16, 4, 1, 96, [10, 3]),  # 16 new tokens, head_dim not a power of two (Phi-3)
+        (1, 40, 2, 2, 32, [0]),  # a prefill: causal over the prompt itself
+    ],
+)
+def test_attention_equals_explicit_mask_reference(b, n, heads, kv_heads, d, lens):
+    capacity = max(lens) + n + 7
+    kc, vc = _cache(b, kv_heads, capacity, d)
+    q = torch.randn(b, n, heads, d, generator=torch.Generator().manual_seed(1))
+    lens_t = torch.tensor(lens, dtype=torch.int32)
+    plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, capacity, "cpu")
+    out = kernels.attention(q, kc, vc, lens_t, plan, torch.empty_like(q))
+    ref = kernels.attention_reference(q, kc, vc, lens_t)
+    assert torch.allclose(out, ref, atol=2e-5, rtol=1e-4)
+
+
+def test_one_slice_and_many_slices_agree():
+    # the merge of slices (log-sum-exp) must give what one pass over all keys gives
+    b, n, heads, kv_heads, d, cap = 1, 3, 4, 2, 64, 600
+    kc, vc = _cache(b, kv_heads, cap, d)
+    q = torch.randn(b, n, heads, d)
+    lens = torch.tensor([590], dtype=torch.int32)
+    many = kernels.AttentionPlan(b, n, heads, kv_heads, d, cap, "cpu")
+    assert many.slices > 1
+    one = kernels.AttentionPlan(300, n, heads, kv_heads, d, cap, "cpu")  # a large batch needs no split
+    assert one.slices == 1 and one.kernels() == 1
+    one.batch = b
+    a = kernels.attention(q, kc, vc, lens, many, torch.empty_like(q))
+    c = kernels.attention(q, kc, vc, lens, one, torch.empty_like(q))
+    assert torch.allclose(a, c, atol=1e-5)
+
+
+def test_tree_mask_equals_reference_and_chain_equals_causal():
+    b, n, heads, kv_heads, d, cap = 2, 6, 4, 2, 64, 100
+    kc, vc = _cache(b, kv_heads, cap, d)
+    q = torch.randn(b, n, heads, d)
+    lens = torch.tensor([20, 51], dtype=torch.int32)
+    plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, cap, "cpu")
+    # a tree of 6 drafted tokens: 0 the root, 1 and 2 its children, 3 under 1, 4 and 5 under 2
+    parents = [-1, 0, 0, 1, 2, 2]
+    bits = []
+    for t in range(n):
+        mask, node = 0, t
+        while node >= 0:
+            mask |= 1 << node
+            node = parents[node]
+        bits.append(mask)
+    tree = torch.tensor(bits, dtype=torch.int64)
+    out = kernels.attention(q, kc, vc, lens, plan, torch.empty_like(q), tree)
+    assert torch.allclose(out, kernels.attention_reference(q, kc, vc, lens, tree), atol=2e-5)
+    chain = kernels.attention(q, kc, vc, lens, plan, torch.empty_like(q), kernels.causal_tree(n))
+    causal = kernels.attention(q, kc, vc, lens, plan, torch.empty_like(q))
+    assert torch.allclose(chain, causal, atol=1e-6)
+    assert not torch.allclose(out, causal, atol=1e-3)  # the tree really masks something
+
+
+def test_add_norm_and_activations_equal_torch():
+    x = torch.randn(5, 96)
+    delta = torch.randn(5, 96)
+    w, bias = torch.randn(96), torch.randn(96)
+    for layernorm in (False, True):
+        xs = x.clone()
+        out = kernels.add_norm(xs, delta, w, bias, torch.empty_like(x), layernorm)
+        s = x + delta
+        ref = (
+            torch.nn.functional.layer_norm(s, (96,), w, bias, eps=1e-5)
+            if layernorm
+            else torch.nn.functional.rms_norm(s, (96,), w, eps=1e-5)
+        )
+        assert torch.allclose(xs, s) and torch.allclose(out, ref, atol=1e-5)
+    up = torch.randn(3, 2, 2 * 1500)
+    gate, val = up.chunk(2, dim=-1)
+    out = kernels.gated_act(up, torch.empty(3, 2, 1500), True)
+    assert torch.allclose(out, torch.nn.functional.silu(gate) * val, atol=1e-6)
+    assert torch.equal(kernels.gated_act(up, torch.empty_like(up), False), torch.relu(up))
+
+
+@pytest.mark.parametrize("cfg", [TINY_LLAMA, TINY_OPT])
+def test_ref_logits_equal_the_graph_decoder(cfg):
+    # same weights (same seed), same prompt: prefill, a verify step of 4 and a decode step agree to fp32 rounding
+    spec = load_model(cfg)
+    graph, ref = Decoder(spec, 2, 64, device="cpu", seed=1), RefDecoder(spec, 2, 64, device="cpu", seed=1)
+    prompt = torch.randint(0, 200, (2, 6), generator=torch.Generator().manual_seed(2))
+    new = torch.randint(0, 200, (2, 4), generator=torch.Generator().manual_seed(3))
+    for tokens, c in ((prompt, 0), (new, 6), (new[:, :1], 10)):
+        a, b = graph.logits(tokens, c), ref.logits(tokens, c)
+        assert a.shape == b.shape == (2, tokens.shape[1], spec.vocab)
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_ref_logits_equal_transformers_llama():
+    # an independent implementation: transformers' LlamaForCausalLM with the reference engine's weights
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    cfg = json.loads(open(TINY_LLAMA).read())
+    spec = load_model(TINY_LLAMA)
+    ref = RefDecoder(spec, 1, 64, device="cpu", seed=4)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg)).eval()
+    q_dim, kv_dim = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
+    sd = {"model.embed_tokens.weight": ref.embed, "lm_head.weight": ref.lm_head, "model.norm.weight": ref.final_norm[0]}
+    for i, layer in enumerate(ref.layers):
+        p = f"model.layers.{i}."
+        qkv = layer["qkv"][0]
+        gate, up = layer["up"][0].chunk(2, dim=0)
+        sd.update(
+            {
+                p + "self_attn.q_proj.weight": qkv[:q_dim],
+                p + "self_attn.k_proj.weight": qkv[q_dim : q_dim + kv_dim],
+                p + "self_attn.v_proj.weight": qkv[q_dim + kv_dim :],
+                p + "self_attn.o_proj.weight": layer["o_proj"][0],
+                p + "mlp.gate_proj.weight": gate,
+                p + "mlp.up_proj.weight": up,
+                p + "mlp.down_proj.weight": layer["down"][0],
+                p + "input_layernorm.weight": layer["n1"][0],
+                p + "post_attention_layernorm.weight": layer["n2"][0],
+            }
+        )
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    assert not unexpected and all("rotary" in m for m in missing)
+    tokens = torch.randint(0, 256, (1, 9), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = hf(tokens).logits
+    assert torch.allclose(ref.logits(tokens, 0), expected, atol=1e-4, rtol=1e-3)
+    # a verify step after a cached prefix sees what the whole sequence at once sees
+    ref2 = RefDecoder(spec, 1, 64, device="cpu", seed=4)
+    ref2.logits(tokens[:, :5], 0)
+    assert torch.allclose(ref2.logits(tokens[:, 5:], 5), expected[:, 5:], atol=1e-4, rtol=1e-3)
+
+
+def test_draft_chain_equals_steps_one_by_one():
+    spec = load_model(TINY_LLAMA)
+    a, b = RefDecoder(spec, 2, 64, device="cpu", seed=6), RefDecoder(spec, 2, 64, device="cpu", seed=6)
+    buf = torch.tensor([[5, 0, 0, 0], [9, 0, 0, 0]])
+    chained = buf.clone()
+    a.chain_fn(chained, 20, 3)()
+    one_by_one = buf.clone()
+    for i in range(3):
+        one_by_one[:, i + 1] = b.logits(one_by_one[:, i : i + 1], 20 + i).argmax(-1)[:, 0]
+    assert torch.equal(chained, one_by_one)
+
+
+def test_spec_loop_runs_on_the_reference_engine():
+    target = RefDecoder(load_model(TINY_LLAMA), 2, 64, device="cpu")
+    draft = RefDecoder(load_model(TINY_OPT), 2, 64, device="cpu")
+    assert spec_call(target, draft, 3, 1.0, 10)() == 2 * 4
+
+
+def test_cache_buckets():
+    assert [bucket_for(k, 8192) for k in (1, 256, 257, 1029, 5000)] == [256, 256, 512, 2048, 8192]
+    assert bucket_for(5000, 4096) == 4096
