@@ -114,7 +114,8 @@ def test_ref_engine_replay_equals_eager_and_matches_sdpa():
     ref = RefDecoder(spec, 2, 256, device="cuda", seed=3)
     graph = Decoder(spec, 2, 256, device="cuda", seed=3)
     prompt = torch.randint(0, 256, (2, 40), device="cuda")
-    assert torch.equal(ref.logits(prompt, 0).argmax(-1), graph.logits(prompt, 0).argmax(-1))
+    first = ref.logits(prompt, 0)  # a prefill (bf16: near-ties may flip an argmax, so the logits are compared)
+    assert (first - graph.logits(prompt, 0)).abs().max() < 0.02 * first.abs().max()
     tokens = torch.randint(0, 256, (2, 5), device="cuda")
     eager = ref.logits(tokens, 40)
     assert (eager - graph.logits(tokens, 40)).abs().max() < 0.02 * eager.abs().max()  # bf16, two kernels

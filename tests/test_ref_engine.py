@@ -177,3 +177,30 @@ def test_spec_loop_runs_on_the_reference_engine():
 def test_cache_buckets():
     assert [bucket_for(k, 8192) for k in (1, 256, 257, 1029, 5000)] == [256, 256, 512, 2048, 8192]
     assert bucket_for(5000, 4096) == 4096
+
+
+@pytest.mark.parametrize("rope", [True, False])
+def test_fused_attention_equals_rope_then_cache_then_attention(rope):
+    # decode/verify rotate and cache the new keys inside attention: same output, same cache as the prefill path
+    b, n, heads, kv_heads, d, cap = 2, 5, 8, 2, 64, 80
+    g = torch.Generator().manual_seed(8)
+    qkv = torch.randn(b, n, (heads + 2 * kv_heads) * d, generator=g)
+    ang = torch.arange(cap)[:, None] * (1.0 / 10000 ** (torch.arange(0, d, 2) / d))[None]
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+    lens = torch.tensor([7, 60], dtype=torch.int32)
+    kc1, vc1 = _cache(b, kv_heads, cap, d)
+    kc2, vc2 = kc1.clone(), vc1.clone()
+    plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, cap, "cpu")
+    assert plan.fused and plan.slices > 1
+    q = torch.empty(b, n, heads, d)
+    kernels.rope_to_cache(qkv, cos if rope else None, sin if rope else None, lens, q, kc1, vc1, heads, kv_heads, rope)
+    expected = kernels.attention_reference(q, kc1, vc1, lens)
+    fused = kernels.attention(
+        None, kc2, vc2, lens, plan, torch.empty_like(q), qkv=qkv, cos=cos if rope else None, sin=sin if rope else None
+    )
+    assert torch.allclose(fused, expected, atol=2e-5)
+    assert torch.allclose(kc1, kc2, atol=1e-6) and torch.equal(vc1, vc2)
+    again = kernels.attention(  # the slice counters reset themselves: a second run (a graph replay) agrees
+        None, kc2, vc2, lens, plan, torch.empty_like(q), qkv=qkv, cos=cos if rope else None, sin=sin if rope else None
+    )
+    assert torch.equal(again, fused)

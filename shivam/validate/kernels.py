@@ -5,10 +5,12 @@ attention      split-KV attention over a static KV cache for n new tokens per se
                query rows being every (new token, query head) pair of the KV head's group, so the cache is read once
                for all query heads of a group and all new tokens (GQA packing); causal within the new tokens,
                lower-right aligned (new token t sees the cached keys and new tokens 0..t), or an arbitrary tree
-               mask over the new tokens; each sequence its own cached length (ragged batches). Slices are merged
-               by a second kernel (log-sum-exp), or written directly when one slice covers the keys.
+               mask over the new tokens; each sequence its own cached length (ragged batches). Up to 16 new tokens
+               (decode, verify) it takes q, k and v straight from the q/k/v GEMM, applies RoPE and writes the new
+               keys and values into the cache itself. The last program of each row block to finish merges the
+               slices (log-sum-exp; an atomic counts them): one kernel per layer.
 add_norm       residual add fused with the RMS or layer norm that follows it (one read, two writes).
-rope_to_cache  rotary embedding of q and k fused with writing k and v into the cache at each sequence's position.
+rope_to_cache  (prefill) rotary embedding of q and k fused with writing k and v into the cache.
 gated_act      SiLU(gate) x up of a gated MLP, or ReLU of a plain one.
 
 The wrappers take torch tensors and launch the kernels; with TRITON_INTERPRET=1 they run on the CPU (the tests do).
@@ -45,13 +47,40 @@ def _pow2(n: int) -> int:
 
 
 @triton.jit
-def _attention_slice(
-    Q, K, V, Lens, Tree, Out, Opart, Mpart, Lpart,
-    sq_b, sq_t, sq_h, sk_b, sk_h, sk_t, so_b, so_t, so_h,
-    n_new, group, kv_heads, n_heads, slice_len, n_slices, pos_offset, sm_scale,
-    D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    TREE: tl.constexpr, DIRECT: tl.constexpr,
+def _rotated(src, row_off, head_off, d, d_ok, rows_ok, Cos, Sin, pos, D: tl.constexpr, ROPE: tl.constexpr):
+    """Rows of head vectors [rows, D_PAD] at src + row_off + head_off + d, rotated at positions `pos` (rotate-half
+    RoPE: the partner of element d is d +- D/2) when ROPE."""
+    x = tl.load(
+        src + row_off[:, None] + head_off[:, None] + d[None, :], mask=rows_ok[:, None] & d_ok[None, :], other=0.0
+    )
+    if ROPE:
+        half = D // 2
+        partner = tl.where(d < half, d + half, d - half)
+        sign = tl.where(d < half, -1.0, 1.0)
+        y = tl.load(
+            src + row_off[:, None] + head_off[:, None] + partner[None, :],
+            mask=rows_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
+        cos = tl.load(Cos + pos[:, None] * D + d[None, :], mask=rows_ok[:, None] & d_ok[None, :], other=0.0)
+        sin = tl.load(Sin + pos[:, None] * D + d[None, :], mask=rows_ok[:, None] & d_ok[None, :], other=0.0)
+        x = (x.to(tl.float32) * cos.to(tl.float32) + sign[None, :] * y.to(tl.float32) * sin.to(tl.float32)).to(x.dtype)
+    return x
+
+
+@triton.jit
+def _attention(
+    Q, QKV, Cos, Sin, K, V, Lens, Tree, Out, Opart, Mpart, Lpart, Count,
+    sq_b, sq_t, sq_h, s_row, sk_b, sk_h, sk_t, so_b, so_t, so_h,
+    n_new, group, kv_heads, n_heads, n_slices, pos_offset, sm_scale,
+    D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NEW_PAD: tl.constexpr,
+    TREE: tl.constexpr, FUSED: tl.constexpr, ROPE: tl.constexpr,
 ):  # fmt: skip
+    """One program per (sequence, KV head, block of query rows, slice of the cached keys). FUSED (decode and verify):
+    q and the new keys come from the q/k/v GEMM's output, rotated here; the last slice's program attends to the new
+    keys and (for the first row block) writes them and their values into the cache. Otherwise (prefill) q and the
+    new keys are already in Q and the cache. With several slices, the last program of a row block to finish merges
+    the slices' partial results (log-sum-exp), counted on an atomic: no second kernel."""
     pid_bh, pid_m, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = pid_bh // kv_heads, pid_bh % kv_heads
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # row = new token x group + head within the group
@@ -60,16 +89,22 @@ def _attention_slice(
     head = h * group + g
     d = tl.arange(0, D_PAD)
     d_ok = d < D
-    cached = tl.load(Lens + b) + pos_offset  # keys already in the cache before this step
-    q = tl.load(
-        Q + b * sq_b + t[:, None] * sq_t + head[:, None] * sq_h + d[None, :],
-        mask=row_ok[:, None] & d_ok[None, :],
-        other=0.0,
-    )
-    last_t = tl.minimum((pid_m * BLOCK_M + BLOCK_M - 1) // group, n_new - 1)
-    end = cached + last_t + 1  # no query of this block sees beyond its last new token
+    cached = tl.load(Lens + b) + pos_offset  # keys in the cache before this step
+    qpos = cached + t
+    if FUSED:
+        q = _rotated(QKV, (b * n_new + t) * s_row, head * D, d, d_ok, row_ok, Cos, Sin, qpos, D, ROPE)
+        streamed = cached  # the loop reads the cached keys; the new ones come from the GEMM's output
+    else:
+        q = tl.load(
+            Q + b * sq_b + t[:, None] * sq_t + head[:, None] * sq_h + d[None, :],
+            mask=row_ok[:, None] & d_ok[None, :],
+            other=0.0,
+        )
+        last_t = tl.minimum((pid_m * BLOCK_M + BLOCK_M - 1) // group, n_new - 1)
+        streamed = cached + last_t + 1  # no query of this block sees beyond its last new token
+    slice_len = tl.cdiv(tl.cdiv(streamed, BLOCK_N), n_slices) * BLOCK_N  # balanced over this sequence's keys
     start = pid_s * slice_len
-    stop = tl.minimum(start + slice_len, end)
+    stop = tl.minimum(start + slice_len, streamed)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
@@ -82,12 +117,14 @@ def _attention_slice(
         k_ok = kpos < stop
         k = tl.load(k_base + kpos[None, :] * sk_t + d[:, None], mask=k_ok[None, :] & d_ok[:, None], other=0.0)
         qk = tl.dot(q, k.to(q.dtype)) * sm_scale
-        if TREE:
+        if FUSED:
+            visible = k_ok[None, :] & row_ok[:, None]
+        elif TREE:
             j = kpos - cached
             new_ok = ((bits[:, None] >> tl.maximum(j, 0)[None, :]) & 1) == 1
             visible = k_ok[None, :] & ((j[None, :] < 0) | new_ok)
         else:
-            visible = k_ok[None, :] & (kpos[None, :] <= cached + t[:, None])
+            visible = k_ok[None, :] & (kpos[None, :] <= qpos[:, None])
         qk = tl.where(visible, qk, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that has seen no key yet
@@ -97,48 +134,76 @@ def _attention_slice(
         v = tl.load(v_base + kpos[:, None] * sk_t + d[None, :], mask=k_ok[:, None] & d_ok[None, :], other=0.0)
         acc = acc * scale[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype))
         m_i = m_new
-    if DIRECT:
-        out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-        tl.store(
-            Out + b * so_b + t[:, None] * so_t + head[:, None] * so_h + d[None, :],
-            out.to(Out.dtype.element_ty),
-            mask=row_ok[:, None] & d_ok[None, :],
-        )
+    if FUSED:
+        if pid_s == n_slices - 1:  # the new keys, rotated from the GEMM's output; causal or tree among them
+            j = tl.arange(0, NEW_PAD)
+            j_ok = j < n_new
+            j_row = (b * n_new + j) * s_row
+            kv_off = tl.zeros([NEW_PAD], tl.int32) + (n_heads + h) * D
+            k_new = _rotated(QKV, j_row, kv_off, d, d_ok, j_ok, Cos, Sin, cached + j, D, ROPE)
+            v_new = tl.load(
+                QKV + j_row[:, None] + (n_heads + kv_heads + h) * D + d[None, :],
+                mask=j_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
+            if pid_m == 0:
+                dst = (cached + j)[:, None] * sk_t + d[None, :]
+                tl.store(k_base + dst, k_new.to(K.dtype.element_ty), mask=j_ok[:, None] & d_ok[None, :])
+                tl.store(v_base + dst, v_new.to(V.dtype.element_ty), mask=j_ok[:, None] & d_ok[None, :])
+            qk = tl.dot(q, tl.trans(k_new)) * sm_scale
+            if TREE:
+                visible = j_ok[None, :] & (((bits[:, None] >> j[None, :]) & 1) == 1)
+            else:
+                visible = j_ok[None, :] & (j[None, :] <= t[:, None])
+            qk = tl.where(visible & row_ok[:, None], qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.exp(qk - m_safe[:, None])
+            scale = tl.exp(m_i - m_safe)
+            l_i = l_i * scale + tl.sum(p, 1)
+            acc = acc * scale[:, None] + tl.dot(p.to(q.dtype), v_new.to(q.dtype))
+            m_i = m_new
+    out_ptr = Out + b * so_b + t[:, None] * so_t + head[:, None] * so_h + d[None, :]
+    out_ok = row_ok[:, None] & d_ok[None, :]
+    if n_slices == 1:
+        tl.store(out_ptr, (acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]).to(Out.dtype.element_ty), mask=out_ok)
     else:
-        part = ((b * n_heads + head) * n_new + t) * n_slices + pid_s  # partials of [b, head, t, slice]
-        tl.store(Mpart + part, m_i, mask=row_ok)
-        tl.store(Lpart + part, l_i, mask=row_ok)
-        tl.store(Opart + part[:, None] * D_PAD + d[None, :], acc, mask=row_ok[:, None])
+        part = ((b * n_heads + head) * n_new + t) * n_slices  # partials of [b, head, t, slice]
+        tl.store(Mpart + part + pid_s, m_i, mask=row_ok)
+        tl.store(Lpart + part + pid_s, l_i, mask=row_ok)
+        tl.store(Opart + (part + pid_s)[:, None] * D_PAD + d[None, :], acc, mask=row_ok[:, None])
+        counter = Count + pid_bh * tl.num_programs(1) + pid_m
+        if tl.atomic_add(counter, 1, sem="acq_rel") == n_slices - 1:  # the last slice of this row block: merge
+            m_all = tl.full([BLOCK_M], float("-inf"), tl.float32)
+            for i in range(n_slices):
+                m_all = tl.maximum(
+                    m_all, tl.load(Mpart + part + i, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
+                )
+            m_all = tl.where(m_all == float("-inf"), 0.0, m_all)
+            num = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+            den = tl.zeros([BLOCK_M], tl.float32)
+            for i in range(n_slices):
+                w = tl.exp(tl.load(Mpart + part + i, mask=row_ok, other=float("-inf"), cache_modifier=".cg") - m_all)
+                den += w * tl.load(Lpart + part + i, mask=row_ok, other=0.0, cache_modifier=".cg")
+                o = tl.load(Opart + (part + i)[:, None] * D_PAD + d[None, :], mask=row_ok[:, None], other=0.0,
+                            cache_modifier=".cg")  # fmt: skip
+                num += w[:, None] * o
+            tl.store(out_ptr, (num / tl.where(den == 0.0, 1.0, den)[:, None]).to(Out.dtype.element_ty), mask=out_ok)
+            tl.atomic_xchg(counter, 0)  # ready for the next replay
 
 
-@triton.jit
-def _attention_merge(
-    Opart, Mpart, Lpart, Out, so_b, so_t, so_h, n_new, n_heads, n_slices,
-    D: tl.constexpr, D_PAD: tl.constexpr, S_PAD: tl.constexpr,
-):  # fmt: skip
-    pid = tl.program_id(0)  # one program per (sequence, head, new token)
-    t = pid % n_new
-    head = (pid // n_new) % n_heads
-    b = pid // (n_new * n_heads)
-    s = tl.arange(0, S_PAD)
-    s_ok = s < n_slices
-    m = tl.load(Mpart + pid * n_slices + s, mask=s_ok, other=float("-inf"))
-    l_s = tl.load(Lpart + pid * n_slices + s, mask=s_ok, other=0.0)
-    m_max = tl.max(m, 0)
-    w = tl.where(m == float("-inf"), 0.0, tl.exp(m - m_max))
-    d = tl.arange(0, D_PAD)
-    o = tl.load(Opart + (pid * n_slices + s)[:, None] * D_PAD + d[None, :], mask=s_ok[:, None], other=0.0)
-    out = tl.sum(o * w[:, None], 0) / tl.sum(l_s * w, 0)
-    tl.store(Out + b * so_b + t * so_t + head * so_h + d, out.to(Out.dtype.element_ty), mask=d < D)
+FUSED_MAX_NEW = 16  # decode and verify steps up to this many new tokens rotate and cache their keys in attention
 
 
 class AttentionPlan:
     """The launch shape of attention for one (batch, new tokens, cache capacity): fixed when a CUDA graph is
-    captured, valid for every cached length up to the capacity (the kernels read the lengths from the device)."""
+    captured, valid for every cached length up to the capacity (the kernels read the lengths from the device and
+    balance their slices over each sequence's own keys)."""
 
     def __init__(self, batch: int, n_new: int, heads: int, kv_heads: int, head_dim: int, capacity: int, device):
         self.batch, self.n_new, self.heads, self.kv_heads, self.head_dim = batch, n_new, heads, kv_heads, head_dim
         self.group = heads // kv_heads
+        self.fused = n_new <= FUSED_MAX_NEW
         rows = n_new * self.group
         self.block_m = min(64, max(16, _pow2(rows)))
         self.m_blocks = math.ceil(rows / self.block_m)
@@ -146,22 +211,18 @@ class AttentionPlan:
         per_slice = batch * kv_heads * self.m_blocks
         most = max(1, math.ceil(capacity / ATTENTION_BLOCK_N))
         self.slices = max(1, min(most, math.ceil(ATTENTION_TARGET_PROGRAMS / per_slice)))
-        self.slice_len = ATTENTION_BLOCK_N * math.ceil(capacity / (self.slices * ATTENTION_BLOCK_N))
-        self.slices = math.ceil(capacity / self.slice_len)
-        if self.slices > 1:
-            shape = (batch * heads * n_new * self.slices,)
-            self.m_part = torch.empty(shape, device=device, dtype=torch.float32)
-            self.l_part = torch.empty(shape, device=device, dtype=torch.float32)
-            self.o_part = torch.empty((*shape, self.d_pad), device=device, dtype=torch.float32)
-        else:
-            self.m_part = self.l_part = self.o_part = None
+        shape = (batch * heads * n_new * self.slices,)
+        self.m_part = torch.empty(shape, device=device, dtype=torch.float32)
+        self.l_part = torch.empty(shape, device=device, dtype=torch.float32)
+        self.o_part = torch.empty((*shape, self.d_pad), device=device, dtype=torch.float32)
+        self.count = torch.zeros(per_slice, device=device, dtype=torch.int32)
 
     def kernels(self) -> int:
-        return 1 if self.slices == 1 else 2
+        return 1
 
 
 def attention(
-    q: torch.Tensor,
+    q: torch.Tensor | None,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     lens: torch.Tensor,
@@ -169,28 +230,28 @@ def attention(
     out: torch.Tensor,
     tree: torch.Tensor | None = None,
     pos_offset: int = 0,
+    qkv: torch.Tensor | None = None,
+    cos: torch.Tensor | None = None,
+    sin: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """q [b, n, heads, d] (last dim contiguous); caches [b, kv_heads, capacity, d] holding the new tokens' keys and
-    values at lens + pos_offset ..; lens [b] int32; tree None (causal) or [n] int64 bitmasks; out [b, n, heads, d]."""
-    b, n, heads, d = q.shape
-    direct = plan.slices == 1
+    """Attention of n new tokens per sequence over the cache [b, kv_heads, capacity, d]; lens [b] int32 cached
+    tokens per sequence (plus pos_offset); tree None (causal) or [n] int64 bitmasks; out [b, n, heads, d].
+    Either q [b, n, heads, d] with the new keys and values already in the cache, or (plan.fused) qkv
+    [b, n, (heads + 2 kv_heads) d] straight from the GEMM, rotated with cos/sin [capacity, d] when given."""
+    b, n, heads, d = out.shape
+    fused = qkv is not None
     grid = (b * plan.kv_heads, plan.m_blocks, plan.slices)
-    dummy = out if direct else None
-    _attention_slice[grid](
-        q, k_cache, v_cache, lens, tree if tree is not None else lens, out,
-        plan.o_part if not direct else dummy, plan.m_part if not direct else dummy,
-        plan.l_part if not direct else dummy,
-        q.stride(0), q.stride(1), q.stride(2), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        n, plan.group, plan.kv_heads, heads, plan.slice_len, plan.slices, pos_offset, 1.0 / math.sqrt(d),
-        D=d, D_PAD=plan.d_pad, BLOCK_M=plan.block_m, BLOCK_N=ATTENTION_BLOCK_N,
-        TREE=tree is not None, DIRECT=direct,
+    src = qkv if fused else q
+    _attention[grid](
+        src, src, cos if cos is not None else src, sin if sin is not None else src, k_cache, v_cache, lens,
+        tree if tree is not None else lens, out, plan.o_part, plan.m_part, plan.l_part, plan.count,
+        0 if fused else q.stride(0), 0 if fused else q.stride(1), 0 if fused else q.stride(2),
+        qkv.stride(1) if fused else 0,
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        n, plan.group, plan.kv_heads, heads, plan.slices, pos_offset, 1.0 / math.sqrt(d),
+        D=d, D_PAD=plan.d_pad, BLOCK_M=plan.block_m, BLOCK_N=ATTENTION_BLOCK_N, NEW_PAD=max(16, _pow2(n)),
+        TREE=tree is not None, FUSED=fused, ROPE=cos is not None,
     )  # fmt: skip
-    if not direct:
-        _attention_merge[(b * heads * n,)](
-            plan.o_part, plan.m_part, plan.l_part, out, out.stride(0), out.stride(1), out.stride(2), n, heads,
-            plan.slices, D=d, D_PAD=plan.d_pad, S_PAD=_pow2(plan.slices),
-        )  # fmt: skip
     return out
 
 
@@ -230,8 +291,9 @@ def _add_norm(
     x = tl.load(X + row * width + i, mask=ok, other=0.0).to(tl.float32)
     if HAS_DELTA:
         x = x + tl.load(Delta + row * width + i, mask=ok, other=0.0).to(tl.float32)
-        tl.store(X + row * width + i, x.to(X.dtype.element_ty), mask=ok)  # the residual stream, in place
-        x = tl.load(X + row * width + i, mask=ok, other=0.0).to(tl.float32)  # normalize what was stored
+        x = x.to(X.dtype.element_ty)
+        tl.store(X + row * width + i, x, mask=ok)  # the residual stream, in place
+        x = x.to(tl.float32)  # normalize what was stored
     if LAYERNORM:
         mean = tl.sum(x, 0) / width
         xc = tl.where(ok, x - mean, 0.0)

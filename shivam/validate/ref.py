@@ -2,7 +2,8 @@
 
 Same weights as the graph engine's Decoder (fused q/k/v and gate/up GEMMs, static KV cache), but
   - every operator between the GEMMs is one Triton kernel (shivam.validate.kernels): the residual add fused into the
-    norm after it, RoPE fused with the cache write, SiLU-and-multiply;
+    norm after it, SiLU-and-multiply, and attention, which for decode and verify also rotates q and the new keys
+    and writes them into the cache (a prefill rotates and writes them in a kernel of its own);
   - attention is split-KV over the cache with GQA packing, causal within the new tokens (lower-right aligned) or
     under a tree mask, with each sequence's cached length read from the device: decode, verify and prefill run
     the same kernels, and one CUDA graph per (batch, new tokens, cache bucket) serves every context in the bucket;
@@ -64,28 +65,19 @@ class RefDecoder(Decoder):
             x = x + F.embedding(first + self._arange[:n][None], self.positions)
         x = x.contiguous()
         normed = torch.empty_like(x)
-        q = torch.empty((b, n, s.heads, s.head_dim), device=self.device, dtype=self.dtype)
-        att = torch.empty_like(q)
+        att = torch.empty((b, n, s.heads, s.head_dim), device=self.device, dtype=self.dtype)
+        q = None if plan.fused else torch.empty_like(att)
         delta = None
         for i, layer in enumerate(self.layers):
             kernels.add_norm(x, delta, *layer["n1"], normed, layernorm)
             qkv = self._linear(normed, layer["qkv"])
             kc, vc = self.k_cache[i], self.v_cache[i]
-            rope = self.positions is None
-            kernels.rope_to_cache(
-                qkv,
-                self.cos if rope else None,
-                self.sin if rope else None,
-                lens,
-                q,
-                kc,
-                vc,
-                s.heads,
-                s.kv_heads,
-                rope,
-                pos_offset,
-            )
-            kernels.attention(q, kc, vc, lens, plan, att, tree, pos_offset)
+            cos, sin = (self.cos, self.sin) if self.positions is None else (None, None)
+            if plan.fused:  # decode and verify: RoPE and the cache write happen inside attention
+                kernels.attention(None, kc, vc, lens, plan, att, tree, pos_offset, qkv, cos, sin)
+            else:  # prefill
+                kernels.rope_to_cache(qkv, cos, sin, lens, q, kc, vc, s.heads, s.kv_heads, cos is not None, pos_offset)
+                kernels.attention(q, kc, vc, lens, plan, att, tree, pos_offset)
             delta = self._linear(att.view(b, n, -1), layer["o_proj"])
             kernels.add_norm(x, delta, *layer["n2"], normed, layernorm)
             up = self._linear(normed, layer["up"])
