@@ -68,12 +68,13 @@ def attention_call(dec: RefDecoder, n: int, context: int):
     dec.v_cache.normal_()
     lens = torch.full((dec.batch,), context, device=dec.device, dtype=torch.int32)
     plan = dec.plan(n, context + n)
-    q = torch.randn((dec.batch, n, s.heads, s.head_dim), device=dec.device).to(dec.dtype)
-    out = torch.empty_like(q)
+    width = (s.heads + 2 * s.kv_heads) * s.head_dim
+    qkv = torch.randn((dec.batch, n, width), device=dec.device).to(dec.dtype)  # what the q/k/v GEMM hands over
+    out = torch.empty((dec.batch, n, s.heads, s.head_dim), device=dec.device, dtype=dec.dtype)
 
-    def run():
+    def run():  # the engine's own kernel: RoPE and the new keys' cache write included
         for i in range(s.layers):
-            kernels.attention(q, dec.k_cache[i], dec.v_cache[i], lens, plan, out)
+            kernels.attention(None, dec.k_cache[i], dec.v_cache[i], lens, plan, out, None, 0, qkv, dec.cos, dec.sin)
         return out
 
     kv = s.layers * dec.batch * (context + n) * 2 * s.kv_heads * s.head_dim * dec.k_cache.element_size()

@@ -219,8 +219,10 @@ class Decoder:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 result = run()
-            self._graphs[key] = (graph, result)
-        graph, result = self._graphs[key]
+            # `run` is kept with its graph: the tensors it closes over (the step's input tokens, say) are the graph's
+            # inputs, which must outlive it (freed, their memory would be reused and replays would read garbage)
+            self._graphs[key] = (graph, result, run)
+        graph, result, _ = self._graphs[key]
 
         def replay():
             graph.replay()

@@ -40,6 +40,7 @@ import triton.language as tl  # noqa: E402
 
 ATTENTION_BLOCK_N = 64  # keys per inner iteration
 ATTENTION_TARGET_PROGRAMS = 528  # 4 waves of a 132-SM H200: enough programs to keep the cache streaming
+ATTENTION_MIN_SLICE_KEYS = 64  # keys per slice at least (a slice's merge costs as much as streaming a few blocks)
 
 
 def _pow2(n: int) -> int:
@@ -74,7 +75,7 @@ def _attention(
     sq_b, sq_t, sq_h, s_row, sk_b, sk_h, sk_t, so_b, so_t, so_h,
     n_new, group, kv_heads, n_heads, n_slices, pos_offset, sm_scale,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NEW_PAD: tl.constexpr,
-    TREE: tl.constexpr, FUSED: tl.constexpr, ROPE: tl.constexpr,
+    TREE: tl.constexpr, FUSED: tl.constexpr, ROPE: tl.constexpr, S_PAD: tl.constexpr,
 ):  # fmt: skip
     """One program per (sequence, KV head, block of query rows, slice of the cached keys). FUSED (decode and verify):
     q and the new keys come from the q/k/v GEMM's output, rotated here; the last slice's program attends to the new
@@ -174,20 +175,20 @@ def _attention(
         tl.store(Opart + (part + pid_s)[:, None] * D_PAD + d[None, :], acc, mask=row_ok[:, None])
         counter = Count + pid_bh * tl.num_programs(1) + pid_m
         if tl.atomic_add(counter, 1, sem="acq_rel") == n_slices - 1:  # the last slice of this row block: merge
-            m_all = tl.full([BLOCK_M], float("-inf"), tl.float32)
-            for i in range(n_slices):
-                m_all = tl.maximum(
-                    m_all, tl.load(Mpart + part + i, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
-                )
-            m_all = tl.where(m_all == float("-inf"), 0.0, m_all)
+            sl = tl.arange(0, S_PAD)
+            tile = (part[None, :] + sl[:, None], row_ok[None, :] & (sl[:, None] < n_slices))  # [slices, rows]
+            m_s = tl.load(Mpart + tile[0], mask=tile[1], other=float("-inf"), cache_modifier=".cg")
+            l_s = tl.load(Lpart + tile[0], mask=tile[1], other=0.0, cache_modifier=".cg")
+            m_all = tl.max(m_s, 0)
+            w = tl.where(m_s == float("-inf"), 0.0, tl.exp(m_s - tl.where(m_all == float("-inf"), 0.0, m_all)[None, :]))
+            den = tl.sum(w * l_s, 0)
             num = tl.zeros([BLOCK_M, D_PAD], tl.float32)
-            den = tl.zeros([BLOCK_M], tl.float32)
-            for i in range(n_slices):
-                w = tl.exp(tl.load(Mpart + part + i, mask=row_ok, other=float("-inf"), cache_modifier=".cg") - m_all)
-                den += w * tl.load(Lpart + part + i, mask=row_ok, other=0.0, cache_modifier=".cg")
-                o = tl.load(Opart + (part + i)[:, None] * D_PAD + d[None, :], mask=row_ok[:, None], other=0.0,
-                            cache_modifier=".cg")  # fmt: skip
-                num += w[:, None] * o
+            for i in tl.static_range(S_PAD):  # unrolled: the slices' loads are issued together
+                if i < n_slices:
+                    w_i = tl.sum(tl.where(sl[:, None] == i, w, 0.0), 0)
+                    o = tl.load(Opart + (part + i)[:, None] * D_PAD + d[None, :], mask=row_ok[:, None], other=0.0,
+                                cache_modifier=".cg")  # fmt: skip
+                    num += w_i[:, None] * o
             tl.store(out_ptr, (num / tl.where(den == 0.0, 1.0, den)[:, None]).to(Out.dtype.element_ty), mask=out_ok)
             tl.atomic_xchg(counter, 0)  # ready for the next replay
 
@@ -200,17 +201,32 @@ class AttentionPlan:
     captured, valid for every cached length up to the capacity (the kernels read the lengths from the device and
     balance their slices over each sequence's own keys)."""
 
-    def __init__(self, batch: int, n_new: int, heads: int, kv_heads: int, head_dim: int, capacity: int, device):
+    def __init__(
+        self,
+        batch: int,
+        n_new: int,
+        heads: int,
+        kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        device,
+        block_n: int = ATTENTION_BLOCK_N,
+        target_programs: int = ATTENTION_TARGET_PROGRAMS,
+        min_slice_keys: int = ATTENTION_MIN_SLICE_KEYS,
+        num_warps: int = 4,
+        num_stages: int = 3,
+    ):
         self.batch, self.n_new, self.heads, self.kv_heads, self.head_dim = batch, n_new, heads, kv_heads, head_dim
         self.group = heads // kv_heads
         self.fused = n_new <= FUSED_MAX_NEW
+        self.block_n, self.num_warps, self.num_stages = block_n, num_warps, num_stages
         rows = n_new * self.group
         self.block_m = min(64, max(16, _pow2(rows)))
         self.m_blocks = math.ceil(rows / self.block_m)
         self.d_pad = max(16, _pow2(head_dim))
         per_slice = batch * kv_heads * self.m_blocks
-        most = max(1, math.ceil(capacity / ATTENTION_BLOCK_N))
-        self.slices = max(1, min(most, math.ceil(ATTENTION_TARGET_PROGRAMS / per_slice)))
+        most = max(1, math.ceil(capacity / max(block_n, min_slice_keys)))
+        self.slices = max(1, min(most, math.ceil(target_programs / per_slice)))
         shape = (batch * heads * n_new * self.slices,)
         self.m_part = torch.empty(shape, device=device, dtype=torch.float32)
         self.l_part = torch.empty(shape, device=device, dtype=torch.float32)
@@ -249,8 +265,9 @@ def attention(
         qkv.stride(1) if fused else 0,
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), out.stride(0), out.stride(1), out.stride(2),
         n, plan.group, plan.kv_heads, heads, plan.slices, pos_offset, 1.0 / math.sqrt(d),
-        D=d, D_PAD=plan.d_pad, BLOCK_M=plan.block_m, BLOCK_N=ATTENTION_BLOCK_N, NEW_PAD=max(16, _pow2(n)),
-        TREE=tree is not None, FUSED=fused, ROPE=cos is not None,
+        D=d, D_PAD=plan.d_pad, BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, NEW_PAD=max(16, _pow2(n)),
+        TREE=tree is not None, FUSED=fused, ROPE=cos is not None, S_PAD=_pow2(plan.slices),
+        num_warps=plan.num_warps, num_stages=plan.num_stages,
     )  # fmt: skip
     return out
 
