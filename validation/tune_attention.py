@@ -57,7 +57,7 @@ def main():
         for name, (b, n, c, kc, vc, qkv, cos, sin, lens, out) in data.items():
             plan = kernels.AttentionPlan(b, n, HEADS, KV, D, 2048, "cuda", bn, programs, min_keys, warps, stages)
 
-            def fn():
+            def fn(kc=kc, vc=vc, lens=lens, plan=plan, out=out, qkv=qkv, cos=cos, sin=sin):
                 for i in range(LAYERS):
                     kernels.attention(None, kc[i], vc[i], lens, plan, out, None, 0, qkv, cos, sin)
 
