@@ -38,9 +38,13 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-ATTENTION_BLOCK_N = 64  # keys per inner iteration
-ATTENTION_TARGET_PROGRAMS = 528  # 4 waves of a 132-SM H200: enough programs to keep the cache streaming
-ATTENTION_MIN_SLICE_KEYS = 64  # keys per slice at least (a slice's merge costs as much as streaming a few blocks)
+# Launch settings, from validation/tune_attention.py on the H200 (Mistral-7B's heads; validation/results/h200-ref/):
+# decode reads the cache fastest in blocks of 32 keys (3.35 TB/s at batch 32), verify in blocks of 64 (2.63 TB/s);
+# 4 warps, 3 pipeline stages; about two programs per SM; a slice of fewer than 256 keys costs more to merge than
+# it saves.
+ATTENTION_BLOCK_N = {"decode": 32, "verify": 64}  # keys per inner iteration
+ATTENTION_TARGET_PROGRAMS = 264
+ATTENTION_MIN_SLICE_KEYS = 256
 
 
 def _pow2(n: int) -> int:
@@ -210,7 +214,7 @@ class AttentionPlan:
         head_dim: int,
         capacity: int,
         device,
-        block_n: int = ATTENTION_BLOCK_N,
+        block_n: int | None = None,
         target_programs: int = ATTENTION_TARGET_PROGRAMS,
         min_slice_keys: int = ATTENTION_MIN_SLICE_KEYS,
         num_warps: int = 4,
@@ -219,6 +223,7 @@ class AttentionPlan:
         self.batch, self.n_new, self.heads, self.kv_heads, self.head_dim = batch, n_new, heads, kv_heads, head_dim
         self.group = heads // kv_heads
         self.fused = n_new <= FUSED_MAX_NEW
+        block_n = block_n or ATTENTION_BLOCK_N["decode" if n_new == 1 else "verify"]
         self.block_n, self.num_warps, self.num_stages = block_n, num_warps, num_stages
         rows = n_new * self.group
         self.block_m = min(64, max(16, _pow2(rows)))
