@@ -109,7 +109,13 @@ def cross_validate(
                 folds.append((fit(rest, base, fix, strict=False, card_factors=card_factors), [m], "point"))
         for res, held_out, how in folds:
             rows += [
-                {**r, "fold": g, "left_out": how, "held": sorted(res.held)}
+                {
+                    **r,
+                    "fold": g,
+                    "left_out": how,
+                    "held": sorted(res.held),
+                    "identified": not set(res.unidentified) - unidentified_anyway,
+                }
                 for r in predictions(held_out, res.params, res.card_factors)
             ]
     return rows
