@@ -3,6 +3,11 @@
     .venv/bin/python validation/band_coverage.py            # development set: validation/results/h200/
     .venv/bin/python validation/band_coverage.py --holdout  # the quick calibration of GPU-d0ad0d1f and its 17
                                                             # held-out points (validation/results/h200-calibrate/)
+    .venv/bin/python validation/band_coverage.py --holdout --suite-results QUICK.jsonl --held-out POINTS.jsonl
+    .venv/bin/python validation/band_coverage.py --calibration CAL.json --held-out POINTS.jsonl  # its stored band
+
+--holdout refits the suite's measurements as `shivam calibrate` does and estimates the band again; --calibration
+takes a calibration file's parameters and band as they are.
 
 Development set: three cards measured the quick suite (quick.jsonl, quick-repeat.jsonl on GPU-9ad100d2,
 quick-extensions.jsonl on GPU-4d8e221f). For each, the points of the `calibrate --quick` suite measured on that card
@@ -28,7 +33,7 @@ from shivam.calibrate.evaluate import leave_one_group_out, predictions
 from shivam.calibrate.fit import base_params, fit
 from shivam.calibrate.results import load_results
 from shivam.calibrate.workflow import cross_validated_band
-from shivam.specs import load_gpu
+from shivam.specs import load_calibration, load_gpu, resolve_params
 from shivam.validate.calibration import PRIORS, calibration_points
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +56,8 @@ def calibrate_like(train):
     return result, {"cross_validated_band": band, "leave-one-model-out": lomo}
 
 
-def report(name, result, bands, test) -> dict:
-    rows = predictions(test, result.params)
+def report(name, params, bands, test) -> dict:
+    rows = predictions(test, params)
     out = {"calibration": name, "held_out_points": len(rows)}
     for label, band in bands.items():
         cov = coverage(rows, band)
@@ -86,26 +91,41 @@ def development() -> list[dict]:
         train += [on_card(next(m for m in data if in_suite(m) and m.point.label() == lab), card) for lab in missing]
         test = [on_card(m, card) for m in data if m.group != "stage1" and not in_suite(m)]
         result, bands = calibrate_like(train)
-        out.append(report(f"{name} ({card[:12]})", result, bands, test))
+        out.append(report(f"{name} ({card[:12]})", result.params, bands, test))
     for label in ("cross_validated_band", "leave-one-model-out"):
         mean = {k: float(np.mean([o[label]["coverage"][k] for o in out])) for k in ("energy", "time")}
         print(f"mean coverage, {label}: energy {100 * mean['energy']:.1f} %, time {100 * mean['time']:.1f} %")
     return out
 
 
-def holdout() -> dict:
-    folder = ROOT / "validation/results/h200-calibrate"
-    train, _ = load_results([str(folder / "h200-d0ad0d1f-quick.jsonl")], "graph")
-    test, _ = load_results([str(folder / "holdout.jsonl")], "graph")
+def holdout(suite_results: str, held_out: list[str]) -> dict:
+    train, _ = load_results([suite_results], "graph")
+    test, _ = load_results(held_out, "graph")
     result, bands = calibrate_like(train)
-    return report("h200-d0ad0d1f-quick.jsonl -> holdout.jsonl", result, bands, test)
+    return report(f"{Path(suite_results).name} -> {len(test)} held-out points", result.params, bands, test)
+
+
+def stored(calibration: str, held_out: list[str]) -> dict:
+    cal = load_calibration(calibration)
+    test, _ = load_results(held_out, cal.engine)
+    params = resolve_params(load_gpu(cal.gpu), cal.engine, calibration)
+    return report(f"{Path(calibration).name} -> {len(test)} held-out points", params, {"stored band": cal.band}, test)
 
 
 if __name__ == "__main__":
+    folder = ROOT / "validation/results/h200-calibrate"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--holdout", action="store_true", help="the held-out points of GPU-d0ad0d1f instead")
+    parser.add_argument("--holdout", action="store_true", help="a quick calibration's held-out points instead")
+    parser.add_argument("--suite-results", default=str(folder / "h200-d0ad0d1f-quick.jsonl"), help="with --holdout")
+    parser.add_argument("--held-out", nargs="+", default=[str(folder / "holdout.jsonl")], help="held-out results")
+    parser.add_argument("--calibration", help="the band stored in this calibration file, on --held-out")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    figures = holdout() if args.holdout else development()
+    if args.calibration:
+        figures = stored(args.calibration, args.held_out)
+    elif args.holdout:
+        figures = holdout(args.suite_results, args.held_out)
+    else:
+        figures = development()
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
