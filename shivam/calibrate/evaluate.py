@@ -1,5 +1,6 @@
-"""Checking a calibration: predicted against measured for every point, error statistics, leave-one-model-out
-cross-validation, and whether the predicted best speculation window is the measured one."""
+"""Checking a calibration: predicted against measured for every point, error statistics, cross-validation (leave one
+model out, or one point of a model no other model can stand in for), and whether the predicted best speculation
+window is the measured one."""
 
 from __future__ import annotations
 
@@ -77,6 +78,46 @@ def leave_one_group_out(
         rows += [
             {**r, "fold": g, "held": sorted(result.held)} for r in predictions(test, result.params, result.card_factors)
         ]
+    return rows
+
+
+def cross_validate(
+    data: list[Measured], base: Params, fix: dict | None = None, card_factors: bool = False, progress=None
+) -> list[dict]:
+    """Out-of-fold predictions of every point, for a band: each model is left out whole (leave-one-model-out), unless
+    the other models cannot identify a parameter that the whole data identifies; then that model's points are left
+    out one at a time instead (row "left_out": "model" or "point"). In a small suite the one model that moves some
+    parameter (the largest model, the only one with verify widths, batches and contexts) is such a model: a fold
+    without it is a fit of a different, poorly identified model, which says nothing of how this fit predicts."""
+    unidentified_anyway = set(fit(data, base, fix, strict=False, card_factors=card_factors).unidentified)
+    rows = []
+    groups = sorted({m.group for m in data})
+    for i, g in enumerate(groups):
+        if progress is not None:
+            progress(g, i, len(groups))
+        train = [m for m in data if m.group != g]
+        test = [m for m in data if m.group == g]
+        if len({m.group for m in train}) < 2:
+            continue
+        result = fit(train, base, fix, strict=False, card_factors=card_factors)
+        if len(test) == 1 or not set(result.unidentified) - unidentified_anyway:
+            folds = [(result, test, "model")]
+        else:
+            folds = []
+            for m in test:
+                rest = [x for x in data if x is not m]
+                folds.append((fit(rest, base, fix, strict=False, card_factors=card_factors), [m], "point"))
+        for res, held_out, how in folds:
+            rows += [
+                {
+                    **r,
+                    "fold": g,
+                    "left_out": how,
+                    "held": sorted(res.held),
+                    "identified": not set(res.unidentified) - unidentified_anyway,
+                }
+                for r in predictions(held_out, res.params, res.card_factors)
+            ]
     return rows
 
 

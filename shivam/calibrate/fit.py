@@ -86,6 +86,7 @@ class FitResult:
     residuals: dict = field(default_factory=dict)
     held: dict = field(default_factory=dict)  # parameters the data could not identify, held at their defaults
     card_factors: dict = field(default_factory=dict)  # energy scale of each card (geometric mean 1), when fitted
+    unidentified: list = field(default_factory=list)  # kept however uncertain (strict=False): what the data cannot pin
 
 
 def card_scales(pred: np.ndarray, meas: np.ndarray, cards: list[str]) -> dict[str, float]:
@@ -183,6 +184,7 @@ def fit(
         if done:
             break
     energy_values = dict(zip(e_names, map(float, coef)))
+    unidentified = sorted(set(bad) | set(e_bad))
     all_values = {**fix, **time_values, **energy_values}
     scale = all_values.get("compute_scale", 1.0)
     final = _with(p, {k: v for k, v in all_values.items() if k in Params.model_fields and k not in time_values})
@@ -196,6 +198,7 @@ def fit(
         {"time": sol.fun.tolist(), "energy": (energy_pred / meas_e - 1).tolist()},
         held,
         factors if card_factors else {},
+        unidentified,
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shivam.calibrate.band import band_of_rows, coverage
-from shivam.calibrate.evaluate import best_k_check, card_factors_for, error_stats, leave_one_group_out, predictions
+from shivam.calibrate.evaluate import best_k_check, card_factors_for, cross_validate, error_stats, predictions
 from shivam.calibrate.fit import ENERGY_PARAMS, TIME_BOUNDS, TIME_PARAMS, FitResult, base_params, calibration_file, fit
 from shivam.calibrate.results import Measured, load_results
 from shivam.errors import ShivamError
@@ -61,15 +61,25 @@ def results_of_one_gpu(paths: list[str], engine: str, gpu: str | None) -> tuple[
 
 
 def cross_validated_band(data: list[Measured], base, fix: dict, card_factors: bool, progress=None, basis: str = ""):
-    """Leave-one-model-out rows and the 90 % bands they give: for a card other than those measured (card factors
-    taken out) and for the measured cards (card factors kept). None where fewer than three models were measured."""
+    """Cross-validation rows (shivam.calibrate.evaluate.cross_validate) and the 90 % bands they give: for a card
+    other than those measured (card factors taken out) and for the measured cards (card factors kept). None where
+    fewer than three models were measured."""
     models = [m for m in data if m.group != "stage1"]
     if len({m.group for m in models}) <= 2:
         return [], None, None
-    cv = leave_one_group_out(models, base, fix, card_factors, progress)
-    any_card = band_of_rows(cv, f"leave-one-model-out over {len(cv)} points: {basis}, any card", False)
-    this_card = band_of_rows(cv, f"leave-one-model-out over {len(cv)} points: {basis}, the measured cards", True)
+    cv = cross_validate(models, base, fix, card_factors, progress)
+    how = cross_validation_basis(cv)
+    any_card = band_of_rows(cv, f"{how}: {basis}, any card", False)
+    this_card = band_of_rows(cv, f"{how}: {basis}, the measured cards", True)
     return cv, any_card, this_card
+
+
+def cross_validation_basis(cv: list[dict]) -> str:
+    """How the cross-validation rows were held out, in words."""
+    by_point = sorted({r["fold"] for r in cv if r["left_out"] == "point"})
+    if not by_point:
+        return f"leave-one-model-out over {len(cv)} points"
+    return f"cross-validation over {len(cv)} points (each model left out, {', '.join(by_point)} one point at a time)"
 
 
 @dataclass

@@ -325,7 +325,7 @@ def cmd_check(args) -> int:
 
     max_error = parse_float(args.max_error, "--max-error", 0, 100)
     fixes = check_fix(_fixes(args.fix))
-    with progress_bar("leave-one-model-out fits", enabled=args.format != "json") as tick:
+    with progress_bar("cross-validation fits", enabled=args.format != "json") as tick:
         if args.no_calibration and args.calibration:
             raise ShivamError("--calibration and --no-calibration are exclusive: give one")
         calibration = False if args.no_calibration else args.calibration

@@ -240,9 +240,11 @@ def check_table(out: dict) -> None:
     ]
     if cv["errors"]:
         folds = len({r["fold"] for r in cv["points"]})
+        by_point = sorted({r["fold"] for r in cv["points"] if r.get("left_out") == "point"})
+        how = f"; {', '.join(by_point)} one point at a time" if by_point else ""
         lines.append(
-            f"leave-one-model-out ({cv['errors']['energy']['n']} points, {folds} models): "
-            f"{_pct(cv['errors'], 'energy')}; {_pct(cv['errors'], 'time')}"
+            f"{'cross-validation' if by_point else 'leave-one-model-out'} ({cv['errors']['energy']['n']} points, "
+            f"{folds} models{how}): {_pct(cv['errors'], 'energy')}; {_pct(cv['errors'], 'time')}"
         )
     for c, v in out["card_factors"].items():
         lines.append(f"card {c}: energy x {v:.3f} ({out['cards'][c]} points)")

@@ -1,0 +1,131 @@
+"""Coverage of the 90 % band of a `shivam calibrate --quick` calibration, on the committed H200 data.
+
+    .venv/bin/python validation/band_coverage.py            # development set: validation/results/h200/
+    .venv/bin/python validation/band_coverage.py --holdout  # the quick calibration of GPU-d0ad0d1f and its 17
+                                                            # held-out points (validation/results/h200-calibrate/)
+    .venv/bin/python validation/band_coverage.py --holdout --suite-results QUICK.jsonl --held-out POINTS.jsonl
+    .venv/bin/python validation/band_coverage.py --calibration CAL.json --held-out POINTS.jsonl  # its stored band
+
+--holdout refits the suite's measurements as `shivam calibrate` does and estimates the band again; --calibration
+takes a calibration file's parameters and band as they are.
+
+Development set: three cards measured the quick suite (quick.jsonl, quick-repeat.jsonl on GPU-9ad100d2,
+quick-extensions.jsonl on GPU-4d8e221f). For each, the points of the `calibrate --quick` suite measured on that card
+(llama-68m, measured only in steps.jsonl, taken from there) are fitted as `shivam calibrate` fits them, the band is
+estimated from them alone, and every other graph-engine model point of validation/results/h200/ is predicted: 162
+points of 13 models, shapes and dtypes the suite does not have. Energy measured on another card is brought to the
+calibrated card's scale with the bundled calibration's card factors (the card-to-card spread is not what a one-card
+calibration predicts); time is taken as measured. The band is that of shivam.calibrate.workflow.cross_validated_band
+and, for comparison, the plain leave-one-model-out band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from shivam.calibrate.band import band_of_rows, coverage
+from shivam.calibrate.evaluate import leave_one_group_out, predictions
+from shivam.calibrate.fit import base_params, fit
+from shivam.calibrate.results import load_results
+from shivam.calibrate.workflow import cross_validated_band
+from shivam.specs import load_calibration, load_gpu, resolve_params
+from shivam.validate.calibration import PRIORS, calibration_points
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "validation/results/h200"
+CARDS = {  # the card of each quick-suite measurement, as load_results names it
+    "quick.jsonl": "quick.jsonl campaign of 2026-11-28T14:00",
+    "quick-repeat.jsonl": "GPU-9ad100d2-4c54-b79f-7846-112d16adc317",
+    "quick-extensions.jsonl": "GPU-4d8e221f-e61a-1967-e341-c699e1a837be",
+}
+
+
+def calibrate_like(train):
+    """The fit and band of `shivam calibrate` (shivam.validate.calibration.calibrate) on these points."""
+    base = base_params("h200", "graph")
+    result = fit(train, base, dict(PRIORS), strict="hold", card_factors=False)
+    fix = {**PRIORS, **result.held}
+    _, band, _ = cross_validated_band(train, base, fix, False, basis="h200/graph fit")
+    models = [m for m in train if m.group != "stage1"]
+    lomo = band_of_rows(leave_one_group_out(models, base, fix, False), "leave-one-model-out")
+    return result, {"cross_validated_band": band, "leave-one-model-out": lomo}
+
+
+def report(name, params, bands, test) -> dict:
+    rows = predictions(test, params)
+    out = {"calibration": name, "held_out_points": len(rows)}
+    for label, band in bands.items():
+        cov = coverage(rows, band)
+        inside = {k: int(round(v * len(rows))) for k, v in cov.items()}
+        out[label] = {"energy": list(band.energy), "time": list(band.time), "coverage": cov, "inside": inside}
+        print(
+            f"{name:44s} {label:22s} energy x {band.energy[0]:.3f}-{band.energy[1]:.3f} holds "
+            f"{inside['energy']:3d}/{len(rows)} ({100 * cov['energy']:.0f} %); time x {band.time[0]:.3f}-"
+            f"{band.time[1]:.3f} holds {inside['time']:3d}/{len(rows)} ({100 * cov['time']:.0f} %)"
+        )
+    return out
+
+
+def development() -> list[dict]:
+    files = sorted(str(p) for p in DATA.glob("*.jsonl"))
+    data, _ = load_results(files, "graph")
+    factors = json.loads((ROOT / "hardware/calibrated/h200-graph.json").read_text())["card_factors"]
+    suite = {p.label() for p in calibration_points(load_gpu("h200"), quick=True)}
+
+    def in_suite(m):
+        return m.point.label() in suite and m.point.weights_dtype == "bf16" and m.point.kv_dtype == "bf16"
+
+    def on_card(m, card):
+        return dataclasses.replace(m, energy_j=m.energy_j * factors[card] / factors[m.card], card=card)
+
+    out = []
+    for name, card in CARDS.items():
+        measured, _ = load_results([str(DATA / name)], "graph")
+        train = [m for m in measured if m.card == card and in_suite(m)]
+        missing = suite - {m.point.label() for m in train}
+        train += [on_card(next(m for m in data if in_suite(m) and m.point.label() == lab), card) for lab in missing]
+        test = [on_card(m, card) for m in data if m.group != "stage1" and not in_suite(m)]
+        result, bands = calibrate_like(train)
+        out.append(report(f"{name} ({card[:12]})", result.params, bands, test))
+    for label in ("cross_validated_band", "leave-one-model-out"):
+        mean = {k: float(np.mean([o[label]["coverage"][k] for o in out])) for k in ("energy", "time")}
+        print(f"mean coverage, {label}: energy {100 * mean['energy']:.1f} %, time {100 * mean['time']:.1f} %")
+    return out
+
+
+def holdout(suite_results: str, held_out: list[str]) -> dict:
+    train, _ = load_results([suite_results], "graph")
+    test, _ = load_results(held_out, "graph")
+    result, bands = calibrate_like(train)
+    return report(f"{Path(suite_results).name} -> {len(test)} held-out points", result.params, bands, test)
+
+
+def stored(calibration: str, held_out: list[str]) -> dict:
+    cal = load_calibration(calibration)
+    test, _ = load_results(held_out, cal.engine)
+    params = resolve_params(load_gpu(cal.gpu), cal.engine, calibration)
+    return report(f"{Path(calibration).name} -> {len(test)} held-out points", params, {"stored band": cal.band}, test)
+
+
+if __name__ == "__main__":
+    folder = ROOT / "validation/results/h200-calibrate"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--holdout", action="store_true", help="a quick calibration's held-out points instead")
+    parser.add_argument("--suite-results", default=str(folder / "h200-d0ad0d1f-quick.jsonl"), help="with --holdout")
+    parser.add_argument("--held-out", nargs="+", default=[str(folder / "holdout.jsonl")], help="held-out results")
+    parser.add_argument("--calibration", help="the band stored in this calibration file, on --held-out")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    if args.calibration:
+        figures = stored(args.calibration, args.held_out)
+    elif args.holdout:
+        figures = holdout(args.suite_results, args.held_out)
+    else:
+        figures = development()
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
