@@ -52,6 +52,8 @@ def cmd_predict(args) -> int:
         act_dtype=args.act_dtype,
         kv_dtype=args.kv_dtype,
         target_ratio=parse_float(args.target_ratio, "--target-ratio", 1e-6, 1e6) if args.target_ratio else None,
+        tp=parse_whole(args.tp, "--tp"),
+        draft_tp=parse_whole(args.draft_tp, "--draft-tp"),
     )
     _warn(res.warnings)
     doc = res.to_dict()
