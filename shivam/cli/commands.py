@@ -226,6 +226,16 @@ def cmd_overview(args) -> int:
 def cmd_validate(args) -> int:
     import shlex
 
+    tp = parse_int(args.tp, "--tp")
+    if tp > 1:  # the tensor-parallel suite: torchrun, one process per GPU
+        from pathlib import Path
+
+        from shivam.validate.tp import launch
+
+        out = str(Path(args.out or "validation/results/tp") / f"tp{tp}.jsonl")
+        rc = launch(tp, out)
+        print(f"tensor-parallel suite over {tp} GPUs: records in {out}" if rc == 0 else f"torchrun exited {rc}")
+        return rc
     from shivam.validate.campaign import run_validation, select_points
     from shivam.validate.suites import SUITES
 
