@@ -228,8 +228,11 @@ def cmd_validate(args) -> int:
 
     tp = parse_int(args.tp, "--tp")
     if tp > 1:  # the tensor-parallel suite: torchrun, one process per GPU
+        from importlib.util import find_spec
         from pathlib import Path
 
+        if find_spec("torch") is None:
+            raise ShivamError("the validator needs torch; install the extra: pip install 'shivam[validate]'")
         from shivam.validate.tp import launch
 
         out = str(Path(args.out or "validation/results/tp") / f"tp{tp}.jsonl")
