@@ -68,3 +68,14 @@ def test_model_by_hf_id_and_by_path(tmp_path):
 def test_int4_counts_its_group_scales():
     # 4 bits per weight + one fp16 scale and one fp16 zero per 128 weights
     assert nbytes("int4") == pytest.approx(0.5 + 4 / 128)
+
+
+@pytest.mark.parametrize("alias,vocab,billions", [("llama-2-70b", 32_000, 69.0), ("llama-3-70b", 128_256, 70.6)])
+def test_70b_parameter_counts(alias, vocab, billions):
+    # hand count: 80 layers of q and o (8192 x 8192 each), k and v (8192 x 1024 each: 8 KV heads of 128), gate, up
+    # and down (8192 x 28672 each), two RMSNorms; untied embedding and LM head; the final norm
+    layer = 2 * 8192 * 8192 + 2 * 8192 * 1024 + 3 * 8192 * 28672 + 2 * 8192
+    m = load_model(alias)
+    assert m.param_count() == 80 * layer + 2 * vocab * 8192 + 8192
+    assert round(m.param_count() / 1e9, 1) == billions
+    assert (m.kv_heads, m.max_context) == (8, 4096 if alias == "llama-2-70b" else 8192)

@@ -19,6 +19,7 @@ from shivam.api.checks import (
     MAX_BATCH,
     MAX_GRID_ROWS,
     MAX_TOKENS,
+    MAX_TP,
     build_scenario,
     check_fits,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_ENGINE",
     "K_MAX",
     "MAX_BATCH",
+    "MAX_TP",
     "MAX_GRID_ROWS",
     "MAX_TOKENS",
     "Prediction",

@@ -22,6 +22,7 @@ K_MAX = 64
 MAX_GRID_ROWS = 10_000  # (k x acceptance) rows one prediction may hold: a grid above it is refused at once
 MAX_TOKENS = 10_000_000  # prompt + generated tokens: far above any model's context, below an overflow
 MAX_BATCH = 1_000_000
+MAX_TP = 8  # tensor parallelism is modelled within one node's NVLink or PCIe domain
 CalibrationArg = str | Path | Literal[False] | None
 
 
@@ -133,24 +134,67 @@ def params_arg(gpu: GPU, engine: str, calibration: CalibrationArg) -> Params:
     return naming("--calibration", resolve_params, gpu, engine, path, use_bundled)
 
 
+def tp_degrees(model: ModelSpec) -> list[int]:
+    """The tensor-parallel degrees (1 to MAX_TP) a model splits over."""
+    return [n for n in range(1, MAX_TP + 1) if model.split_problem(n) is None]
+
+
+def check_tp(tp, draft_tp, target: ModelSpec, draft: ModelSpec | None, params: Params) -> tuple[int, int]:
+    """The tensor-parallel degrees of the target (--tp) and of the draft (--draft-tp, on some of the target's GPUs),
+    refused where a model does not split over them or the GPU file has no link to split over."""
+    tp = check_int(tp, "--tp", 1, MAX_TP, "the tensor-parallel degree (GPUs of one node)")
+    draft_tp = check_int(draft_tp, "--draft-tp", 1, MAX_TP, "the draft's tensor-parallel degree")
+    if draft_tp > tp:
+        raise ShivamError(
+            f"--draft-tp {draft_tp} exceeds --tp {tp}: the draft runs on some of the target's GPUs; give --draft-tp "
+            f"from 1 to {tp}"
+        )
+    for option, n, model in (("--tp", tp, target), ("--draft-tp", draft_tp, draft)):
+        problem = model.split_problem(n) if model is not None else None
+        if problem is not None:
+            degrees = ", ".join(str(d) for d in tp_degrees(model) if d <= (tp if option == "--draft-tp" else MAX_TP))
+            raise ShivamError(
+                f"{option} {n}: {model.name} does not split over {n} GPUs: {problem}; use {option} {degrees}"
+            )
+    if tp > 1 and params.link_kind is None:
+        raise ShivamError(
+            f"--tp {tp}: the GPU file gives no GPU-to-GPU link; add a link section (`shivam gpus --schema`) "
+            f"or use --tp 1"
+        )
+    return tp, draft_tp
+
+
+def _least_tp_that_fits(scn: Scenario, k_max: int) -> int | None:
+    have = scn.params.capacity_bytes
+    for n in tp_degrees(scn.target):
+        if n > scn.tp and dataclasses.replace(scn, draft=None, tp=n).memory_needed(k_max) <= have:
+            return n
+    return None
+
+
 def check_fits(scn: Scenario, k_max: int, gpu_name: str) -> None:
-    """Refuses a scenario whose weights and KV cache exceed the GPU's memory, naming the model that does not fit,
-    or whose context exceeds a model's positions."""
+    """Refuses a scenario whose weights, KV cache and activations exceed one GPU's memory (each GPU's share when
+    split over several), naming the model that does not fit, or whose context exceeds a model's positions."""
     tokens = scn.prompt + scn.gen + k_max + 1
     have = scn.params.capacity_bytes
     target = dataclasses.replace(scn, draft=None).memory_needed(k_max)  # the target alone
     fix = "use a smaller --weights-dtype, batch or context, or a larger GPU"
+    where = f"{gpu_name} at --tp {scn.tp}" if scn.tp > 1 else gpu_name
+    per_gpu = " per GPU" if scn.tp > 1 else ""
     if target > have:
+        least = _least_tp_that_fits(scn, k_max) if scn.params.link_kind is not None else None
+        split = f"use --tp {least} or more, or " if least is not None else ""
         raise ShivamError(
-            f"{scn.target.name} does not fit on {gpu_name}: weights + KV cache need {target:,.0f} bytes "
-            f"({target / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB); {fix}"
+            f"{scn.target.name} does not fit on {where}: weights, KV cache and activations need {target:,.0f} bytes"
+            f"{per_gpu} ({target / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB); {split}{fix}"
         )
     need = scn.memory_needed(k_max)
     if need > have:
         raise ShivamError(
-            f"the draft {scn.draft.name} does not fit beside {scn.target.name} on {gpu_name}: both need "
-            f"{need:,.0f} bytes ({need / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB), "
+            f"the draft {scn.draft.name} does not fit beside {scn.target.name} on {where}: both need "
+            f"{need:,.0f} bytes{per_gpu} ({need / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB), "
             f"{scn.target.name} alone {target / 1e9:.1f} GB; {fix}, or a smaller --draft"
+            + (" or a larger --draft-tp" if scn.draft_tp < scn.tp else "")
         )
     for m in (scn.target, scn.draft if k_max > 0 else None):
         if m is not None and tokens > m.max_context:
@@ -174,6 +218,8 @@ def build_scenario(
     weights_dtype=None,
     act_dtype=None,
     kv_dtype=None,
+    tp=1,
+    draft_tp=1,
 ) -> tuple[Scenario, dict]:
     """A checked Scenario and the metadata every prediction row carries (model, draft, GPU, engine, dtypes, ...)."""
     gpu_spec = gpu_arg(gpu)
@@ -188,9 +234,27 @@ def build_scenario(
     engine = engine_arg(engine)
     dtypes = dtypes_arg(gpu_spec, weights_dtype, act_dtype, kv_dtype)
     params = params_arg(gpu_spec, engine, calibration)
-    scn = Scenario(target=target, params=params, dtypes=dtypes, draft=draft_spec, batch=batch, prompt=prompt, gen=gen)
+    tp, draft_tp = check_tp(tp, draft_tp, target, draft_spec, params)
+    scn = Scenario(
+        target=target,
+        params=params,
+        dtypes=dtypes,
+        draft=draft_spec,
+        batch=batch,
+        prompt=prompt,
+        gen=gen,
+        tp=tp,
+        draft_tp=draft_tp,
+    )
     check_fits(scn, k_max, gpu_spec.name)
     warnings = []
+    for model, n, option in ((target, tp, "--tp"), (draft_spec, draft_tp, "--draft-tp")):
+        if model is not None and model.kv_heads < n:
+            warnings.append(
+                f"{model.name} has {model.kv_heads} KV heads, fewer than {option} {n}: each GPU holds one, every KV "
+                f"head replicated on {model.kv_head_copies(n)} GPUs, so its KV cache per GPU stops shrinking at "
+                f"{option} {model.kv_heads}"
+            )
     if draft_spec is not None and draft_spec.vocab != target.vocab:
         warnings.append(
             f"the draft {draft_spec.name} has a vocabulary of {draft_spec.vocab:,} tokens and "
@@ -210,6 +274,9 @@ def build_scenario(
         "batch": batch,
         "prompt": prompt,
         "gen": gen,
+        "tp": tp,
+        "draft_tp": draft_tp,
+        "link": params.link_kind if tp > 1 else None,
         "default_draft_used": default_draft,
         "warnings": warnings,
     }

@@ -29,6 +29,8 @@ ROW_CONTEXT_KEYS = (
     "batch",
     "prompt",
     "gen",
+    "tp",
+    "draft_tp",
     "weights_dtype",
     "act_dtype",
     "kv_dtype",
@@ -112,13 +114,17 @@ def predict(
     kv_dtype: str | None = None,
     acceptance: Iterable[float] | None = None,
     target_ratio: float | None = None,
+    tp: int = 1,
+    draft_tp: int = 1,
 ) -> Prediction:
     """Time and energy per generated token versus speculation window k and acceptance.
 
     k: windows (k=0, standard decoding, is always added). alpha: i.i.d. acceptance rates (default 0.6-0.9), or
     acceptance: one per-position vector a_1..a_k instead (not both). draft: the draft model for k > 0 (default
     opt-125m, the paper's). calibration: a file from `shivam fit`, None for the bundled one of this GPU and engine,
-    False for datasheet estimates. target_ratio: also report the alpha each k needs for this energy reduction."""
+    False for datasheet estimates. target_ratio: also report the alpha each k needs for this energy reduction.
+    tp: GPUs the target is split over (tensor parallelism, 1-8); draft_tp: of those, the GPUs the draft is split over
+    (default 1: the draft on one GPU while the others wait)."""
     ks = sorted({0, *check_ks(k)})
     if acceptance is not None and alpha is not None:
         raise ShivamError(
@@ -149,6 +155,8 @@ def predict(
         weights_dtype=weights_dtype,
         act_dtype=act_dtype,
         kv_dtype=kv_dtype,
+        tp=tp,
+        draft_tp=draft_tp,
     )
     res = prediction(scn, ks, alphas, positional, ratio)
     context = {key: meta[key] for key in ROW_CONTEXT_KEYS}

@@ -52,6 +52,8 @@ def cmd_predict(args) -> int:
         act_dtype=args.act_dtype,
         kv_dtype=args.kv_dtype,
         target_ratio=parse_float(args.target_ratio, "--target-ratio", 1e-6, 1e6) if args.target_ratio else None,
+        tp=parse_whole(args.tp, "--tp"),
+        draft_tp=parse_whole(args.draft_tp, "--draft-tp"),
     )
     _warn(res.warnings)
     doc = res.to_dict()
@@ -224,6 +226,19 @@ def cmd_overview(args) -> int:
 def cmd_validate(args) -> int:
     import shlex
 
+    tp = parse_int(args.tp, "--tp")
+    if tp > 1:  # the tensor-parallel suite: torchrun, one process per GPU
+        from importlib.util import find_spec
+        from pathlib import Path
+
+        if find_spec("torch") is None:
+            raise ShivamError("the validator needs torch; install the extra: pip install 'shivam[validate]'")
+        from shivam.validate.tp import launch
+
+        out = str(Path(args.out or "validation/results/tp") / f"tp{tp}.jsonl")
+        rc = launch(tp, out)
+        print(f"tensor-parallel suite over {tp} GPUs: records in {out}" if rc == 0 else f"torchrun exited {rc}")
+        return rc
     from shivam.validate.campaign import run_validation, select_points
     from shivam.validate.suites import SUITES
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from shivam._version import __version__
-from shivam.api import DEFAULT_DRAFT, DEFAULT_ENGINE, K_MAX, MAX_GRID_ROWS
+from shivam.api import DEFAULT_DRAFT, DEFAULT_ENGINE, K_MAX, MAX_GRID_ROWS, MAX_TP
 from shivam.errors import ShivamError
 
 SUITES_HELP = "quick, stage1, stage2, stage3, steps, precision or hf (comma-separated)"
@@ -42,6 +42,12 @@ def _scenario_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--act-dtype", default=None, help="activation/matmul dtype (default: 16-bit)")
     p.add_argument("--kv-dtype", default=None, help="KV-cache dtype (default: the activation dtype)")
+    p.add_argument(
+        "--tp", default="1", help=f"tensor parallelism: GPUs the target is split over, 1-{MAX_TP} (default 1)"
+    )
+    p.add_argument(
+        "--draft-tp", default="1", help="GPUs (of --tp) the draft is split over; the others wait (default 1)"
+    )
     _calibration_args(p)
 
 
@@ -143,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="testing only: run on the CPU against a simulated 100 ms counter (no GPU, no real joules)",
     )
     p.add_argument("--points-file", default=None, help="testing only: a JSON list of points instead of a suite")
+    p.add_argument(
+        "--tp",
+        default="1",
+        help="measure the tensor-parallel suite over this many GPUs (torchrun, one process per GPU, NCCL)",
+    )
 
     p = sub.add_parser("calibrate", help="measure this GPU and install a calibration of it (NVML energy counter)")
     p.add_argument("--quick", action="store_true", help="the quick suite (about 3 minutes on an H200)")

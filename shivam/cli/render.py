@@ -30,8 +30,13 @@ def prediction_table(res: dict, units: str = "J") -> None:
         if res["draft"]
         else ""
     )
+    tp = res.get("tp", 1)
+    where = f"{res['model']}{draft} on {res['gpu_name']}"
+    if tp > 1:
+        on = f" on {res['draft_tp']} of them" if res["draft"] else ""
+        where = f"{res['model']} on {tp} x {res['gpu_name']} (tensor-parallel over {res['link']}){draft}{on}"
     title = (
-        f"{res['model']}{draft} on {res['gpu_name']}, {res['engine']} engine - batch {res['batch']}, "
+        f"{where}, {res['engine']} engine - batch {res['batch']}, "
         f"prompt {res['prompt']} + {res['gen']} generated, weights {res['weights_dtype']}, KV {res['kv_dtype']}"
     )
     cols = [

@@ -19,6 +19,15 @@ Per step:
     sm_s_floor = sum over operators held at their latency floor of min(blocks, multiprocessors) * t_block: the
              multiprocessors such a kernel keeps busy draw power for as long as it lasts, whatever little it computes
     t_fallback = time in cuBLAS's fallback kernels (unaligned rows), which draw power beyond their bytes and FLOPs
+Tensor parallelism over N GPUs (docs/model.md, section 6): each GPU runs its shard's operators (the equations above,
+one GPU's t_step and E_step), then the step's collectives, serially (a decode step has nothing to overlap them with):
+    ring all-reduce of S bytes:  t = 2(N-1)/N * S / link_bandwidth + 2(N-1) * link_latency
+                                 (a reduce-scatter and an all-gather: 2(N-1) steps of S/N bytes per GPU)
+    ring all-gather to S bytes:  t = (N-1)/N * S / link_bandwidth + (N-1) * link_latency
+    bytes over the link          = N * steps * S/N (every GPU sends S/N per step)
+    t_TP     = t_step + sum(t_collective)                      (the GPUs are symmetric: the max over them is t_step)
+    E_TP     = N * E_step + N * static_power * sum(t_collective) + e_link * link bytes
+               + idle GPUs * static_power * t_TP              (GPUs that wait, e.g. while a draft runs on fewer)
 Everything broadcasts over numpy arrays.
 """
 
@@ -33,7 +42,7 @@ from shivam.errors import ShivamError
 from shivam.sim.workload import OpCost
 from shivam.specs import Params
 
-BOUNDS = ("memory", "compute", "overhead")
+BOUNDS = ("memory", "compute", "overhead", "link")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,12 @@ class StepCost:
     e_memory: np.ndarray
     e_compute: np.ndarray
     e_pcie: np.ndarray
+    # tensor parallelism (0 on one GPU): collectives' time, bytes over the GPU-to-GPU link (all GPUs together), the
+    # GPUs' static power over the collectives plus the link's energy per byte, the static power of GPUs left waiting
+    link_s: np.ndarray = 0.0
+    link_bytes: np.ndarray = 0.0
+    e_link: np.ndarray = 0.0
+    e_idle: np.ndarray = 0.0
 
     def __post_init__(self):
         names = [f.name for f in fields(self)]
@@ -80,12 +95,15 @@ class StepCost:
             + self.e_memory
             + self.e_compute
             + self.e_pcie
+            + self.e_link
+            + self.e_idle
         )
 
     @property
     def bound(self):
-        """Which of memory, compute or overhead takes most of the step's time (a string, or an array of them)."""
-        idx = np.argmax(np.stack([self.memory_bound_s, self.compute_bound_s, self.overhead_s]), axis=0)
+        """Which of memory, compute, overhead or the link's collectives takes most of the step's time (a string, or an
+        array of them)."""
+        idx = np.argmax(np.stack([self.memory_bound_s, self.compute_bound_s, self.overhead_s, self.link_s]), axis=0)
         return BOUNDS[int(idx)] if idx.ndim == 0 else np.array(BOUNDS)[idx]
 
     def scaled(self, factor) -> StepCost:
@@ -332,8 +350,58 @@ class StepSet:
         )
 
 
-def host_wait(p: Params, seconds) -> StepCost:
-    """The GPU idling (at static power) while the host synchronizes, e.g. to accept or reject drafted tokens."""
+# steps of a ring collective over N GPUs, in units of N - 1
+RING_STEPS = {"all_reduce": 2, "all_gather": 1}
+
+
+def collective_time(collective: str, nbytes, gpus: int, p: Params):
+    """Seconds of a ring all-reduce (or all-gather) over `gpus` GPUs of a tensor every GPU ends with `nbytes` of:
+    steps = 2(N-1) (or N-1), each sending nbytes / N per GPU at the link's bandwidth after its latency."""
+    steps = RING_STEPS[collective] * (gpus - 1)
+    return steps * (nbytes / gpus) / p.link_Bps + steps * p.link_latency_s
+
+
+def collective_link_bytes(collective: str, nbytes, gpus: int):
+    """Bytes a ring collective sends over the link, all GPUs together: N GPUs x steps x nbytes / N."""
+    return RING_STEPS[collective] * (gpus - 1) * nbytes
+
+
+def tensor_parallel_cost(per_gpu: StepCost, transfers, p: Params, gpus: int, idle_gpus: int = 0) -> StepCost:
+    """A step split over `gpus` GPUs: each runs `per_gpu` (one shard's step_cost), then the step's collectives
+    (shivam.sim.workload.Transfer) run one after another; `idle_gpus` more GPUs wait at static power for as long as
+    the step lasts. Times are the step's wall-clock times (the GPUs are symmetric); bytes, FLOPs, launches and
+    energy are summed over the GPUs."""
+    if gpus == 1 and idle_gpus == 0:
+        return per_gpu
+    if transfers and p.link_Bps <= 0:
+        raise ShivamError(
+            "this GPU file has no link section, so no tensor-parallel step can be costed; add one "
+            "(`shivam gpus --schema`) or use --tp 1"
+        )
+    t_link = sum(t.repeat * collective_time(t.collective, t.nbytes, gpus, p) for t in transfers)
+    sent = sum(t.repeat * collective_link_bytes(t.collective, t.nbytes, gpus) for t in transfers)
+    summed = {f.name: getattr(per_gpu, f.name) * gpus for f in fields(per_gpu)}
+    wall = {
+        name: getattr(per_gpu, name)
+        for name in ("busy_s", "overhead_s", "memory_bound_s", "compute_bound_s", "fallback_s")
+    }
+    time_s = per_gpu.time_s + t_link
+    return StepCost(
+        **{
+            **summed,
+            **wall,
+            "time_s": time_s,
+            "link_s": per_gpu.link_s + t_link,
+            "link_bytes": per_gpu.link_bytes * gpus + sent,
+            "e_link": per_gpu.e_link * gpus + gpus * p.static_power_w * t_link + p.link_j_per_byte * sent,
+            "e_idle": per_gpu.e_idle * gpus + idle_gpus * p.static_power_w * time_s,
+        }
+    )
+
+
+def host_wait(p: Params, seconds, gpus: int = 1) -> StepCost:
+    """The GPUs (`gpus` of them) idling at static power while the host synchronizes, e.g. to accept or reject
+    drafted tokens."""
     z = np.zeros_like(np.asarray(seconds, dtype=float))
     return StepCost(
         time_s=seconds,
@@ -350,7 +418,7 @@ def host_wait(p: Params, seconds) -> StepCost:
         flops=z,
         launches=z,
         e_static=z,
-        e_overhead=p.static_power_w * seconds,
+        e_overhead=p.static_power_w * seconds * gpus,
         e_active=z,
         e_floor=z,
         e_fallback=z,
@@ -375,5 +443,6 @@ def energy_features(c: StepCost) -> dict:
 
 
 def energy_not_fitted(c: StepCost):
-    """The part of E_step no fitted coefficient multiplies: the fallback kernels' power, measured on its own."""
+    """The part of E_step no fitted coefficient multiplies: the fallback kernels' power, measured on its own (the fit
+    takes steps of one GPU: no link or idle terms)."""
     return c.e_fallback

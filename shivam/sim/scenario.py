@@ -12,13 +12,31 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shivam.errors import ShivamError
-from shivam.sim.roofline import StepCost, StepInputs, host_wait, step_cost
+from shivam.sim.roofline import StepCost, StepInputs, host_wait, step_cost, tensor_parallel_cost
 from shivam.sim.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
-from shivam.sim.workload import eager_dispatches, kv_cache_bytes, step_ops, weight_bytes
+from shivam.sim.workload import (
+    activation_bytes,
+    eager_dispatches,
+    kv_cache_bytes,
+    step_ops,
+    tensor_parallel_transfers,
+    weight_bytes,
+)
 from shivam.specs import Dtypes, Params
 from shivam.specs.model import ModelSpec
 
-BREAKDOWN = ("e_static", "e_active", "e_floor", "e_fallback", "e_memory", "e_compute", "e_overhead", "e_pcie")
+BREAKDOWN = (
+    "e_static",
+    "e_active",
+    "e_floor",
+    "e_fallback",
+    "e_memory",
+    "e_compute",
+    "e_overhead",
+    "e_pcie",
+    "e_link",
+    "e_idle",
+)
 
 
 @dataclass(frozen=True)
@@ -30,29 +48,37 @@ class Scenario:
     batch: int = 1
     prompt: int = 128
     gen: int = 128
+    tp: int = 1  # tensor-parallel GPUs the target is split over
+    draft_tp: int = 1  # of those, the GPUs the draft is split over (the others wait at static power)
 
     # --- the three kinds of step ---------------------------------------------------------------------------
-    def step_inputs(self, model: ModelSpec, new_tokens, context) -> StepInputs:
-        """The operators of a forward step of `model` and what the roofline needs besides them."""
+    def step_inputs(self, model: ModelSpec, new_tokens, context, gpus: int = 1) -> StepInputs:
+        """The operators of a forward step of `model` (of one GPU's shard, split over `gpus`) and what the roofline
+        needs besides them."""
         p = self.params
         # an eager engine's host cost follows the operators it dispatches, not the kernels of the workload
         eager = eager_dispatches(model, p.eager_dispatches) if p.dispatch_counts == "eager" else None
         return StepInputs(
-            step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels), self.dtypes.compute, eager
+            step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels, gpus), self.dtypes.compute, eager
         )
 
-    def _step(self, model: ModelSpec, new_tokens, context) -> StepCost:
-        ops, dtype, eager, host_steps = self.step_inputs(model, new_tokens, context)
-        return step_cost(ops, self.params, dtype, host_steps, dispatches=eager)
+    def _step(self, model: ModelSpec, new_tokens, context, gpus: int = 1, idle_gpus: int = 0) -> StepCost:
+        ops, dtype, eager, host_steps = self.step_inputs(model, new_tokens, context, gpus)
+        cost = step_cost(ops, self.params, dtype, host_steps, dispatches=eager)
+        if gpus == 1 and idle_gpus == 0:
+            return cost
+        transfers = tensor_parallel_transfers(model, self.batch, new_tokens, self.dtypes, self.params.kernels, gpus)
+        return tensor_parallel_cost(cost, transfers, self.params, gpus, idle_gpus)
 
     def verify_step(self, k, context) -> StepCost:
-        """Target forward over k+1 tokens (k=0: a plain decode step)."""
-        return self._step(self.target, np.asarray(k) + 1, context)
+        """Target forward over k+1 tokens (k=0: a plain decode step), split over tp GPUs."""
+        return self._step(self.target, np.asarray(k) + 1, context, self.tp)
 
     def draft_step(self, context) -> StepCost:
+        """Draft forward over one token, split over draft_tp GPUs while the target's other tp - draft_tp wait."""
         if self.draft is None:
             raise ShivamError("speculative decoding needs a draft model: pass --draft (e.g. --draft opt-125m)")
-        return self._step(self.draft, 1, context)
+        return self._step(self.draft, 1, context, self.draft_tp, self.tp - self.draft_tp)
 
     def iteration(self, k, context) -> tuple[StepCost, StepCost, StepCost]:
         """(k draft steps, one verify step, one host sync). Draft steps run at contexts c..c+k-1; costs are affine
@@ -65,7 +91,7 @@ class Scenario:
             draft = verify.scaled(0.0)
         else:
             draft = self.draft_step(context + np.maximum(k - 1, 0) / 2).scaled(k)
-        return draft, verify, host_wait(self.params, self.params.per_iteration_s)
+        return draft, verify, host_wait(self.params, self.params.per_iteration_s, self.tp)
 
     def contexts(self, points: int = 16) -> np.ndarray:
         """Midpoints of `points` equal slices of the generation: the context each slice's tokens see on average."""
@@ -91,10 +117,19 @@ class Scenario:
 
     # --- capacity ------------------------------------------------------------------------------------------
     def memory_needed(self, k_max: int) -> float:
+        """Bytes the most loaded GPU holds: its shard of the target's weights and KV cache, the largest buffers of a
+        verify step of k_max + 1 tokens, and the draft's weights and KV cache (its shard; the first GPU holds a draft
+        that is not split, beside its shard of the target)."""
         tokens = self.prompt + self.gen + k_max + 1
-        need = weight_bytes(self.target, self.dtypes) + kv_cache_bytes(self.target, self.dtypes, self.batch, tokens)
+        dt, tp = self.dtypes, self.tp
+        need = (
+            weight_bytes(self.target, dt, tp)
+            + kv_cache_bytes(self.target, dt, self.batch, tokens, tp)
+            + activation_bytes(self.target, dt, self.batch * (k_max + 1), self.params.kernels, tp)
+        )
         if self.draft is not None and k_max > 0:
-            need += weight_bytes(self.draft, self.dtypes) + kv_cache_bytes(self.draft, self.dtypes, self.batch, tokens)
+            d = self.draft_tp
+            need += weight_bytes(self.draft, dt, d) + kv_cache_bytes(self.draft, dt, self.batch, tokens, d)
         return need
 
 

@@ -157,8 +157,12 @@ def expected_distinct_experts(experts: int, per_token: int, tokens):
     return experts * (1.0 - (1.0 - per_token / experts) ** tokens)
 
 
-def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kernels) -> list[OpCost]:
-    """The operators of one forward step; `kernels` (the engine profile's) says what each launches."""
+def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kernels, gpus: int = 1) -> list[OpCost]:
+    """The operators of one forward step; `kernels` (the engine profile's) says what each launches. With `gpus` > 1,
+    those of one of that many tensor-parallel GPUs: its shard of the model (ModelSpec.shard), and sampling over the
+    whole vocabulary, whose logits every GPU holds after the all-gather (tensor_parallel_transfers)."""
+    vocab = m.vocab
+    m = m.shard(gpus)
     T = batch * new_tokens  # tokens in this step
     L = m.layers
     a, kvb = nbytes(dt.activations), nbytes(dt.kv)
@@ -302,10 +306,34 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
         ]
     else:
         ops.append(head)
-    ops.append(
-        OpCost("sample", "elementwise", T * m.vocab, 0.0, 0.0, 0.0, T * m.vocab * kernels.logit_bytes, kl.sample)
-    )
+    ops.append(OpCost("sample", "elementwise", T * vocab, 0.0, 0.0, 0.0, T * vocab * kernels.logit_bytes, kl.sample))
     return ops
+
+
+class Transfer(NamedTuple):
+    """A collective of a tensor-parallel step: every GPU ends with `nbytes` (the sum of all GPUs' partial results
+    for an all-reduce; every GPU's slice for an all-gather), `repeat` times per step. shivam.sim.roofline costs it."""
+
+    name: str
+    collective: str  # "all_reduce" or "all_gather"
+    nbytes: object
+    repeat: int = 1
+
+
+def tensor_parallel_transfers(m: ModelSpec, batch, new_tokens, dt: Dtypes, kernels: Kernels, gpus: int):
+    """The collectives of one step split over `gpus` GPUs (none on one): the vocabulary-parallel embedding's
+    all-reduce, two all-reduces per layer of the T x hidden activations (after the row-parallel attention output
+    projection and MLP down projection), and the all-gather of the vocabulary-parallel LM head's logits."""
+    if gpus == 1:
+        return []
+    T = batch * new_tokens
+    a = nbytes(dt.activations)
+    return [
+        Transfer("embed_all_reduce", "all_reduce", T * m.embed_dim * a),
+        Transfer("attention_all_reduce", "all_reduce", T * m.hidden * a, m.layers),
+        Transfer("mlp_all_reduce", "all_reduce", T * m.hidden * a, m.layers),
+        Transfer("logits_all_gather", "all_gather", T * m.shard(gpus).vocab * gpus * kernels.logit_bytes),
+    ]
 
 
 def host_to_device_gemm_ops(n: int, tokens: int, dt: Dtypes, kernels: Kernels, reload: bool) -> list[OpCost]:
@@ -319,13 +347,24 @@ def host_to_device_gemm_ops(n: int, tokens: int, dt: Dtypes, kernels: Kernels, r
     return ops
 
 
-def weight_bytes(m: ModelSpec, dt: Dtypes) -> float:
-    """Bytes the model's weights occupy in device memory."""
-    return m.param_count() * nbytes(dt.weights)
+def weight_bytes(m: ModelSpec, dt: Dtypes, gpus: int = 1) -> float:
+    """Bytes the model's weights occupy in one GPU's memory, split over `gpus` tensor-parallel GPUs."""
+    return m.shard(gpus).param_count() * nbytes(dt.weights)
 
 
-def kv_cache_bytes(m: ModelSpec, dt: Dtypes, batch: int, tokens: int) -> float:
-    return batch * tokens * m.kv_bytes_per_token(nbytes(dt.kv))
+def kv_cache_bytes(m: ModelSpec, dt: Dtypes, batch: int, tokens: int, gpus: int = 1) -> float:
+    """Bytes of one GPU's KV cache: its KV heads (ModelSpec.shard) for `tokens` positions of `batch` sequences."""
+    return batch * tokens * m.shard(gpus).kv_bytes_per_token(nbytes(dt.kv))
+
+
+def activation_bytes(m: ModelSpec, dt: Dtypes, tokens: int, kernels: Kernels, gpus: int = 1) -> float:
+    """Bytes of the largest buffers one GPU holds during a step of `tokens` tokens: the residual stream and the
+    normalized input (2 x hidden), the widest fused projection output (q/k/v or gate/up, of its shard), and the
+    logits of the whole vocabulary (plus its own slice before the all-gather when split)."""
+    s = m.shard(gpus)
+    widest = max((s.heads + 2 * s.kv_heads) * s.head_dim, s.experts_per_token * 2 * s.intermediate)
+    logits = m.vocab + (s.vocab if gpus > 1 else 0)
+    return tokens * ((2 * m.hidden + widest) * nbytes(dt.activations) + logits * kernels.logit_bytes)
 
 
 def eager_dispatches(m: ModelSpec, table: dict | None) -> float | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -35,6 +35,19 @@ class Pcie(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     generation: int = Field(ge=1, le=10)
     bandwidth_gbs: float = Field(ge=0.1, le=1e4, description="per direction, x16")
+
+
+class Link(BaseModel):
+    """The GPU-to-GPU link a tensor-parallel step's all-reduces cross (docs/model.md, section 6)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    kind: Literal["nvlink", "pcie", "infinity-fabric"] = Field(description="what carries GPU-to-GPU traffic")
+    bandwidth_gbs: float = Field(
+        gt=0, le=1e5, description="GB/s one GPU sends to its peers at once, per direction (datasheet)"
+    )
+    latency_us: Estimate = Field(description="microseconds per step of a ring collective (launch, synchronization)")
+    pj_per_bit: Estimate = Field(description="energy per bit crossing the link, beyond the GPUs' static power")
+    basis: str = Field(description="where the kind and bandwidth come from")
 
 
 class Energy(BaseModel):
@@ -67,6 +80,9 @@ class GPU(BaseModel):
     )
     tdp_w: float = Field(gt=0, le=1e5)
     pcie: Pcie
+    link: Link | None = Field(
+        default=None, description="GPU-to-GPU link for tensor parallelism (--tp); a file without one runs --tp 1 only"
+    )
     l2_mb: float = Field(ge=0, le=1e5)
     multiprocessors: int = Field(
         gt=0, le=1_000_000, description="streaming multiprocessors (compute units): thread blocks run at once"

@@ -123,6 +123,42 @@ class ModelSpec(BaseModel):
     def kv_bytes_per_token(self, kv_bytes_per_element: float) -> float:
         return 2 * self.layers * self.kv_heads * self.head_dim * kv_bytes_per_element
 
+    # --- tensor parallelism ------------------------------------------------------------------------------------
+    def split_problem(self, gpus: int) -> str | None:
+        """Why the model does not split over `gpus` tensor-parallel GPUs (None when it does): its query heads and its
+        MLP width must divide evenly, and its KV heads either divide over the GPUs or replicate onto them evenly."""
+        if self.heads % gpus:
+            return f"its {self.heads} attention heads do not divide over {gpus} GPUs"
+        if self.kv_heads % gpus and gpus % self.kv_heads:
+            return f"its {self.kv_heads} KV heads neither divide over {gpus} GPUs nor replicate evenly onto them"
+        if self.intermediate % gpus:
+            return f"its MLP width {self.intermediate} does not divide over {gpus} GPUs"
+        return None
+
+    def kv_head_copies(self, gpus: int) -> int:
+        """How many GPUs hold each KV head at `gpus`-way tensor parallelism: 1 while the KV heads divide over the
+        GPUs; with fewer KV heads than GPUs each GPU holds one and every KV head is replicated gpus / kv_heads times."""
+        return gpus // self.kv_heads if self.kv_heads < gpus else 1
+
+    def shard(self, gpus: int) -> ModelSpec:
+        """What one of `gpus` tensor-parallel GPUs holds and computes (Megatron-style): heads / gpus query heads,
+        kv_heads / gpus KV heads (one, replicated, when there are fewer KV heads than GPUs), intermediate / gpus of
+        the MLP (of every expert), ceil(vocab / gpus) rows of the embedding and of the LM head. Norms, learned
+        positions, embedding projections and the router stay whole on every GPU. Call split_problem first."""
+        if gpus == 1:
+            return self
+        problem = self.split_problem(gpus)
+        if problem is not None:
+            raise ValueError(f"{self.name} does not split over {gpus} GPUs: {problem}")
+        return self.model_copy(
+            update=dict(
+                heads=self.heads // gpus,
+                kv_heads=max(1, self.kv_heads // gpus),
+                intermediate=self.intermediate // gpus,
+                vocab=-(-self.vocab // gpus),
+            )
+        )
+
     @property
     def attention_kind(self) -> str:
         if self.kv_heads == self.heads:

@@ -83,6 +83,12 @@ class Params(BaseModel):
     pcie_Bps: float = Field(gt=0, description="host-to-device copy bandwidth")
     pcie_j_per_byte: float = Field(ge=0, description="energy per byte copied over PCIe")
     capacity_bytes: float = Field(gt=0, description="device memory")
+    link_kind: str | None = Field(
+        default=None, description="the GPU-to-GPU link tensor parallelism uses; None: the GPU file has none (--tp 1)"
+    )
+    link_Bps: float = Field(default=0.0, ge=0, description="GPU-to-GPU bandwidth per direction")
+    link_latency_s: float = Field(default=0.0, ge=0, description="latency per step of a ring collective")
+    link_j_per_byte: float = Field(default=0.0, ge=0, description="energy per byte crossing the GPU-to-GPU link")
     engine: str = Field(description="the engine profile the defaults and kernel facts come from")
     kernels: Kernels = Field(description="the engine's kernel counts and attention kernel (not fitted)")
     eager_dispatches: dict[str, FamilyDispatches] | None = Field(
@@ -141,6 +147,18 @@ def shown_path(path) -> str:
     return shown
 
 
+def _link_values(gpu: GPU) -> dict:
+    """The link's figures in SI units, or nothing for a GPU file without a link section."""
+    if gpu.link is None:
+        return {}
+    return dict(
+        link_kind=gpu.link.kind,
+        link_Bps=gpu.link.bandwidth_gbs * 1e9,
+        link_latency_s=gpu.link.latency_us.value * 1e-6,
+        link_j_per_byte=gpu.link.pj_per_bit.value * 8e-12,
+    )
+
+
 def make_params(
     gpu: GPU, engine: str = "graph", calibration: Calibration | None = None, calibration_path: str | None = None
 ) -> Params:
@@ -173,6 +191,7 @@ def make_params(
         pcie_Bps=gpu.pcie.bandwidth_gbs * 1e9,
         pcie_j_per_byte=e.pcie_pj_per_bit.value * 8e-12,
         capacity_bytes=gpu.capacity_bytes,
+        **_link_values(gpu),
         engine=prof.engine,
         kernels=prof.kernels,
         eager_dispatches=prof.eager_dispatches.families if prof.eager_dispatches else None,
