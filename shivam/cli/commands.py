@@ -256,7 +256,7 @@ def cmd_validate(args) -> int:
         return 0
     unknown = [s for s in suites if s not in SUITES]
     if unknown and not args.points_file:
-        raise ShivamError(f"unknown suite {unknown[0]!r}: use {', '.join(SUITES)}")
+        raise ShivamError(f"unknown suite {unknown[0]!r}: use {', '.join(SUITES)} or engine")
     points = select_points(
         suites, args.engine, parse_int(args.limit, "--limit") if args.limit else None, args.points_file
     )

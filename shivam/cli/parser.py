@@ -8,7 +8,7 @@ from shivam._version import __version__
 from shivam.api import DEFAULT_DRAFT, DEFAULT_ENGINE, K_MAX, MAX_GRID_ROWS, MAX_TP
 from shivam.errors import ShivamError
 
-SUITES_HELP = "quick, stage1, stage2, stage3, steps, precision or hf (comma-separated)"
+SUITES_HELP = "quick, stage1, stage2, stage3, steps, precision or hf (comma-separated), or engine (on its own)"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -103,8 +103,8 @@ def suite_points(name: str) -> list[Point]:
             for p in _steps("precision", m, batches=(1, 16), weights_dtype="bf16")
             + _steps("precision", m, batches=(1, 16), weights_dtype="fp8", act_dtype="fp8")
         ]
-    raise ShivamError(f"unknown suite {name!r}: use {', '.join(SUITES)}")
+    raise ShivamError(f"unknown suite {name!r}: use {', '.join(SUITES)} or engine")
 
 
-# "engine" is the engine suite (shivam.validate.engine_suite): comparisons, not points
-SUITES = ("quick", "stage1", "stage2", "stage3", "steps", "precision", "hf", "engine")
+SUITES = ("quick", "stage1", "stage2", "stage3", "steps", "precision", "hf")  # suites of points
+# and the engine suite (shivam.validate.engine_suite), of side-by-side comparisons rather than points: "engine"
