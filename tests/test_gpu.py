@@ -141,3 +141,32 @@ def test_ref_attention_kernel_on_gpu_equals_reference():
         out = kernels.attention(q, kc, vc, lens_t, plan, torch.empty_like(q))
         ref = kernels.attention_reference(q, kc, vc, lens_t)
         assert (out.float() - ref.float()).abs().max() < 0.03, (b, n, heads, kv_heads, d, lens)
+
+
+def test_ref_fused_attention_with_many_slices_on_gpu():
+    # the path every decode and verify step takes on the GPU: RoPE and the cache write inside attention, several
+    # slices merged by the last program through an atomic counter (races show only on a GPU); replayed twice
+    import torch
+
+    from shivam.validate import kernels
+    from shivam.validate.engines import rope_tables
+
+    heads, kv_heads, d = 32, 8, 128
+    for b, n, c in [(32, 5, 1024), (1, 1, 8192), (4, 16, 3000)]:
+        cap = c + n
+        g = torch.Generator(device="cuda").manual_seed(1)
+        qkv = torch.randn(b, n, (heads + 2 * kv_heads) * d, device="cuda", generator=g).bfloat16()
+        cos, sin = rope_tables(d, cap, "cuda", torch.bfloat16)
+        kc = torch.randn(b, kv_heads, cap, d, device="cuda", generator=g).bfloat16()
+        vc = torch.randn_like(kc)
+        lens = torch.full((b,), c, device="cuda", dtype=torch.int32)
+        plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, cap, "cuda")
+        assert plan.slices > 1 and plan.fused
+        q_ref, k_ref, v_ref = torch.empty(b, n, heads, d, device="cuda", dtype=torch.bfloat16), kc.clone(), vc.clone()
+        kernels.rope_to_cache(qkv, cos, sin, lens, q_ref, k_ref, v_ref, heads, kv_heads, True)
+        expected = kernels.attention_reference(q_ref, k_ref, v_ref, lens)
+        for _ in range(2):  # the slice counters reset themselves
+            out = kernels.attention(None, kc, vc, lens, plan, torch.empty_like(q_ref), None, 0, qkv, cos, sin)
+            torch.cuda.synchronize()
+            assert (out.float() - expected.float()).abs().max() < 0.03, (b, n, c)
+        assert torch.equal(kc, k_ref) and torch.equal(vc, v_ref)

@@ -25,7 +25,7 @@ def _cache(b, kv_heads, capacity, d, seed=0):
 @pytest.mark.parametrize(
     "b,n,heads,kv_heads,d,lens",
     [
-        (1, 1, 4, 4, 64, [200]),  # decode, no GQA, several slices
+        (1, 1, 4, 4, 64, [200]),  # decode, no GQA
         (3, 5, 8, 2, 64, [0, 37, 250]),  # verify, GQA 4, ragged (one sequence with an empty cache)
         (2, 16, 4, 1, 96, [10, 3]),  # 16 new tokens, head_dim not a power of two (Phi-3)
         (1, 40, 2, 2, 32, [0]),  # a prefill: causal over the prompt itself
@@ -36,10 +36,12 @@ def test_attention_equals_explicit_mask_reference(b, n, heads, kv_heads, d, lens
     kc, vc = _cache(b, kv_heads, capacity, d)
     q = torch.randn(b, n, heads, d, generator=torch.Generator().manual_seed(1))
     lens_t = torch.tensor(lens, dtype=torch.int32)
-    plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, capacity, "cpu")
-    out = kernels.attention(q, kc, vc, lens_t, plan, torch.empty_like(q))
-    ref = kernels.attention_reference(q, kc, vc, lens_t)
-    assert torch.allclose(out, ref, atol=2e-5, rtol=1e-4)
+    for slicing in ({}, {"target_programs": 528, "min_slice_keys": 16}):  # the engine's slicing, and many slices
+        plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, capacity, "cpu", **slicing)
+        out = kernels.attention(q, kc, vc, lens_t, plan, torch.empty_like(q))
+        ref = kernels.attention_reference(q, kc, vc, lens_t)
+        assert torch.allclose(out, ref, atol=2e-5, rtol=1e-4)
+    assert plan.slices > 1 or capacity <= plan.block_n  # one block of keys cannot be split
 
 
 def test_one_slice_and_many_slices_agree():
@@ -52,7 +54,6 @@ def test_one_slice_and_many_slices_agree():
     assert many.slices > 1
     one = kernels.AttentionPlan(300, n, heads, kv_heads, d, cap, "cpu")  # a large batch needs no split
     assert one.slices == 1 and one.kernels() == 1
-    one.batch = b
     a = kernels.attention(q, kc, vc, lens, many, torch.empty_like(q))
     c = kernels.attention(q, kc, vc, lens, one, torch.empty_like(q))
     assert torch.allclose(a, c, atol=1e-5)
@@ -63,7 +64,8 @@ def test_tree_mask_equals_reference_and_chain_equals_causal():
     kc, vc = _cache(b, kv_heads, cap, d)
     q = torch.randn(b, n, heads, d)
     lens = torch.tensor([20, 51], dtype=torch.int32)
-    plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, cap, "cpu")
+    plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, cap, "cpu", target_programs=528, min_slice_keys=16)
+    assert plan.slices > 1
     # a tree of 6 drafted tokens: 0 the root, 1 and 2 its children, 3 under 1, 4 and 5 under 2
     parents = [-1, 0, 0, 1, 2, 2]
     bits = []
@@ -158,25 +160,28 @@ def test_ref_logits_equal_transformers_llama():
 
 def test_draft_chain_equals_steps_one_by_one():
     spec = load_model(TINY_LLAMA)
-    a, b = RefDecoder(spec, 2, 64, device="cpu", seed=6), RefDecoder(spec, 2, 64, device="cpu", seed=6)
+    a, b = RefDecoder(spec, 2, 1024, device="cpu", seed=6), RefDecoder(spec, 2, 1024, device="cpu", seed=6)
     buf = torch.tensor([[5, 0, 0, 0], [9, 0, 0, 0]])
     chained = buf.clone()
-    a.chain_fn(chained, 20, 3)()
+    a.chain_fn(chained, 600, 3)()  # 600 cached keys: several slices, merged
+    assert a.plan(1, 603).slices > 1
     one_by_one = buf.clone()
     for i in range(3):
-        one_by_one[:, i + 1] = b.logits(one_by_one[:, i : i + 1], 20 + i).argmax(-1)[:, 0]
+        one_by_one[:, i + 1] = b.logits(one_by_one[:, i : i + 1], 600 + i).argmax(-1)[:, 0]
     assert torch.equal(chained, one_by_one)
 
 
-def test_spec_loop_runs_on_the_reference_engine():
+def test_spec_loop_runs_on_the_reference_engine():  # a smoke test: every draft accepted, k + 1 tokens each
     target = RefDecoder(load_model(TINY_LLAMA), 2, 64, device="cpu")
     draft = RefDecoder(load_model(TINY_OPT), 2, 64, device="cpu")
     assert spec_call(target, draft, 3, 1.0, 10)() == 2 * 4
 
 
 def test_cache_buckets():
-    assert [bucket_for(k, 8192) for k in (1, 256, 257, 1029, 5000)] == [256, 256, 512, 2048, 8192]
-    assert bucket_for(5000, 4096) == 4096
+    # next power of two from 256, at most max(keys, 1024) and the cache: a decoder reused with a larger cache plans
+    # its attention as one sized for the step would (the ref profile's rule)
+    assert [bucket_for(k, 8192) for k in (1, 256, 257, 600, 1029, 5000)] == [256, 256, 512, 1024, 1029, 5000]
+    assert bucket_for(600, 700) == 700
 
 
 @pytest.mark.parametrize("rope", [True, False])
@@ -242,3 +247,47 @@ def test_split_kv_bytes_by_hand():
     sk = load_engine("ref").kernels.masked_attention.split_kv
     per_program, blocks = split_kv_programs(load_model("mistral-7b"), 1, 1, 512, 2, sk)
     assert (per_program, blocks) == (65_536 + 8_192, 8 * 4)
+
+
+def _rotate(x, cos, sin, positions):
+    """RoPE written out (rotate-half), independently of the engine's kernels: x [..., tokens, d]."""
+    half = x.shape[-1] // 2
+    c, s_ = cos[positions], sin[positions]
+    return x * c + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * s_
+
+
+@pytest.mark.parametrize("n,tree_kind", [(5, "causal"), (5, "sideways"), (16, "sideways"), (17, "sideways")])
+def test_attention_from_the_gemm_output_equals_a_plain_torch_computation(n, tree_kind):
+    # the engine's own path (RoPE and the cache write inside attention up to 16 new tokens, a kernel of their own
+    # above), many slices, ragged lengths, a tree that lets a token see a later one: against RoPE, cache and masked
+    # softmax written out in torch
+    b, heads, kv_heads, d, cap = 2, 8, 2, 64, 120
+    g = torch.Generator().manual_seed(9)
+    qkv = torch.randn(b, n, (heads + 2 * kv_heads) * d, generator=g)
+    cos, sin = __import__("shivam.validate.engines", fromlist=["rope_tables"]).rope_tables(d, cap, "cpu", torch.float32)
+    lens = torch.tensor([0, 90], dtype=torch.int32)
+    kc, vc = _cache(b, kv_heads, cap, d)
+    tree = None
+    if tree_kind == "sideways":  # token t sees itself, its predecessor and token (t + 1) mod n
+        tree = torch.tensor([(1 << t) | (1 << max(t - 1, 0)) | (1 << ((t + 1) % n)) for t in range(n)])
+    q_all = qkv[..., : heads * d].view(b, n, heads, d)
+    k_new = qkv[..., heads * d : (heads + kv_heads) * d].view(b, n, kv_heads, d)
+    v_new = qkv[..., (heads + kv_heads) * d :].view(b, n, kv_heads, d)
+    exp_k, exp_v, q = kc.clone(), vc.clone(), torch.empty(b, n, heads, d)
+    for i in range(b):
+        pos = int(lens[i]) + torch.arange(n)
+        q[i] = _rotate(q_all[i].transpose(0, 1), cos, sin, pos).transpose(0, 1)
+        exp_k[i][:, pos] = _rotate(k_new[i].transpose(0, 1), cos, sin, pos)
+        exp_v[i][:, pos] = v_new[i].transpose(0, 1)
+    expected = kernels.attention_reference(q, exp_k, exp_v, lens, tree)
+    plan = kernels.AttentionPlan(b, n, heads, kv_heads, d, cap, "cpu", target_programs=528, min_slice_keys=16)
+    assert plan.slices > 1 and plan.fused == (n <= 16)
+    out = torch.empty(b, n, heads, d)
+    if plan.fused:
+        kernels.attention(None, kc, vc, lens, plan, out, tree, 0, qkv, cos, sin)
+    else:
+        q_buf = torch.empty(b, n, heads, d)
+        kernels.rope_to_cache(qkv, cos, sin, lens, q_buf, kc, vc, heads, kv_heads, True)
+        kernels.attention(q_buf, kc, vc, lens, plan, out, tree)
+    assert torch.allclose(out, expected, atol=3e-5)
+    assert torch.allclose(kc, exp_k, atol=1e-5) and torch.allclose(vc, exp_v)

@@ -48,7 +48,8 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     graph covers is the next power of two of the keys (at least bucket_min, at most max(keys, bucket_cap_min)); slices
     = min(capacity / max(block_n, min_slice_keys), target_programs / (batch x KV heads x row blocks)); each program
     streams its share of the cached keys (up to fused_max_new new tokens come straight from the GEMM) and, when there
-    are several slices, the program that finishes last reads every slice's partial result back to merge them."""
+    are several slices, the program that finishes last reads every slice's partial result (its rows, head_dim padded
+    to a power of two) back to merge them."""
     n = np.asarray(new_tokens)
     rows = n * (m.heads // m.kv_heads)
     block_m = np.clip(_pow2_at_least(rows), sk.block_m_min, sk.block_m_max)
@@ -63,7 +64,8 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     )
     streamed = np.where(n <= sk.fused_max_new, context, keys)
     slice_keys = np.ceil(np.ceil(streamed / block_n) / slices) * block_n
-    merge = np.where(slices > 1, slices * np.minimum(block_m, rows) * m.head_dim * sk.partial_bytes, 0.0)
+    width = max(16.0, float(_pow2_at_least(m.head_dim)))  # the partials are padded to a power-of-two head_dim
+    merge = np.where(slices > 1, slices * np.minimum(block_m, rows) * width * sk.partial_bytes, 0.0)
     return slice_keys * 2 * m.head_dim * kv_bytes + merge, per_slice * slices
 
 

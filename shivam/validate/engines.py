@@ -112,8 +112,13 @@ class Decoder:
             self.layers.append(layer)
         self.final_norm = self._norm_params(w) if s.final_norm else None
         cache_shape = (s.layers, batch, s.kv_heads, max_context, s.head_dim)
-        self.k_cache = torch.zeros(cache_shape, device=self.device, dtype=kv_torch)
-        self.v_cache = torch.zeros(cache_shape, device=self.device, dtype=kv_torch)
+        # random keys and values, as the weights (zeros can move and cost less than real data); every step reads
+        # what earlier steps would have written
+        self.k_cache = torch.empty(cache_shape, device=self.device, dtype=kv_torch)
+        self.v_cache = torch.empty(cache_shape, device=self.device, dtype=kv_torch)
+        for cache in (self.k_cache, self.v_cache):
+            for layer in cache:  # a layer at a time: no float32 copy of the whole cache
+                layer.normal_(generator=gen)
         if not s.learned_positions:
             self.cos, self.sin = rope_tables(s.head_dim, max_context, self.device, self.dtype)
         self._graphs: dict = {}
@@ -261,6 +266,9 @@ def spec_call(target: Decoder, draft: Decoder, k: int, alpha: float, c: int, see
     """One speculative iteration at context c: k chained draft steps (each feeds its token to the next), one verify
     step of k+1 tokens, one host readback; the accepted count per sequence is drawn from alpha (seeded), since random
     weights give no meaningful acceptance. Returns the tokens produced (accepted + 1 per sequence)."""
+    for dec, need in ((target, c + k + 1), (draft, c + k)):
+        if need > dec.max_context:
+            raise ShivamError(f"context {c} + {k + 1} exceeds a decoder's cache of {dec.max_context}")
     b = target.batch
     vocab = min(target.spec.vocab, draft.spec.vocab)
     buf = torch.randint(0, vocab, (b, k + 1), device=target.device)

@@ -38,10 +38,11 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-# Launch settings, from validation/tune_attention.py on the H200 (Mistral-7B's heads; validation/results/h200-ref/):
-# decode reads the cache fastest in blocks of 32 keys (3.35 TB/s at batch 32), verify in blocks of 64 (2.63 TB/s);
-# 4 warps, 3 pipeline stages; about two programs per SM; a slice of fewer than 256 keys costs more to merge than
-# it saves.
+# Launch settings, chosen from validation/tune_attention.py on the H200 (Mistral-7B's heads; results/h200-ref/):
+# 32-key blocks for decode (3.35 TB/s at batch 32 with two slices), 64 for verify (2.63 TB/s), 4 warps, 3 pipeline
+# stages, about two programs per SM, slices of at least 256 keys (the merge of many slices is slow at batch 1). The
+# same tuning shows one slice with 64-key blocks faster at batch 32 (3.64 TB/s decode, 3.23 verify): the committed
+# measurements and the ref profile describe the settings below.
 ATTENTION_BLOCK_N = {"decode": 32, "verify": 64}  # keys per inner iteration
 ATTENTION_TARGET_PROGRAMS = 264
 ATTENTION_MIN_SLICE_KEYS = 256
@@ -87,7 +88,7 @@ def _attention(
     new keys are already in Q and the cache. With several slices, the last program of a row block to finish merges
     the slices' partial results (log-sum-exp), counted on an atomic: no second kernel."""
     pid_bh, pid_m, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = pid_bh // kv_heads, pid_bh % kv_heads
+    b, h = (pid_bh // kv_heads).to(tl.int64), pid_bh % kv_heads  # 64-bit: a batch of large caches passes 2^31
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # row = new token x group + head within the group
     t, g = rows // group, rows % group
     row_ok = t < n_new
@@ -106,7 +107,10 @@ def _attention(
             other=0.0,
         )
         last_t = tl.minimum((pid_m * BLOCK_M + BLOCK_M - 1) // group, n_new - 1)
-        streamed = cached + last_t + 1  # no query of this block sees beyond its last new token
+        if TREE:
+            streamed = cached + n_new  # a tree may let a token see later positions
+        else:
+            streamed = cached + last_t + 1  # no query of this block sees beyond its last new token
     slice_len = tl.cdiv(tl.cdiv(streamed, BLOCK_N), n_slices) * BLOCK_N  # balanced over this sequence's keys
     start = pid_s * slice_len
     stop = tl.minimum(start + slice_len, streamed)
@@ -178,6 +182,7 @@ def _attention(
         tl.store(Lpart + part + pid_s, l_i, mask=row_ok)
         tl.store(Opart + (part + pid_s)[:, None] * D_PAD + d[None, :], acc, mask=row_ok[:, None])
         counter = Count + pid_bh * tl.num_programs(1) + pid_m
+        tl.debug_barrier()  # every thread's partial stores precede the block's arrival (atomics alone do not order)
         if tl.atomic_add(counter, 1, sem="acq_rel") == n_slices - 1:  # the last slice of this row block: merge
             sl = tl.arange(0, S_PAD)
             tile = (part[None, :] + sl[:, None], row_ok[None, :] & (sl[:, None] < n_slices))  # [slices, rows]
@@ -307,7 +312,7 @@ def _add_norm(
     X, Delta, W, Bias, Y, width, eps,
     BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, LAYERNORM: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
+    row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, BLOCK)
     ok = i < width
     x = tl.load(X + row * width + i, mask=ok, other=0.0).to(tl.float32)
@@ -345,7 +350,7 @@ def _rope_to_cache(
     n_new, heads, kv_heads, s_row, sq_b, sq_t, sq_h, sk_b, sk_h, sk_t, pos_offset,
     D: tl.constexpr, HALF_PAD: tl.constexpr, ROPE: tl.constexpr,
 ):  # fmt: skip
-    row, hh = tl.program_id(0), tl.program_id(1)  # row = sequence x n_new + new token; hh over q then kv heads
+    row, hh = tl.program_id(0).to(tl.int64), tl.program_id(1)  # row = sequence x n_new + token; hh: q, then kv heads
     b, t = row // n_new, row % n_new
     pos = tl.load(Lens + b) + pos_offset + t
     i = tl.arange(0, HALF_PAD)
@@ -383,7 +388,7 @@ def rope_to_cache(qkv, cos, sin, lens, q_out, k_cache, v_cache, heads, kv_heads,
 
 @triton.jit
 def _act(X, Y, width, BLOCK: tl.constexpr, GATED: tl.constexpr):
-    row, blk = tl.program_id(0), tl.program_id(1)
+    row, blk = tl.program_id(0).to(tl.int64), tl.program_id(1)
     i = blk * BLOCK + tl.arange(0, BLOCK)
     ok = i < width
     if GATED:  # X holds [gate | up]

@@ -6,7 +6,8 @@ Same weights as the graph engine's Decoder (fused q/k/v and gate/up GEMMs, stati
     and writes them into the cache (a prefill rotates and writes them in a kernel of its own);
   - attention is split-KV over the cache with GQA packing, causal within the new tokens (lower-right aligned) or
     under a tree mask, with each sequence's cached length read from the device: decode, verify and prefill run
-    the same kernels, and one CUDA graph per (batch, new tokens, cache bucket) serves every context in the bucket;
+    the same kernels, planned per (batch, new tokens, cache bucket); the validator captures one CUDA graph per shape
+    and context (the kernels would let one graph serve every context of its bucket);
   - the logits of every new position come out (bf16), sampling is an argmax on the device;
   - the k draft steps of a speculative iteration are one CUDA graph; the host syncs once per iteration.
 On the CPU (TRITON_INTERPRET=1) it runs eagerly: its logits are tested against the plain PyTorch Decoder.
@@ -17,18 +18,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from shivam.errors import ShivamError
 from shivam.validate import kernels
 from shivam.validate.engines import Decoder
 
 BUCKET_MIN = 256  # the smallest cache bucket a graph is captured for
 
 
+BUCKET_CAP_MIN = 1024  # a bucket is at most max(keys, this): what a decoder sized for the step (1024 at least) holds
+
+
 def bucket_for(keys: int, max_context: int) -> int:
-    """Cache capacity a graph covers: the next power of two of the keys (at least BUCKET_MIN), within the cache."""
+    """Cache capacity a graph's attention is planned for: the next power of two of the keys (at least BUCKET_MIN), at
+    most max(keys, BUCKET_CAP_MIN) and the cache itself, whatever larger cache a decoder was reused with (the ref
+    profile's split_kv rule)."""
     bucket = BUCKET_MIN
     while bucket < keys:
         bucket *= 2
-    return min(bucket, max_context)
+    return min(bucket, max(keys, BUCKET_CAP_MIN), max_context)
 
 
 class RefDecoder(Decoder):
@@ -101,7 +108,7 @@ class RefDecoder(Decoder):
         return self.ref_logits(tokens, lens, self.plan(n, c + n)).float()
 
     def step_fn(self, tokens, c, out=None, out_vocab=None, tree=None):
-        """forward of tokens at context c (every sequence), replayed from one CUDA graph per (shape, cache bucket);
+        """forward of tokens at context c (every sequence), replayed from one CUDA graph per (shape, context);
         greedy tokens of every position come back; the last is written into `out` when given."""
         n = tokens.shape[1]
         lens = torch.full((self.batch,), c, device=self.device, dtype=torch.int32)
@@ -114,7 +121,8 @@ class RefDecoder(Decoder):
                 out.copy_(last.remainder(out_vocab) if out_vocab else last)
             return result
 
-        key = ("step", tokens.data_ptr(), tokens.shape, c, None if out is None else out.data_ptr(), tree is None)
+        tree_key = None if tree is None else tree.data_ptr()
+        key = ("step", tokens.data_ptr(), tokens.shape, c, None if out is None else out.data_ptr(), out_vocab, tree_key)
         return self.graphed(key, run)
 
     def chain_fn(self, buf, c, k, out_vocab=None):
@@ -122,6 +130,8 @@ class RefDecoder(Decoder):
         offset over the same device lengths) and writes its greedy token into buf[:, i + 1]."""
         if k == 0:
             return lambda: None
+        if c + k > self.max_context:
+            raise ShivamError(f"context {c} + {k} draft tokens exceeds the draft's cache of {self.max_context}")
         lens = torch.full((self.batch,), c, device=self.device, dtype=torch.int32)
         plan = self.plan(1, c + k)
 

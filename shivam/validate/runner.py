@@ -91,9 +91,10 @@ class Workbench:
         # spec: the target and the draft are both resident
         target = self.decoder(p.model, p.batch, p.context + p.k + 1, p)
         key = (p.engine, p.draft, p.batch, p.weights_dtype, p.kv_dtype)
-        if key not in self._decoders:
+        if key not in self._decoders or self._decoders[key].max_context < p.context + p.k + 1:
             from shivam.specs.model import load_model
 
+            self._decoders.pop(key, None)
             self._decoders[key] = self.decoder_class(p.engine)(
                 load_model(p.draft),
                 p.batch,
