@@ -296,3 +296,35 @@ def _band(row: dict, p: Params) -> dict:
         "time_per_token_s_low": t * t_lo,
         "time_per_token_s_high": t * t_hi,
     }
+
+
+def crossover(
+    model: str | ModelSpec,
+    gpu: str | GPU,
+    draft: str | ModelSpec | None = None,
+    k: int | Iterable[int] = (2, 4, 8),
+    alpha: float | Iterable[float] = DEFAULT_ALPHAS,
+    batch: Iterable[int] = range(1, 257),
+    **scenario,
+) -> dict:
+    """The crossover table: for each alpha and k, the smallest batch (of `batch`, scanned) at which speculative
+    decoding costs more energy per token than standard decoding, and the smallest at which it is slower; None where
+    it saves at every batch scanned. Also the energy ratio and speed-up at every batch (`curves`). Other keyword
+    arguments are predict's (prompt, gen, engine, calibration, dtypes, tp, sampling, alpha_concentration, ...)."""
+    ks = check_ks(k)
+    if 0 in ks:
+        raise ShivamError("--k 0 is standard decoding, the baseline of the crossover: give windows of 1 or more")
+    res = predict(model, gpu, k=ks, alpha=alpha, draft=draft, batch=list(batch), **scenario)
+    if res.crossover is None:
+        raise ShivamError("--batch: the crossover scans batch sizes; give at least two, e.g. 1..256")
+    curves: dict = {}
+    for row in res.rows:
+        if row["k"]:
+            cell = curves.setdefault(_row_label(row), {}).setdefault(
+                str(row["k"]), {"batch": [], "energy_ratio": [], "speedup": []}
+            )
+            cell["batch"].append(row["batch"])
+            cell["energy_ratio"].append(row["energy_ratio"])
+            cell["speedup"].append(row["speedup"])
+    meta = {key: value for key, value in res.meta.items() if key != "band"}
+    return {**meta, "ks": ks, "crossover": res.crossover, "curves": curves}
