@@ -204,3 +204,18 @@ def test_fused_attention_equals_rope_then_cache_then_attention(rope):
         None, kc2, vc2, lens, plan, torch.empty_like(q), qkv=qkv, cos=cos if rope else None, sin=sin if rope else None
     )
     assert torch.equal(again, fused)
+
+
+def test_ragged_batch_equals_each_sequence_alone():
+    # a verify step of 3 tokens over a ragged batch (contexts 5 and 11) gives each sequence the logits it gets alone
+    spec = load_model(TINY_LLAMA)
+    ragged = RefDecoder(spec, 2, 64, device="cpu", seed=1)
+    prompt = torch.randint(0, 200, (2, 11), generator=torch.Generator().manual_seed(2))
+    new = torch.randint(0, 200, (2, 3), generator=torch.Generator().manual_seed(3))
+    ragged.logits(prompt, 0)  # prefill both to 11 tokens; sequence 0 then continues after its first 5
+    got = ragged.logits(new, 0, lens=[5, 11])
+    for i, c in enumerate((5, 11)):
+        alone = RefDecoder(spec, 1, 64, device="cpu", seed=1)
+        alone.logits(prompt[i : i + 1, :c], 0)
+        want = alone.logits(new[i : i + 1], c)
+        assert torch.allclose(got[i : i + 1], want, atol=1e-5, rtol=1e-4)

@@ -62,8 +62,10 @@ def check_list(value, option: str) -> list:
 
 def check_batches(batch) -> list[int]:
     """One batch size or several (a scan for the crossover), each 1..MAX_BATCH, at most MAX_BATCHES of them."""
-    values = [batch] if isinstance(batch, (int, np.integer)) and not isinstance(batch, bool) else check_list(
-        batch, "--batch"
+    values = (
+        [batch]
+        if isinstance(batch, (int, np.integer)) and not isinstance(batch, bool)
+        else check_list(batch, "--batch")
     )
     if len(values) > MAX_BATCHES:
         raise ShivamError(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
-
-import dataclasses
 
 from shivam.api.checks import (
     DEFAULT_ALPHAS,
@@ -178,9 +177,7 @@ def predict(
     ks = sorted({0, *check_ks(k)})
     batches = check_batches(batch)
     concentration = (
-        None
-        if alpha_concentration is None
-        else check_float(alpha_concentration, "--alpha-concentration", 1e-3, 1e6)
+        None if alpha_concentration is None else check_float(alpha_concentration, "--alpha-concentration", 1e-3, 1e6)
     )
     if concentration is not None and acceptance is not None:
         raise ShivamError(

@@ -44,9 +44,7 @@ def _scenario_args(p: argparse.ArgumentParser, batch_default: str = "1") -> None
     )
     p.add_argument("--prompt", default="128", help="prompt tokens (prefilled: TTFT and energy per request)")
     p.add_argument("--gen", default="128", help="generated tokens: results average over the growing context")
-    p.add_argument(
-        "--prompts", default=None, help="a ragged batch: each sequence's prompt length, e.g. 256,1024,4096"
-    )
+    p.add_argument("--prompts", default=None, help="a ragged batch: each sequence's prompt length, e.g. 256,1024,4096")
     p.add_argument(
         "--sampling",
         default="greedy",

@@ -103,7 +103,8 @@ def prediction_table(res: dict, units: str = "J") -> None:
     base = next(r for r in res["rows"] if r["k"] == 0)
     best_rows = [r for r in res["rows"] if r["best_energy"] and r["k"]]
     caption += (
-        f"\nper request ({res['prompt']:g} + {res['gen']} tokens, batch {base['batch']}; vLLM's names): TTFT {1e3 * base['ttft_s']:.1f} ms, "
+        f"\nper request ({res['prompt']:g} + {res['gen']} tokens, batch {base['batch']}; vLLM's names): "
+        f"TTFT {1e3 * base['ttft_s']:.1f} ms, "
         f"prefill {base['prefill_energy_j']:.3f} J; standard decoding {base['energy_per_request_j']:.3f} J and "
         f"{base['time_per_request_s']:.3f} s per request, {base['energy_per_output_token_j']:.4f} J per output token "
         f"with the prefill"

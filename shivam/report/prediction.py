@@ -273,12 +273,5 @@ def prediction_report(prediction, path: str) -> None:
         "<h2>Run parameters</h2>",
         html_table(["setting", "value"], run),
     ]
-    figs = [
-        *extra,
-        _energy_vs_k(res),
-        *_heatmaps(scn, ks),
-        _roofline(scn, ks),
-        _breakdown(scn, res, ks),
-        _stage1(scn),
-    ]
+    figs = [*extra, _energy_vs_k(res), *_heatmaps(scn, ks), _roofline(scn, ks), _breakdown(scn, res, ks), _stage1(scn)]
     write_page(path, f"shivam: {res['model']} on {res['gpu_name']} ({res['engine']} engine)", sections, figs)

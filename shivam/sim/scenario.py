@@ -12,14 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shivam.errors import ShivamError
-from shivam.sim.roofline import (
-    StepCost,
-    StepInputs,
-    host_wait,
-    power_limited,
-    step_cost,
-    tensor_parallel_cost,
-)
+from shivam.sim.roofline import StepCost, StepInputs, host_wait, power_limited, step_cost, tensor_parallel_cost
 from shivam.sim.speculative import (
     alpha_for_tokens,
     per_token,
@@ -123,8 +116,8 @@ class Scenario:
                 steps, dispatches = (0, None) if head_only else (1, eager)
                 cost = power_limited(step_cost(ops, p, self.dtypes.compute, steps, dispatches), p)
                 if gpus > 1 or idle:
-                    transfers = [] if head_only else tensor_parallel_transfers(
-                        model, batch, n, self.dtypes, p.kernels, gpus
+                    transfers = (
+                        [] if head_only else tensor_parallel_transfers(model, batch, n, self.dtypes, p.kernels, gpus)
                     )
                     cost = tensor_parallel_cost(cost, transfers, p, gpus, idle)
                 total = total + cost.total()

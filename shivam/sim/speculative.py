@@ -8,7 +8,8 @@ k = 0 is standard decoding: one decode step and one synchronization per token, t
 
 In a batch, every sequence accepts independently, so an iteration of b sequences yields b x E[tau] tokens. When the
 acceptance rate differs between sequences (prompts of different difficulty), E[tau] is the mean of tau over the
-distribution of alpha, which is not tau of the mean alpha (tau is convex in alpha for k >= 2):
+distribution of alpha, which is not tau of the mean alpha: tau is convex in alpha, so for k >= 2 a spread of
+acceptance over the sequences yields more than tau(mean) (Jensen):
     alpha ~ Beta(m c, (1 - m) c):   E[tau] = sum_{j=0..k} E[alpha^j],  E[alpha^j] = prod_{i<j} (m c + i) / (c + i)
     alpha from a discrete mix:      E[tau] = sum_i w_i tau(alpha_i)
 (m the mean acceptance rate, c the concentration: a large c puts every sequence at m).
