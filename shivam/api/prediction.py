@@ -202,25 +202,43 @@ def predict(
     ratio = None if target_ratio is None else check_float(target_ratio, "--target-ratio", 1e-6, 1e6)
     if ratio is not None and max(ks) == 0:
         raise ShivamError("--target-ratio asks which alpha each k > 0 needs: give --k with some k above 0")
-    scn, meta = build_scenario(
-        model,
-        gpu,
-        draft=draft,
-        k_max=max(ks),
-        batch=batches[-1],  # the largest: what fits at it fits at every smaller batch
-        prompt=prompt,
-        gen=gen,
-        engine=engine,
-        calibration=calibration,
-        weights_dtype=weights_dtype,
-        act_dtype=act_dtype,
-        kv_dtype=kv_dtype,
-        tp=tp,
-        draft_tp=draft_tp,
-        sampling=sampling,
-        prompts=prompts,
-        power_limit=power_limit,
-    )
+
+    def build(b):
+        return build_scenario(
+            model,
+            gpu,
+            draft=draft,
+            k_max=max(ks),
+            batch=b,
+            prompt=prompt,
+            gen=gen,
+            engine=engine,
+            calibration=calibration,
+            weights_dtype=weights_dtype,
+            act_dtype=act_dtype,
+            kv_dtype=kv_dtype,
+            tp=tp,
+            draft_tp=draft_tp,
+            sampling=sampling,
+            prompts=prompts,
+            power_limit=power_limit,
+        )
+
+    try:
+        scn, meta = build(batches[-1])  # the largest: what fits at it fits at every smaller batch
+    except ShivamError:
+        if len(batches) == 1 or not _fits(build, batches[0]):
+            raise
+        lo, hi = 0, len(batches) - 1  # batches[lo] fits, batches[hi] does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if _fits(build, batches[mid]) else (lo, mid)
+        dropped = len(batches) - hi
+        batches = batches[:hi]
+        scn, meta = build(batches[-1])
+        meta["warnings"].append(
+            f"the scan stops at batch {batches[-1]}: the {dropped} larger batch sizes do not fit in memory"
+        )
     meta["alpha_concentration"] = concentration
     p = scn.params
     rows, best_by_batch, first = [], {}, None
@@ -259,6 +277,14 @@ def predict(
         best_by_batch,
         crossover,
     )
+
+
+def _fits(build, batch: int) -> bool:
+    try:
+        build(batch)
+    except ShivamError:
+        return False
+    return True
 
 
 def _row_label(row: dict) -> str:
