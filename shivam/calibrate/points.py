@@ -13,7 +13,7 @@ import json
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 from shivam.errors import ShivamError
 from shivam.sim.hostcopy import sequence_weights, unit_steps
@@ -49,6 +49,15 @@ class Point(BaseModel, frozen=True):
     seed: int = 0
     # spec: a ragged batch, each sequence's context (batch = their count; context is ignored)
     contexts: tuple[int, ...] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """A field added after points were recorded is left out at its default, so that recorded points (and their
+        ids) read the same."""
+        out = handler(self)
+        if out.get("contexts", 0) is None:
+            del out["contexts"]
+        return out
 
     def check(self) -> None:
         """Refuse a point the model cannot run: a dtype it does not know, a context beyond its models' positions."""
@@ -87,8 +96,7 @@ class Point(BaseModel, frozen=True):
     @property
     def id(self) -> str:
         """Stable identity for resuming: the same point always has the same id."""
-        # a field added after points were recorded is left out at its default, so recorded ids stay the same
-        blob = json.dumps(self.model_dump(exclude={"contexts"} if self.contexts is None else None), sort_keys=True)
+        blob = json.dumps(self.model_dump(), sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
     @property

@@ -33,12 +33,15 @@ def _calibration(args):
 
 def _scenario_kwargs(args) -> dict:
     """The options _scenario_args adds, as the API's arguments."""
-    batches = parse_ints(args.batch, "--batch", 1, api.MAX_BATCH, "the batch")
+    scan = ".." in args.batch or "," in args.batch  # one batch size's range the API checks, with its message
+    batch = (
+        parse_ints(args.batch, "--batch", 1, api.MAX_BATCH, "the batch") if scan else parse_whole(args.batch, "--batch")
+    )
     return dict(
         model=args.model,
         gpu=args.gpu,
         draft=args.draft,
-        batch=batches[0] if len(batches) == 1 and ".." not in args.batch and "," not in args.batch else batches,
+        batch=batch,
         prompt=parse_whole(args.prompt, "--prompt"),
         gen=parse_whole(args.gen, "--gen"),
         prompts=parse_ints(args.prompts, "--prompts", 0, api.MAX_TOKENS, "a prompt length")

@@ -411,15 +411,11 @@ def tensor_parallel_cost(per_gpu: StepCost, transfers, p: Params, gpus: int, idl
 def power_limited(cost: StepCost, p: Params) -> StepCost:
     """The step held to the board's power limit (the equation above): where E / t exceeds p.power_limit_w, its time
     is stretched to t' = (E - P_static t) / (P_lim - P_static), the stretch added to its busy and compute-bound time
-    and P_static times the stretch to its static energy; elsewhere, and without a limit, the step as it is."""
+    and P_static times the stretch to its static energy; elsewhere, without a limit, and where static power alone
+    reaches the limit (GPU files are refused for it; a fit's scaled coefficients may), the step as it is."""
     limit = p.power_limit_w
-    if limit is None:
+    if limit is None or limit <= p.static_power_w:  # no limit, or parameters (a card's scale) that leave no room
         return cost
-    if limit <= p.static_power_w:
-        raise ShivamError(
-            f"the GPU's power_limit_w {limit:g} W is not above its static power {p.static_power_w:g} W: no step can "
-            f"run under it; fix power_limit_w in the GPU file"
-        )
     t, e = cost.time_s, cost.energy_j
     stretched = (e - p.static_power_w * t) / (limit - p.static_power_w)
     extra = np.where(e > limit * t, stretched - t, 0.0)

@@ -99,6 +99,15 @@ class GPU(BaseModel):
     sources: list[str] = Field(min_length=1, description="datasheets and papers the figures come from")
     notes: str = ""
 
+    @model_validator(mode="after")
+    def _limit_above_static(self):
+        if self.power_limit_w is not None and self.power_limit_w <= self.energy.static_power_w.value:
+            raise ValueError(
+                f"power_limit_w {self.power_limit_w:g} W must be above energy.static_power_w "
+                f"{self.energy.static_power_w.value:g} W: no step could run under it"
+            )
+        return self
+
     @property
     def capacity_bytes(self) -> float:
         return self.memory.capacity_gb * 1e9
