@@ -119,3 +119,26 @@ def test_eager_dispatch_table_is_what_the_counting_script_measures():
     one, two = dispatches("llama-68m", 1), dispatches("llama-68m", 2)
     assert table.families["llama"].per_layer == two - one
     assert eager_dispatches(load_model("llama-68m"), table.families) == two  # llama-68m has 2 layers
+
+
+def test_hf_static_engine_generates_every_token_with_a_static_cache():
+    # cache_implementation="static": exactly `gen` new tokens per sequence, one forward per token after the prefill
+    from shivam.validate.engines import generate_call, hf_model
+
+    model = hf_model(TINY_LLAMA, "fp32", "cpu")
+    dynamic, static = generate_call(model, 6, 5, 2), generate_call(model, 6, 5, 2, static=True)
+    assert dynamic() == static() == 10
+    assert static.stats["iterations"] == 4
+
+
+def test_ref_points_run_on_the_reference_decoder():
+    from shivam.calibrate.points import Point
+    from shivam.validate.ref import RefDecoder
+    from shivam.validate.runner import Workbench
+
+    bench = Workbench("cpu")
+    p = Point(suite="t", engine="ref", kind="spec", model=TINY_LLAMA, draft=TINY_LLAMA, k=2, alpha=1.0, context=8)
+    assert bench.call_for(p)() == 3
+    assert all(isinstance(d, RefDecoder) for d in bench._decoders.values())
+    with pytest.raises(Exception, match="generate points only"):
+        bench.call_for(Point(suite="t", engine="hf", kind="step", model=TINY_LLAMA))

@@ -206,6 +206,44 @@ def test_fused_attention_equals_rope_then_cache_then_attention(rope):
     assert torch.equal(again, fused)
 
 
+def test_the_profiles_slicing_is_the_kernels():
+    # the simulator's split-KV program count (hardware/engines/ref.json, shivam.sim.workload) follows the plan the
+    # kernel is launched with, for decode, verify and prefill shapes, under the measuring decoder's cache rule
+    from shivam.sim.workload import split_kv_programs
+    from shivam.specs.engine import load_engine
+
+    sk = load_engine("ref").kernels.masked_attention.split_kv
+    for model in ("mistral-7b", "gemma-2b", "opt-125m", "phi-3-mini"):
+        m = load_model(model)
+        for b, n, c in [
+            (1, 1, 512),
+            (1, 1, 8192),
+            (32, 5, 1024),
+            (16, 1, 512),
+            (1, 129, 512),
+            (4, 9, 3000),
+            (1, 1, 128),
+        ]:
+            keys = c + n
+            plan = kernels.AttentionPlan(
+                b, n, m.heads, m.kv_heads, m.head_dim, bucket_for(keys, max(keys, 1024)), "cpu"
+            )
+            _, blocks = split_kv_programs(m, b, n, c, 2, sk)
+            assert blocks == b * m.kv_heads * plan.m_blocks * plan.slices, (model, b, n, c)
+
+
+def test_split_kv_bytes_by_hand():
+    # Mistral-7B decode, batch 1, context 512: 4 query rows per KV head (one 16-row block), capacity 1024, slices
+    # min(1024 / 256, 264 / 8) = 4 of 128 cached keys (32-key blocks); each program streams 128 keys x K and V x 128
+    # x 2 bytes = 65,536 bytes, and the merging program reads 4 slices x 4 rows x 128 x 4 bytes = 8,192 more
+    from shivam.sim.workload import split_kv_programs
+    from shivam.specs.engine import load_engine
+
+    sk = load_engine("ref").kernels.masked_attention.split_kv
+    per_program, blocks = split_kv_programs(load_model("mistral-7b"), 1, 1, 512, 2, sk)
+    assert (per_program, blocks) == (65_536 + 8_192, 8 * 4)
+
+
 def test_ragged_batch_equals_each_sequence_alone():
     # a verify step of 3 tokens over a ragged batch (contexts 5 and 11) gives each sequence the logits it gets alone
     spec = load_model(TINY_LLAMA)

@@ -66,19 +66,23 @@ def leave_one_group_out(
     """Fit without each model's points, predict that model's points. With card factors, a held-out point takes its
     card's factor as fitted from the other models measured on that card (1 where the card measured no other)."""
     rows = []
-    groups = sorted({m.group for m in data})
-    for i, g in enumerate(groups):
-        if progress is not None:
-            progress(g, i, len(groups))
-        train = [m for m in data if m.group != g]
-        test = [m for m in data if m.group == g]
-        if len({m.group for m in train}) < 2:
-            continue
+    for g, train, test in _model_folds(data, progress):
         result = fit(train, base, fix, strict=False, card_factors=card_factors)
         rows += [
             {**r, "fold": g, "held": sorted(result.held)} for r in predictions(test, result.params, result.card_factors)
         ]
     return rows
+
+
+def _model_folds(data: list[Measured], progress=None):
+    """(model, the other models' points, this model's points) for every model whose absence leaves two or more."""
+    groups = sorted({m.group for m in data})
+    for i, g in enumerate(groups):
+        if progress is not None:
+            progress(g, i, len(groups))
+        train = [m for m in data if m.group != g]
+        if len({m.group for m in train}) >= 2:
+            yield g, train, [m for m in data if m.group == g]
 
 
 def cross_validate(
@@ -91,14 +95,7 @@ def cross_validate(
     without it is a fit of a different, poorly identified model, which says nothing of how this fit predicts."""
     unidentified_anyway = set(fit(data, base, fix, strict=False, card_factors=card_factors).unidentified)
     rows = []
-    groups = sorted({m.group for m in data})
-    for i, g in enumerate(groups):
-        if progress is not None:
-            progress(g, i, len(groups))
-        train = [m for m in data if m.group != g]
-        test = [m for m in data if m.group == g]
-        if len({m.group for m in train}) < 2:
-            continue
+    for g, train, test in _model_folds(data, progress):
         result = fit(train, base, fix, strict=False, card_factors=card_factors)
         if len(test) == 1 or not set(result.unidentified) - unidentified_anyway:
             folds = [(result, test, "model")]

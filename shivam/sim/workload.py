@@ -38,6 +38,35 @@ def masked_attention_head_dim(kernels: Kernels, head_dim: int, new_tokens):
     return np.where(even, lookup(masked.head_dim_even_queries), lookup(masked.head_dim_odd_queries))
 
 
+def _pow2_at_least(x):
+    return 2.0 ** np.ceil(np.log2(np.maximum(x, 1)))
+
+
+def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float, sk):
+    """(bytes one program of a split-KV attention kernel streams, programs per layer), as the kernel slices its work
+    (engine profile's split_kv): query rows = new tokens x the KV group, in blocks of block_m; the cache capacity a
+    graph covers is the next power of two of the keys (at least bucket_min, at most max(keys, bucket_cap_min)); slices
+    = min(capacity / max(block_n, min_slice_keys), target_programs / (batch x KV heads x row blocks)); each program
+    streams its share of the cached keys (up to fused_max_new new tokens come straight from the GEMM) and, when there
+    are several slices, the program that finishes last reads every slice's partial result back to merge them."""
+    n = np.asarray(new_tokens)
+    rows = n * (m.heads // m.kv_heads)
+    block_m = np.clip(_pow2_at_least(rows), sk.block_m_min, sk.block_m_max)
+    row_blocks = np.ceil(rows / block_m)
+    keys = context + n
+    capacity = np.minimum(np.maximum(_pow2_at_least(keys), sk.bucket_min), np.maximum(keys, sk.bucket_cap_min))
+    block_n = np.where(n == 1, sk.block_n_decode, sk.block_n_verify)
+    per_slice = batch * m.kv_heads * row_blocks
+    slices = np.maximum(
+        1,
+        np.minimum(np.ceil(capacity / np.maximum(block_n, sk.min_slice_keys)), np.ceil(sk.target_programs / per_slice)),
+    )
+    streamed = np.where(n <= sk.fused_max_new, context, keys)
+    slice_keys = np.ceil(np.ceil(streamed / block_n) / slices) * block_n
+    merge = np.where(slices > 1, slices * np.minimum(block_m, rows) * m.head_dim * sk.partial_bytes, 0.0)
+    return slice_keys * 2 * m.head_dim * kv_bytes + merge, per_slice * slices
+
+
 class OpCost(NamedTuple):
     """One operator of a step. `repeat` is how many times it occurs (the layer count for per-layer operators)."""
 
@@ -201,8 +230,17 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
     # Several new tokens need a causal mask. A latency-bound masked kernel (kernels.masked_attention) runs one
     # thread block per (sequence, head, q_tile queries), each streaming all of its head's keys and values alone: it
     # is bound by one block's latency, not by the chip, so its floor is each block's keys x effective head_dim at a
-    # per-block rate (roofline.op_time). A streaming kernel reads the cache once, as decode does: no term of its own.
+    # per-block rate (roofline.op_time). A split-KV kernel runs every step so: its programs' slices (split_kv_programs).
     masked = (np.asarray(new_tokens) > 1) & (mk.kind == "latency_bound_per_block")
+    if mk.kind == "split_kv":
+        block_bytes, blocks = split_kv_programs(m, batch, new_tokens, context, kvb, mk.split_kv)
+        extra = np.where(np.asarray(new_tokens) > mk.split_kv.fused_max_new, mk.split_kv.unfused_launches, 0)
+    else:
+        block_bytes = np.where(
+            masked, attended * 2 * kvb * masked_attention_head_dim(kernels, m.head_dim, new_tokens), 0.0
+        )
+        blocks = np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0)
+        extra = 0
     ops.append(
         OpCost(
             "attention",
@@ -212,13 +250,11 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
             batch * attended * 2 * kv_dim * kvb,
             0.0,
             T * a * 2 * q_dim,
-            kernels.attention_launches,
+            kernels.attention_launches + extra,
             L,
             light_launches=np.where(masked, mk.light_launches, 0),
-            block_bytes=np.where(
-                masked, attended * 2 * kvb * masked_attention_head_dim(kernels, m.head_dim, new_tokens), 0.0
-            ),
-            blocks=np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0),
+            block_bytes=block_bytes,
+            blocks=blocks,
         )
     )
     if np.any(masked):

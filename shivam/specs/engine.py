@@ -20,15 +20,35 @@ from shivam.specs.calibration import Band
 from shivam.userfiles import read_json, validation_message
 
 
+class SplitKV(BaseModel):
+    """Launch settings of a split-KV attention kernel (the reference engine's): one program per (sequence, KV head,
+    block of query rows, slice of keys), the last program of each row block merging the slices' partial results."""
+
+    model_config = ConfigDict(extra="forbid")
+    block_n_decode: int = Field(gt=0, description="keys per inner iteration at one new token")
+    block_n_verify: int = Field(gt=0, description="keys per inner iteration at several new tokens")
+    block_m_min: int = Field(gt=0, description="query rows per program at least (a matrix-multiply tile)")
+    block_m_max: int = Field(gt=0, description="query rows per program at most")
+    target_programs: int = Field(gt=0, description="programs the slicing aims for")
+    min_slice_keys: int = Field(gt=0, description="keys per slice at least, as the cache capacity counts them")
+    bucket_min: int = Field(gt=0, description="the smallest cache capacity a graph is captured for")
+    bucket_cap_min: int = Field(
+        gt=0, description="a capacity bucket is at most max(keys, this): the decoder's cache holds at least this many"
+    )
+    fused_max_new: int = Field(ge=0, description="new tokens up to which RoPE and the cache write run inside attention")
+    unfused_launches: int = Field(ge=0, description="kernels per layer RoPE and the cache write take above that")
+    partial_bytes: int = Field(gt=0, description="bytes per element of a slice's partial output (fp32)")
+
+
 class MaskedAttention(BaseModel):
     """The attention kernel the engine runs over several new tokens (verify steps, prefill)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["latency_bound_per_block", "streaming"] = Field(
+    kind: Literal["latency_bound_per_block", "split_kv"] = Field(
         description="latency_bound_per_block: one thread block per (sequence, head, q_tile queries) streams all of "
-        "its head's keys and values alone, at the per-block rate attention_cta_Bps; streaming: the kernel reads "
-        "the cache once for all new tokens and all query heads of a KV group, like one-token decode (split-KV "
-        "kernels with GQA packing): its cost is the KV bytes at the memory rate, with no term of its own"
+        "its head's keys and values alone, at the per-block rate attention_cta_Bps; split_kv: decode, verify and "
+        "prefill run one split-KV kernel that reads the cache once for all new tokens and all query heads of a KV "
+        "group, each program streaming its slice at the per-program rate attention_cta_Bps (split_kv's settings)"
     )
     q_tile: int = Field(1, gt=0, description="queries per thread block (latency_bound_per_block)")
     head_dim_even_queries: list[tuple[int, float]] = Field(
@@ -44,11 +64,14 @@ class MaskedAttention(BaseModel):
     )
     light_launches: int = Field(0, ge=0, description="light kernels per layer the mask adds (fills, element-wise)")
     mask_launches: int = Field(0, ge=0, description="kernels per step that build the causal mask")
+    split_kv: SplitKV | None = None
 
     @model_validator(mode="after")
-    def _tables_for_latency_bound(self):
+    def _settings_of_the_kind(self):
         if self.kind == "latency_bound_per_block" and "head_dim_even_queries" not in self.model_fields_set:
             raise ValueError("a latency_bound_per_block kernel needs q_tile and both head_dim tables")
+        if self.kind == "split_kv" and self.split_kv is None:
+            raise ValueError("a split_kv kernel needs its launch settings (split_kv)")
         return self
 
 

@@ -29,6 +29,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def rope_tables(head_dim: int, positions: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of rotary embedding (base 10000) for every position, [positions, head_dim], the halves repeated
+    (rotate-half convention, as Llama's)."""
+    inv = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    ang = torch.arange(positions, device=device, dtype=torch.float32)[:, None] * inv[None, :]
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
 class Fp8Linear:
     """fp8 (e4m3) weights and activations through torch._scaled_mm, per-tensor scales of 1 (random data stays in
     range): the arithmetic and bytes of an fp8 matmul, which is what energy depends on."""
@@ -106,12 +115,7 @@ class Decoder:
         self.k_cache = torch.zeros(cache_shape, device=self.device, dtype=kv_torch)
         self.v_cache = torch.zeros(cache_shape, device=self.device, dtype=kv_torch)
         if not s.learned_positions:
-            inv = 1.0 / (
-                10000 ** (torch.arange(0, s.head_dim, 2, device=self.device, dtype=torch.float32) / s.head_dim)
-            )
-            ang = torch.arange(max_context, device=self.device, dtype=torch.float32)[:, None] * inv[None, :]
-            ang = torch.cat([ang, ang], dim=-1)
-            self.cos, self.sin = ang.cos().to(self.dtype), ang.sin().to(self.dtype)
+            self.cos, self.sin = rope_tables(s.head_dim, max_context, self.device, self.dtype)
         self._graphs: dict = {}
 
     def _norm_params(self, w):
@@ -207,32 +211,39 @@ class Decoder:
 
     def graphed(self, key, run):
         """`run` captured once in a CUDA graph (after two warm-up runs) and replayed; `run` itself off the GPU."""
-        if self.device.type != "cuda":
-            return run
-        if key not in self._graphs:
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    run()
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                result = run()
-            # `run` is kept with its graph: the tensors it closes over (the step's input tokens, say) are the graph's
-            # inputs, which must outlive it (freed, their memory would be reused and replays would read garbage)
-            self._graphs[key] = (graph, result, run)
-        graph, result, _ = self._graphs[key]
-
-        def replay():
-            graph.replay()
-            return result
-
-        return replay
+        return graphed(self._graphs, self.device, key, run)
 
 
-def step_call(dec: Decoder, n: int, c: int, seed: int = 0):
-    """One forward of n tokens at context c, then the host reads the tokens back (as a decoding loop must)."""
+def graphed(graphs: dict, device: torch.device, key, run):
+    """`run` captured once per `key` in a CUDA graph (after two warm-up runs on a side stream) kept in `graphs`, and
+    a function replaying it; `run` itself off the GPU."""
+    if device.type != "cuda":
+        return run
+    if key not in graphs:
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream(device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            result = run()
+        # `run` is kept with its graph: the tensors it closes over (the step's input tokens, say) are the graph's
+        # inputs, which must outlive it (freed, their memory would be reused and replays would read garbage)
+        graphs[key] = (graph, result, run)
+    graph, result, _ = graphs[key]
+
+    def replay():
+        graph.replay()
+        return result
+
+    return replay
+
+
+def step_call(dec, n: int, c: int, seed: int = 0):
+    """One forward of n tokens at context c, then the host reads the tokens back (as a decoding loop must). `dec` is
+    any decoder with spec, batch, max_context, device and step_fn (Decoder, RefDecoder, TensorParallelDecoder)."""
     if c + n > dec.max_context:
         raise ShivamError(f"context {c} + {n} exceeds the decoder's cache of {dec.max_context}")
     g = torch.Generator(device="cpu").manual_seed(seed)

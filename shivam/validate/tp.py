@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from shivam.errors import ShivamError
 from shivam.specs.model import ModelSpec, load_model
+from shivam.validate.engines import TORCH_DTYPES, graphed, rope_tables, step_call
 
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # what every process this module starts (or is started with) sets: no NVLink multicast (NVLS) in NCCL
 NCCL_ENV = {"NCCL_NVLS_ENABLE": "0"}
 
@@ -126,12 +126,7 @@ class TensorParallelDecoder:
         self.k_cache = torch.zeros(cache_shape, device=self.device, dtype=self.dtype)
         self.v_cache = torch.zeros(cache_shape, device=self.device, dtype=self.dtype)
         if not s.learned_positions:
-            inv = 1.0 / (
-                10000 ** (torch.arange(0, s.head_dim, 2, device=self.device, dtype=torch.float32) / s.head_dim)
-            )
-            ang = torch.arange(max_context, device=self.device, dtype=torch.float32)[:, None] * inv[None, :]
-            ang = torch.cat([ang, ang], dim=-1)
-            self.cos, self.sin = ang.cos().to(self.dtype), ang.sin().to(self.dtype)
+            self.cos, self.sin = rope_tables(s.head_dim, max_context, self.device, self.dtype)
         self._graphs: dict = {}
 
     # --- weights: the whole matrix from one seed and this process's slice of it, or the slice alone -----------
@@ -254,43 +249,7 @@ class TensorParallelDecoder:
         def run():
             return self.logits(tokens, c).argmax(dim=-1)
 
-        if self.device.type != "cuda":
-            return run
-        key = (tokens.data_ptr(), tokens.shape, c)
-        if key not in self._graphs:
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    run()
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                result = run()
-            self._graphs[key] = (graph, result)
-        graph, result = self._graphs[key]
-
-        def replay():
-            graph.replay()
-            return result
-
-        return replay
-
-
-def tp_step_call(dec: TensorParallelDecoder, n: int, c: int, seed: int = 0):
-    """One step of n new tokens at context c on every process, then the host reads the tokens back (as a decoding
-    loop must). Every process draws the same tokens."""
-    if c + n > dec.max_context:
-        raise ShivamError(f"context {c} + {n} exceeds the decoder's cache of {dec.max_context}")
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    tokens = torch.randint(0, dec.spec.vocab, (dec.batch, n), generator=g).to(dec.device)
-    fn = dec.step_fn(tokens, c)
-
-    def call() -> float:
-        fn().cpu()
-        return float(dec.batch * n)
-
-    return call
+        return graphed(self._graphs, self.device, (tokens.data_ptr(), tokens.shape, c), run)
 
 
 def all_reduce_call(nbytes: int, device: torch.device, dtype: str = "bf16", repeat: int = 1):
@@ -382,7 +341,7 @@ def run_tp_suite(out: str, min_seconds: float = 2.0, repeats: int = 3) -> None:
         spec = load_model(point["model"])
         if point["kind"] == "step":
             dec = TensorParallelDecoder(spec, point["batch"], TP_CONTEXT + 8, rank, world, "bf16", device)
-            call = tp_step_call(dec, point["new_tokens"], point["context"])
+            call = step_call(dec, point["new_tokens"], point["context"])
         else:
             dec, call = None, all_reduce_call(point["nbytes"], device)
         for _ in range(3):
