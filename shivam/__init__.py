@@ -8,7 +8,7 @@ The public API (docs/api.md):
 """
 
 from shivam._version import __version__
-from shivam.api import Prediction, inspect, overview, predict, stage1
+from shivam.api import Prediction, crossover, inspect, overview, predict, stage1
 from shivam.errors import ShivamError
 from shivam.specs import load_engine, load_gpu, load_model
 
@@ -16,6 +16,7 @@ __all__ = [
     "Prediction",
     "ShivamError",
     "__version__",
+    "crossover",
     "inspect",
     "load_engine",
     "load_gpu",

@@ -291,3 +291,18 @@ def test_attention_from_the_gemm_output_equals_a_plain_torch_computation(n, tree
         kernels.attention(q_buf, kc, vc, lens, plan, out, tree)
     assert torch.allclose(out, expected, atol=3e-5)
     assert torch.allclose(kc, exp_k, atol=1e-5) and torch.allclose(vc, exp_v)
+
+
+def test_ragged_batch_equals_each_sequence_alone():
+    # a verify step of 3 tokens over a ragged batch (contexts 5 and 11) gives each sequence the logits it gets alone
+    spec = load_model(TINY_LLAMA)
+    ragged = RefDecoder(spec, 2, 64, device="cpu", seed=1)
+    prompt = torch.randint(0, 200, (2, 11), generator=torch.Generator().manual_seed(2))
+    new = torch.randint(0, 200, (2, 3), generator=torch.Generator().manual_seed(3))
+    ragged.logits(prompt, 0)  # prefill both to 11 tokens; sequence 0 then continues after its first 5
+    got = ragged.logits(new, 0, lens=[5, 11])
+    for i, c in enumerate((5, 11)):
+        alone = RefDecoder(spec, 1, 64, device="cpu", seed=1)
+        alone.logits(prompt[i : i + 1, :c], 0)
+        want = alone.logits(new[i : i + 1], c)
+        assert torch.allclose(got[i : i + 1], want, atol=1e-5, rtol=1e-4)

@@ -17,13 +17,14 @@ from shivam.api.checks import (
     DEFAULT_ENGINE,
     K_MAX,
     MAX_BATCH,
+    MAX_BATCHES,
     MAX_GRID_ROWS,
     MAX_TOKENS,
     MAX_TP,
     build_scenario,
     check_fits,
 )
-from shivam.api.prediction import Prediction, flat_rows, predict
+from shivam.api.prediction import Prediction, crossover, flat_rows, predict
 from shivam.api.tools import inspect, overview, stage1
 
 __all__ = [
@@ -32,12 +33,14 @@ __all__ = [
     "DEFAULT_ENGINE",
     "K_MAX",
     "MAX_BATCH",
+    "MAX_BATCHES",
     "MAX_TP",
     "MAX_GRID_ROWS",
     "MAX_TOKENS",
     "Prediction",
     "build_scenario",
     "check_fits",
+    "crossover",
     "flat_rows",
     "inspect",
     "overview",

@@ -23,6 +23,9 @@ MAX_GRID_ROWS = 10_000  # (k x acceptance) rows one prediction may hold: a grid 
 MAX_TOKENS = 10_000_000  # prompt + generated tokens: far above any model's context, below an overflow
 MAX_BATCH = 1_000_000
 MAX_TP = 8  # tensor parallelism is modelled within one node's NVLink or PCIe domain
+MAX_BATCHES = 1024  # batch sizes one prediction or crossover scan may hold
+MAX_RAGGED = 4096  # sequences of a ragged batch (--prompts), each prefilled on its own
+SAMPLING = ("greedy", "rejection")
 CalibrationArg = str | Path | Literal[False] | None
 
 
@@ -55,6 +58,39 @@ def check_list(value, option: str) -> list:
             f"give fewer values or a coarser step"
         )
     return values
+
+
+def check_batches(batch) -> list[int]:
+    """One batch size or several (a scan for the crossover), each 1..MAX_BATCH, at most MAX_BATCHES of them."""
+    values = (
+        [batch]
+        if isinstance(batch, (int, np.integer)) and not isinstance(batch, bool)
+        else check_list(batch, "--batch")
+    )
+    if len(values) > MAX_BATCHES:
+        raise ShivamError(
+            f"--batch has {len(values):,} values, above the limit of {MAX_BATCHES:,}; give fewer batch sizes"
+        )
+    return sorted({check_int(v, "--batch", 1, MAX_BATCH) for v in values})
+
+
+def check_prompts(prompts) -> list[int]:
+    """A ragged batch's prompt lengths, one per sequence."""
+    values = check_list(prompts, "--prompts")
+    if len(values) > MAX_RAGGED:
+        raise ShivamError(
+            f"--prompts has {len(values):,} sequences, above the limit of {MAX_RAGGED:,}; give fewer sequences"
+        )
+    return [check_int(v, "--prompts", 0, MAX_TOKENS) for v in values]
+
+
+def check_sampling(sampling) -> str:
+    if sampling not in SAMPLING:
+        raise ShivamError(
+            f"--sampling {sampling!r}: use greedy (verify by argmax) or rejection (rejection sampling over the "
+            f"vocabulary)"
+        )
+    return sampling
 
 
 def check_ks(k) -> list[int]:
@@ -175,7 +211,7 @@ def _least_tp_that_fits(scn: Scenario, k_max: int) -> int | None:
 def check_fits(scn: Scenario, k_max: int, gpu_name: str) -> None:
     """Refuses a scenario whose weights, KV cache and activations exceed one GPU's memory (each GPU's share when
     split over several), naming the model that does not fit, or whose context exceeds a model's positions."""
-    tokens = scn.prompt + scn.gen + k_max + 1
+    tokens = (max(scn.prompts) if scn.prompts else scn.prompt) + scn.gen + k_max + 1
     have = scn.params.capacity_bytes
     target = dataclasses.replace(scn, draft=None).memory_needed(k_max)  # the target alone
     fix = "use a smaller --weights-dtype, batch or context, or a larger GPU"
@@ -220,16 +256,34 @@ def build_scenario(
     kv_dtype=None,
     tp=1,
     draft_tp=1,
+    sampling="greedy",
+    prompts=None,
+    power_limit=False,
 ) -> tuple[Scenario, dict]:
-    """A checked Scenario and the metadata every prediction row carries (model, draft, GPU, engine, dtypes, ...)."""
+    """A checked Scenario and the metadata every prediction row carries (model, draft, GPU, engine, dtypes, ...).
+
+    prompts: a ragged batch, one prompt length per sequence (instead of batch and prompt). power_limit: hold decode,
+    draft and verify steps to the board's power limit as well as prefill steps."""
     gpu_spec = gpu_arg(gpu)
     target = model_arg(model, "--model")
     default_draft = draft is None and k_max > 0
     draft_spec = (
         model_arg(DEFAULT_DRAFT if default_draft else draft, "--draft") if (draft is not None or k_max) else None
     )
+    sampling = check_sampling(sampling)
+    if not isinstance(power_limit, bool):
+        raise ShivamError(f"--power-limit {power_limit!r}: give True or False")
+    if prompts is not None:
+        prompts = check_prompts(prompts)
+        if batch not in (1, len(prompts)) or prompt not in (128, None):
+            raise ShivamError(
+                "--prompts gives each sequence's prompt length: it sets the batch and the prompt; leave out --batch "
+                "and --prompt"
+            )
+        batch, prompt = len(prompts), sum(prompts) / len(prompts)
+    else:
+        prompt = check_int(prompt, "--prompt", 0, MAX_TOKENS)
     batch = check_int(batch, "--batch", 1, MAX_BATCH)
-    prompt = check_int(prompt, "--prompt", 0, MAX_TOKENS)
     gen = check_int(gen, "--gen", 1, MAX_TOKENS)
     engine = engine_arg(engine)
     dtypes = dtypes_arg(gpu_spec, weights_dtype, act_dtype, kv_dtype)
@@ -245,6 +299,9 @@ def build_scenario(
         gen=gen,
         tp=tp,
         draft_tp=draft_tp,
+        sampling=sampling,
+        prompts=tuple(prompts) if prompts is not None else None,
+        power_limit_steps=power_limit,
     )
     check_fits(scn, k_max, gpu_spec.name)
     warnings = []
@@ -276,6 +333,10 @@ def build_scenario(
         "gen": gen,
         "tp": tp,
         "draft_tp": draft_tp,
+        "sampling": sampling,
+        "prompts": list(prompts) if prompts is not None else None,
+        "power_limit_w": params.power_limit_w,
+        "power_limit_steps": power_limit,
         "link": params.link_kind if tp > 1 else None,
         "default_draft_used": default_draft,
         "warnings": warnings,

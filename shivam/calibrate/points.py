@@ -7,18 +7,20 @@ shivam.validate.engines build and run the same thing on a GPU. Nothing here impo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 from shivam.errors import ShivamError
 from shivam.sim.hostcopy import sequence_weights, unit_steps
 from shivam.sim.roofline import StepCost, StepInputs, StepSet, host_wait, step_cost
 from shivam.sim.scenario import Scenario
 from shivam.sim.speculative import tokens_per_iteration
+from shivam.sim.workload import HEAD_OPS, prefill_ops
 from shivam.specs import Dtypes, Params
 from shivam.specs.engine import load_engine
 from shivam.specs.model import load_model
@@ -27,7 +29,7 @@ from shivam.specs.model import load_model
 class Point(BaseModel, frozen=True):
     suite: str
     engine: str = "graph"  # a bundled engine profile (shivam engines)
-    kind: Literal["step", "spec", "generate", "stage1"]
+    kind: Literal["step", "spec", "generate", "stage1", "prefill"]
     model: str | None = None
     draft: str | None = None
     batch: int = Field(1, ge=1, le=1_000_000)
@@ -45,6 +47,17 @@ class Point(BaseModel, frozen=True):
     reuse: int = Field(0, ge=0, le=100_000)  # stage1
     reload: bool = False  # stage1
     seed: int = 0
+    # spec: a ragged batch, each sequence's context (batch = their count; context is ignored)
+    contexts: tuple[int, ...] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """A field added after points were recorded is left out at its default, so that recorded points (and their
+        ids) read the same."""
+        out = handler(self)
+        if out.get("contexts", 0) is None:
+            del out["contexts"]
+        return out
 
     def check(self) -> None:
         """Refuse a point the model cannot run: a dtype it does not know, a context beyond its models' positions."""
@@ -60,10 +73,18 @@ class Point(BaseModel, frozen=True):
             raise ShivamError(f"{self.label()}: a spec point needs a draft and an alpha")
         if self.kind == "generate" and self.gen < 1:
             raise ShivamError(f"{self.label()}: a generate point needs gen of at least 1")
+        if self.kind == "prefill" and self.prompt < 1:
+            raise ShivamError(f"{self.label()}: a prefill point needs a prompt of at least 1 token")
+        if self.contexts is not None and (self.kind != "spec" or len(self.contexts) != self.batch):
+            raise ShivamError(
+                f"{self.label()}: per-sequence contexts are for spec points, one per sequence of the batch"
+            )
+        context = max(self.contexts) if self.contexts else self.context
         tokens = {
             "step": self.context + self.new_tokens,
-            "spec": self.context + self.k + 1,
+            "spec": context + self.k + 1,
             "generate": self.prompt + self.gen,
+            "prefill": self.prompt,
         }[self.kind]
         for ref in (self.model, self.draft) if self.draft else (self.model,):
             m = load_model(ref)
@@ -91,7 +112,10 @@ class Point(BaseModel, frozen=True):
             )
             return f"{self.model} step n={self.new_tokens} b={self.batch} c={self.context}{dt}"
         if self.kind == "spec":
-            return f"{self.model}+{self.draft} k={self.k} a={self.alpha} c={self.context}"
+            c = f"c={min(self.contexts)}-{max(self.contexts)}" if self.contexts else f"c={self.context}"
+            return f"{self.model}+{self.draft} k={self.k} a={self.alpha} b={self.batch} {c}"
+        if self.kind == "prefill":
+            return f"{self.model} prefill {self.prompt} b={self.batch}"
         if self.kind == "generate":
             return f"hf generate {self.model}{'+' + self.draft if self.draft else ''} {self.prompt}+{self.gen}"
         return f"stage1 {'reload' if self.reload else 'reuse'} r={self.reuse} n={self.size}"
@@ -104,9 +128,14 @@ def scenario(point: Point, params: Params) -> Scenario:
         dtypes=point.dtypes,
         draft=load_model(point.draft) if point.draft else None,
         batch=point.batch,
-        prompt=point.prompt or point.context,
+        prompt=point.prompt or _context(point),
         gen=max(point.gen, 1),
     )
+
+
+def _context(point: Point) -> float:
+    """The context a point's steps run at: a ragged batch's mean (every count is affine in context)."""
+    return sum(point.contexts) / len(point.contexts) if point.contexts else point.context
 
 
 def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInputs]], float, StepInputs | None]:
@@ -122,12 +151,19 @@ def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInp
     if point.kind == "step":
         verify = scn.step_inputs(scn.target, point.new_tokens, point.context)
         return [(1.0, verify)], 0.0, verify
+    if point.kind == "prefill":  # one step per chunk of the engine's, at batch b, context 0
+        steps = [
+            (1.0, StepInputs(ops, point.dtypes.compute, None, 0 if all(op.name in HEAD_OPS for op in ops) else 1))
+            for _, ops in prefill_ops(scn.target, point.batch, point.prompt, point.dtypes, params.kernels)
+        ]
+        return steps, 0.0, steps[0][1]
     if point.kind == "spec":
-        verify = scn.step_inputs(scn.target, point.k + 1, point.context)
+        c = _context(point)
+        verify = scn.step_inputs(scn.target, point.k + 1, c)
         if point.k == 0:
             return [(1.0, verify)], 1.0, verify
         # k draft steps at contexts c..c+k-1: costs are affine in context, so k at the mean context are exact
-        draft = scn.step_inputs(scn.draft, 1, point.context + (point.k - 1) / 2)
+        draft = scn.step_inputs(scn.draft, 1, c + (point.k - 1) / 2)
         return [(1.0, verify), (float(point.k), draft)], 1.0, verify
     # generate: prefill of the prompt, then gen-1 decode steps at contexts prompt .. prompt+gen-2, each synced
     prefill = scn.step_inputs(scn.target, point.prompt, 0)
@@ -137,6 +173,10 @@ def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInp
 
 def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
     """(cost of one measured call, expected tokens per call, bound of its main step)."""
+    if point.kind == "prefill":  # held to the board's power limit, step by step (Scenario.prefill)
+        scn = scenario(point, params)
+        cost = dataclasses.replace(scn, prompt=point.prompt).prefill()
+        return cost, float(point.batch * point.prompt), cost.bound
     steps, syncs, main = point_steps(point, params)
     costs = [
         step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)

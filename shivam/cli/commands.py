@@ -31,29 +31,48 @@ def _calibration(args):
     return False if args.no_calibration else args.calibration
 
 
+def _scenario_kwargs(args) -> dict:
+    """The options _scenario_args adds, as the API's arguments."""
+    scan = ".." in args.batch or "," in args.batch  # one batch size's range the API checks, with its message
+    batch = (
+        parse_ints(args.batch, "--batch", 1, api.MAX_BATCH, "the batch") if scan else parse_whole(args.batch, "--batch")
+    )
+    return dict(
+        model=args.model,
+        gpu=args.gpu,
+        draft=args.draft,
+        batch=batch,
+        prompt=parse_whole(args.prompt, "--prompt"),
+        gen=parse_whole(args.gen, "--gen"),
+        prompts=parse_ints(args.prompts, "--prompts", 0, api.MAX_TOKENS, "a prompt length")
+        if args.prompts is not None
+        else None,
+        sampling=args.sampling,
+        alpha_concentration=parse_float(args.alpha_concentration, "--alpha-concentration", 1e-3, 1e6)
+        if args.alpha_concentration is not None
+        else None,
+        power_limit=args.power_limit,
+        engine=args.engine,
+        calibration=_calibration(args),
+        weights_dtype=args.weights_dtype,
+        act_dtype=args.act_dtype,
+        kv_dtype=args.kv_dtype,
+        tp=parse_whole(args.tp, "--tp"),
+        draft_tp=parse_whole(args.draft_tp, "--draft-tp"),
+    )
+
+
 def cmd_predict(args) -> int:
     if args.report:
         from shivam.userfiles import writable_file
 
         writable_file(args.report, "--report")  # refuse before computing
     res = api.predict(
-        model=args.model,
-        gpu=args.gpu,
         k=parse_ints(args.k, "--k", 0, api.K_MAX, "the speculation window"),
         alpha=parse_floats(args.alpha, "--alpha", 0, 1) if args.alpha is not None else None,
         acceptance=parse_floats(args.acceptance, "--acceptance", 0, 1) if args.acceptance is not None else None,
-        draft=args.draft,
-        batch=parse_whole(args.batch, "--batch"),
-        prompt=parse_whole(args.prompt, "--prompt"),
-        gen=parse_whole(args.gen, "--gen"),
-        engine=args.engine,
-        calibration=_calibration(args),
-        weights_dtype=args.weights_dtype,
-        act_dtype=args.act_dtype,
-        kv_dtype=args.kv_dtype,
         target_ratio=parse_float(args.target_ratio, "--target-ratio", 1e-6, 1e6) if args.target_ratio else None,
-        tp=parse_whole(args.tp, "--tp"),
-        draft_tp=parse_whole(args.draft_tp, "--draft-tp"),
+        **_scenario_kwargs(args),
     )
     _warn(res.warnings)
     doc = res.to_dict()
@@ -77,6 +96,25 @@ def cmd_predict(args) -> int:
         from shivam.cli.render import prediction_table
 
         prediction_table(doc, args.units)
+    return 0
+
+
+def cmd_crossover(args) -> int:
+    kwargs = _scenario_kwargs(args)
+    if not isinstance(kwargs["batch"], list):
+        raise ShivamError(f"--batch {args.batch}: the crossover scans batch sizes; give a range such as 1..256")
+    res = api.crossover(
+        k=parse_ints(args.k, "--k", 1, api.K_MAX, "the speculation window"),
+        alpha=parse_floats(args.alpha, "--alpha", 0, 1),
+        **kwargs,
+    )
+    _warn(res["warnings"])
+    if args.format == "json":
+        _print_json(res)
+    else:
+        from shivam.cli.render import crossover_table
+
+        crossover_table(res)
     return 0
 
 
@@ -367,6 +405,7 @@ def cmd_report(args) -> int:
 
 COMMANDS = {
     "predict": cmd_predict,
+    "crossover": cmd_crossover,
     "inspect": cmd_inspect,
     "models": cmd_models,
     "gpus": cmd_gpus,

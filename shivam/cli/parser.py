@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 
 from shivam._version import __version__
-from shivam.api import DEFAULT_DRAFT, DEFAULT_ENGINE, K_MAX, MAX_GRID_ROWS, MAX_TP
+from shivam.api import DEFAULT_DRAFT, DEFAULT_ENGINE, K_MAX, MAX_BATCHES, MAX_GRID_ROWS, MAX_TP
 from shivam.errors import ShivamError
 
-SUITES_HELP = "quick, stage1, stage2, stage3, steps, precision or hf (comma-separated), or engine (on its own)"
+SUITES_HELP = (
+    "quick, stage1, stage2, stage3, steps, precision, hf, batch or prefill (comma-separated), or engine (on its own)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,13 +32,35 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-calibration", action="store_true", help="use datasheet estimates even if a calibration exists")
 
 
-def _scenario_args(p: argparse.ArgumentParser) -> None:
+def _scenario_args(p: argparse.ArgumentParser, batch_default: str = "1") -> None:
     p.add_argument("--model", required=True, help="alias (mistral-7b), Hugging Face id or path to a config.json")
     p.add_argument("--gpu", required=True, help="bundled GPU id (see `shivam gpus`) or a GPU file in that schema")
     p.add_argument("--draft", default=None, help=f"draft model for k > 0 (default {DEFAULT_DRAFT}, as in the paper)")
-    p.add_argument("--batch", default="1", help="sequences decoded together")
-    p.add_argument("--prompt", default="128", help="prompt tokens")
+    p.add_argument(
+        "--batch",
+        default=batch_default,
+        help=f"sequences decoded together: 8, or a scan such as 1..256 or 1,8,64 (at most {MAX_BATCHES:,} sizes; "
+        f"a scan reports the crossover batches)",
+    )
+    p.add_argument("--prompt", default="128", help="prompt tokens (prefilled: TTFT and energy per request)")
     p.add_argument("--gen", default="128", help="generated tokens: results average over the growing context")
+    p.add_argument("--prompts", default=None, help="a ragged batch: each sequence's prompt length, e.g. 256,1024,4096")
+    p.add_argument(
+        "--sampling",
+        default="greedy",
+        choices=["greedy", "rejection"],
+        help="how drafts are verified: argmax comparison (greedy) or rejection sampling over the vocabulary",
+    )
+    p.add_argument(
+        "--alpha-concentration",
+        default=None,
+        help="spread each sequence's acceptance rate as Beta(alpha c, (1 - alpha) c) with this concentration c",
+    )
+    p.add_argument(
+        "--power-limit",
+        action="store_true",
+        help="hold decode, draft and verify steps to the board's power limit too (prefill steps always are)",
+    )
     p.add_argument(
         "--weights-dtype", default=None, help="fp32 fp16 bf16 fp8 int8 int4 (default: bf16, fp16 without bf16)"
     )
@@ -95,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--units", default="J", choices=["J", "kWh"], help="energy units of the table (JSON adds energy_per_token_kwh)"
     )
     p.add_argument("--report", default=None, help="also write an interactive HTML report to this file")
+
+    p = sub.add_parser(
+        "crossover", help="the batch above which speculation costs more energy per token, by alpha and k"
+    )
+    _scenario_args(p, batch_default="1..256")
+    p.add_argument("--k", default="2,4,8", help=f"speculation windows, each 1-{K_MAX}")
+    p.add_argument("--alpha", default="0.6,0.7,0.8,0.9", help="acceptance rates: 0.6,0.8 or 0.5..0.9:0.1")
+    p.add_argument("--format", default="table", choices=["table", "json"], help="output format")
 
     p = sub.add_parser("inspect", help="per-layer parameters, bytes and FLOPs per token, KV bytes per token")
     p.add_argument("--model", required=True, help="alias, Hugging Face id or path to a config.json")

@@ -35,11 +35,15 @@ def prediction_table(res: dict, units: str = "J") -> None:
     if tp > 1:
         on = f" on {res['draft_tp']} of them" if res["draft"] else ""
         where = f"{res['model']} on {tp} x {res['gpu_name']} (tensor-parallel over {res['link']}){draft}{on}"
+    several = isinstance(res["batch"], list)
+    batch = f"batches {res['batch'][0]}-{res['batch'][-1]}" if several else f"batch {res['batch']}"
+    prompt = f"prompts {','.join(str(p) for p in res['prompts'])}" if res.get("prompts") else f"prompt {res['prompt']}"
     title = (
-        f"{where}, {res['engine']} engine - batch {res['batch']}, "
-        f"prompt {res['prompt']} + {res['gen']} generated, weights {res['weights_dtype']}, KV {res['kv_dtype']}"
+        f"{where}, {res['engine']} engine - {batch}, "
+        f"{prompt} + {res['gen']} generated, weights {res['weights_dtype']}, KV {res['kv_dtype']}"
     )
     cols = [
+        *(["batch"] if several else []),
         "alpha",
         "k",
         "tokens/iter",
@@ -52,16 +56,28 @@ def prediction_table(res: dict, units: str = "J") -> None:
         "draft bound",
         "best",
     ]
-    rows, last_alpha = [], None
+    rows, last_alpha, last_batch = [], None, None
     for r in res["rows"]:
         label = ",".join(f"{a:g}" for a in r["alpha"]) if isinstance(r["alpha"], list) else f"{r['alpha']:g}"
+        if r["batch"] != last_batch:
+            last_alpha = None
         alpha = label if label != last_alpha else ""
         last_alpha = label
         best = " ".join(
             tag for tag, flag in (("<- energy", r["best_energy"]), ("<- latency", r["best_latency"])) if flag
         )
+        if several and r["k"]:
+            marks = [
+                tag
+                for tag, key in (("E-crossover", "crossover_batch_energy"), ("T-crossover", "crossover_batch_latency"))
+                if r.get(key) == r["batch"]
+            ]
+            best = " ".join([best, *marks]).strip()
+        batch_cell = [str(r["batch"]) if r["batch"] != last_batch else ""] if several else []
+        last_batch = r["batch"]
         rows.append(
             [
+                *batch_cell,
                 alpha,
                 r["k"],
                 f"{r['tokens_per_iteration']:.2f}",
@@ -84,12 +100,58 @@ def prediction_table(res: dict, units: str = "J") -> None:
         f"\n90 % band: energy x {band['energy'][0]:.2f}-{band['energy'][1]:.2f}, time x {band['time'][0]:.2f}-"
         f"{band['time'][1]:.2f} of the figures ({band['basis'].split(':')[0]}; rows carry _low/_high)"
     )
+    base = next(r for r in res["rows"] if r["k"] == 0)
+    best_rows = [r for r in res["rows"] if r["best_energy"] and r["k"]]
+    caption += (
+        f"\nper request ({res['prompt']:g} + {res['gen']} tokens, batch {base['batch']}; vLLM's names): "
+        f"TTFT {1e3 * base['ttft_s']:.1f} ms, "
+        f"prefill {base['prefill_energy_j']:.3f} J; standard decoding {base['energy_per_request_j']:.3f} J and "
+        f"{base['time_per_request_s']:.3f} s per request, {base['energy_per_output_token_j']:.4f} J per output token "
+        f"with the prefill"
+    )
+    if best_rows and not several:
+        b = best_rows[0]
+        caption += (
+            f"; at alpha {b['alpha'] if not isinstance(b['alpha'], list) else 'given'}, k={b['k']}: "
+            f"{b['energy_per_request_j']:.3f} J and {b['time_per_request_s']:.3f} s (TTFT {1e3 * b['ttft_s']:.1f} ms "
+            f"with the draft's prefill)"
+        )
+    if several:
+        caption += "\nE-crossover / T-crossover: the smallest batch at which that k costs more energy / time per token"
     if "required_alpha" in res:
         need = ", ".join(
             f"k={k}: {'unreachable' if a is None else f'{a:.3f}'}" for k, a in res["required_alpha"].items()
         )
         caption += f"\nalpha needed for the target energy ratio: {need}"
     table(title, cols, rows, caption)
+
+
+def crossover_table(res: dict) -> None:
+    """The crossover batches by alpha (rows) and k (columns): E the batch from which speculation costs more energy
+    per token than standard decoding, T the batch from which it is slower."""
+    batches = res["batch"]
+    scan = f"{batches[0]}-{batches[-1]}" if len(batches) > 2 else ",".join(str(b) for b in batches)
+    title = (
+        f"{res['model']}, draft {res['draft']} on {res['gpu_name']}, {res['engine']} engine - batch scanned {scan}, "
+        f"prompt {res['prompt']:g} + {res['gen']} generated, weights {res['weights_dtype']}, {res['sampling']} "
+        f"verification"
+    )
+
+    def cell(c: dict) -> str:
+        def one(b):
+            return f"> {batches[-1]}" if b is None else f"{b}"
+
+        return f"E {one(c['energy'])} / T {one(c['latency'])}"
+
+    rows = [[alpha, *(cell(by_k[str(k)]) for k in res["ks"])] for alpha, by_k in res["crossover"].items()]
+    caption = (
+        f"parameters: {res['parameters']}. E: the smallest batch at which speculation costs more energy per token "
+        f"than standard decoding; T: the smallest at which it is slower; > {batches[-1]}: it saves at every batch "
+        f"scanned. Predicted, not measured."
+    )
+    if res.get("alpha_concentration"):
+        caption += f" Acceptance spread over sequences: Beta with concentration {res['alpha_concentration']:g}."
+    table(title, ["alpha", *(f"k={k}" for k in res["ks"])], rows, caption)
 
 
 def inspect_table(info: dict) -> None:

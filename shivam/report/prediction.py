@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 
 import numpy as np
@@ -183,10 +184,61 @@ def _stage1(scn: Scenario) -> go.Figure:
     return fig
 
 
+def _ratio_vs_batch(res: dict) -> go.Figure:
+    """Energy ratio (standard over speculative energy per token) versus batch, one line per (alpha, k), the
+    crossover batch of each marked where the line falls below 1."""
+    fig = go.Figure()
+    for a, by_k in res["crossover"].items():
+        for k, cross in by_k.items():
+            rows = [r for r in res["rows"] if _label(r["alpha"]) == a and str(r["k"]) == k]
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["batch"] for r in rows],
+                    y=[r["energy_ratio"] for r in rows],
+                    mode="lines",
+                    name=f"alpha {a}, k={k}",
+                    legendgroup=a,
+                    customdata=[[r["speedup"]] for r in rows],
+                    hovertemplate=f"alpha {a}, k={k}<br>batch %{{x}}: energy ratio %{{y:.3f}}x<br>"
+                    "speed-up %{customdata[0]:.3f}x<extra></extra>",
+                )
+            )
+            b = cross["energy"]
+            if b is not None:
+                ratio = next(r["energy_ratio"] for r in rows if r["batch"] == b)
+                fig.add_trace(
+                    go.Scatter(
+                        x=[b],
+                        y=[ratio],
+                        mode="markers",
+                        showlegend=False,
+                        legendgroup=a,
+                        marker=dict(symbol="x", size=12, color="black"),
+                        hovertemplate=f"crossover at alpha {a}, k={k}: from batch {b} speculation costs more energy"
+                        "<extra></extra>",
+                    )
+                )
+    fig.add_hline(y=1.0, line_dash="dash", annotation_text="no saving (energy ratio 1)")
+    fig.update_layout(
+        title="Energy ratio (standard / speculative energy per token) vs batch; x: the crossover batch",
+        xaxis_title="batch (sequences decoded together)",
+        yaxis_title="energy ratio (above 1: speculation saves)",
+        xaxis_type="log",
+    )
+    return fig
+
+
 def prediction_report(prediction, path: str) -> None:
-    """Write the report of a shivam.api.Prediction to `path`."""
+    """Write the report of a shivam.api.Prediction to `path`. With several batch sizes: the energy ratio versus
+    batch with its crossovers, and the other figures at the smallest batch."""
     scn: Scenario = prediction.scenario
     res = prediction.to_dict()
+    extra = []
+    if prediction.crossover is not None:
+        extra = [_ratio_vs_batch(res)]
+        first = res["batch"][0]
+        scn = dataclasses.replace(scn, batch=first)
+        res = {**res, "rows": [r for r in res["rows"] if r["batch"] == first]}
     ks = sorted({r["k"] for r in res["rows"]})
     summary = [
         [
@@ -197,13 +249,29 @@ def prediction_report(prediction, path: str) -> None:
         ]
         for a, b in res["best"].items()
     ]
-    run = [[k, v] for k, v in res.items() if k not in ("rows", "best", "contexts_averaged", "required_alpha")]
+    skip = ("rows", "best", "contexts_averaged", "required_alpha", "best_by_batch", "crossover")
+    run = [[k, v] for k, v in res.items() if k not in skip]
     sections = [
         f"<p>Predicted by <code>shivam predict</code>. Parameters: {html.escape(res['parameters'])}.</p>",
         "<h2>Summary</h2>",
         html_table(["alpha", "best k (energy)", "best k (latency)", "energy ratio at best k"], summary),
+        *(
+            [
+                "<h2>Crossover batches (predicted)</h2>",
+                html_table(
+                    ["alpha", "k", "energy: costs more from batch", "latency: slower from batch"],
+                    [
+                        [a, k, c["energy"] or "never in the scan", c["latency"] or "never in the scan"]
+                        for a, by_k in prediction.crossover.items()
+                        for k, c in by_k.items()
+                    ],
+                ),
+            ]
+            if prediction.crossover is not None
+            else []
+        ),
         "<h2>Run parameters</h2>",
         html_table(["setting", "value"], run),
     ]
-    figs = [_energy_vs_k(res), *_heatmaps(scn, ks), _roofline(scn, ks), _breakdown(scn, res, ks), _stage1(scn)]
+    figs = [*extra, _energy_vs_k(res), *_heatmaps(scn, ks), _roofline(scn, ks), _breakdown(scn, res, ks), _stage1(scn)]
     write_page(path, f"shivam: {res['model']} on {res['gpu_name']} ({res['engine']} engine)", sections, figs)

@@ -28,11 +28,20 @@ one GPU's t_step and E_step), then the step's collectives, serially (a decode st
     t_TP     = t_step + sum(t_collective)                      (the GPUs are symmetric: the max over them is t_step)
     E_TP     = N * E_step + N * static_power * sum(t_collective) + e_link * link bytes
                + idle GPUs * static_power * t_TP              (GPUs that wait, e.g. while a draft runs on fewer)
+The board's power limit P_lim (power_limited): a step whose average power E_step / t_step exceeds it (a
+compute-bound prefill, a large batch) runs at lower clocks until it draws P_lim. Its work's energy, everything but
+static power, is kept; static power accrues over the longer time:
+    E_dyn = E_step - P_static * t_step
+    t'    = E_dyn / (P_lim - P_static)         (so that E' / t' = P_lim)
+    E'    = E_step + P_static * (t' - t_step) = P_lim * t'
+No credit is taken for the lower voltage at lower clocks (energy per FLOP is kept): an upper bound on E'. Per GPU of
+a tensor-parallel step. A step below the limit is unchanged.
 Everything broadcasts over numpy arrays.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -396,6 +405,26 @@ def tensor_parallel_cost(per_gpu: StepCost, transfers, p: Params, gpus: int, idl
             "e_link": per_gpu.e_link * gpus + gpus * p.static_power_w * t_link + p.link_j_per_byte * sent,
             "e_idle": per_gpu.e_idle * gpus + idle_gpus * p.static_power_w * time_s,
         }
+    )
+
+
+def power_limited(cost: StepCost, p: Params) -> StepCost:
+    """The step held to the board's power limit (the equation above): where E / t exceeds p.power_limit_w, its time
+    is stretched to t' = (E - P_static t) / (P_lim - P_static), the stretch added to its busy and compute-bound time
+    and P_static times the stretch to its static energy; elsewhere, without a limit, and where static power alone
+    reaches the limit (GPU files are refused for it; a fit's scaled coefficients may), the step as it is."""
+    limit = p.power_limit_w
+    if limit is None or limit <= p.static_power_w:  # no limit, or parameters (a card's scale) that leave no room
+        return cost
+    t, e = cost.time_s, cost.energy_j
+    stretched = (e - p.static_power_w * t) / (limit - p.static_power_w)
+    extra = np.where(e > limit * t, stretched - t, 0.0)
+    return dataclasses.replace(
+        cost,
+        time_s=t + extra,
+        busy_s=cost.busy_s + extra,
+        compute_bound_s=cost.compute_bound_s + extra,
+        e_static=cost.e_static + p.static_power_w * extra,
     )
 
 

@@ -12,12 +12,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shivam.errors import ShivamError
-from shivam.sim.roofline import StepCost, StepInputs, host_wait, step_cost, tensor_parallel_cost
-from shivam.sim.speculative import alpha_for_tokens, per_token, tokens_per_iteration, tokens_per_iteration_positional
+from shivam.sim.roofline import StepCost, StepInputs, host_wait, power_limited, step_cost, tensor_parallel_cost
+from shivam.sim.speculative import (
+    alpha_for_tokens,
+    per_token,
+    tokens_per_iteration,
+    tokens_per_iteration_beta,
+    tokens_per_iteration_positional,
+)
 from shivam.sim.workload import (
+    HEAD_OPS,
+    acceptance_ops,
     activation_bytes,
     eager_dispatches,
     kv_cache_bytes,
+    prefill_ops,
     step_ops,
     tensor_parallel_transfers,
     weight_bytes,
@@ -50,6 +59,14 @@ class Scenario:
     gen: int = 128
     tp: int = 1  # tensor-parallel GPUs the target is split over
     draft_tp: int = 1  # of those, the GPUs the draft is split over (the others wait at static power)
+    # how drafted tokens are verified: "greedy" (argmax comparison, costed by the sample operator) or "rejection"
+    # (rejection sampling over the vocabulary at every verified position: workload.acceptance_ops)
+    sampling: str = "greedy"
+    # a ragged batch: each sequence's prompt length (batch = their count; decode steps run at their mean context,
+    # which is exact for every count, each affine in context)
+    prompts: tuple[int, ...] | None = None
+    # hold decode, draft and verify steps to the board's power limit too (prefill steps always are)
+    power_limit_steps: bool = False
 
     # --- the three kinds of step ---------------------------------------------------------------------------
     def step_inputs(self, model: ModelSpec, new_tokens, context, gpus: int = 1) -> StepInputs:
@@ -62,17 +79,49 @@ class Scenario:
             step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels, gpus), self.dtypes.compute, eager
         )
 
-    def _step(self, model: ModelSpec, new_tokens, context, gpus: int = 1, idle_gpus: int = 0) -> StepCost:
+    def _step(self, model: ModelSpec, new_tokens, context, gpus: int = 1, idle_gpus: int = 0, extra_ops=()) -> StepCost:
         ops, dtype, eager, host_steps = self.step_inputs(model, new_tokens, context, gpus)
-        cost = step_cost(ops, self.params, dtype, host_steps, dispatches=eager)
+        cost = step_cost(ops + list(extra_ops), self.params, dtype, host_steps, dispatches=eager)
+        if self.power_limit_steps:
+            cost = power_limited(cost, self.params)
         if gpus == 1 and idle_gpus == 0:
             return cost
         transfers = tensor_parallel_transfers(model, self.batch, new_tokens, self.dtypes, self.params.kernels, gpus)
         return tensor_parallel_cost(cost, transfers, self.params, gpus, idle_gpus)
 
     def verify_step(self, k, context) -> StepCost:
-        """Target forward over k+1 tokens (k=0: a plain decode step), split over tp GPUs."""
-        return self._step(self.target, np.asarray(k) + 1, context, self.tp)
+        """Target forward over k+1 tokens (k=0: a plain decode step), split over tp GPUs; with rejection sampling,
+        the sampler's pass over the vocabulary at every verified position."""
+        extra = ()
+        if self.sampling == "rejection":
+            extra = acceptance_ops(self.target.vocab, self.batch, k, self.params.kernels)
+        return self._step(self.target, np.asarray(k) + 1, context, self.tp, extra_ops=extra)
+
+    def prefill(self, model: ModelSpec | None = None) -> StepCost:
+        """The prefill of every prompt of the batch by `model` (default the target; the draft on draft_tp GPUs while
+        the others wait), one scalar cost: the engine's prefill steps (workload.prefill_ops: causal attention, its
+        chunking and logits), each held to the board's power limit. A ragged batch prefills its prompts one
+        sequence at a time."""
+        model = self.target if model is None else model
+        gpus, idle = (self.tp, 0) if model is self.target else (self.draft_tp, self.tp - self.draft_tp)
+        p = self.params
+        eager = eager_dispatches(model, p.eager_dispatches) if p.dispatch_counts == "eager" else None
+        batch, prompts = (1, self.prompts) if self.prompts is not None else (self.batch, (self.prompt,))
+        total = host_wait(p, 0.0)
+        for prompt in prompts:
+            if prompt == 0:
+                continue
+            for n, ops in prefill_ops(model, batch, int(prompt), self.dtypes, p.kernels, gpus):
+                head_only = all(op.name in HEAD_OPS for op in ops)  # the last position's logits, not a step
+                steps, dispatches = (0, None) if head_only else (1, eager)
+                cost = power_limited(step_cost(ops, p, self.dtypes.compute, steps, dispatches), p)
+                if gpus > 1 or idle:
+                    transfers = (
+                        [] if head_only else tensor_parallel_transfers(model, batch, n, self.dtypes, p.kernels, gpus)
+                    )
+                    cost = tensor_parallel_cost(cost, transfers, p, gpus, idle)
+                total = total + cost.total()
+        return total
 
     def draft_step(self, context) -> StepCost:
         """Draft forward over one token, split over draft_tp GPUs while the target's other tp - draft_tp wait."""
@@ -133,20 +182,48 @@ class Scenario:
         return need
 
 
-def acceptance_taus(ks, alphas=None, positional=None) -> tuple[list[str], np.ndarray]:
-    """Labels and tokens-per-iteration (K, A) for scalar alphas or one per-position acceptance vector."""
+def acceptance_taus(ks, alphas=None, positional=None, concentration=None) -> tuple[list[str], np.ndarray]:
+    """Labels and tokens-per-iteration per sequence (K, A) for scalar alphas or one per-position acceptance vector;
+    with a concentration, each alpha is the mean of a Beta distribution of the sequences' acceptance rates."""
     ks = list(ks)
     if positional is not None:
         taus = np.array([[tokens_per_iteration_positional(positional, k)] for k in ks])
         return ["[" + ",".join(f"{a:g}" for a in positional) + "]"], taus
     alphas = list(alphas)
-    return [f"{a:g}" for a in alphas], tokens_per_iteration(np.array(alphas)[None, :], np.array(ks)[:, None])
+    a, k = np.array(alphas)[None, :], np.array(ks)[:, None]
+    taus = tokens_per_iteration(a, k) if concentration is None else tokens_per_iteration_beta(a, concentration, k)
+    return [f"{a:g}" for a in alphas], taus
 
 
-def prediction(scn: Scenario, ks, alphas=None, positional=None, target_ratio: float | None = None) -> dict:
+def request_metrics(scn: Scenario, k: int, tau: float, time_per_token_s: float, energy_per_token_j: float, pre) -> dict:
+    """A request's figures (per sequence of the batch), named as vLLM's benchmarks name them: the prefill
+    produces the first output token (TTFT = the batch's prefill, the draft's too when speculating), then gen - 1
+    decoded tokens at TPOT each; ITL is the time between two deliveries of tokens (one iteration, tau tokens per
+    sequence); energy per output token includes the prefill, as ML.ENERGY reports it."""
+    b, gen = scn.batch, scn.gen
+    prefill = pre["target"] if k == 0 or pre["draft"] is None else pre["target"] + pre["draft"]
+    ttft, e_pre = float(prefill.time_s), float(prefill.energy_j) / b
+    tpot = b * time_per_token_s  # one sequence's tokens arrive b times slower than the batch's
+    e_req = e_pre + (gen - 1) * energy_per_token_j
+    return {
+        "prefill_time_s": ttft,
+        "prefill_energy_j": e_pre,
+        "ttft_s": ttft,
+        "tpot_s": tpot,
+        "itl_s": tpot * tau,
+        "time_per_request_s": ttft + (gen - 1) * tpot,
+        "energy_per_request_j": e_req,
+        "energy_per_output_token_j": e_req / gen,
+    }
+
+
+def prediction(
+    scn: Scenario, ks, alphas=None, positional=None, target_ratio: float | None = None, concentration=None
+) -> dict:
     """Rows for k = 0 (baseline) and each requested k, for each acceptance, averaged over the generation."""
     ks = sorted({0, *ks})
-    labels, taus = acceptance_taus(ks, alphas, positional)
+    labels, taus = acceptance_taus(ks, alphas, positional, concentration)
+    pre = {"target": scn.prefill(), "draft": scn.prefill(scn.draft) if scn.draft is not None else None}
     contexts = scn.contexts()
     g = {name: arr.mean(axis=-1) for name, arr in scn.grid(ks, taus, contexts).items()}  # (K, A)
     t, e = g["time_per_token_s"], g["energy_per_token_j"]
@@ -174,6 +251,7 @@ def prediction(scn: Scenario, ks, alphas=None, positional=None, target_ratio: fl
                 "draft_bound": draft_bound if k else None,
                 "best_energy": k == best_e,
                 "best_latency": k == best_t,
+                **request_metrics(scn, k, float(taus[i, a]), float(t_k[i]), float(e_k[i]), pre),
             }
             rows.append(row)
     result = {"rows": rows, "best": best, "contexts_averaged": [float(c) for c in contexts]}

@@ -5,6 +5,14 @@ synchronization that accepts or rejects the drafted tokens. It yields tau tokens
     i.i.d. acceptance a:        tau = (1 - a^(k+1)) / (1 - a)          (k+1 when a = 1; includes the bonus token)
     per-position a_1..a_k:      tau = 1 + sum_{i=1..k} prod_{j<=i} a_j
 k = 0 is standard decoding: one decode step and one synchronization per token, tau = 1.
+
+In a batch, every sequence accepts independently, so an iteration of b sequences yields b x E[tau] tokens. When the
+acceptance rate differs between sequences (prompts of different difficulty), E[tau] is the mean of tau over the
+distribution of alpha, which is not tau of the mean alpha: tau is convex in alpha, so for k >= 2 a spread of
+acceptance over the sequences yields more than tau(mean) (Jensen):
+    alpha ~ Beta(m c, (1 - m) c):   E[tau] = sum_{j=0..k} E[alpha^j],  E[alpha^j] = prod_{i<j} (m c + i) / (c + i)
+    alpha from a discrete mix:      E[tau] = sum_i w_i tau(alpha_i)
+(m the mean acceptance rate, c the concentration: a large c puts every sequence at m).
 """
 
 from __future__ import annotations
@@ -55,3 +63,28 @@ def alpha_for_tokens(tau_needed, k, tol: float = 1e-9):
     out = 0.5 * (lo + hi)
     out = np.where(tau_needed <= 1.0, 0.0, out)
     return np.where(tau_needed > k + 1.0 + 1e-12, np.nan, out)
+
+
+def tokens_per_iteration_beta(mean, concentration, k):
+    """E[tau] when each sequence's acceptance rate is drawn from a Beta distribution of this mean and concentration
+    (a = mean x concentration, b = (1 - mean) x concentration): the sum over j = 0..k of the Beta's moments
+    E[alpha^j] = prod_{i<j} (a + i) / (a + b + i). Broadcasts over mean and k."""
+    m = np.asarray(mean, dtype=float)
+    k = np.asarray(k)
+    a, c = m * concentration, float(concentration)
+    m, k = np.broadcast_arrays(m, k)
+    a = np.broadcast_to(a, m.shape)
+    total, moment = np.ones(m.shape), np.ones(m.shape)
+    for j in range(1, int(np.max(k)) + 1 if k.size else 1):
+        moment = moment * (a + j - 1) / (c + j - 1)
+        total = total + np.where(k >= j, moment, 0.0)
+    return total
+
+
+def tokens_per_iteration_mixture(alphas, weights, k):
+    """E[tau] when a fraction weights[i] of the sequences accepts at alphas[i] (weights are normalized)."""
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 1 or len(w) != len(alphas) or np.any(w < 0) or w.sum() <= 0:
+        raise ShivamError("an acceptance mixture needs one non-negative weight per alpha, not all zero")
+    w = w / w.sum()
+    return sum(wi * tokens_per_iteration(a, k) for a, wi in zip(alphas, w))

@@ -410,3 +410,71 @@ def eager_dispatches(m: ModelSpec, table: dict | None) -> float | None:
     the engine profile's table. None for a family the table does not count."""
     fam = (table or {}).get(m.family)
     return None if fam is None else float(fam.per_layer * m.layers + fam.outside_layers)
+
+
+# names of the operators after the last layer: what a prefill computes once per sequence when the engine takes the
+# logits of the last prompt position only (Prefill.logits = "last")
+HEAD_OPS = ("final_norm", "project_out", "lm_head", "lm_head_fallback", "sample")
+
+
+def causal_attention(op: OpCost, new_tokens, context) -> OpCost:
+    """The attention operator of a step with its FLOPs counted causally: query i of the n new tokens attends to the
+    c cached keys and the i new ones up to itself, c + (n + 1)/2 keys on average, where step_ops counts c + n for
+    each (exact for one token; a verify step's k(k+1)/2 extra dot products are noise, a prefill's are half of its
+    attention). Its bytes are left as step_ops counts them: the keys and values are read once."""
+    n = np.asarray(new_tokens, dtype=float)
+    return op._replace(flops=op.flops * (context + (n + 1) / 2) / (context + n))
+
+
+def prefill_chunks(prompt: int, chunk: int | None) -> list[tuple[int, np.ndarray]]:
+    """(tokens per sequence, contexts) of the steps a prefill of `prompt` tokens runs: one step of the whole prompt
+    at context 0, or steps of `chunk` tokens at contexts 0, chunk, 2 chunk, ... and the remainder after them."""
+    if chunk is None or chunk >= prompt:
+        return [(prompt, np.zeros(1))]
+    full, rest = divmod(prompt, chunk)
+    steps = [(chunk, chunk * np.arange(full, dtype=float))]
+    if rest:
+        steps.append((rest, np.array([float(full * chunk)])))
+    return steps
+
+
+def prefill_ops(m: ModelSpec, batch, prompt: int, dt: Dtypes, kernels: Kernels, gpus: int = 1):
+    """The steps of a prefill of `prompt` tokens for each of `batch` sequences, as (tokens per sequence, operators)
+    pairs whose operators hold one element per step of that size (prefill_chunks): the workload of step_ops with
+    causal attention FLOPs, and, where the engine computes the logits of the last prompt position only
+    (kernels.prefill.logits), the operators after the last layer once per sequence instead of once per token."""
+    last = kernels.prefill.logits == "last"
+    out = []
+    for n, contexts in prefill_chunks(prompt, kernels.prefill.chunk_tokens):
+        ops = [
+            causal_attention(op, n, contexts) if op.name == "attention" else op
+            for op in step_ops(m, batch, n, contexts, dt, kernels, gpus)
+            if not (last and op.name in HEAD_OPS)
+        ]
+        out.append((n, ops))
+    if last:
+        head = [op for op in step_ops(m, batch, 1, float(prompt), dt, kernels, gpus) if op.name in HEAD_OPS]
+        out.append((1, head))
+    return out
+
+
+def acceptance_ops(vocab: int, batch, k, kernels: Kernels) -> list[OpCost]:
+    """Rejection sampling of one verify step (sampling='rejection'): at each of the k + 1 verified positions of each
+    sequence the target's probabilities over the vocabulary, at each of the k drafted ones the draft's, read once and
+    turned into the accept test and the residual distribution (kernels.acceptance); its kernels launch once per step.
+    Greedy verification compares argmaxes, which the sample operator already costs: no operator of its own."""
+    k = np.asarray(k, dtype=float)
+    elements = np.where(k > 0, batch * (2 * k + 1) * vocab, 0.0)  # target at k + 1 positions, draft at k
+    acc = kernels.acceptance
+    return [
+        OpCost(
+            "rejection_sampling",
+            "elementwise",
+            acc.flops_per_element * elements,
+            0.0,
+            0.0,
+            0.0,
+            elements * kernels.logit_bytes,
+            np.where(k > 0, acc.launches, 0),
+        )
+    ]

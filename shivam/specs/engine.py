@@ -92,6 +92,45 @@ class OperatorLaunches(BaseModel):
     sample: int = Field(ge=0, description="reading the logits for sampling")
 
 
+class Prefill(BaseModel):
+    """How the engine runs a prompt's prefill (docs/model.md, section 4b)."""
+
+    model_config = ConfigDict(extra="forbid")
+    chunk_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="tokens per sequence per prefill step (chunked prefill: the prompt in steps of this many "
+        "tokens, each attending to the chunks before it); none: the whole prompt in one forward step",
+    )
+    logits: Literal["all", "last"] = Field(
+        "last",
+        description="which positions of a prefill step the LM head computes: every prompt position (all) or only "
+        "the last one, the one that samples the first generated token (last)",
+    )
+    basis: str = ""
+
+
+class Acceptance(BaseModel):
+    """The kernels that accept or reject drafted tokens by rejection sampling (Leviathan et al. 2023, Chen et al.
+    2023), once per verify step, over the vocabulary at every verified position; used with sampling='rejection'
+    (greedy verification compares argmaxes, which the sample operator already costs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    launches: int = Field(
+        4,
+        ge=0,
+        description="kernels per verify step: softmax of the target's logits, of the draft's, the accept test, "
+        "the resampling from the residual distribution",
+    )
+    flops_per_element: float = Field(
+        6.0,
+        ge=0,
+        description="FLOPs per vocabulary element of the target's and of the draft's logits (softmax: max, "
+        "exponent, sum, divide; the ratio p/q and the residual max(0, p - q))",
+    )
+    basis: str = ""
+
+
 class Kernels(BaseModel):
     """Kernel counts and kernel classes: what the engine launches for each operator of the workload."""
 
@@ -103,6 +142,10 @@ class Kernels(BaseModel):
     fp8_row_multiple: int = Field(gt=0, description="row multiple an fp8 GEMM needs; other row counts are padded")
     fp8_pad_launches: int = Field(ge=0, description="light kernels padding an fp8 GEMM's rows (zeros + concatenation)")
     logit_bytes: int = Field(gt=0, description="bytes per logit the LM head writes and sampling reads back")
+    prefill: Prefill = Field(default_factory=Prefill, description="how the engine runs a prompt's prefill")
+    acceptance: Acceptance = Field(
+        default_factory=Acceptance, description="the rejection sampler's kernels (sampling='rejection')"
+    )
     basis: str
 
 

@@ -79,6 +79,14 @@ class GPU(BaseModel):
         min_length=1, description="dense tensor-core peak per dtype, TFLOP/s; fp32 is the vector units' rate"
     )
     tdp_w: float = Field(gt=0, le=1e5)
+    power_limit_w: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e5,
+        description="the board's power limit (W, the default nvidia-smi reports): a step whose predicted power "
+        "exceeds it runs at lower clocks, its time stretched so that its power equals the limit (shivam.sim.roofline."
+        "power_limited); none: no limit applied",
+    )
     pcie: Pcie
     link: Link | None = Field(
         default=None, description="GPU-to-GPU link for tensor parallelism (--tp); a file without one runs --tp 1 only"
@@ -90,6 +98,15 @@ class GPU(BaseModel):
     energy: Energy
     sources: list[str] = Field(min_length=1, description="datasheets and papers the figures come from")
     notes: str = ""
+
+    @model_validator(mode="after")
+    def _limit_above_static(self):
+        if self.power_limit_w is not None and self.power_limit_w <= self.energy.static_power_w.value:
+            raise ValueError(
+                f"power_limit_w {self.power_limit_w:g} W must be above energy.static_power_w "
+                f"{self.energy.static_power_w.value:g} W: no step could run under it"
+            )
+        return self
 
     @property
     def capacity_bytes(self) -> float:

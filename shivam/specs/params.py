@@ -83,6 +83,9 @@ class Params(BaseModel):
     pcie_Bps: float = Field(gt=0, description="host-to-device copy bandwidth")
     pcie_j_per_byte: float = Field(ge=0, description="energy per byte copied over PCIe")
     capacity_bytes: float = Field(gt=0, description="device memory")
+    power_limit_w: float | None = Field(
+        default=None, gt=0, description="the board's power limit; None: none applied (not fitted)"
+    )
     link_kind: str | None = Field(
         default=None, description="the GPU-to-GPU link tensor parallelism uses; None: the GPU file has none (--tp 1)"
     )
@@ -191,6 +194,7 @@ def make_params(
         pcie_Bps=gpu.pcie.bandwidth_gbs * 1e9,
         pcie_j_per_byte=e.pcie_pj_per_bit.value * 8e-12,
         capacity_bytes=gpu.capacity_bytes,
+        power_limit_w=gpu.power_limit_w,
         **_link_values(gpu),
         engine=prof.engine,
         kernels=prof.kernels,

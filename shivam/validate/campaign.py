@@ -47,7 +47,7 @@ GENERATE_ENGINES = ("hf", "hf-static")  # engines that run generate points
 def retarget(point: Point, engine: str) -> Point:
     """A suite's point on another engine of the same class: step and spec points on graph or ref, generate points on
     hf or hf-static; any other point keeps its engine (and is then left out by the engine filter)."""
-    if point.kind in ("step", "spec") and engine in DECODER_ENGINES:
+    if point.kind in ("step", "spec", "prefill") and engine in DECODER_ENGINES:
         return point.model_copy(update={"engine": engine})
     if point.kind == "generate" and engine in GENERATE_ENGINES:
         return point.model_copy(update={"engine": engine})

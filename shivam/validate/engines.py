@@ -262,18 +262,26 @@ def step_call(dec, n: int, c: int, seed: int = 0):
     return call
 
 
-def spec_call(target: Decoder, draft: Decoder, k: int, alpha: float, c: int, seed: int = 0):
+def spec_call(target: Decoder, draft: Decoder, k: int, alpha: float, c: int, seed: int = 0, lens=None):
     """One speculative iteration at context c: k chained draft steps (each feeds its token to the next), one verify
     step of k+1 tokens, one host readback; the accepted count per sequence is drawn from alpha (seeded), since random
-    weights give no meaningful acceptance. Returns the tokens produced (accepted + 1 per sequence)."""
-    for dec, need in ((target, c + k + 1), (draft, c + k)):
+    weights give no meaningful acceptance. Returns the tokens produced (accepted + 1 per sequence). `lens`: a ragged
+    batch, each sequence's context (the reference engine's decoders only; c is then ignored)."""
+    deepest = max(lens) if lens is not None else c
+    for dec, need in ((target, deepest + k + 1), (draft, deepest + k)):
         if need > dec.max_context:
-            raise ShivamError(f"context {c} + {k + 1} exceeds a decoder's cache of {dec.max_context}")
+            raise ShivamError(f"context {deepest} + {k + 1} exceeds a decoder's cache of {dec.max_context}")
     b = target.batch
     vocab = min(target.spec.vocab, draft.spec.vocab)
     buf = torch.randint(0, vocab, (b, k + 1), device=target.device)
-    drafts = draft.chain_fn(buf, c, k, out_vocab=vocab)
-    verify = target.step_fn(buf, c)
+    if lens is not None:
+        if not hasattr(target, "ref_logits") or len(lens) != b:
+            raise ShivamError("a ragged batch (per-sequence contexts) runs on the ref engine, one context per sequence")
+        drafts = draft.chain_fn(buf, c, k, out_vocab=vocab, lens=lens)
+        verify = target.step_fn(buf, c, lens=lens)
+    else:
+        drafts = draft.chain_fn(buf, c, k, out_vocab=vocab)
+        verify = target.step_fn(buf, c)
     rng = np.random.default_rng(seed)
 
     def call() -> float:

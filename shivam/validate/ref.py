@@ -101,44 +101,59 @@ class RefDecoder(Decoder):
             x = F.linear(x, self.proj[1])
         return F.linear(x, self.lm_head)
 
-    def logits(self, tokens: torch.Tensor, c: int) -> torch.Tensor:
-        """The Decoder's interface: every sequence at context c, causal."""
-        n = tokens.shape[1]
-        lens = torch.full((self.batch,), c, device=self.device, dtype=torch.int32)
-        return self.ref_logits(tokens, lens, self.plan(n, c + n)).float()
+    def lens_for(self, c: int, lens=None) -> torch.Tensor:
+        """Each sequence's cached length on the device: c for all, or a ragged batch's own (one per sequence)."""
+        if lens is None:
+            return torch.full((self.batch,), c, device=self.device, dtype=torch.int32)
+        if len(lens) != self.batch or min(lens) < 0:
+            raise ValueError(f"a ragged batch needs {self.batch} non-negative lengths, got {list(lens)}")
+        return torch.tensor(list(lens), device=self.device, dtype=torch.int32)
 
-    def step_fn(self, tokens, c, out=None, out_vocab=None, tree=None):
-        """forward of tokens at context c (every sequence), replayed from one CUDA graph per (shape, context);
-        greedy tokens of every position come back; the last is written into `out` when given."""
+    def logits(self, tokens: torch.Tensor, c: int, lens=None) -> torch.Tensor:
+        """The Decoder's interface: every sequence at context c, causal; or each at its own context (`lens`, a ragged
+        batch: sequence i's new tokens follow its lens[i] cached ones)."""
         n = tokens.shape[1]
-        lens = torch.full((self.batch,), c, device=self.device, dtype=torch.int32)
-        plan = self.plan(n, c + n)
+        lens_t = self.lens_for(c, lens)
+        keys = (max(lens) if lens is not None else c) + n
+        return self.ref_logits(tokens, lens_t, self.plan(n, keys)).float()
+
+    def step_fn(self, tokens, c, out=None, out_vocab=None, tree=None, lens=None):
+        """forward of tokens at context c (every sequence, or each at lens[i]: a ragged batch), replayed from one CUDA
+        graph per (shape, context); greedy tokens of every position come back; the last is written into `out`
+        when given."""
+        n = tokens.shape[1]
+        lens_t = self.lens_for(c, lens)
+        plan = self.plan(n, (max(lens) if lens is not None else c) + n)
 
         def run():
-            result = self.ref_logits(tokens, lens, plan, tree).argmax(dim=-1)
+            result = self.ref_logits(tokens, lens_t, plan, tree).argmax(dim=-1)
             if out is not None:
                 last = result[:, -1:]
                 out.copy_(last.remainder(out_vocab) if out_vocab else last)
             return result
 
         tree_key = None if tree is None else tree.data_ptr()
-        key = ("step", tokens.data_ptr(), tokens.shape, c, None if out is None else out.data_ptr(), out_vocab, tree_key)
+        ragged = None if lens is None else tuple(lens)
+        out_key = None if out is None else out.data_ptr()
+        key = ("step", tokens.data_ptr(), tokens.shape, c, out_key, out_vocab, tree_key, ragged)
         return self.graphed(key, run)
 
-    def chain_fn(self, buf, c, k, out_vocab=None):
-        """The k draft steps of an iteration in one CUDA graph: step i reads buf[:, i] at context c + i (a constant
-        offset over the same device lengths) and writes its greedy token into buf[:, i + 1]."""
+    def chain_fn(self, buf, c, k, out_vocab=None, lens=None):
+        """The k draft steps of an iteration in one CUDA graph: step i reads buf[:, i] at context c + i (or lens + i,
+        a ragged batch: a constant offset over the same device lengths) and writes its greedy token into
+        buf[:, i + 1]."""
         if k == 0:
             return lambda: None
-        if c + k > self.max_context:
-            raise ShivamError(f"context {c} + {k} draft tokens exceeds the draft's cache of {self.max_context}")
-        lens = torch.full((self.batch,), c, device=self.device, dtype=torch.int32)
-        plan = self.plan(1, c + k)
+        deepest = max(lens) if lens is not None else c
+        if deepest + k > self.max_context:
+            raise ShivamError(f"context {deepest} + {k} draft tokens exceeds the draft's cache of {self.max_context}")
+        lens_t = self.lens_for(c, lens)
+        plan = self.plan(1, deepest + k)
 
         def run():
             for i in range(k):
-                token = self.ref_logits(buf[:, i : i + 1], lens, plan, None, i).argmax(dim=-1)
+                token = self.ref_logits(buf[:, i : i + 1], lens_t, plan, None, i).argmax(dim=-1)
                 buf[:, i + 1 : i + 2].copy_(token.remainder(out_vocab) if out_vocab else token)
             return buf
 
-        return self.graphed(("chain", buf.data_ptr(), buf.shape, c, k), run)
+        return self.graphed(("chain", buf.data_ptr(), buf.shape, c, k, None if lens is None else tuple(lens)), run)

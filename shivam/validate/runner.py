@@ -88,8 +88,12 @@ class Workbench:
         if p.kind == "step":
             dec = self.decoder(p.model, p.batch, p.context + p.new_tokens, p)
             return e.step_call(dec, p.new_tokens, p.context, p.seed)
-        # spec: the target and the draft are both resident
-        target = self.decoder(p.model, p.batch, p.context + p.k + 1, p)
+        if p.kind == "prefill":  # the whole prompt in one forward at context 0, causal, then the host readback
+            dec = self.decoder(p.model, p.batch, p.prompt, p)
+            return e.step_call(dec, p.prompt, 0, p.seed)
+        # spec: the target and the draft are both resident; a ragged batch runs each sequence at its own context
+        context = max(p.contexts) if p.contexts else p.context
+        target = self.decoder(p.model, p.batch, context + p.k + 1, p)
         key = (p.engine, p.draft, p.batch, p.weights_dtype, p.kv_dtype)
         if key not in self._decoders or self._decoders[key].max_context < p.context + p.k + 1:
             from shivam.specs.model import load_model
@@ -98,13 +102,13 @@ class Workbench:
             self._decoders[key] = self.decoder_class(p.engine)(
                 load_model(p.draft),
                 p.batch,
-                max(p.context + p.k + 1, 1024),
+                max(context + p.k + 1, 1024),
                 p.weights_dtype,
                 p.kv_dtype,
                 self.device,
                 p.seed + 1,
             )
-        return e.spec_call(target, self._decoders[key], p.k, p.alpha, p.context, p.seed)
+        return e.spec_call(target, self._decoders[key], p.k, p.alpha, p.context, p.seed, p.contexts)
 
 
 def min_calls_for(p: Point) -> int:

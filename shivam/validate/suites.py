@@ -35,7 +35,94 @@ def _stage1(suite, reuses, size=4096, tokens=4096):
     ]
 
 
+# the serving suites (docs/validation.md, "When does speculative decoding save energy?"), measured on the ref engine
+SERVING_PAIRS = (("llama-3.1-8b", "llama-3.2-1b"), ("mistral-7b", "llama-68m"), ("opt-1.3b", "opt-125m"))
+SERVING_BATCHES = (1, 4, 8, 16, 24, 32, 48, 64, 96, 128)
+SERVING_KS = (2, 4, 8)
+SERVING_ALPHA = 0.8  # acceptance is drawn on the host: the per-iteration costs do not depend on it
+PREFILL_MODELS = ("llama-3.1-8b", "mistral-7b", "llama-3.2-1b", "qwen2-0.5b", "gemma-2b")
+PREFILL_PROMPTS = (128, 512, 2048, 8192)
+
+
+def _long_context(target: str, draft: str, want: int = 4096) -> int:
+    """4096, or the longest multiple of 256 that a pair's positions hold with a verify step of max(k) + 1 on top."""
+    from shivam.specs.model import load_model
+
+    room = min(load_model(m).max_context for m in (target, draft)) - max(SERVING_KS) - 1
+    return min(want, room // 256 * 256)
+
+
+def ragged_contexts(batch: int, lo: int = 256, hi: int = 4096) -> tuple[int, ...]:
+    """A ragged batch's contexts, spread evenly in log between lo and hi (batch 1: lo)."""
+    if batch == 1:
+        return (lo,)
+    return tuple(int(round(lo * (hi / lo) ** (i / (batch - 1)))) for i in range(batch))
+
+
+def _batch_suite() -> list[Point]:
+    """Standard and speculative iterations interleaved at every (pair, context, batch): k = 0 then each k at one
+    alpha; a few points at other alphas to check tau; a ragged batch of the GQA pair."""
+    pts = []
+    for target, draft in SERVING_PAIRS:
+        for context in (1024, _long_context(target, draft)):
+            for b in SERVING_BATCHES:
+                for k in (0, *SERVING_KS):
+                    pts.append(
+                        Point(
+                            suite="batch",
+                            engine="ref",
+                            kind="spec",
+                            model=target,
+                            draft=draft,
+                            batch=b,
+                            k=k,
+                            alpha=SERVING_ALPHA if k else 0.0,
+                            context=context,
+                        )
+                    )
+        pts += [
+            Point(
+                suite="batch", engine="ref", kind="spec", model=target, draft=draft, batch=b, k=4, alpha=a, context=1024
+            )
+            for a in (0.6, 0.9)
+            for b in (1, 32, 128)
+        ]
+    target, draft = SERVING_PAIRS[0]
+    for b in (8, 32, 128):
+        contexts = ragged_contexts(b)
+        pts += [
+            Point(
+                suite="batch",
+                engine="ref",
+                kind="spec",
+                model=target,
+                draft=draft,
+                batch=b,
+                k=k,
+                alpha=SERVING_ALPHA if k else 0.0,
+                contexts=contexts,
+                context=sum(contexts) // b,
+            )
+            for k in (0, *SERVING_KS)
+        ]
+    return pts
+
+
+def _prefill_suite() -> list[Point]:
+    """Prefill of each prompt length at batch 1 and 8, the whole prompt in one causal forward at context 0."""
+    return [
+        Point(suite="prefill", engine="ref", kind="prefill", model=m, batch=b, prompt=n, context=0)
+        for m in PREFILL_MODELS
+        for b in (1, 8)
+        for n in PREFILL_PROMPTS
+    ]
+
+
 def suite_points(name: str) -> list[Point]:
+    if name == "batch":
+        return _batch_suite()
+    if name == "prefill":
+        return _prefill_suite()
     if name == "quick":
         # every term the simulator fits: bytes (models of 4 sizes), FLOPs (verify width, batch), context (KV bytes),
         # launch overhead (small draft), host sync (spec loop), PCIe (stage I), and the hf engine's overhead
@@ -106,5 +193,5 @@ def suite_points(name: str) -> list[Point]:
     raise ShivamError(f"unknown suite {name!r}: use {', '.join(SUITES)} or engine")
 
 
-SUITES = ("quick", "stage1", "stage2", "stage3", "steps", "precision", "hf")  # suites of points
+SUITES = ("quick", "stage1", "stage2", "stage3", "steps", "precision", "hf", "batch", "prefill")  # suites of points
 # and the engine suite (shivam.validate.engine_suite), of side-by-side comparisons rather than points: "engine"

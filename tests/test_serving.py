@@ -1,0 +1,229 @@
+"""The serving regime: batched speculation, the crossover batch, prefill, the power limit and request metrics, each
+against a hand calculation or a brute-force check."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+import shivam
+from shivam.calibrate.points import Point, predict_point
+from shivam.sim.roofline import power_limited, step_cost
+from shivam.sim.speculative import tokens_per_iteration, tokens_per_iteration_beta, tokens_per_iteration_mixture
+from shivam.sim.workload import acceptance_ops, prefill_ops
+from shivam.specs import Dtypes, load_gpu, load_model, make_params
+from shivam.validate.suites import SERVING_BATCHES, ragged_contexts, suite_points
+
+
+def test_batched_speculation_yields_b_tau_tokens_per_iteration():
+    r = shivam.predict(model="llama-3.1-8b", draft="llama-3.2-1b", gpu="h200", engine="ref", k=[3], alpha=0.7, batch=16)
+    spec = r.rows[1]
+    assert spec["tokens_per_iteration"] == pytest.approx((1 - 0.7**4) / (1 - 0.7))
+    scn = r.scenario
+    c = scn.contexts()
+    draft, verify, sync = scn.iteration(3, c)
+    per_token = ((draft + verify + sync).time_s / (16 * spec["tokens_per_iteration"])).mean()
+    assert spec["time_per_token_s"] == pytest.approx(per_token, rel=1e-12)
+    # the verify step processes 16 x 4 tokens and reads each sequence's own KV cache
+    one = dataclasses.replace(scn, batch=1).verify_step(3, 1000.0)
+    many = scn.verify_step(3, 1000.0)
+    assert float(many.kv_bytes - one.kv_bytes) == pytest.approx(15 * float(one.kv_bytes - 0), rel=0.02)
+
+
+def test_per_position_acceptance_at_batch():
+    r = shivam.predict(model="mistral-7b", draft="llama-68m", gpu="h200", k=[3], acceptance=[0.9, 0.8, 0.7], batch=8)
+    assert r.rows[1]["tokens_per_iteration"] == pytest.approx(1 + 0.9 + 0.9 * 0.8 + 0.9 * 0.8 * 0.7)
+
+
+def _beta_pdf(x, a, b):
+    return np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)))
+
+
+@pytest.mark.parametrize("mean,conc,k", [(0.8, 5.0, 4), (0.6, 2.0, 8), (0.9, 20.0, 2)])
+def test_beta_acceptance_equals_numerical_integration_and_differs_from_the_mean(mean, conc, k):
+    a, b = mean * conc, (1 - mean) * conc
+    x = np.linspace(1e-7, 1 - 1e-7, 400_001)
+    w = _beta_pdf(x, a, b)
+    numeric = np.trapezoid(w * tokens_per_iteration(x, k), x) / np.trapezoid(w, x)
+    closed = float(tokens_per_iteration_beta(mean, conc, k))
+    assert closed == pytest.approx(numeric, rel=2e-4)
+    assert (
+        closed - float(tokens_per_iteration(mean, k)) > 1e-3
+    )  # Jensen: tau is convex in alpha, E[tau] > tau(E[alpha])
+
+
+def test_mixture_acceptance_is_the_weighted_mean_of_tau():
+    got = float(tokens_per_iteration_mixture([0.95, 0.3], [1, 3], 4))
+    want = 0.25 * (1 - 0.95**5) / 0.05 + 0.75 * (1 - 0.3**5) / 0.7
+    assert got == pytest.approx(want)
+    assert got > float(tokens_per_iteration(0.25 * 0.95 + 0.75 * 0.3, 4))
+    with pytest.raises(shivam.ShivamError):
+        tokens_per_iteration_mixture([0.5], [1, 2], 4)
+
+
+def test_alpha_concentration_raises_tau_in_predictions():
+    kw = dict(model="mistral-7b", draft="llama-68m", gpu="h200", k=[4], alpha=0.8, batch=8)
+    spread = shivam.predict(**kw, alpha_concentration=4.0).rows[1]
+    plain = shivam.predict(**kw).rows[1]
+    assert spread["tokens_per_iteration"] == pytest.approx(float(tokens_per_iteration_beta(0.8, 4.0, 4)))
+    assert spread["tokens_per_iteration"] > plain["tokens_per_iteration"]  # convexity of tau in alpha
+
+
+def test_crossover_equals_a_brute_force_scan():
+    kw = dict(model="llama-3.1-8b", draft="llama-3.2-1b", gpu="h200", engine="ref", k=[2, 8], alpha=[0.6, 0.9])
+    batches = list(range(1, 161, 3))
+    found = shivam.crossover(batch=batches, **kw)["crossover"]
+    for a in (0.6, 0.9):
+        for k in (2, 8):
+            energy = latency = None
+            for b in batches:  # one prediction per batch, first batch where speculation loses
+                row = next(r for r in shivam.predict(**{**kw, "k": [k], "alpha": a}, batch=b).rows if r["k"] == k)
+                if energy is None and row["energy_ratio"] < 1:
+                    energy = b
+                if latency is None and row["speedup"] < 1:
+                    latency = b
+            assert found[f"{a:g}"][str(k)] == {"energy": energy, "latency": latency}
+    assert found["0.6"]["2"]["energy"] is not None and found["0.6"]["2"]["energy"] > 16  # saves at small batch
+
+
+def test_prefill_flops_equal_the_hand_count():
+    m, P, b = load_model("llama-3.1-8b"), 2048, 2
+    p = make_params(load_gpu("h200"), "ref")
+    steps = prefill_ops(m, b, P, Dtypes.of("bf16"), p.kernels)
+    assert [n for n, _ in steps] == [P]  # ref: no chunking, one step
+    ops = steps[0][1]
+    matmul = sum(op.repeat * float(np.sum(op.flops)) for op in ops if op.kind == "matmul")
+    attention = sum(op.repeat * float(np.sum(op.flops)) for op in ops if op.name == "attention")
+    linear_params = m.param_count() - 2 * m.vocab * m.hidden - m.layers * 2 * m.hidden - m.hidden  # no embed, norms
+    assert matmul == pytest.approx(2 * b * P * (linear_params + m.vocab * m.hidden))  # logits of every position
+    keys = P * (P + 1) / 2  # causal: query i attends to i keys
+    assert attention == pytest.approx(m.layers * b * (4 * m.heads * m.head_dim + 5 * m.heads) * keys)
+
+
+def test_chunked_prefill_attends_to_the_same_keys():
+    m = load_model("mistral-7b")
+    p = make_params(load_gpu("h200"), "ref")
+    chunked = p.kernels.model_copy(update={"prefill": p.kernels.prefill.model_copy(update={"chunk_tokens": 512})})
+    whole = prefill_ops(m, 1, 1300, Dtypes.of("bf16"), p.kernels)
+    parts = prefill_ops(m, 1, 1300, Dtypes.of("bf16"), chunked)
+    assert [n for n, _ in parts] == [512, 276]
+
+    def attn(steps):
+        return sum(float(np.sum(op.flops)) for _, ops in steps for op in ops if op.name == "attention")
+
+    assert attn(parts) == pytest.approx(attn(whole))
+
+
+def test_the_power_limit_stretches_time_until_power_equals_it():
+    p = make_params(load_gpu("h200"), "ref")
+    m = load_model("llama-3.1-8b")
+    ops = prefill_ops(m, 8, 2048, Dtypes.of("bf16"), p.kernels)[0][1]
+    raw = step_cost(ops, p, "bf16").total()
+    power = float(raw.energy_j / raw.time_s)  # a compute-bound prefill
+    assert power > 2 * p.static_power_w
+    p = p.model_copy(update={"power_limit_w": 0.8 * power})  # a board limit below what it would draw
+    held = power_limited(raw, p)
+    assert float(held.energy_j / held.time_s) == pytest.approx(p.power_limit_w)
+    t = (float(raw.energy_j) - p.static_power_w * float(raw.time_s)) / (p.power_limit_w - p.static_power_w)
+    assert float(held.time_s) == pytest.approx(t)
+    assert float(held.energy_j) == pytest.approx(float(raw.energy_j) + p.static_power_w * (t - float(raw.time_s)))
+    decode = step_cost(prefill_ops(m, 1, 1, Dtypes.of("bf16"), p.kernels)[0][1], p, "bf16").total()
+    assert float(power_limited(decode, p).time_s) == float(decode.time_s)  # below the limit: unchanged
+
+
+def test_request_metrics_add_the_prefill():
+    r = shivam.predict(
+        model="llama-3.1-8b", draft="llama-3.2-1b", gpu="h200", engine="ref", k=[4], alpha=0.8, prompt=2000, gen=300
+    )
+    base, spec = r.rows
+    scn = r.scenario
+    pre = scn.prefill()
+    assert base["prefill_time_s"] == base["ttft_s"] == pytest.approx(float(pre.time_s))
+    assert base["energy_per_request_j"] == pytest.approx(float(pre.energy_j) + 299 * base["energy_per_token_j"])
+    assert base["energy_per_output_token_j"] == pytest.approx(base["energy_per_request_j"] / 300)
+    assert base["time_per_request_s"] == pytest.approx(base["ttft_s"] + 299 * base["tpot_s"])
+    both = pre + scn.prefill(scn.draft)  # the draft's own prefill counts with speculation
+    assert spec["prefill_energy_j"] == pytest.approx(float(both.energy_j))
+    assert spec["itl_s"] == pytest.approx(spec["tpot_s"] * spec["tokens_per_iteration"])
+    assert base["energy_per_output_token_j"] > base["energy_per_token_j"]
+
+
+def test_rejection_sampling_costs_its_pass_over_the_vocabulary():
+    kw = dict(model="llama-3.1-8b", draft="llama-3.2-1b", gpu="h200", engine="ref", k=[4], alpha=0.8, batch=32)
+    greedy, rejection = shivam.predict(**kw), shivam.predict(**kw, sampling="rejection")
+    assert greedy.rows[0]["energy_per_token_j"] == rejection.rows[0]["energy_per_token_j"]  # k = 0: nothing to verify
+    assert rejection.rows[1]["energy_per_token_j"] > greedy.rows[1]["energy_per_token_j"]
+    p = greedy.scenario.params
+    (op,) = acceptance_ops(128256, 32, 4, p.kernels)
+    assert float(op.act_bytes) == 32 * 9 * 128256 * p.kernels.logit_bytes  # target at 5 positions, draft at 4
+
+
+def test_ragged_batch_costs_its_mean_context_and_checks_its_longest():
+    r = shivam.predict(model="llama-3.1-8b", gpu="h200", engine="ref", k=0, prompts=[256, 1024, 4096], gen=64)
+    scn = r.scenario
+    assert scn.batch == 3 and scn.prompt == pytest.approx(1792)
+    kv = scn.verify_step(0, scn.prompt).kv_bytes
+    per_seq = sum(scn.target.kv_bytes_per_token(2) * (c + 1) for c in (256, 1024, 4096))
+    writes = 3 * scn.target.kv_bytes_per_token(2)
+    assert float(kv) == pytest.approx(per_seq + writes)
+    with pytest.raises(shivam.ShivamError, match="max_position_embeddings"):
+        shivam.predict(model="opt-1.3b", gpu="h200", k=0, prompts=[100, 2040], gen=64)
+
+
+def test_default_predictions_carry_the_request_fields_and_stay_the_same():
+    r = shivam.predict(model="mistral-7b", gpu="l4", k=4, alpha=0.8)
+    assert {"prefill_time_s", "energy_per_request_j", "time_per_request_s", "energy_per_output_token_j"} <= set(
+        r.rows[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--batch", "1..1000000000"], "--batch"),
+        (["--batch", "1..1e9"], "--batch"),
+        (["--batch", "1..2000"], "--batch"),
+        (["--prompts", "100,200", "--batch", "4"], "--prompts"),
+        (["--alpha-concentration", "-1"], "--alpha-concentration"),
+        (["--sampling", "nucleus"], "--sampling"),
+    ],
+)
+def test_bad_serving_inputs_are_one_line(args, needle):
+    res = run_cli("predict", "--model", "mistral-7b", "--gpu", "h200", "--k", "4", "--alpha", "0.8", *args)
+    assert res.returncode == 2 and needle in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_crossover_command_prints_the_table_and_refuses_one_batch():
+    res = run_cli("crossover", "--model", "opt-1.3b", "--draft", "opt-125m", "--gpu", "h200", "--batch", "1,16,64")
+    assert res.returncode == 0 and "k=4" in res.stdout and "E " in res.stdout
+    res = run_cli("crossover", "--model", "opt-1.3b", "--draft", "opt-125m", "--gpu", "h200", "--batch", "8")
+    assert res.returncode == 2 and "range" in res.stderr
+
+
+def test_serving_suites_are_well_formed():
+    batch, prefill = suite_points("batch"), suite_points("prefill")
+    for p in batch + prefill:
+        p.check()
+    assert {p.engine for p in batch + prefill} == {"ref"}
+    assert {p.batch for p in batch if not p.contexts} == set(SERVING_BATCHES)
+    ragged = [p for p in batch if p.contexts]
+    assert ragged and min(min(p.contexts) for p in ragged) == 256 and max(max(p.contexts) for p in ragged) == 4096
+    assert len({p.id for p in batch + prefill}) == len(batch + prefill)
+    assert len(prefill) == 5 * 2 * 4
+    assert ragged_contexts(3) == (256, 1024, 4096)
+    params = make_params(load_gpu("h200"), "ref")
+    pred = predict_point(prefill[0], params)
+    assert pred["tokens"] == prefill[0].prompt * prefill[0].batch
+
+
+def test_point_ids_of_recorded_points_do_not_move():
+    import hashlib
+    import json
+
+    p = Point(suite="quick", kind="step", model="mistral-7b")
+    dump = p.model_dump()
+    assert "contexts" not in dump and "contexts" in Point(**dump, contexts=(5,)).model_dump()
+    assert p.id == hashlib.sha1(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
