@@ -57,6 +57,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     r, w, device = start_process_group("gloo")
     assert (r, w, device.type, os.environ["NCCL_NVLS_ENABLE"]) == (rank, world, "cpu", "0")
+    assert os.environ["TORCH_SYMM_MEM_DISABLE_MULTICAST"] == os.environ["NVSHMEM_DISABLE_NVLS"] == "1"
     torch.save(_logits(cfg, rank, world), os.path.join(folder, f"rank{rank}.pt"))
     torch.distributed.destroy_process_group()
 

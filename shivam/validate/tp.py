@@ -16,8 +16,9 @@ shivam.sim models (ModelSpec.shard):
 Weights are random, built from a ModelSpec like shivam.validate.engines.Decoder's. With `exact_split` (the default on
 the CPU) every process draws the whole matrices from one seed and keeps its slice, so that N processes compute the
 function one process computes; on GPUs each draws only its slice (a 70B model's whole matrices fit no GPU), which
-changes values, not shapes, bytes or FLOPs. Every process is started with NCCL_NVLS_ENABLE=0: NVLink multicast stays
-off.
+changes values, not shapes, bytes or FLOPs. Every process is started with NVLink multicast off in NCCL, PyTorch's
+symmetric memory and NVSHMEM (NCCL_NVLS_ENABLE=0, TORCH_SYMM_MEM_DISABLE_MULTICAST=1, NVSHMEM_DISABLE_NVLS=1): on a
+shared host, a program that uses multicast can put every GPU of the host out of service.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from shivam.errors import ShivamError
 from shivam.specs.model import ModelSpec, load_model
 from shivam.validate.engines import TORCH_DTYPES, graphed, rope_tables, step_call
 
-# what every process this module starts (or is started with) sets: no NVLink multicast (NVLS) in NCCL
-NCCL_ENV = {"NCCL_NVLS_ENABLE": "0"}
+# what every process this module starts (or is started with) sets: no NVLink multicast (NVLS) anywhere
+NCCL_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
 def start_process_group(backend: str | None = None) -> tuple[int, int, torch.device]:
@@ -396,8 +397,8 @@ def launch_command(world: int, out: str) -> list[str]:
 
 
 def launch(world: int, out: str) -> int:
-    """Runs the tensor-parallel suite over `world` GPUs of this host through torchrun, NCCL_NVLS_ENABLE=0 in every
-    process's environment; refuses a machine with fewer GPUs."""
+    """Runs the tensor-parallel suite over `world` GPUs of this host through torchrun, NVLink multicast off (NCCL_ENV)
+    in every process's environment; refuses a machine with fewer GPUs."""
     import subprocess
 
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
