@@ -227,3 +227,26 @@ def test_point_ids_of_recorded_points_do_not_move():
     dump = p.model_dump()
     assert "contexts" not in dump and "contexts" in Point(**dump, contexts=(5,)).model_dump()
     assert p.id == hashlib.sha1(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_a_ragged_batch_of_equal_prompts_decodes_as_the_plain_batch():
+    # four sequences of 128 prompt tokens are a batch of 4: the per-token rows must say so (batch 4), not batch 1
+    import shivam
+
+    ragged = shivam.predict(model="mistral-7b", gpu="h200", k=[0, 4], alpha=0.8, prompts=[128] * 4)
+    plain = shivam.predict(model="mistral-7b", gpu="h200", k=[0, 4], alpha=0.8, batch=4, prompt=128)
+    assert [r["batch"] for r in ragged.rows] == [4, 4]
+    for a, b in zip(ragged.rows, plain.rows):
+        assert a["energy_per_token_j"] == pytest.approx(b["energy_per_token_j"], rel=1e-9)
+        assert a["time_per_token_s"] == pytest.approx(b["time_per_token_s"], rel=1e-9)
+    with pytest.raises(shivam.ShivamError, match="4 sequences but --batch is 8"):
+        shivam.predict(model="mistral-7b", gpu="h200", prompts=[128] * 4, batch=8)
+
+
+def test_refusals_of_runs_that_cannot_be(cli):
+    res = cli("validate", "--suite", "batch", "--engine", "graph", "--simulate-meter", "--limit", "1")
+    assert res.returncode == 2 and "too large" in res.stderr and "Traceback" not in res.stderr
+    res = cli("validate", "--suite", "engine", "--simulate-meter")
+    assert res.returncode == 2 and "no simulated run" in res.stderr
+    res = cli("crossover", "--model", "mistral-7b", "--draft", "llama-68m", "--gpu", "h200", "--prompts", "1,2")
+    assert res.returncode == 2 and "shivam predict --prompts" in res.stderr

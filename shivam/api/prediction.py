@@ -184,8 +184,13 @@ def predict(
             "--alpha-concentration spreads i.i.d. rates (--alpha) over the sequences; it does not apply to "
             "--acceptance: give one of them"
         )
-    if prompts is not None and len(batches) > 1:
-        raise ShivamError("--prompts fixes the batch (one prompt per sequence): give no --batch range with it")
+    if prompts is not None:
+        prompts = list(prompts)
+        if len(batches) > 1:
+            raise ShivamError("--prompts fixes the batch (one prompt per sequence): give no --batch range with it")
+        if batches[0] not in (1, len(prompts)):
+            raise ShivamError(f"--prompts gives {len(prompts)} sequences but --batch is {batches[0]}: give one of them")
+        batches = [len(prompts)]  # the ragged batch's own size
     if acceptance is not None and alpha is not None:
         raise ShivamError(
             "--alpha and --acceptance are exclusive: give i.i.d. rates (--alpha) or one per-position "
@@ -337,6 +342,10 @@ def crossover(
     ks = check_ks(k)
     if 0 in ks:
         raise ShivamError("--k 0 is standard decoding, the baseline of the crossover: give windows of 1 or more")
+    if scenario.get("prompts") is not None:
+        raise ShivamError(
+            "--prompts fixes the batch, which the crossover scans: use shivam predict --prompts for a ragged batch"
+        )
     res = predict(model, gpu, k=ks, alpha=alpha, draft=draft, batch=list(batch), **scenario)
     if res.crossover is None:
         raise ShivamError("--batch: the crossover scans batch sizes; give at least two, e.g. 1..256")

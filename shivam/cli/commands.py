@@ -285,6 +285,10 @@ def cmd_validate(args) -> int:
     if "engine" in suites:
         if suites != ["engine"] or args.points_file:
             raise ShivamError("--suite engine runs on its own: give it without other suites or --points-file")
+        if args.simulate_meter:
+            raise ShivamError(
+                "the engine suite compares kernels on a GPU; it has no simulated run: drop --simulate-meter"
+            )
         from shivam.cli.render import engine_table
         from shivam.validate.campaign import run_engine_validation
 

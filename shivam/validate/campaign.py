@@ -110,6 +110,23 @@ def results_file(folder: Path, name: str, meter: Meter) -> ResultsFile:
     return results
 
 
+SIMULATED_MAX_PARAMS = 1.5e9  # a simulated run builds every model on the CPU, in fp32
+
+
+def refuse_large_models_on_the_cpu(points: list[Point]) -> None:
+    """A simulated run (the CPU, fp32 weights) refuses models whose weights would not fit a small machine's memory."""
+    from shivam.specs.model import load_model
+
+    for p in points:
+        for ref in filter(None, (p.model, p.draft)):
+            params = load_model(ref).param_count()
+            if params > SIMULATED_MAX_PARAMS:
+                raise ShivamError(
+                    f"--simulate-meter runs every point on the CPU: {ref} ({params / 1e9:.1f} B parameters) is too "
+                    f"large for it; measure on a GPU, or give --points-file with models of at most 1.5 B parameters"
+                )
+
+
 def run_validation(
     points: list[Point],
     out: str | None = None,
@@ -126,6 +143,8 @@ def run_validation(
     command: str = "",
 ) -> tuple[Path, list[dict]]:
     """Measure the points; returns the results file and the records written by this run."""
+    if simulate_meter:
+        refuse_large_models_on_the_cpu(points)
     if codecarbon:
         from shivam.validate.codecarbon_check import require_codecarbon
 
