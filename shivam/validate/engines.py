@@ -38,6 +38,22 @@ def rope_tables(head_dim: int, positions: int, device, dtype) -> tuple[torch.Ten
     return ang.cos().to(dtype), ang.sin().to(dtype)
 
 
+def norm(x: torch.Tensor, params, kind: str) -> torch.Tensor:
+    """The model's norm (layernorm with bias, else RMS norm) with its (weight, bias) parameters."""
+    weight, bias = params
+    if kind == "layernorm":
+        return F.layer_norm(x, (x.shape[-1],), weight, bias)
+    return F.rms_norm(x, (x.shape[-1],), weight, eps=1e-5)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, c: int, n: int) -> torch.Tensor:
+    """Rotary embedding (rotate-half) of x [batch, heads, n, head_dim] at positions c..c+n-1."""
+    cos, sin = cos[c : c + n][None, None], sin[c : c + n][None, None]
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
 class Fp8Linear:
     """fp8 (e4m3) weights and activations through torch._scaled_mm, per-tensor scales of 1 (random data stays in
     range): the arithmetic and bytes of an fp8 matmul, which is what energy depends on."""
@@ -128,10 +144,7 @@ class Decoder:
         return (ones, w(self.spec.hidden)) if self.spec.norm == "layernorm" else (ones, None)
 
     def _norm(self, x, params):
-        weight, bias = params
-        if self.spec.norm == "layernorm":
-            return F.layer_norm(x, (x.shape[-1],), weight, bias)
-        return F.rms_norm(x, (x.shape[-1],), weight, eps=1e-5)
+        return norm(x, params, self.spec.norm)
 
     @staticmethod
     def _linear(x, wb):
@@ -139,10 +152,7 @@ class Decoder:
         return weight(x, bias) if isinstance(weight, Fp8Linear) else F.linear(x, weight, bias)
 
     def _rope(self, x, c, n):
-        cos, sin = self.cos[c : c + n][None, None], self.sin[c : c + n][None, None]
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+        return rope(x, self.cos, self.sin, c, n)
 
     def forward(self, tokens: torch.Tensor, c: int) -> torch.Tensor:
         """tokens [batch, n] at positions c..c+n-1; returns greedy next tokens [batch, n]."""

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from shivam.errors import ShivamError
 from shivam.specs.model import ModelSpec, load_model
-from shivam.validate.engines import TORCH_DTYPES, graphed, rope_tables, step_call
+from shivam.validate.engines import TORCH_DTYPES, graphed, norm, rope, rope_tables, step_call
 
 # what every process this module starts (or is started with) sets: no NVLink multicast (NVLS) anywhere
 NCCL_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -183,16 +183,10 @@ class TensorParallelDecoder:
         return x
 
     def _norm(self, x, params):
-        weight, bias = params
-        if self.spec.norm == "layernorm":
-            return F.layer_norm(x, (x.shape[-1],), weight, bias)
-        return F.rms_norm(x, (x.shape[-1],), weight, eps=1e-5)
+        return norm(x, params, self.spec.norm)
 
     def _rope(self, x, c, n):
-        cos, sin = self.cos[c : c + n][None, None], self.sin[c : c + n][None, None]
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+        return rope(x, self.cos, self.sin, c, n)
 
     def logits(self, tokens: torch.Tensor, c: int) -> torch.Tensor:
         """tokens [batch, n] at positions c..c+n-1 -> logits [batch, n, vocab] (fp32), the same on every process."""
