@@ -42,31 +42,46 @@ def _pow2_at_least(x):
     return 2.0 ** np.ceil(np.log2(np.maximum(x, 1)))
 
 
-def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float, sk):
-    """(bytes one program of a split-KV attention kernel streams, programs per layer), as the kernel slices its work
-    (engine profile's split_kv): query rows = new tokens x the KV group, in blocks of block_m; the cache capacity a
-    graph covers is the next power of two of the keys (at least bucket_min, at most max(keys, bucket_cap_min)); slices
-    = min(capacity / max(block_n, min_slice_keys), target_programs / (batch x KV heads x row blocks)); each program
-    streams its share of the cached keys (up to fused_max_new new tokens come straight from the GEMM) and, when there
-    are several slices, the program that finishes last reads every slice's partial result (its rows, head_dim padded
-    to a power of two) back to merge them."""
+def split_kv_capacity(keys, sk):
+    """Cache capacity a split-KV kernel is planned for (engine profile's split_kv): the next power of two of the keys,
+    at least bucket_min, at most max(keys, bucket_cap_min)."""
+    return np.minimum(np.maximum(_pow2_at_least(keys), sk.bucket_min), np.maximum(keys, sk.bucket_cap_min))
+
+
+def split_kv_layout(heads: int, kv_heads: int, batch, new_tokens, capacity, sk, block_n=None, target_programs=None,
+                    min_slice_keys=None):  # fmt: skip
+    """How a split-KV kernel divides a layer's attention (the one rule the kernel's launch plan and the workload
+    share): query rows = new tokens x the KV group, in blocks of block_m; slices = min(capacity / max(block_n,
+    min_slice_keys), target_programs / (batch x KV heads x row blocks)). Returns (keys per inner iteration, block_m,
+    row blocks, slices); the settings default to the profile's."""
     n = np.asarray(new_tokens)
-    rows = n * (m.heads // m.kv_heads)
+    rows = n * (heads // kv_heads)
     block_m = np.clip(_pow2_at_least(rows), sk.block_m_min, sk.block_m_max)
     row_blocks = np.ceil(rows / block_m)
+    block_n = np.where(n == 1, sk.block_n_decode, sk.block_n_verify) if block_n is None else block_n
+    target = sk.target_programs if target_programs is None else target_programs
+    min_keys = sk.min_slice_keys if min_slice_keys is None else min_slice_keys
+    per_slice = batch * kv_heads * row_blocks
+    slices = np.maximum(1, np.minimum(np.ceil(capacity / np.maximum(block_n, min_keys)), np.ceil(target / per_slice)))
+    return block_n, block_m, row_blocks, slices
+
+
+def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float, sk):
+    """(bytes one program of a split-KV attention kernel streams, programs per layer), as the kernel slices its work
+    (split_kv_capacity, split_kv_layout): each program streams its share of the cached keys (up to fused_max_new new
+    tokens come straight from the GEMM) and, when there are several slices, the program that finishes last reads
+    every slice's partial result (its rows, head_dim padded to a power of two) back to merge them."""
+    n = np.asarray(new_tokens)
     keys = context + n
-    capacity = np.minimum(np.maximum(_pow2_at_least(keys), sk.bucket_min), np.maximum(keys, sk.bucket_cap_min))
-    block_n = np.where(n == 1, sk.block_n_decode, sk.block_n_verify)
-    per_slice = batch * m.kv_heads * row_blocks
-    slices = np.maximum(
-        1,
-        np.minimum(np.ceil(capacity / np.maximum(block_n, sk.min_slice_keys)), np.ceil(sk.target_programs / per_slice)),
+    block_n, block_m, row_blocks, slices = split_kv_layout(
+        m.heads, m.kv_heads, batch, n, split_kv_capacity(keys, sk), sk
     )
+    rows = n * (m.heads // m.kv_heads)
     streamed = np.where(n <= sk.fused_max_new, context, keys)
     slice_keys = np.ceil(np.ceil(streamed / block_n) / slices) * block_n
     width = max(16.0, float(_pow2_at_least(m.head_dim)))  # the partials are padded to a power-of-two head_dim
     merge = np.where(slices > 1, slices * np.minimum(block_m, rows) * width * sk.partial_bytes, 0.0)
-    return slice_keys * 2 * m.head_dim * kv_bytes + merge, per_slice * slices
+    return slice_keys * 2 * m.head_dim * kv_bytes + merge, batch * m.kv_heads * row_blocks * slices
 
 
 class OpCost(NamedTuple):

@@ -25,6 +25,8 @@ import sys
 import torch
 
 from shivam.errors import ShivamError
+from shivam.sim.workload import split_kv_layout
+from shivam.specs.engine import load_engine
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     # Triton fixes its mode when it is first imported (torch may import it): the interpreter must be asked for first
@@ -38,14 +40,13 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-# Launch settings, chosen from validation/tune_attention.py on the H200 (Mistral-7B's heads; results/h200-ref/):
-# 32-key blocks for decode (3.35 TB/s at batch 32 with two slices), 64 for verify (2.63 TB/s), 4 warps, 3 pipeline
-# stages, about two programs per SM, slices of at least 256 keys (the merge of many slices is slow at batch 1). The
-# same tuning shows one slice with 64-key blocks faster at batch 32 (3.64 TB/s decode, 3.23 verify): the committed
-# measurements and the ref profile describe the settings below.
-ATTENTION_BLOCK_N = {"decode": 32, "verify": 64}  # keys per inner iteration
-ATTENTION_TARGET_PROGRAMS = 264
-ATTENTION_MIN_SLICE_KEYS = 256
+# Launch settings: the ref engine profile's (hardware/engines/ref.json, kernels.masked_attention.split_kv), which the
+# simulator's workload reads too, chosen from validation/tune_attention.py on the H200 (Mistral-7B's heads;
+# results/h200-ref/): 32-key blocks for decode (3.35 TB/s at batch 32 with two slices), 64 for verify (2.63 TB/s),
+# about two programs per SM, slices of at least 256 keys (the merge of many slices is slow at batch 1); 4 warps and
+# 3 pipeline stages here. The same tuning shows one slice with 64-key blocks faster at batch 32 (3.64 TB/s decode,
+# 3.23 verify): the committed measurements and the profile describe the settings the profile holds.
+SPLIT_KV = load_engine("ref").kernels.masked_attention.split_kv
 
 
 def _pow2(n: int) -> int:
@@ -202,9 +203,6 @@ def _attention(
             tl.atomic_xchg(counter, 0)  # ready for the next replay
 
 
-FUSED_MAX_NEW = 16  # decode and verify steps up to this many new tokens rotate and cache their keys in attention
-
-
 class AttentionPlan:
     """The launch shape of attention for one (batch, new tokens, cache capacity): fixed when a CUDA graph is
     captured, valid for every cached length up to the capacity (the kernels read the lengths from the device and
@@ -220,23 +218,21 @@ class AttentionPlan:
         capacity: int,
         device,
         block_n: int | None = None,
-        target_programs: int = ATTENTION_TARGET_PROGRAMS,
-        min_slice_keys: int = ATTENTION_MIN_SLICE_KEYS,
+        target_programs: int | None = None,
+        min_slice_keys: int | None = None,
         num_warps: int = 4,
         num_stages: int = 3,
     ):
         self.batch, self.n_new, self.heads, self.kv_heads, self.head_dim = batch, n_new, heads, kv_heads, head_dim
         self.group = heads // kv_heads
-        self.fused = n_new <= FUSED_MAX_NEW
-        block_n = block_n or ATTENTION_BLOCK_N["decode" if n_new == 1 else "verify"]
-        self.block_n, self.num_warps, self.num_stages = block_n, num_warps, num_stages
-        rows = n_new * self.group
-        self.block_m = min(64, max(16, _pow2(rows)))
-        self.m_blocks = math.ceil(rows / self.block_m)
+        self.fused = n_new <= SPLIT_KV.fused_max_new  # rotate and cache the new keys inside attention
+        block_n, block_m, m_blocks, slices = split_kv_layout(
+            heads, kv_heads, batch, n_new, capacity, SPLIT_KV, block_n, target_programs, min_slice_keys
+        )
+        self.block_n, self.block_m, self.m_blocks, self.slices = int(block_n), int(block_m), int(m_blocks), int(slices)
+        self.num_warps, self.num_stages = num_warps, num_stages
         self.d_pad = max(16, _pow2(head_dim))
         per_slice = batch * kv_heads * self.m_blocks
-        most = max(1, math.ceil(capacity / max(block_n, min_slice_keys)))
-        self.slices = max(1, min(most, math.ceil(target_programs / per_slice)))
         shape = (batch * heads * n_new * self.slices,)
         self.m_part = torch.empty(shape, device=device, dtype=torch.float32)
         self.l_part = torch.empty(shape, device=device, dtype=torch.float32)

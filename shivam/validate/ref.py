@@ -19,23 +19,16 @@ import torch
 import torch.nn.functional as F
 
 from shivam.errors import ShivamError
+from shivam.sim.workload import split_kv_capacity
 from shivam.validate import kernels
 from shivam.validate.engines import Decoder
 
-BUCKET_MIN = 256  # the smallest cache bucket a graph is captured for
-
-
-BUCKET_CAP_MIN = 1024  # a bucket is at most max(keys, this): what a decoder sized for the step (1024 at least) holds
-
 
 def bucket_for(keys: int, max_context: int) -> int:
-    """Cache capacity a graph's attention is planned for: the next power of two of the keys (at least BUCKET_MIN), at
-    most max(keys, BUCKET_CAP_MIN) and the cache itself, whatever larger cache a decoder was reused with (the ref
-    profile's split_kv rule)."""
-    bucket = BUCKET_MIN
-    while bucket < keys:
-        bucket *= 2
-    return min(bucket, max(keys, BUCKET_CAP_MIN), max_context)
+    """Cache capacity a graph's attention is planned for: the ref profile's rule (shivam.sim.workload.
+    split_kv_capacity: the next power of two of the keys from 256, at most max(keys, 1024)), and at most the cache
+    itself, whatever larger cache a decoder was reused with."""
+    return min(int(split_kv_capacity(keys, kernels.SPLIT_KV)), max_context)
 
 
 class RefDecoder(Decoder):

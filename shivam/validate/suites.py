@@ -62,24 +62,19 @@ def ragged_contexts(batch: int, lo: int = 256, hi: int = 4096) -> tuple[int, ...
 def _batch_suite() -> list[Point]:
     """Standard and speculative iterations interleaved at every (pair, context, batch): k = 0 then each k at one
     alpha; a few points at other alphas to check tau; a ragged batch of the GQA pair."""
+
+    def iterations(target, draft, b, **where):  # standard decoding, then each window at the suite's alpha
+        return [
+            Point(suite="batch", engine="ref", kind="spec", model=target, draft=draft, batch=b, k=k,
+                  alpha=SERVING_ALPHA if k else 0.0, **where)
+            for k in (0, *SERVING_KS)
+        ]  # fmt: skip
+
     pts = []
     for target, draft in SERVING_PAIRS:
         for context in (1024, _long_context(target, draft)):
             for b in SERVING_BATCHES:
-                for k in (0, *SERVING_KS):
-                    pts.append(
-                        Point(
-                            suite="batch",
-                            engine="ref",
-                            kind="spec",
-                            model=target,
-                            draft=draft,
-                            batch=b,
-                            k=k,
-                            alpha=SERVING_ALPHA if k else 0.0,
-                            context=context,
-                        )
-                    )
+                pts += iterations(target, draft, b, context=context)
         pts += [
             Point(
                 suite="batch", engine="ref", kind="spec", model=target, draft=draft, batch=b, k=4, alpha=a, context=1024
@@ -90,21 +85,7 @@ def _batch_suite() -> list[Point]:
     target, draft = SERVING_PAIRS[0]
     for b in (8, 32, 128):
         contexts = ragged_contexts(b)
-        pts += [
-            Point(
-                suite="batch",
-                engine="ref",
-                kind="spec",
-                model=target,
-                draft=draft,
-                batch=b,
-                k=k,
-                alpha=SERVING_ALPHA if k else 0.0,
-                contexts=contexts,
-                context=sum(contexts) // b,
-            )
-            for k in (0, *SERVING_KS)
-        ]
+        pts += iterations(target, draft, b, contexts=contexts, context=sum(contexts) // b)
     return pts
 
 
