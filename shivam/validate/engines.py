@@ -38,6 +38,16 @@ def rope_tables(head_dim: int, positions: int, device, dtype) -> tuple[torch.Ten
     return ang.cos().to(dtype), ang.sin().to(dtype)
 
 
+def learned_positions(table: torch.Tensor, family: str, c: int, n: int) -> torch.Tensor:
+    """The learned position embeddings of positions c..c+n-1 (OPT's table starts at an offset of 2), [1, n, d]."""
+    return table[c + 2 if family == "opt" else c :][:n][None]
+
+
+def causal_mask(n: int, c: int, device) -> torch.Tensor | None:
+    """The boolean mask of n new tokens over c cached ones, causal within the new (None for one new token)."""
+    return torch.ones(n, c + n, dtype=torch.bool, device=device).tril(diagonal=c) if n > 1 else None
+
+
 def norm(x: torch.Tensor, params, kind: str) -> torch.Tensor:
     """The model's norm (layernorm with bias, else RMS norm) with its (weight, bias) parameters."""
     weight, bias = params
@@ -166,10 +176,8 @@ class Decoder:
         if self.proj:
             x = F.linear(x, self.proj[0])
         if self.positions is not None:
-            x = x + self.positions[c + 2 if s.family == "opt" else c :][:n][None]
-        mask = None
-        if n > 1:
-            mask = torch.ones(n, c + n, dtype=torch.bool, device=self.device).tril(diagonal=c)
+            x = x + learned_positions(self.positions, s.family, c, n)
+        mask = causal_mask(n, c, self.device)
         q_dim, kv_dim = s.heads * s.head_dim, s.kv_heads * s.head_dim
         for i, layer in enumerate(self.layers):
             qkv = self._linear(self._norm(x, layer["n1"]), layer["qkv"])

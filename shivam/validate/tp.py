@@ -35,7 +35,16 @@ import torch.nn.functional as F
 
 from shivam.errors import ShivamError
 from shivam.specs.model import ModelSpec, load_model
-from shivam.validate.engines import TORCH_DTYPES, graphed, norm, rope, rope_tables, step_call
+from shivam.validate.engines import (
+    TORCH_DTYPES,
+    causal_mask,
+    graphed,
+    learned_positions,
+    norm,
+    rope,
+    rope_tables,
+    step_call,
+)
 
 # what every process this module starts (or is started with) sets: no NVLink multicast (NVLS) anywhere
 NCCL_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
@@ -198,10 +207,8 @@ class TensorParallelDecoder:
         if self.proj:
             x = F.linear(x, self.proj[0])
         if self.positions is not None:
-            x = x + self.positions[c + 2 if s.family == "opt" else c :][:n][None]
-        mask = None
-        if n > 1:
-            mask = torch.ones(n, c + n, dtype=torch.bool, device=self.device).tril(diagonal=c)
+            x = x + learned_positions(self.positions, s.family, c, n)
+        mask = causal_mask(n, c, self.device)
         hq, hkv, dh = self.heads, self.kv_heads, self.head_dim
         for i, layer in enumerate(self.layers):
             qkv = F.linear(self._norm(x, layer["n1"]), *layer["qkv"])
