@@ -71,6 +71,8 @@ class Measured:
     tokens: float  # per call, as measured (drawn acceptance for spec points)
     group: str  # for leave-one-model-out
     card: str = ""  # the GPU card (NVML UUID) or, where none was recorded, the campaign that measured the point
+    energy_spread: float = 0.0  # relative spread of the energy per call over the point's windows, where recorded
+    time_spread: float = 0.0
 
     @classmethod
     def from_record(cls, r: dict, card: str = "", source: str = "results file") -> Measured:
@@ -106,7 +108,13 @@ class Measured:
             float(m.get("tokens_per_call", 0.0)),
             group,
             card,
+            _spread(m.get("energy_spread")),
+            _spread(m.get("time_spread")),
         )
+
+
+def _spread(x) -> float:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 else 0.0
 
 
 def load_records(paths: list[str]) -> list[dict]:

@@ -12,6 +12,7 @@ from shivam.calibrate.band import band_of_rows, coverage
 from shivam.calibrate.evaluate import best_k_check, card_factors_for, cross_validate, error_stats, predictions
 from shivam.calibrate.fit import ENERGY_PARAMS, TIME_BOUNDS, TIME_PARAMS, FitResult, base_params, calibration_file, fit
 from shivam.calibrate.results import Measured, load_results
+from shivam.calibrate.serving import serving_check
 from shivam.errors import ShivamError
 from shivam.specs import (
     Band,
@@ -202,6 +203,7 @@ def check_results(
         "points": rows,
         "errors": stats,
         "best_k": best_k_check(rows),
+        "speculation": serving_check(rows),
     }
     if datasheet:
         band, cov = datasheet_band(rows)
@@ -213,6 +215,7 @@ def check_results(
     out["cross_validation"] = {
         "errors": {key: error_stats([r[f"{key}_err"] for r in cv]) for key in ("time", "energy")} if cv else {},
         "points": cv,
+        "speculation": serving_check(cv),
     }
     if any_card is not None:
         out.update(band=any_card.model_dump(), band_this_card=this_card.model_dump())

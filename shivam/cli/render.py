@@ -315,12 +315,46 @@ def check_table(out: dict) -> None:
         )
     for c, v in out["card_factors"].items():
         lines.append(f"card {c}: energy x {v:.3f} ({out['cards'][c]} points)")
+    several = len({(b["batch"], b["context"]) for b in out["best_k"]}) > 1
     for b in out["best_k"]:
+        where = f" b={b['batch']} c={b['context']}" if several else ""
         lines.append(
-            f"best k {b['model']} alpha {b['alpha']}: measured {b['best_k_measured']}, predicted "
+            f"best k {b['model']}{where} alpha {b['alpha']}: measured {b['best_k_measured']}, predicted "
             f"{b['best_k_predicted']} ({'ok' if b['ok'] else 'MISS'}, {100 * b['energy_gap']:+.1f} % energy)"
         )
+    lines += _speculation_lines(out)
     print("\n".join(lines))
+
+
+def _speculation_lines(out: dict) -> list[str]:
+    """The serving check (shivam.calibrate.serving): ratio errors and crossover batches, cross-validated where a
+    cross-validation ran, else fitted on all."""
+    cv = out["cross_validation"].get("speculation")
+    spec, how = (cv, "cross-validated") if cv else (out.get("speculation"), "fitted on all")
+    if not spec:
+        return []
+    lines = []
+    for key, what in (("energy", "energy"), ("time", "time")):
+        s = spec["summary"][key]
+        e = s["errors"]
+        lines.append(
+            f"standard/speculative {what} ratio ({how}, {e['n']} pairs of points): error median "
+            f"{100 * e['median']:.1f} %, max {100 * e['max']:.1f} %; on the measured side of 1 in {s['right_side']} "
+            f"of {s['away_from_1']} away from it"
+        )
+
+    def batch(x) -> str:
+        return "none" if x is None else f"< {x}" if isinstance(x, str) else f"{x:.0f}"
+
+    for c in spec["crossovers"]:
+        e, t = c["energy"], c["latency"]
+        lines.append(
+            f"crossover {c['pair']} c={c['context']} k={c['k']} alpha {c['alpha']} (batches {c['batches'][0]}-"
+            f"{c['batches'][-1]}): energy measured {batch(e['measured'])}, predicted {batch(e['predicted'])} "
+            f"({'ok' if e['ok'] else 'MISS'}); latency measured {batch(t['measured'])}, predicted "
+            f"{batch(t['predicted'])} ({'ok' if t['ok'] else 'MISS'})"
+        )
+    return lines
 
 
 @contextmanager
