@@ -86,3 +86,30 @@ def test_the_band_of_a_quick_calibration_holds_about_90_percent_of_other_points(
         inside.append(coverage(predictions(test, result.params), band))
     mean = {key: float(np.mean([c[key] for c in inside])) for key in ("energy", "time")}
     assert 0.80 <= mean["energy"] <= 0.95 and 0.80 <= mean["time"] <= 0.95, mean
+
+
+def test_widened_band_is_the_union_of_the_two_intervals():
+    from shivam.calibrate.band import widened
+    from shivam.specs import Band
+
+    band = Band(energy=(0.98, 1.02), time=(0.90, 1.05), points=14, basis="cv")
+    floor = Band(energy=(0.96, 1.09), time=(0.96, 1.04), points=486, basis="dev")
+    w = widened(band, floor)
+    assert w.energy == (0.96, 1.09) and w.time == (0.90, 1.05) and w.points == 14 and "dev" in w.basis
+    assert widened(band, None) is band
+
+
+def test_the_graph_engines_band_floor_is_what_the_development_data_gives():
+    """The floor stored in hardware/engines/graph.json is recomputed from the committed development data."""
+    import importlib.util
+    from pathlib import Path
+
+    from shivam.specs import load_engine
+
+    path = Path(__file__).resolve().parent.parent / "validation/band_coverage.py"
+    spec = importlib.util.spec_from_file_location("band_coverage", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stored, recomputed = load_engine("graph").calibration_band_floor, mod.floor()
+    assert stored.points == recomputed.points == 486
+    assert np.allclose(stored.energy, recomputed.energy) and np.allclose(stored.time, recomputed.time)

@@ -5,9 +5,14 @@
                                                             # held-out points (validation/results/h200-calibrate/)
     .venv/bin/python validation/band_coverage.py --holdout --suite-results QUICK.jsonl --held-out POINTS.jsonl
     .venv/bin/python validation/band_coverage.py --calibration CAL.json --held-out POINTS.jsonl  # its stored band
+    .venv/bin/python validation/band_coverage.py --floor [--write]  # the graph engine's calibration band floor
 
 --holdout refits the suite's measurements as `shivam calibrate` does and estimates the band again; --calibration
-takes a calibration file's parameters and band as they are.
+takes a calibration file's parameters and band as they are (and the band widened by the engine's floor, for a
+calibration written before the floor). --floor pools, over the three development cards, measured / predicted of
+every point outside the suite as predicted by that card's quick calibration, and prints the 5th-95th percentiles:
+the narrowest band a quick calibration gets (shivam.calibrate.band.widened); --write stores them in the graph
+engine's profile as calibration_band_floor.
 
 Development set: three cards measured the quick suite (quick.jsonl, quick-repeat.jsonl on GPU-9ad100d2,
 quick-extensions.jsonl on GPU-4d8e221f). For each, the points of the `calibrate --quick` suite measured on that card
@@ -28,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from shivam.calibrate.band import band_of_rows, coverage
+from shivam.calibrate.band import band_of_rows, coverage, widened
 from shivam.calibrate.evaluate import leave_one_group_out, predictions
 from shivam.calibrate.fit import base_params, fit
 from shivam.calibrate.results import load_results
 from shivam.calibrate.workflow import cross_validated_band
-from shivam.specs import load_calibration, load_gpu, resolve_params
+from shivam.specs import Band, load_calibration, load_engine, load_gpu, resolve_params
 from shivam.validate.calibration import PRIORS, calibration_points
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +76,8 @@ def report(name, params, bands, test) -> dict:
     return out
 
 
-def development() -> list[dict]:
+def quick_calibrations():
+    """(name, card, the quick calibration's fit and bands, the points outside its suite) of each development card."""
     files = sorted(str(p) for p in DATA.glob("*.jsonl"))
     data, _ = load_results(files, "graph")
     factors = json.loads((ROOT / "hardware/calibrated/h200-graph.json").read_text())["card_factors"]
@@ -83,7 +89,6 @@ def development() -> list[dict]:
     def on_card(m, card):
         return dataclasses.replace(m, energy_j=m.energy_j * factors[card] / factors[m.card], card=card)
 
-    out = []
     for name, card in CARDS.items():
         measured, _ = load_results([str(DATA / name)], "graph")
         train = [m for m in measured if m.card == card and in_suite(m)]
@@ -91,7 +96,24 @@ def development() -> list[dict]:
         train += [on_card(next(m for m in data if in_suite(m) and m.point.label() == lab), card) for lab in missing]
         test = [on_card(m, card) for m in data if m.group != "stage1" and not in_suite(m)]
         result, bands = calibrate_like(train)
-        out.append(report(f"{name} ({card[:12]})", result.params, bands, test))
+        yield name, card, result, bands, test
+
+
+def floor() -> Band:
+    """measured / predicted over every development card's points outside the quick suite, pooled: 5th-95th pct."""
+    rows = [r for *_, result, _, test in quick_calibrations() for r in predictions(test, result.params)]
+    return band_of_rows(
+        rows,
+        f"5th-95th percentiles of measured / predicted over {len(rows)} predictions of points outside the quick "
+        f"suite by quick calibrations of {len(CARDS)} H200 cards (validation/band_coverage.py --floor)",
+    )
+
+
+def development() -> list[dict]:
+    out = [
+        report(f"{name} ({card[:12]})", result.params, bands, test)
+        for name, card, result, bands, test in quick_calibrations()
+    ]
     for label in ("cross_validated_band", "leave-one-model-out"):
         mean = {k: float(np.mean([o[label]["coverage"][k] for o in out])) for k in ("energy", "time")}
         print(f"mean coverage, {label}: energy {100 * mean['energy']:.1f} %, time {100 * mean['time']:.1f} %")
@@ -109,7 +131,11 @@ def stored(calibration: str, held_out: list[str]) -> dict:
     cal = load_calibration(calibration)
     test, _ = load_results(held_out, cal.engine)
     params = resolve_params(load_gpu(cal.gpu), cal.engine, calibration)
-    return report(f"{Path(calibration).name} -> {len(test)} held-out points", params, {"stored band": cal.band}, test)
+    bands = {
+        "stored band": cal.band,
+        "widened by the floor": widened(cal.band, load_engine(cal.engine).calibration_band_floor),
+    }
+    return report(f"{Path(calibration).name} -> {len(test)} held-out points", params, bands, test)
 
 
 if __name__ == "__main__":
@@ -120,8 +146,21 @@ if __name__ == "__main__":
     parser.add_argument("--held-out", nargs="+", default=[str(folder / "holdout.jsonl")], help="held-out results")
     parser.add_argument("--calibration", help="the band stored in this calibration file, on --held-out")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--floor", action="store_true", help="the graph engine's calibration band floor")
+    parser.add_argument("--write", action="store_true", help="with --floor: store it in hardware/engines/graph.json")
     args = parser.parse_args()
-    if args.calibration:
+    if args.floor:
+        band = floor()
+        print(
+            f"floor: energy x {band.energy[0]:.3f}-{band.energy[1]:.3f}, time x {band.time[0]:.3f}-{band.time[1]:.3f}"
+        )
+        figures = band.model_dump()
+        if args.write:
+            path = ROOT / "hardware/engines/graph.json"
+            profile = json.loads(path.read_text())
+            profile["calibration_band_floor"] = figures
+            path.write_text(json.dumps(profile, indent=2) + "\n")
+    elif args.calibration:
         figures = stored(args.calibration, args.held_out)
     elif args.holdout:
         figures = holdout(args.suite_results, args.held_out)

@@ -190,6 +190,11 @@ class EngineProfile(BaseModel):
     kernels: Kernels
     eager_dispatches: EagerDispatches | None = None
     datasheet_band: Band = Field(description="90 % band of a prediction from datasheet figures alone (no calibration)")
+    calibration_band_floor: Band | None = Field(
+        None,
+        description="the narrowest 90 % band a `shivam calibrate --quick` calibration gets: how far quick "
+        "calibrations predicted the points outside their suite (shivam.calibrate.band.widened); none: not measured",
+    )
     basis: str
 
 
