@@ -20,6 +20,7 @@ TRUTH = {
     "static_power_w": 140.0,
     "dram_j_per_byte": 1.1e-10,
     "block_power_w": 2.5,
+    "attention_block_s": 7e-6,
 }
 FIXED = {"per_iteration_s": 40e-6, "active_power_w": 0.0, "pcie_j_per_byte": 5.2e-11}
 

@@ -1,6 +1,9 @@
 """Predictions are unchanged by the restructuring into layers: tests/golden/predictions.json holds a grid of
 predictions and the predicted cost of every committed measurement point, computed by tests/golden/make_golden.py at
-the commit before it; the public API must reproduce them to rtol 1e-9."""
+the commit before it; the public API must reproduce them to rtol 1e-9. The H200 graph engine's cases use the
+calibration of that time (tests/golden/h200-graph.json, which predates the masked attention's fixed time per block
+and so holds it at 0): the bundled calibration is refitted as data comes in, the code that turns parameters into
+predictions must not drift."""
 
 import json
 
@@ -13,6 +16,18 @@ from shivam.calibrate import load_results, point_cost
 from shivam.specs import load_gpu, resolve_params
 
 GOLDEN = json.loads((ROOT / "tests/golden/predictions.json").read_text())
+FROZEN = {("h200", "graph"): ROOT / "tests/golden/h200-graph.json"}
+BUNDLED = {("h200", "graph"): "hardware/calibrated/h200-graph.json"}
+
+
+def parameters_named(meta_parameters: str, gpu: str, engine: str) -> str:
+    """The golden record's parameters line: the frozen calibration under the bundled name it had then."""
+    frozen = FROZEN.get((gpu, engine))
+    if frozen is None:
+        return meta_parameters
+    for name in (str(frozen), str(frozen.relative_to(ROOT))):  # the line names a file inside the repository relatively
+        meta_parameters = meta_parameters.replace(name, BUNDLED[(gpu, engine)])
+    return meta_parameters
 
 
 def test_the_golden_grid_is_reproduced_by_the_api():
@@ -31,13 +46,15 @@ def test_the_golden_grid_is_reproduced_by_the_api():
             weights_dtype=g["weights_dtype"],
             kv_dtype=g["kv_dtype"],
         )
+        if (g["gpu"], g["engine"]) in FROZEN:
+            args["calibration"] = str(FROZEN[(g["gpu"], g["engine"])])
         if "error" in g:
             with pytest.raises(shivam.ShivamError):
                 shivam.predict(**args)
             refused += 1
             continue
         res = shivam.predict(**args)
-        assert res.meta["parameters"] == g["parameters"]
+        assert parameters_named(res.meta["parameters"], g["gpu"], g["engine"]) == g["parameters"]
         got = np.array(
             [
                 [
@@ -62,9 +79,11 @@ def test_every_committed_points_predicted_cost_is_unchanged():
     n = 0
     for engine in ("graph", "hf"):
         data, gpu = load_results(files, engine)
-        params = resolve_params(load_gpu(gpu), engine)
+        params = resolve_params(load_gpu(gpu), engine, str(FROZEN[(gpu, engine)]) if (gpu, engine) in FROZEN else None)
         for m in data:
-            want = golden[(json.dumps(m.point.model_dump(), sort_keys=True), engine)]
+            want = golden.get((json.dumps(m.point.model_dump(), sort_keys=True), engine))
+            if want is None:  # measured after the golden file was made
+                continue
             cost, tokens, bound = point_cost(m.point, params)
             assert float(cost.time_s) == pytest.approx(want["time_s"], rel=1e-9, abs=0)
             assert float(cost.energy_j) == pytest.approx(want["energy_j"], rel=1e-9, abs=0)

@@ -35,6 +35,7 @@ TIME_BOUNDS = {
     "per_iteration_s": (0.0, 0.05),
     "pcie_Bps": (1e8, 2e11),
     "attention_cta_Bps": (1e8, 1e12),
+    "attention_block_s": (0.0, 1e-3),
 }
 ENERGY_PARAMS = (
     "static_power_w",
@@ -99,6 +100,16 @@ def card_scales(pred: np.ndarray, meas: np.ndarray, cards: list[str]) -> dict[st
     return out
 
 
+def _masked_context_spread(data) -> float:
+    """max / min context of the points that run attention over several new tokens (verify steps)."""
+    contexts = [
+        m.point.context
+        for m in data
+        if (m.point.kind == "step" and m.point.new_tokens > 1) or (m.point.kind == "spec" and m.point.k > 0)
+    ]
+    return max(contexts) / max(min(contexts), 1) if contexts else 0.0
+
+
 def fit(
     data: list[Measured], base: Params, fix: dict | None = None, strict: bool | str = True, card_factors: bool = False
 ) -> FitResult:
@@ -120,6 +131,9 @@ def fit(
         "pcie_Bps": "stage1" in kinds,
         "per_iteration_s": bool(kinds & {"spec", "generate"}),
         "attention_cta_Bps": points.has_latency_bound_kernels,
+        # told apart from the per-block rate only by blocks of very different lengths: several new tokens measured
+        # over contexts at least 2x apart
+        "attention_block_s": points.has_latency_bound_kernels and _masked_context_spread(data) >= 2,
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),
     }

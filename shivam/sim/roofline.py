@@ -7,8 +7,9 @@ Per operator (docs/model.md, section 3):
              (+ pcie_bytes / pcie bandwidth for copies)
     a misaligned matmul (cuBLAS's sm75 fallback: loads and arithmetic do not overlap) instead takes
              dram_bytes / (bandwidth * misaligned_bandwidth_fraction) + flops / (peak_rate * misaligned_matmul_fraction)
-    t_block = block_bytes / attention_cta_Bps * ceil(blocks / multiprocessors): a latency-bound kernel (masked
-             attention), whose thread blocks each stream their bytes alone, in waves of one block per multiprocessor
+    t_block = (attention_block_s + block_bytes / attention_cta_Bps) * ceil(blocks / multiprocessors): a
+             latency-bound kernel (masked attention), whose thread blocks each take a fixed time and stream their
+             bytes alone, in waves of one block per multiprocessor
     overlap(a, b) = (a^p + b^p)^(1/p), p = overlap_exponent: p = 1 adds the two (no overlap), p -> infinity is the
              roofline's max(a, b) (perfect overlap). The default p = 100 is the max within 0.7 %; a fit finds p where
              the data shows partial overlap (skinny verify GEMMs on the H200: p = 1.97).
@@ -160,7 +161,8 @@ def op_time(op: OpCost, p: Params, compute_dtype: str):
     t_pcie = op.pcie_bytes / p.pcie_Bps
     if op.kind == "matmul_misaligned":
         return t_mem + t_comp + t_pcie, 0.0, t_mem >= t_comp
-    t_block = op.block_bytes / p.attention_cta_Bps * np.ceil(op.blocks / p.multiprocessors)
+    per_block = np.where(op.block_bytes > 0, p.attention_block_s + op.block_bytes / p.attention_cta_Bps, 0.0)
+    t_block = per_block * np.ceil(op.blocks / p.multiprocessors)
     t_roof = overlap(t_mem, t_comp, p.overlap_exponent)
     sm_s = np.where(t_block > t_roof, t_block * np.minimum(op.blocks, p.multiprocessors), 0.0)
     return np.maximum(t_roof, t_block) + t_pcie, sm_s, t_mem >= t_comp

@@ -182,6 +182,7 @@ class EngineProfile(BaseModel):
     per_step_s: float = Field(ge=0)
     per_iteration_s: float = Field(ge=0)
     attention_cta_Bps: float = Field(gt=0)
+    attention_block_s: float = Field(0.0, ge=0, description="fixed time per thread block of a latency-bound kernel")
     misaligned_matmul_fraction: float = Field(gt=0, le=1)
     misaligned_bandwidth_fraction: float = Field(gt=0, le=1)
     misaligned_gemv_bandwidth_fraction: float = Field(gt=0, le=1)

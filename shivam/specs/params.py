@@ -43,6 +43,12 @@ class Params(BaseModel):
         description="bytes of K and V one thread block of the masked (several "
         "new tokens) attention kernel streams per second: that kernel is latency-bound",
     )
+    attention_block_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="fixed time of each thread block of that kernel (loading its queries, its mask and output "
+        "epilogue) beside streaming its keys and values at attention_cta_Bps",
+    )
     multiprocessors: int = Field(gt=0, description="streaming multiprocessors: thread blocks that run at once")
     per_light_kernel_s: float = Field(
         ge=0, description="cost of a kernel that only casts, fills or concatenates a few rows"
@@ -114,6 +120,7 @@ TIME_PARAMS = (
     "per_iteration_s",
     "pcie_Bps",
     "attention_cta_Bps",
+    "attention_block_s",
 )
 CALIBRATED = TIME_PARAMS + (
     "per_light_kernel_s",
@@ -179,6 +186,7 @@ def make_params(
         per_step_s=prof.per_step_s,
         per_iteration_s=prof.per_iteration_s,
         attention_cta_Bps=prof.attention_cta_Bps,
+        attention_block_s=prof.attention_block_s,
         multiprocessors=gpu.multiprocessors,
         misaligned_matmul_fraction=prof.misaligned_matmul_fraction,
         misaligned_bandwidth_fraction=prof.misaligned_bandwidth_fraction,

@@ -45,7 +45,8 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False) ->
 
     Each fitted parameter has points that move it: bytes (the largest model's decode), FLOPs and their overlap with
     bytes (verify widths 5-129, batch 8-32), KV bytes (contexts 128-4096), per-kernel and per-step costs (models of
-    2 to 32 layers), the masked attention kernel (several new tokens), PCIe (stage I). The rest are held at priors."""
+    2 to 32 layers), the masked attention kernel (several new tokens, over 512 and 4,096 cached tokens: its rate per
+    block and its fixed time per block), PCIe (stage I). The rest are held at priors."""
     dt = gpu.default_dtype()
     dtypes = Dtypes.of(dt)
     kw = {"weights_dtype": dt, "kv_dtype": dt}
@@ -66,7 +67,7 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False) ->
             f"(the smallest, {LARGE[-1]}, needs more at batch 32); use a larger GPU"
         )
     mid = [m for m in MID if m != large][: 1 if quick else 2]
-    pts = [step(large, n) for n in (1, 5, 33, 129)] + [step(large, c=c) for c in (128, 4096)]
+    pts = [step(large, n) for n in (1, 5, 33, 129)] + [step(large, c=c) for c in (128, 4096)] + [step(large, 5, 4096)]
     pts += [step(large, b=b) for b in (8, 32)]
     pts += [p for m in mid for p in (step(m), step(m, 5))] + [step(m) for m in SMALL]
     spec = [
