@@ -249,6 +249,31 @@ def test_split_kv_bytes_by_hand():
     assert (per_program, blocks) == (65_536 + 8_192, 8 * 4)
 
 
+@pytest.mark.parametrize("n,context", [(256, 0), (129, 512), (2048, 0), (17, 100)])
+def test_causal_prefill_streams_each_row_blocks_keys_up_to_its_last_token(n, context):
+    # above 16 new tokens a row block of the kernel streams the cached keys and the new ones up to its last token
+    # (kernels._attention: last_t = min(((pid_m + 1) * BLOCK_M - 1) // group, n - 1)); the workload's per-program
+    # bytes are the mean of that over row blocks, counted here block by block as the kernel's loop bound does
+    import math
+
+    from shivam.sim.workload import split_kv_layout, split_kv_programs, split_kv_capacity
+    from shivam.specs.engine import load_engine
+
+    m, sk = load_model("mistral-7b"), load_engine("ref").kernels.masked_attention.split_kv
+    group = m.heads // m.kv_heads
+    block_n, block_m, row_blocks, slices = split_kv_layout(
+        m.heads, m.kv_heads, 1, n, split_kv_capacity(context + n, sk), sk
+    )
+    streamed = [context + min(((i + 1) * int(block_m) - 1) // group, n - 1) + 1 for i in range(int(row_blocks))]
+    # each program of a row block streams one slice: ceil(ceil(streamed / BLOCK_N) / slices) * BLOCK_N keys
+    keys = sum(math.ceil(math.ceil(k / block_n) / slices) * block_n for k in streamed) / len(streamed)
+    per_program, blocks = split_kv_programs(m, 1, n, context, 2, sk)
+    assert blocks == m.kv_heads * row_blocks * slices
+    merge = 0 if slices == 1 else slices * min(block_m, n * group) * 128 * 4
+    # the workload rounds the mean, not each block, up to whole key blocks: within one block of keys
+    assert abs((per_program - merge) / (2 * m.head_dim * 2) - keys) <= block_n
+
+
 def _rotate(x, cos, sin, positions):
     """RoPE written out (rotate-half), independently of the engine's kernels: x [..., tokens, d]."""
     half = x.shape[-1] // 2

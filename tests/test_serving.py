@@ -126,9 +126,21 @@ def test_the_power_limit_stretches_time_until_power_equals_it():
     p = p.model_copy(update={"power_limit_w": 0.8 * power})  # a board limit below what it would draw
     held = power_limited(raw, p)
     assert float(held.energy_j / held.time_s) == pytest.approx(p.power_limit_w)
-    t = (float(raw.energy_j) - p.static_power_w * float(raw.time_s)) / (p.power_limit_w - p.static_power_w)
-    assert float(held.time_s) == pytest.approx(t)
-    assert float(held.energy_j) == pytest.approx(float(raw.energy_j) + p.static_power_w * (t - float(raw.time_s)))
+    # by hand: the SM clock scale s at which the step draws the limit, its compute-bound time stretched by 1/s, the
+    # SMs' dynamic energy (arithmetic, active power, latency-floor blocks) by s^2, static power over the longer time
+    from scipy.optimize import brentq
+
+    t, e, tc = float(raw.time_s), float(raw.energy_j), float(raw.compute_bound_s)
+    sm = float(raw.e_compute + raw.e_active + raw.e_floor)
+
+    def over(s):
+        stretch = tc * (1 / s - 1)
+        return e - sm * (1 - s**2) + p.static_power_w * stretch - p.power_limit_w * (t + stretch)
+
+    s_hand = brentq(over, 0.2, 1.0)
+    assert 0.2 < s_hand < 1
+    assert float(held.time_s) == pytest.approx(t + tc * (1 / s_hand - 1), rel=1e-6)
+    assert float(held.energy_j) < e  # lower clocks, lower voltage: less energy, not only a longer time
     decode = step_cost(prefill_ops(m, 1, 1, Dtypes.of("bf16"), p.kernels)[0][1], p, "bf16").total()
     assert float(power_limited(decode, p).time_s) == float(decode.time_s)  # below the limit: unchanged
 

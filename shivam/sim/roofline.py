@@ -30,12 +30,14 @@ one GPU's t_step and E_step), then the step's collectives, serially (a decode st
     E_TP     = N * E_step + N * static_power * sum(t_collective) + e_link * link bytes
                + idle GPUs * static_power * t_TP              (GPUs that wait, e.g. while a draft runs on fewer)
 The board's power limit P_lim (power_limited): a step whose average power E_step / t_step exceeds it (a
-compute-bound prefill, a large batch) runs at lower clocks until it draws P_lim. Its work's energy, everything but
-static power, is kept; static power accrues over the longer time:
-    E_dyn = E_step - P_static * t_step
-    t'    = E_dyn / (P_lim - P_static)         (so that E' / t' = P_lim)
-    E'    = E_step + P_static * (t' - t_step) = P_lim * t'
-No credit is taken for the lower voltage at lower clocks (energy per FLOP is kept): an upper bound on E'. Per GPU of
+compute-bound prefill, a large batch) runs its SMs at a lower clock scale s < 1 until it draws P_lim. Voltage falls
+with the clock, so the SMs' dynamic energy (arithmetic, active power, latency-floor blocks: E_sm) falls as s^2 and
+their compute-bound time t_c stretches by 1/s; memory energy is kept; static power accrues over the longer time:
+    t(s)  = t_step + t_c * (1/s - 1)
+    E(s)  = E_step - E_sm * (1 - s^2) + P_static * t_c * (1/s - 1)
+    s     : E(s) / t(s) = P_lim, by bisection over [0.2, 1]
+A step still above P_lim at s = 0.2 (almost no compute-bound time) is then stretched with its energy kept,
+t' = (E - P_static t) / (P_lim - P_static). Per GPU of
 a tensor-parallel step. A step below the limit is unchanged.
 Everything broadcasts over numpy arrays.
 """
@@ -410,23 +412,56 @@ def tensor_parallel_cost(per_gpu: StepCost, transfers, p: Params, gpus: int, idl
     )
 
 
+DVFS_ENERGY_EXPONENT = 2.0  # dynamic energy per operation ~ V^2 and V ~ f near the top clocks: E_dyn ~ s^2
+MIN_CLOCK_SCALE = 0.2  # the lowest clock scale the solve considers
+
+
+def _clocked(cost: StepCost, s, static_w: float) -> StepCost:
+    """The step at clock scale s (0 < s <= 1) of the SMs: compute-bound time stretches by 1/s, the SMs' dynamic
+    energy (arithmetic, active power, latency-floor blocks) scales by s^2, memory energy stays, static power accrues
+    over the longer time."""
+    extra = cost.compute_bound_s * (1.0 / s - 1.0)
+    scale = s**DVFS_ENERGY_EXPONENT
+    return dataclasses.replace(
+        cost,
+        time_s=cost.time_s + extra,
+        busy_s=cost.busy_s + extra,
+        compute_bound_s=cost.compute_bound_s + extra,
+        e_static=cost.e_static + static_w * extra,
+        e_compute=cost.e_compute * scale,
+        e_active=cost.e_active * scale,
+        e_floor=cost.e_floor * scale,
+    )
+
+
 def power_limited(cost: StepCost, p: Params) -> StepCost:
-    """The step held to the board's power limit (the equation above): where E / t exceeds p.power_limit_w, its time
-    is stretched to t' = (E - P_static t) / (P_lim - P_static), the stretch added to its busy and compute-bound time
-    and P_static times the stretch to its static energy; elsewhere, without a limit, and where static power alone
+    """The step held to the board's power limit (the equation above): where E / t exceeds p.power_limit_w, the SM
+    clock scale s < 1 at which it draws the limit (bisection, vectorized), then, if even the lowest clocks leave it
+    above, its time stretched until it does (energy kept); elsewhere, without a limit, and where static power alone
     reaches the limit (GPU files are refused for it; a fit's scaled coefficients may), the step as it is."""
     limit = p.power_limit_w
     if limit is None or limit <= p.static_power_w:  # no limit, or parameters (a card's scale) that leave no room
         return cost
-    t, e = cost.time_s, cost.energy_j
+    over = cost.energy_j > limit * cost.time_s
+    if not np.any(over):
+        return cost
+    lo = np.full(np.shape(cost.time_s), MIN_CLOCK_SCALE)
+    hi = np.ones(np.shape(cost.time_s))
+    for _ in range(40):  # E(s) - P_lim t(s) falls as s falls: keep the largest s at or under the limit
+        mid = (lo + hi) / 2
+        c = _clocked(cost, mid, p.static_power_w)
+        fits = c.energy_j <= limit * c.time_s
+        lo, hi = np.where(fits, mid, lo), np.where(fits, hi, mid)
+    clocked = _clocked(cost, np.where(over, lo, 1.0), p.static_power_w)
+    t, e = clocked.time_s, clocked.energy_j
     stretched = (e - p.static_power_w * t) / (limit - p.static_power_w)
-    extra = np.where(e > limit * t, stretched - t, 0.0)
+    extra = np.where(e > limit * t * (1 + 1e-9), stretched - t, 0.0)  # what clocks alone could not bring down
     return dataclasses.replace(
-        cost,
+        clocked,
         time_s=t + extra,
-        busy_s=cost.busy_s + extra,
-        compute_bound_s=cost.compute_bound_s + extra,
-        e_static=cost.e_static + p.static_power_w * extra,
+        busy_s=clocked.busy_s + extra,
+        compute_bound_s=clocked.compute_bound_s + extra,
+        e_static=clocked.e_static + p.static_power_w * extra,
     )
 
 

@@ -69,7 +69,7 @@ def split_kv_layout(heads: int, kv_heads: int, batch, new_tokens, capacity, sk, 
 def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float, sk):
     """(bytes one program of a split-KV attention kernel streams, programs per layer), as the kernel slices its work
     (split_kv_capacity, split_kv_layout): each program streams its share of the cached keys (up to fused_max_new new
-    tokens come straight from the GEMM) and, when there are several slices, the program that finishes last reads
+    tokens come straight from the GEMM; above, the new keys up to the row block's last token, on average) and, when there are several slices, the program that finishes last reads
     every slice's partial result (its rows, head_dim padded to a power of two) back to merge them."""
     n = np.asarray(new_tokens)
     keys = context + n
@@ -77,7 +77,11 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
         m.heads, m.kv_heads, batch, n, split_kv_capacity(keys, sk), sk
     )
     rows = n * (m.heads // m.kv_heads)
-    streamed = np.where(n <= sk.fused_max_new, context, keys)
+    # above fused_max_new the new keys are in the cache, and a block of query rows streams no key past its last
+    # token (causal): over R row blocks of tau tokens each, the mean of min(i tau, n) for i = 1..R
+    tau = block_m / (m.heads // m.kv_heads)
+    causal_new = (tau * (row_blocks - 1) * row_blocks / 2 + n) / row_blocks
+    streamed = np.where(n <= sk.fused_max_new, context, context + causal_new)
     slice_keys = np.ceil(np.ceil(streamed / block_n) / slices) * block_n
     width = max(16.0, float(_pow2_at_least(m.head_dim)))  # the partials are padded to a power-of-two head_dim
     merge = np.where(slices > 1, slices * np.minimum(block_m, rows) * width * sk.partial_bytes, 0.0)
