@@ -256,7 +256,7 @@ def test_causal_prefill_streams_each_row_blocks_keys_up_to_its_last_token(n, con
     # bytes are the mean of that over row blocks, counted here block by block as the kernel's loop bound does
     import math
 
-    from shivam.sim.workload import split_kv_layout, split_kv_programs, split_kv_capacity
+    from shivam.sim.workload import split_kv_capacity, split_kv_layout, split_kv_programs
     from shivam.specs.engine import load_engine
 
     m, sk = load_model("mistral-7b"), load_engine("ref").kernels.masked_attention.split_kv

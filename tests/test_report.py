@@ -29,3 +29,24 @@ def test_predict_report_is_self_contained_and_light(tmp_path):
     ):
         assert title in text, title
     assert "energy per token (J)" in text and "arithmetic intensity (FLOP per DRAM byte)" in text
+
+
+def test_validation_report_applies_the_bundled_recipes_card_factors_as_check_does(tmp_path):
+    # with no flags, report and check read the same recipe: one energy scale per card for the bundled graph
+    # calibration, so the report's energy errors are check's (fitted on all points), not the card spread's
+    import re
+
+    from shivam.calibrate import check_results
+    from shivam.report.validation import validation_report
+
+    files = sorted(str(p) for p in (ROOT / "validation/results/h200").glob("*.jsonl"))
+    html = tmp_path / "v.html"
+    validation_report(files, str(html))
+    cells = re.search(
+        r"<td>energy</td><td>(\d+)</td><td>([\d.]+) %</td><td>[\d.]+ %</td><td>([\d.]+) %</td>", html.read_text()
+    )
+    out = check_results(files, "graph")
+    e = out["errors"]["energy"]
+    assert out["card_factors_fitted"]
+    assert int(cells.group(1)) == e["n"]
+    assert (cells.group(2), cells.group(3)) == (f"{100 * e['median']:.1f}", f"{100 * e['max']:.1f}")

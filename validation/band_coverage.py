@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ from shivam.calibrate.evaluate import leave_one_group_out, predictions
 from shivam.calibrate.fit import base_params, fit
 from shivam.calibrate.results import load_results
 from shivam.calibrate.workflow import cross_validated_band
+from shivam.errors import ShivamError
 from shivam.specs import Band, load_calibration, load_engine, load_gpu, resolve_params
 from shivam.validate.calibration import PRIORS, calibration_points
 
@@ -138,7 +140,7 @@ def stored(calibration: str, held_out: list[str]) -> dict:
     return report(f"{Path(calibration).name} -> {len(test)} held-out points", params, bands, test)
 
 
-if __name__ == "__main__":
+def main() -> None:
     folder = ROOT / "validation/results/h200-calibrate"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--holdout", action="store_true", help="a quick calibration's held-out points instead")
@@ -168,3 +170,11 @@ if __name__ == "__main__":
         figures = development()
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ShivamError, OSError) as exc:  # a missing or unreadable file, a results file of another engine
+        print(f"band_coverage: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -4,6 +4,7 @@ environment, the calibration's parameters and the power traces."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -255,15 +256,21 @@ def validation_report(
     from shivam.calibrate import card_factors_for, error_stats, load_records, predictions
     from shivam.calibrate.workflow import results_of_one_gpu
     from shivam.specs import bundled_calibration, load_engine, load_gpu, recipe_for, resolve_params
-    from shivam.specs.params import shown_path
+    from shivam.specs.calibration import find_calibration
 
     engine = load_engine(engine).engine
     data, found = results_of_one_gpu(results, engine, gpu)
     g = load_gpu(found)
+    if calibration is None:  # as check: this card's installed calibration, else the bundled one
+        installed = find_calibration(g.id, engine)
+        calibration = str(installed) if installed else None
     params = resolve_params(g, engine, calibration)
     if card_factors is None:  # as check: the recipe of the bundled calibration, where that is what is used
         bundled = bundled_calibration(g.id, engine)
-        recipe = recipe_for(g.id, engine) if bundled and params.source == f"calibration {shown_path(bundled)}" else None
+        uses_bundled = bundled is not None and (
+            calibration is None or Path(calibration).resolve() == Path(bundled).resolve()
+        )
+        recipe = recipe_for(g.id, engine) if uses_bundled else None
         card_factors = bool(recipe and recipe.card_factors)
     factors = card_factors_for(data, params) if card_factors else None
     rows = predictions(data, params, factors)

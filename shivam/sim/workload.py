@@ -69,8 +69,9 @@ def split_kv_layout(heads: int, kv_heads: int, batch, new_tokens, capacity, sk, 
 def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float, sk):
     """(bytes one program of a split-KV attention kernel streams, programs per layer), as the kernel slices its work
     (split_kv_capacity, split_kv_layout): each program streams its share of the cached keys (up to fused_max_new new
-    tokens come straight from the GEMM; above, the new keys up to the row block's last token, on average) and, when there are several slices, the program that finishes last reads
-    every slice's partial result (its rows, head_dim padded to a power of two) back to merge them."""
+    tokens come straight from the GEMM; above, the new keys up to the row block's last token, on average) and, when
+    there are several slices, the program that finishes last reads every slice's partial result (its rows, head_dim
+    padded to a power of two) back to merge them."""
     n = np.asarray(new_tokens)
     keys = context + n
     block_n, block_m, row_blocks, slices = split_kv_layout(
