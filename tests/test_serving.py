@@ -262,3 +262,29 @@ def test_refusals_of_runs_that_cannot_be(cli):
     assert res.returncode == 2 and "no simulated run" in res.stderr
     res = cli("crossover", "--model", "mistral-7b", "--draft", "llama-68m", "--gpu", "h200", "--prompts", "1,2")
     assert res.returncode == 2 and "shivam predict --prompts" in res.stderr
+
+
+def test_the_fits_vectorized_costs_hold_prefill_to_the_power_limit_as_point_cost_does():
+    # the fit costs every point in one pass (PointSet); a prefill that would draw more than the board's limit is held
+    # to it there exactly as in point_cost, step by step, so that fitting prefill points fits the model that predicts
+    from shivam.calibrate.points import Point, PointSet, point_cost
+    from shivam.specs import resolve_params
+
+    p = resolve_params(load_gpu("h200"), "ref")  # the calibrated ref engine: this prefill draws above 700 W unheld
+    ops = prefill_ops(load_model("llama-3.1-8b"), 8, 2048, Dtypes.of("bf16"), p.kernels)[0][1]
+    raw = step_cost(ops, p, "bf16").total()
+    assert float(raw.energy_j / raw.time_s) > p.power_limit_w
+    pts = [
+        Point(suite="t", engine="ref", kind="prefill", model="llama-3.1-8b", batch=8, prompt=2048, context=0),
+        Point(suite="t", engine="ref", kind="prefill", model="qwen2-0.5b", batch=1, prompt=128, context=0),
+        Point(
+            suite="t", engine="ref", kind="spec", model="llama-3.1-8b", draft="llama-3.2-1b", batch=32, k=4, alpha=0.8
+        ),
+        Point(suite="t", engine="ref", kind="step", model="mistral-7b", new_tokens=9, batch=4, context=1024),
+    ]
+    together = PointSet(pts, p).costs(p)
+    for i, point in enumerate(pts):
+        alone = point_cost(point, p)[0]
+        assert together.time_s[i] == pytest.approx(float(alone.time_s), rel=1e-12)
+        assert together.energy_j[i] == pytest.approx(float(alone.energy_j), rel=1e-12)
+    assert together.time_s[0] > float(raw.time_s)  # held: slower than unheld

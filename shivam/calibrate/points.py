@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import fields
 from typing import Literal
 
 import numpy as np
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field, model_serializer
 
 from shivam.errors import ShivamError
 from shivam.sim.hostcopy import sequence_weights, unit_steps
-from shivam.sim.roofline import StepCost, StepInputs, StepSet, host_wait, step_cost
+from shivam.sim.roofline import StepCost, StepInputs, StepSet, host_wait, power_limited, step_cost
 from shivam.sim.scenario import Scenario
 from shivam.sim.speculative import tokens_per_iteration
 from shivam.sim.workload import HEAD_OPS, prefill_ops
@@ -201,11 +202,17 @@ class PointSet:
     Built once from the parameters the data are fitted from; the fit moves only what StepSet re-evaluates."""
 
     def __init__(self, points: list[Point], params: Params):
-        steps, syncs = [], np.zeros(len(points))
+        steps, syncs, owner, limited = [], np.zeros(len(points)), [], []
         for i, point in enumerate(points):
             point_steps_, syncs[i], _ = point_steps(point, params)
-            steps += [(i, w, inputs) for w, inputs in point_steps_ if w]
-        self._set, self._syncs = StepSet(steps, len(points)), syncs
+            for w, inputs in point_steps_:
+                if w:
+                    steps.append((len(owner), w, inputs))  # each step its own row, summed into its point below
+                    owner.append(i)
+                    limited.append(point.kind == "prefill")  # held to the board's power limit, as point_cost does
+        self._set, self._syncs = StepSet(steps, len(owner)), syncs
+        self._owner, self._limited = np.array(owner, dtype=int), np.array(limited, dtype=bool)
+        self._points = len(points)
 
     @property
     def has_latency_bound_kernels(self) -> bool:
@@ -213,7 +220,21 @@ class PointSet:
         return self._set.has_block_bytes
 
     def costs(self, params: Params) -> StepCost:
-        return self._set.costs(params) + host_wait(params, self._syncs * params.per_iteration_s)
+        steps = self._set.costs(params)
+        if self._limited.any():  # the limit is per step (power is a step's), and homogeneous in its weight
+            held = power_limited(steps, params)
+            mask = self._limited
+            steps = StepCost(
+                **{f.name: np.where(mask, getattr(held, f.name), getattr(steps, f.name)) for f in fields(steps)}
+            )
+        shape, n = self._owner.shape, self._points
+        per_point = StepCost(
+            **{
+                f.name: np.bincount(self._owner, np.broadcast_to(getattr(steps, f.name), shape), n)
+                for f in fields(steps)
+            }
+        )
+        return per_point + host_wait(params, self._syncs * params.per_iteration_s)
 
 
 def predict_point(point: Point, params: Params) -> dict:
