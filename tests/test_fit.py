@@ -31,7 +31,7 @@ def synthetic(noise=0.01, seed=0):
     pts = [
         Point(suite="s", kind="step", model=m, new_tokens=n, batch=b, context=c)
         for m in ("mistral-7b", "opt-1.3b", "opt-125m", "tinyllama-1.1b")
-        for n, b, c in ((1, 1, 512), (9, 1, 512), (129, 1, 512), (1, 32, 2048), (257, 4, 128))
+        for n, b, c in ((1, 1, 512), (9, 1, 512), (129, 1, 512), (1, 32, 2048), (257, 4, 128), (5, 1, 4096))
     ]
     pts += [Point(suite="s", kind="spec", model="mistral-7b", draft="opt-125m", k=k, alpha=0.8) for k in (0, 2, 6)]
     rng = np.random.default_rng(seed)
@@ -57,6 +57,7 @@ def test_fit_recovers_known_parameters_from_noisy_synthetic_data():
     for name, value in TRUTH.items():
         got, sd = res.values[name], res.uncertainty[name]
         assert abs(got - value) <= max(4 * sd, 0.03 * abs(value)), (name, got, value, sd)
+        assert abs(got - value) <= 0.5 * abs(value), (name, got, value)  # and close, whatever the uncertainty
     assert res.values["compute_scale"] == pytest.approx(
         1.3 * base.j_per_flop["bf16"] / base.j_per_flop["bf16"], rel=0.1
     )

@@ -99,3 +99,27 @@ def test_best_k_is_per_batch():
     out = {b["batch"]: b for b in best_k_check(rows)}
     assert out[1]["best_k_measured"] == 4 and out[64]["best_k_measured"] == 0
     assert all(b["ok"] for b in out.values())
+
+
+def test_a_ragged_batch_pairs_with_its_own_baseline_and_cards_make_their_own_series():
+    ragged = [
+        dict(row(k, 8, e, e), contexts=[256, 512, 1024, 2048, 4096, 256, 512, 1024]) for k, e in ((0, 1.0), (4, 0.5))
+    ]
+    plain = [row(0, 8, 1.0, 1.0), row(4, 8, 0.8, 0.8)]
+    ratios = {r["context"]: r for r in speculation_ratios(ragged + plain)}
+    assert ratios["ragged"]["energy_ratio_meas"] == pytest.approx(2.0)  # with its own k = 0, not the plain batch's
+    assert ratios[1024]["energy_ratio_meas"] == pytest.approx(1.25)
+    # one card crossing nowhere, another measured at other batches: two series, no crossing made by the card change
+    rows = [dict(r, card="c1") for r in (row(0, 1, 1.05, 1.05), row(2, 1, 1.0, 1.0))]
+    rows += [
+        dict(r, card="c2")
+        for r in (row(0, 4, 0.98, 0.98), row(2, 4, 1.0, 1.0), row(0, 8, 0.9, 0.9), row(2, 8, 1.0, 1.0))
+    ]
+    crossings = serving_check(rows)["crossovers"]
+    assert [(c["card"], c["batches"]) for c in crossings] == [("c2", [4, 8])]
+    assert crossings[0]["energy"]["measured"] == "below"
+
+
+def test_an_unmeasured_spread_asks_no_side_of_one():
+    r = speculation_ratios([row(0, 1, 1.5, 0.9), dict(row(2, 1, 1.0, 1.0), energy_spread=None)])[0]
+    assert r["energy_ratio_spread"] is None and r["energy_right_side"] is None

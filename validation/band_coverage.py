@@ -151,6 +151,8 @@ def main() -> None:
     parser.add_argument("--floor", action="store_true", help="the graph engine's calibration band floor")
     parser.add_argument("--write", action="store_true", help="with --floor: store it in hardware/engines/graph.json")
     args = parser.parse_args()
+    if args.write and not args.floor:
+        parser.error("--write stores the floor: give it with --floor")
     if args.floor:
         band = floor()
         print(

@@ -56,9 +56,10 @@ def coverage(rows: list[dict], band: Band, with_card_factors: bool = True) -> di
     return out
 
 
-def widened(band: Band, floor: Band | None) -> Band:
-    """The union of a band and a floor band (each side the wider), its basis naming both."""
-    if floor is None:
+def widened(band: Band | None, floor: Band | None) -> Band | None:
+    """The union of a band and a floor band (each side the wider), its basis naming both; a missing band stays
+    missing (a calibration written without one)."""
+    if floor is None or band is None:
         return band
 
     def union(a, b):

@@ -128,15 +128,23 @@ BEST_K_REGRET = 0.01  # the issues' bound: the measured energy at the predicted 
 
 
 def best_k_check(rows: list[dict]) -> list[dict]:
-    """For each (pair, batch, context, alpha) of the speculative points: the k of least measured energy per token,
-    against the k of least predicted energy per token (k=0, standard decoding, competes at every alpha)."""
+    """For each (pair, batch, context, alpha, card) of the speculative points: the k of least measured energy per
+    token, against the k of least predicted energy per token (k=0, standard decoding, competes at every alpha). Per
+    card: the windows of two cards differ by their energy scale, not by k."""
     spec = [r for r in rows if r["kind"] == "spec"]
     settings = {}
     for r in spec:
-        key = (r["group"], r.get("draft") or "", r.get("batch", 1), r.get("context", 0), str(r.get("contexts")))
+        key = (
+            r["group"],
+            r.get("draft") or "",
+            r.get("batch", 1),
+            r.get("context", 0),
+            str(r.get("contexts")),
+            r["card"],
+        )
         settings.setdefault(key, []).append(r)
     out = []
-    for (model, draft, batch, context, _), rs in sorted(settings.items()):
+    for (model, draft, batch, context, _, card), rs in sorted(settings.items()):
         baseline = [r for r in rs if r["k"] == 0]
         for alpha in sorted({r["alpha"] for r in rs if r["k"] > 0}):
             cands = baseline + [r for r in rs if r["k"] > 0 and r["alpha"] == alpha]
@@ -147,6 +155,7 @@ def best_k_check(rows: list[dict]) -> list[dict]:
                 {
                     "model": model,
                     "draft": draft,
+                    "card": card,
                     "batch": batch,
                     "context": "ragged" if rs[0].get("contexts") else context,
                     "alpha": alpha,

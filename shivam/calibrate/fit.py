@@ -100,14 +100,14 @@ def card_scales(pred: np.ndarray, meas: np.ndarray, cards: list[str]) -> dict[st
     return out
 
 
-def _masked_context_spread(data) -> float:
-    """max / min context of the points that run attention over several new tokens (verify steps)."""
-    contexts = [
-        m.point.context
+def _masked_keys_spread(data) -> float:
+    """max / min of the keys attended by the points that run attention over several new tokens (verify steps)."""
+    keys = [
+        m.point.context + (m.point.new_tokens if m.point.kind == "step" else m.point.k + 1)
         for m in data
         if (m.point.kind == "step" and m.point.new_tokens > 1) or (m.point.kind == "spec" and m.point.k > 0)
     ]
-    return max(contexts) / max(min(contexts), 1) if contexts else 0.0
+    return max(keys) / min(keys) if keys else 0.0
 
 
 def fit(
@@ -132,8 +132,8 @@ def fit(
         "per_iteration_s": bool(kinds & {"spec", "generate"}),
         "attention_cta_Bps": points.has_latency_bound_kernels,
         # told apart from the per-block rate only by blocks of very different lengths: several new tokens measured
-        # over contexts at least 2x apart
-        "attention_block_s": points.has_latency_bound_kernels and _masked_context_spread(data) >= 2,
+        # over keys at least 3x apart (a split-KV kernel's programs grow less than its keys: 512 vs 1024 is too close)
+        "attention_block_s": points.has_latency_bound_kernels and _masked_keys_spread(data) >= 3,
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),
     }

@@ -172,6 +172,12 @@ def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInp
     return [(1.0, prefill), (1.0, decode)], float(point.gen - 1), scn.step_inputs(scn.target, 1, point.prompt)
 
 
+def held_to_power_limit(point: Point, step: int) -> bool:
+    """Whether step `step` of point_steps(point) is held to the board's power limit, as Scenario holds prefill: a
+    prefill point's steps, and a generate call's prompt (its first step)."""
+    return point.kind == "prefill" or (point.kind == "generate" and step == 0)
+
+
 def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
     """(cost of one measured call, expected tokens per call, bound of its main step)."""
     if point.kind == "prefill":  # held to the board's power limit, step by step (Scenario.prefill)
@@ -179,11 +185,11 @@ def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
         cost = dataclasses.replace(scn, prompt=point.prompt).prefill()
         return cost, float(point.batch * point.prompt), cost.bound
     steps, syncs, main = point_steps(point, params)
-    costs = [
-        step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
-        for w, (ops, dtype, eager, host_steps) in steps
-        if w
-    ]
+    costs = []
+    for i, (w, (ops, dtype, eager, host_steps)) in enumerate(steps):
+        if w:
+            cost = step_cost(ops, params, dtype, host_steps, dispatches=eager).total()
+            costs.append((power_limited(cost, params) if held_to_power_limit(point, i) else cost).scaled(w))
     total = sum(costs[1:], costs[0]) + host_wait(params, syncs * params.per_iteration_s)
     if main is None:
         return total, 0.0, total.bound
@@ -205,11 +211,11 @@ class PointSet:
         steps, syncs, owner, limited = [], np.zeros(len(points)), [], []
         for i, point in enumerate(points):
             point_steps_, syncs[i], _ = point_steps(point, params)
-            for w, inputs in point_steps_:
+            for j, (w, inputs) in enumerate(point_steps_):
                 if w:
                     steps.append((len(owner), w, inputs))  # each step its own row, summed into its point below
                     owner.append(i)
-                    limited.append(point.kind == "prefill")  # held to the board's power limit, as point_cost does
+                    limited.append(held_to_power_limit(point, j))
         self._set, self._syncs = StepSet(steps, len(owner)), syncs
         self._owner, self._limited = np.array(owner, dtype=int), np.array(limited, dtype=bool)
         self._points = len(points)
@@ -222,11 +228,12 @@ class PointSet:
     def costs(self, params: Params) -> StepCost:
         steps = self._set.costs(params)
         if self._limited.any():  # the limit is per step (power is a step's), and homogeneous in its weight
-            held = power_limited(steps, params)
             mask = self._limited
-            steps = StepCost(
-                **{f.name: np.where(mask, getattr(held, f.name), getattr(steps, f.name)) for f in fields(steps)}
-            )
+            held = power_limited(StepCost(**{f.name: getattr(steps, f.name)[mask] for f in fields(steps)}), params)
+            out = {f.name: getattr(steps, f.name).copy() for f in fields(steps)}
+            for name, values in out.items():
+                values[mask] = getattr(held, name)
+            steps = StepCost(**out)
         shape, n = self._owner.shape, self._points
         per_point = StepCost(
             **{

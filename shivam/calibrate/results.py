@@ -71,8 +71,10 @@ class Measured:
     tokens: float  # per call, as measured (drawn acceptance for spec points)
     group: str  # for leave-one-model-out
     card: str = ""  # the GPU card (NVML UUID) or, where none was recorded, the campaign that measured the point
-    energy_spread: float = 0.0  # relative spread of the energy per call over the point's windows, where recorded
-    time_spread: float = 0.0
+    # relative spread of the energy (time) per call over the point's windows: 0 where not recorded (older files),
+    # None where the meter could not measure it (a window's median of 0)
+    energy_spread: float | None = 0.0
+    time_spread: float | None = 0.0
 
     @classmethod
     def from_record(cls, r: dict, card: str = "", source: str = "results file") -> Measured:
@@ -113,8 +115,10 @@ class Measured:
         )
 
 
-def _spread(x) -> float:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 else 0.0
+def _spread(x) -> float | None:
+    if x is None:
+        return 0.0
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 else None
 
 
 def load_records(paths: list[str]) -> list[dict]:

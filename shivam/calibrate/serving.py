@@ -23,7 +23,8 @@ SPREADS = 2.0  # a measured ratio counts as away from 1 where it differs from 1 
 
 def _setting(row: dict) -> tuple:
     """What a spec point and its standard-decoding baseline share: everything but k and alpha."""
-    return (row["group"], row.get("draft"), row.get("context"), row.get("contexts"), row.get("batch"), row["card"])
+    contexts = tuple(row.get("contexts") or ())  # a ragged batch's contexts (a list in the rows): hashable
+    return (row["group"], row.get("draft"), row.get("context"), contexts, row.get("batch"), row["card"])
 
 
 def speculation_ratios(rows: list[dict]) -> list[dict]:
@@ -43,12 +44,14 @@ def speculation_ratios(rows: list[dict]) -> list[dict]:
             "k": r["k"],
             "alpha": r["alpha"],
             "fold": r.get("fold"),
+            "card": r["card"],
         }
         for key, what in (("energy", "energy_tok"), ("time", "time_tok")):
             meas = base[f"{what}_meas"] / r[f"{what}_meas"]
             pred = base[f"{what}_pred"] / r[f"{what}_pred"]
-            spread = base.get(f"{key}_spread", 0.0) + r.get(f"{key}_spread", 0.0)
-            away = abs(meas - 1) > SPREADS * spread * meas
+            spreads = (base.get(f"{key}_spread", 0.0), r.get(f"{key}_spread", 0.0))
+            spread = None if None in spreads else sum(spreads)  # None: a point's spread could not be measured
+            away = spread is not None and abs(meas - 1) > SPREADS * spread * meas
             row.update(
                 {
                     f"{key}_ratio_meas": meas,
@@ -89,18 +92,19 @@ def _agrees(meas, pred, batches: list[int]) -> bool:
 
 
 def crossover_check(ratios: list[dict]) -> list[dict]:
-    """For each (pair, context, k, alpha) measured at two or more batches: the energy and the latency crossover batch,
-    measured and predicted, and whether they agree within CROSSOVER_TOLERANCE."""
+    """For each (pair, context, k, alpha, card) measured at two or more batches: the energy and the latency crossover
+    batch, measured and predicted, and whether they agree within CROSSOVER_TOLERANCE. One series per card: cards
+    differ in energy, and a series across two would cross where the card changes."""
     series: dict[tuple, list[dict]] = {}
     for r in ratios:
-        series.setdefault((r["pair"], str(r["context"]), r["k"], r["alpha"]), []).append(r)
+        series.setdefault((r["pair"], str(r["context"]), r["k"], r["alpha"], r["card"]), []).append(r)
     out = []
-    for (pair, context, k, alpha), rs in sorted(series.items()):
+    for (pair, context, k, alpha, card), rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r["batch"])
         batches = [r["batch"] for r in rs]
         if len(set(batches)) < 2:
             continue
-        row = {"pair": pair, "context": context, "k": k, "alpha": alpha, "batches": batches}
+        row = {"pair": pair, "context": context, "k": k, "alpha": alpha, "card": card, "batches": batches}
         for key, name in (("energy", "energy"), ("time", "latency")):
             meas = crossover_of(batches, [r[f"{key}_ratio_meas"] for r in rs])
             pred = crossover_of(batches, [r[f"{key}_ratio_pred"] for r in rs])

@@ -343,11 +343,12 @@ def _speculation_lines(out: dict) -> list[str]:
             f"of {s['away_from_1']} away from it"
         )
 
-    def batch(x) -> str:
-        return "none" if x is None else f"< {x}" if isinstance(x, str) else f"{x:.0f}"
-
     for c in spec["crossovers"]:
         e, t = c["energy"], c["latency"]
+
+        def batch(x, first=c["batches"][0]) -> str:  # "below": already under 1 at the smallest batch measured
+            return "none" if x is None else f"< {first}" if isinstance(x, str) else f"{x:.0f}"
+
         lines.append(
             f"crossover {c['pair']} c={c['context']} k={c['k']} alpha {c['alpha']} (batches {c['batches'][0]}-"
             f"{c['batches'][-1]}): energy measured {batch(e['measured'])}, predicted {batch(e['predicted'])} "

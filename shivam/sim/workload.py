@@ -79,7 +79,9 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     )
     rows = n * (m.heads // m.kv_heads)
     # above fused_max_new the new keys are in the cache, and a block of query rows streams no key past its last
-    # token (causal): over R row blocks of tau tokens each, the mean of min(i tau, n) for i = 1..R
+    # token (causal): over R row blocks of tau tokens each, the mean of min(i tau, n) for i = 1..R (the kernel
+    # rounds i tau up: within a token per block where tau is fractional; a tree mask, which streams all new keys
+    # in every block, is not counted)
     tau = block_m / (m.heads // m.kv_heads)
     causal_new = (tau * (row_blocks - 1) * row_blocks / 2 + n) / row_blocks
     streamed = np.where(n <= sk.fused_max_new, context, context + causal_new)
