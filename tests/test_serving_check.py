@@ -93,6 +93,17 @@ def test_summary_by_batch():
     assert s["errors"]["n"] == 2 and math.isclose(s["errors"]["max"], 0.1)
 
 
+def test_best_k_compares_cards_on_one_scale():
+    # k = 0 on a card drawing 10 % more than typical, k = 4 on a typical one: raw, k = 4 looks 12 % cheaper; on one
+    # scale (each divided by its card's factor) standard decoding is the cheaper
+    rows = [
+        dict(row(0, 1, 1.1, 1.1), card="hot", card_factor=1.1),
+        dict(row(4, 1, 1.02, 1.02), card="typical", card_factor=1.0),
+    ]
+    (b,) = best_k_check(rows)
+    assert b["best_k_measured"] == 0 and b["best_k_predicted"] == 0
+
+
 def test_best_k_is_per_batch():
     # at batch 1 k=4 is cheapest, at batch 64 standard decoding: one best k per batch, not one over both
     rows = [row(0, 1, 2.0, 2.0), row(4, 1, 1.0, 1.0), row(0, 64, 0.2, 0.2), row(4, 64, 0.3, 0.3)]
@@ -109,15 +120,16 @@ def test_a_ragged_batch_pairs_with_its_own_baseline_and_cards_make_their_own_ser
     ratios = {r["context"]: r for r in speculation_ratios(ragged + plain)}
     assert ratios["ragged"]["energy_ratio_meas"] == pytest.approx(2.0)  # with its own k = 0, not the plain batch's
     assert ratios[1024]["energy_ratio_meas"] == pytest.approx(1.25)
-    # one card crossing nowhere, another measured at other batches: two series, no crossing made by the card change
+    # two cards' draws of the ratio at batch 1 (1.05 and 0.98), then 1.1 and 0.9 at 4 and 8: the geometric mean at
+    # batch 1 (1.014) stays above 1, so the only crossing is between 4 and 8, not one made by the two cards
     rows = [dict(r, card="c1") for r in (row(0, 1, 1.05, 1.05), row(2, 1, 1.0, 1.0))]
+    rows += [dict(r, card="c2") for r in (row(0, 1, 0.98, 0.98), row(2, 1, 1.0, 1.0))]
     rows += [
-        dict(r, card="c2")
-        for r in (row(0, 4, 0.98, 0.98), row(2, 4, 1.0, 1.0), row(0, 8, 0.9, 0.9), row(2, 8, 1.0, 1.0))
+        dict(r, card="c2") for r in (row(0, 4, 1.1, 1.1), row(2, 4, 1.0, 1.0), row(0, 8, 0.9, 0.9), row(2, 8, 1.0, 1.0))
     ]
-    crossings = serving_check(rows)["crossovers"]
-    assert [(c["card"], c["batches"]) for c in crossings] == [("c2", [4, 8])]
-    assert crossings[0]["energy"]["measured"] == "below"
+    (c,) = serving_check(rows)["crossovers"]
+    assert c["batches"] == [1, 4, 8]
+    assert c["energy"]["measured"] == pytest.approx(4 * 2 ** (0.1 / 0.2))
 
 
 def test_an_unmeasured_spread_asks_no_side_of_one():

@@ -127,35 +127,32 @@ def cross_validate(
 BEST_K_REGRET = 0.01  # the issues' bound: the measured energy at the predicted k within 1 % of the measured minimum
 
 
+def _on_one_scale(r: dict, key: str) -> float:
+    """A row's energy brought to the typical card by its card's factor (1 where none was fitted)."""
+    return r[key] / r.get("card_factor", 1.0)
+
+
 def best_k_check(rows: list[dict]) -> list[dict]:
-    """For each (pair, batch, context, alpha, card) of the speculative points: the k of least measured energy per
-    token, against the k of least predicted energy per token (k=0, standard decoding, competes at every alpha). Per
-    card: the windows of two cards differ by their energy scale, not by k."""
+    """For each (pair, batch, context, alpha) of the speculative points: the k of least measured energy per token,
+    against the k of least predicted energy per token (k=0, standard decoding, competes at every alpha). Points of
+    several cards are compared on one scale, each divided by its card's factor."""
     spec = [r for r in rows if r["kind"] == "spec"]
     settings = {}
     for r in spec:
-        key = (
-            r["group"],
-            r.get("draft") or "",
-            r.get("batch", 1),
-            r.get("context", 0),
-            str(r.get("contexts")),
-            r["card"],
-        )
+        key = (r["group"], r.get("draft") or "", r.get("batch", 1), r.get("context", 0), str(r.get("contexts")))
         settings.setdefault(key, []).append(r)
     out = []
-    for (model, draft, batch, context, _, card), rs in sorted(settings.items()):
+    for (model, draft, batch, context, _), rs in sorted(settings.items()):
         baseline = [r for r in rs if r["k"] == 0]
         for alpha in sorted({r["alpha"] for r in rs if r["k"] > 0}):
             cands = baseline + [r for r in rs if r["k"] > 0 and r["alpha"] == alpha]
-            meas = min(cands, key=lambda r: r["energy_tok_meas"])
-            pred = min(cands, key=lambda r: r["energy_tok_pred"])
-            gap = pred["energy_tok_meas"] / meas["energy_tok_meas"] - 1
+            meas = min(cands, key=lambda r: _on_one_scale(r, "energy_tok_meas"))
+            pred = min(cands, key=lambda r: _on_one_scale(r, "energy_tok_pred"))
+            gap = _on_one_scale(pred, "energy_tok_meas") / _on_one_scale(meas, "energy_tok_meas") - 1
             out.append(
                 {
                     "model": model,
                     "draft": draft,
-                    "card": card,
                     "batch": batch,
                     "context": "ragged" if rs[0].get("contexts") else context,
                     "alpha": alpha,

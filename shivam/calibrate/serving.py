@@ -91,23 +91,28 @@ def _agrees(meas, pred, batches: list[int]) -> bool:
     return other * CROSSOVER_TOLERANCE >= batches[-1]
 
 
+def _geometric_means(by_batch: dict[int, list[dict]], batches: list[int], name: str) -> list[float]:
+    return [math.exp(sum(math.log(r[name]) for r in by_batch[b]) / len(by_batch[b])) for b in batches]
+
+
 def crossover_check(ratios: list[dict]) -> list[dict]:
-    """For each (pair, context, k, alpha, card) measured at two or more batches: the energy and the latency crossover
-    batch, measured and predicted, and whether they agree within CROSSOVER_TOLERANCE. One series per card: cards
-    differ in energy, and a series across two would cross where the card changes."""
-    series: dict[tuple, list[dict]] = {}
+    """For each (pair, context, k, alpha) measured at two or more batches: the energy and the latency crossover batch,
+    measured and predicted, and whether they agree within CROSSOVER_TOLERANCE. A ratio is of two points of one card,
+    so a card's energy scale cancels in it; a batch measured on several cards takes the geometric mean of its ratios
+    (two cards' draws of the same ratio side by side would otherwise make a crossing of their own)."""
+    series: dict[tuple, dict[int, list[dict]]] = {}
     for r in ratios:
-        series.setdefault((r["pair"], str(r["context"]), r["k"], r["alpha"], r["card"]), []).append(r)
+        series.setdefault((r["pair"], str(r["context"]), r["k"], r["alpha"]), {}).setdefault(r["batch"], []).append(r)
     out = []
-    for (pair, context, k, alpha, card), rs in sorted(series.items()):
-        rs = sorted(rs, key=lambda r: r["batch"])
-        batches = [r["batch"] for r in rs]
-        if len(set(batches)) < 2:
+    for (pair, context, k, alpha), by_batch in sorted(series.items()):
+        batches = sorted(by_batch)
+        if len(batches) < 2:
             continue
-        row = {"pair": pair, "context": context, "k": k, "alpha": alpha, "card": card, "batches": batches}
+
+        row = {"pair": pair, "context": context, "k": k, "alpha": alpha, "batches": batches}
         for key, name in (("energy", "energy"), ("time", "latency")):
-            meas = crossover_of(batches, [r[f"{key}_ratio_meas"] for r in rs])
-            pred = crossover_of(batches, [r[f"{key}_ratio_pred"] for r in rs])
+            meas = crossover_of(batches, _geometric_means(by_batch, batches, f"{key}_ratio_meas"))
+            pred = crossover_of(batches, _geometric_means(by_batch, batches, f"{key}_ratio_pred"))
             row[name] = {"measured": meas, "predicted": pred, "ok": _agrees(meas, pred, batches)}
         out.append(row)
     return out
