@@ -331,3 +331,16 @@ def test_ragged_batch_equals_each_sequence_alone():
         alone.logits(prompt[i : i + 1, :c], 0)
         want = alone.logits(new[i : i + 1], c)
         assert torch.allclose(got[i : i + 1], want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_fused_decode_probe_gives_the_engines_logits(batch):
+    # validation/fused_decode.py folds the norms into the q/k/v and gate/up GEMVs and SiLU-and-multiply into the down
+    # GEMV; before a GPU times it, its logits must be the engine's (same weights, cache, ragged contexts)
+    import importlib.util
+
+    path = ROOT / "validation/fused_decode.py"
+    spec = importlib.util.spec_from_file_location("fused_decode", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.check("cpu", batch) < 1e-5
