@@ -25,6 +25,8 @@ import triton.language as tl
 
 from shivam.specs.model import load_model
 from shivam.validate import kernels
+from shivam.validate.engine_suite import weights_only_run
+from shivam.validate.engines import replay_seconds as timed
 from shivam.validate.ref import RefDecoder
 
 BLOCK_N, BLOCK_K, WARPS = 32, 256, 4  # launch settings of both GEMVs (the GPU run prints cuBLAS beside them)
@@ -149,25 +151,6 @@ def check(device: str = "cpu", batch: int = 1) -> float:
     return float((want - got).abs().max())
 
 
-def timed(fn, reps: int = 50) -> float:
-    graph = torch.cuda.CUDAGraph()
-    fn()
-    torch.cuda.synchronize()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    times = []
-    for _ in range(5):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(reps):
-            graph.replay()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / reps * 1e-3)
-    return sorted(times)[2]
-
-
 def gpu_run() -> None:
     dec = RefDecoder(load_model("mistral-7b"), 1, 1024, device="cuda")
     dec.k_cache.normal_()
@@ -175,18 +158,7 @@ def gpu_run() -> None:
     token = torch.zeros((1, 1), dtype=torch.long, device="cuda")
     lens = dec.lens_for(512)
     plan = dec.plan(1, 513)
-    x = torch.randn(1, dec.spec.hidden, device="cuda").to(dec.dtype)
-    xq = torch.randn(1, dec.spec.heads * dec.spec.head_dim, device="cuda").to(dec.dtype)
-    xi = torch.randn(1, dec.layers[0]["down"][0].shape[1], device="cuda").to(dec.dtype)
-
-    def weights_only():
-        for layer in dec.layers:
-            dec._linear(x, layer["qkv"])
-            dec._linear(xq, layer["o_proj"])
-            dec._linear(x, layer["up"])
-            dec._linear(xi, layer["down"])
-        return F.linear(x, dec.lm_head)
-
+    weights_only, _ = weights_only_run(dec, 1)
     t_w = timed(weights_only)
     t_ref = timed(lambda: dec.ref_logits(token, lens, plan))
     t_fused = timed(lambda: fused_logits(dec, token, lens, plan))

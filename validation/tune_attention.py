@@ -12,28 +12,10 @@ import sys
 import torch
 
 from shivam.validate import kernels
+from shivam.validate.engines import replay_seconds as timed
 
 LAYERS, HEADS, KV, D = 32, 32, 8, 128
 CASES = [("decode b=1 c=512", 1, 1, 512), ("decode b=32 c=1024", 32, 1, 1024), ("verify b=32 c=1024", 32, 5, 1024)]
-
-
-def timed(fn, reps=50):
-    graph = torch.cuda.CUDAGraph()
-    fn()
-    torch.cuda.synchronize()
-    with torch.cuda.graph(graph):
-        fn()
-    graph.replay()
-    times = []
-    for _ in range(5):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(reps):
-            graph.replay()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / reps * 1e-3)
-    return sorted(times)[2]
 
 
 def main():

@@ -37,6 +37,12 @@ def _timed(dec: RefDecoder, key, run):
 
 def weights_only_call(dec: RefDecoder, rows: int):
     """The decoder's GEMMs, in order, on `rows` rows per GEMM: (call, weight bytes read per call)."""
+    run, weights = weights_only_run(dec, rows)
+    return _timed(dec, ("weights", rows), run), weights
+
+
+def weights_only_run(dec: RefDecoder, rows: int):
+    """(the GEMMs of the decoder in order on `rows` rows, as a function to capture; weight bytes it reads)."""
     s = dec.spec
     gen = torch.Generator(device=dec.device).manual_seed(7)
 
@@ -56,8 +62,7 @@ def weights_only_call(dec: RefDecoder, rows: int):
         return F.linear(x_e, dec.lm_head)
 
     gemms = [layer[name][0] for layer in dec.layers for name in ("qkv", "o_proj", "up", "down")] + [dec.lm_head]
-    weights = sum(w.numel() * w.element_size() for w in gemms)
-    return _timed(dec, ("weights", rows), run), weights
+    return run, sum(w.numel() * w.element_size() for w in gemms)
 
 
 def attention_call(dec: RefDecoder, n: int, context: int):

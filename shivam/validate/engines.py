@@ -237,6 +237,27 @@ class Decoder:
         return graphed(self._graphs, self.device, key, run)
 
 
+def replay_seconds(fn, reps: int = 50) -> float:
+    """Seconds per replay of fn captured in a CUDA graph: CUDA events over `reps` replays, the median of 5 runs (for
+    launch-setting searches and probes; energy comparisons go through the meter's windows)."""
+    graph = torch.cuda.CUDAGraph()
+    fn()
+    torch.cuda.synchronize()
+    with torch.cuda.graph(graph):
+        fn()
+    graph.replay()
+    times = []
+    for _ in range(5):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        for _ in range(reps):
+            graph.replay()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b) / reps * 1e-3)
+    return sorted(times)[2]
+
+
 def graphed(graphs: dict, device: torch.device, key, run):
     """`run` captured once per `key` in a CUDA graph (after two warm-up runs on a side stream) kept in `graphs`, and
     a function replaying it; `run` itself off the GPU."""
