@@ -170,3 +170,13 @@ def test_ref_fused_attention_with_many_slices_on_gpu():
             torch.cuda.synchronize()
             assert (out.float() - expected.float()).abs().max() < 0.03, (b, n, c)
         assert torch.equal(kc, k_ref) and torch.equal(vc, v_ref)
+
+
+def test_fused_decode_probe_on_gpu_gives_the_engines_logits():
+    # validation/fused_decode.py in bf16 on the GPU (its GEMVs accumulate in another order than cuBLAS's)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fused_decode", ROOT / "validation/fused_decode.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.check("cuda", 3) < 0.02
