@@ -13,11 +13,11 @@ from conftest import ROOT
 
 import shivam
 from shivam.calibrate import load_results, point_cost
-from shivam.specs import load_gpu, resolve_params
+from shivam.specs import bundled_calibration, load_gpu, resolve_params
+from shivam.specs.params import shown_path
 
 GOLDEN = json.loads((ROOT / "tests/golden/predictions.json").read_text())
 FROZEN = {("h200", "graph"): ROOT / "tests/golden/h200-graph.json"}
-BUNDLED = {("h200", "graph"): "hardware/calibrated/h200-graph.json"}
 
 
 def parameters_named(meta_parameters: str, gpu: str, engine: str) -> str:
@@ -25,8 +25,9 @@ def parameters_named(meta_parameters: str, gpu: str, engine: str) -> str:
     frozen = FROZEN.get((gpu, engine))
     if frozen is None:
         return meta_parameters
+    bundled = shown_path(bundled_calibration(gpu, engine))  # as the parameters line names the bundled file
     for name in (str(frozen), str(frozen.relative_to(ROOT))):  # the line names a file inside the repository relatively
-        meta_parameters = meta_parameters.replace(name, BUNDLED[(gpu, engine)])
+        meta_parameters = meta_parameters.replace(name, bundled)
     return meta_parameters
 
 

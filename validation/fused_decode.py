@@ -17,6 +17,7 @@ the weights-only graph, the engine's decode step, the fused step, and each GEMV 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -139,7 +140,7 @@ def fused_logits(dec: RefDecoder, tokens: torch.Tensor, lens: torch.Tensor, plan
 def check(device: str = "cpu", batch: int = 1) -> float:
     """The fused step's logits against the engine's, same weights and cache (each sequence at its own context): the
     largest absolute difference over the largest absolute logit."""
-    spec = load_model(str(__import__("pathlib").Path(__file__).resolve().parent.parent / "tests/data/tiny-llama.json"))
+    spec = load_model(str(Path(__file__).resolve().parent.parent / "tests/data/tiny-llama.json"))
     dec = RefDecoder(spec, batch, 64, device=device, seed=3)
     prompt = torch.randint(0, spec.vocab, (batch, 6), generator=torch.Generator().manual_seed(4)).to(device)
     dec.logits(prompt, 0)  # fills the cache

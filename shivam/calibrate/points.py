@@ -21,7 +21,6 @@ from shivam.sim.hostcopy import sequence_weights, unit_steps
 from shivam.sim.roofline import StepCost, StepInputs, StepSet, host_wait, power_limited, step_cost
 from shivam.sim.scenario import Scenario
 from shivam.sim.speculative import tokens_per_iteration
-from shivam.sim.workload import HEAD_OPS, prefill_ops
 from shivam.specs import Dtypes, Params
 from shivam.specs.engine import load_engine
 from shivam.specs.model import load_model
@@ -152,11 +151,8 @@ def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInp
     if point.kind == "step":
         verify = scn.step_inputs(scn.target, point.new_tokens, point.context)
         return [(1.0, verify)], 0.0, verify
-    if point.kind == "prefill":  # one step per chunk of the engine's, at batch b, context 0
-        steps = [
-            (1.0, StepInputs(ops, point.dtypes.compute, None, 0 if all(op.name in HEAD_OPS for op in ops) else 1))
-            for _, ops in prefill_ops(scn.target, point.batch, point.prompt, point.dtypes, params.kernels)
-        ]
+    if point.kind == "prefill":  # one step per chunk of the engine's, at batch b, context 0: Scenario.prefill's
+        steps = [(1.0, step) for _, step in scn.prefill_inputs(scn.target, point.batch, point.prompt)]
         return steps, 0.0, steps[0][1]
     if point.kind == "spec":
         c = _context(point)

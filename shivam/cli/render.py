@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from functools import partial
 
 from rich.console import Console
 from rich.table import Table
@@ -326,6 +327,11 @@ def check_table(out: dict) -> None:
     print("\n".join(lines))
 
 
+def _crossover_label(x, first: int) -> str:
+    """A crossover batch as check prints it: none, "< first" (already under 1 at the smallest batch), or the batch."""
+    return "none" if x is None else f"< {first}" if isinstance(x, str) else f"{x:.0f}"
+
+
 def _speculation_lines(out: dict) -> list[str]:
     """The serving check (shivam.calibrate.serving): ratio errors and crossover batches, cross-validated where a
     cross-validation ran, else fitted on all."""
@@ -345,10 +351,7 @@ def _speculation_lines(out: dict) -> list[str]:
 
     for c in spec["crossovers"]:
         e, t = c["energy"], c["latency"]
-
-        def batch(x, first=c["batches"][0]) -> str:  # "below": already under 1 at the smallest batch measured
-            return "none" if x is None else f"< {first}" if isinstance(x, str) else f"{x:.0f}"
-
+        batch = partial(_crossover_label, first=c["batches"][0])
         lines.append(
             f"crossover {c['pair']} c={c['context']} k={c['k']} alpha {c['alpha']} (batches {c['batches'][0]}-"
             f"{c['batches'][-1]}): energy measured {batch(e['measured'])}, predicted {batch(e['predicted'])} "

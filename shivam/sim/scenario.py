@@ -105,23 +105,34 @@ class Scenario:
         model = self.target if model is None else model
         gpus, idle = (self.tp, 0) if model is self.target else (self.draft_tp, self.tp - self.draft_tp)
         p = self.params
-        eager = eager_dispatches(model, p.eager_dispatches) if p.dispatch_counts == "eager" else None
         batch, prompts = (1, self.prompts) if self.prompts is not None else (self.batch, (self.prompt,))
         total = host_wait(p, 0.0)
         for prompt in prompts:
             if prompt == 0:
                 continue
-            for n, ops in prefill_ops(model, batch, int(prompt), self.dtypes, p.kernels, gpus):
-                head_only = all(op.name in HEAD_OPS for op in ops)  # the last position's logits, not a step
-                steps, dispatches = (0, None) if head_only else (1, eager)
-                cost = power_limited(step_cost(ops, p, self.dtypes.compute, steps, dispatches), p)
+            for n, step in self.prefill_inputs(model, batch, prompt, gpus):
+                cost = step_cost(step.ops, p, step.compute_dtype, step.host_steps, dispatches=step.dispatches)
+                cost = power_limited(cost, p)
                 if gpus > 1 or idle:
+                    head_only = step.host_steps == 0
                     transfers = (
                         [] if head_only else tensor_parallel_transfers(model, batch, n, self.dtypes, p.kernels, gpus)
                     )
                     cost = tensor_parallel_cost(cost, transfers, p, gpus, idle)
                 total = total + cost.total()
         return total
+
+    def prefill_inputs(self, model: ModelSpec, batch: int, prompt, gpus: int = 1) -> list[tuple[int, StepInputs]]:
+        """The engine's prefill steps of `prompt` tokens at `batch` (workload.prefill_ops: causal attention, its
+        chunking and logits), as (new tokens, step inputs); a step of the last position's logits alone (an engine
+        that computes only those) adds no per-step host cost. Every one is held to the board's power limit."""
+        p = self.params
+        eager = eager_dispatches(model, p.eager_dispatches) if p.dispatch_counts == "eager" else None
+        out = []
+        for n, ops in prefill_ops(model, batch, int(prompt), self.dtypes, p.kernels, gpus):
+            head_only = all(op.name in HEAD_OPS for op in ops)
+            out.append((n, StepInputs(ops, self.dtypes.compute, None if head_only else eager, 0 if head_only else 1)))
+        return out
 
     def draft_step(self, context) -> StepCost:
         """Draft forward over one token, split over draft_tp GPUs while the target's other tp - draft_tp wait."""
