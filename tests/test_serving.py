@@ -273,7 +273,7 @@ def test_the_fits_vectorized_costs_hold_prefill_to_the_power_limit_as_point_cost
     p = resolve_params(load_gpu("h200"), "ref")
     ops = prefill_ops(load_model("llama-3.1-8b"), 8, 2048, Dtypes.of("bf16"), p.kernels)[0][1]
     raw = step_cost(ops, p, "bf16").total()
-    # a board limit 10 % below what this prefill draws unheld (600 W boards exist: H200 NVL), so that it is held
+    # a board limit 10 % below what this prefill draws unheld, so that it is held whatever the calibration says
     p = p.model_copy(update={"power_limit_w": 0.9 * float(raw.energy_j / raw.time_s)})
     pts = [
         Point(suite="t", engine="ref", kind="prefill", model="llama-3.1-8b", batch=8, prompt=2048, context=0),
