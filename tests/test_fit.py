@@ -25,8 +25,8 @@ TRUTH = {
 FIXED = {"per_iteration_s": 40e-6, "active_power_w": 0.0, "pcie_j_per_byte": 5.2e-11}
 
 
-def synthetic(noise=0.01, seed=0):
-    truth = make_params(load_gpu("h200"), "graph").model_copy(update={**TRUTH, **FIXED})
+def synthetic(noise=0.01, seed=0, power_limit_w=700.0):
+    truth = make_params(load_gpu("h200"), "graph").model_copy(update={**TRUTH, **FIXED, "power_limit_w": power_limit_w})
     truth = truth.model_copy(update={"j_per_flop": {k: 1.3 * v for k, v in truth.j_per_flop.items()}})
     pts = [
         Point(suite="s", kind="step", model=m, new_tokens=n, batch=b, context=c)
@@ -62,6 +62,26 @@ def test_fit_recovers_known_parameters_from_noisy_synthetic_data():
         1.3 * base.j_per_flop["bf16"] / base.j_per_flop["bf16"], rel=0.1
     )
     assert np.median(np.abs(res.residuals["energy"])) < 0.02
+
+
+def test_fit_recovers_known_parameters_where_the_power_limit_caps_points():
+    # under a 600 W board limit the truth's three most compute-heavy points (628-766 W uncapped) are measured at the
+    # limit, E = 600 W x t: the fit starts from datasheet parameters, which cap none of them, and must find which
+    # its own fitted parameters cap, or it reads their energy as arithmetic's and predicts them above the limit
+    from shivam.calibrate.points import PointSet
+
+    data, truth = synthetic(power_limit_w=600.0)
+    points = PointSet([m.point for m in data], truth)
+    raw = points.uncapped(truth)
+    assert int(np.sum(raw.energy_j > 600.0 * raw.time_s)) == 3
+    base = make_params(load_gpu("h200"), "graph").model_copy(update={"power_limit_w": 600.0})
+    res = fit(data, base, FIXED)
+    for name, value in TRUTH.items():
+        assert abs(res.values[name] - value) <= 0.5 * abs(value), (name, res.values[name], value)
+    assert res.values["compute_scale"] == pytest.approx(1.3, rel=0.1)
+    assert np.median(np.abs(res.residuals["energy"])) < 0.02 and np.max(np.abs(res.residuals["energy"])) < 0.05
+    fitted = points.costs(res.params)
+    assert np.all(fitted.energy_j <= 600.0 * fitted.time_s * (1 + 1e-9))
 
 
 def test_fit_refuses_what_the_data_cannot_identify():

@@ -264,16 +264,16 @@ def test_refusals_of_runs_that_cannot_be(cli):
     assert res.returncode == 2 and "shivam predict --prompts" in res.stderr
 
 
-def test_the_fits_vectorized_costs_hold_prefill_to_the_power_limit_as_point_cost_does():
-    # the fit costs every point in one pass (PointSet); a prefill that would draw more than the board's limit is held
-    # to it there exactly as in point_cost, step by step, so that fitting prefill points fits the model that predicts
+def test_the_fits_vectorized_costs_cap_energy_at_the_power_limit_as_point_cost_does():
+    # the fit costs every point in one pass (PointSet); a prefill that would draw more than the board's limit is capped
+    # there exactly as in point_cost, so that fitting prefill points fits the model that predicts
     from shivam.calibrate.points import Point, PointSet, point_cost
     from shivam.specs import resolve_params
 
     p = resolve_params(load_gpu("h200"), "ref")
     ops = prefill_ops(load_model("llama-3.1-8b"), 8, 2048, Dtypes.of("bf16"), p.kernels)[0][1]
     raw = step_cost(ops, p, "bf16").total()
-    # a board limit 10 % below what this prefill draws unheld, so that it is held whatever the calibration says
+    # a board limit 10 % below what this prefill draws uncapped, so that it is capped whatever the calibration says
     p = p.model_copy(update={"power_limit_w": 0.9 * float(raw.energy_j / raw.time_s)})
     pts = [
         Point(suite="t", engine="ref", kind="prefill", model="llama-3.1-8b", batch=8, prompt=2048, context=0),
@@ -288,4 +288,25 @@ def test_the_fits_vectorized_costs_hold_prefill_to_the_power_limit_as_point_cost
         alone = point_cost(point, p)[0]
         assert together.time_s[i] == pytest.approx(float(alone.time_s), rel=1e-12)
         assert together.energy_j[i] == pytest.approx(float(alone.energy_j), rel=1e-12)
-    assert together.time_s[0] > float(raw.time_s)  # held: slower than unheld
+    assert together.energy_j[0] == pytest.approx(p.power_limit_w * together.time_s[0], rel=1e-12)  # at the limit
+    uncapped = PointSet(pts, p).uncapped(p)
+    assert together.time_s[0] == uncapped.time_s[0] and together.energy_j[0] < uncapped.energy_j[0]
+
+
+def test_an_iteration_is_capped_at_the_power_limit_as_a_whole():
+    # the board averages power over many iterations: draft steps, verify and sync share one factor that brings the
+    # iteration to the limit, while each step's time stays (docs/model.md, section 4b)
+    from shivam.sim.scenario import Scenario
+
+    p = make_params(load_gpu("h200"), "ref")
+    args = dict(target=load_model("llama-3.1-8b"), draft=load_model("llama-3.2-1b"), batch=64)
+    free = Scenario(params=p.model_copy(update={"power_limit_w": None}), **args).iteration(4, 1024)
+    t, e = sum(float(c.time_s) for c in free), sum(float(c.energy_j) for c in free)
+    limit = 0.9 * e / t
+    capped = Scenario(params=p.model_copy(update={"power_limit_w": limit}), **args).iteration(4, 1024)
+    assert sum(float(c.energy_j) for c in capped) == pytest.approx(limit * t, rel=1e-12)
+    for a, b in zip(free, capped):
+        assert float(b.time_s) == float(a.time_s)
+        assert float(b.energy_j) == pytest.approx(0.9 * float(a.energy_j), rel=1e-12)
+    below = Scenario(params=p.model_copy(update={"power_limit_w": 1.1 * e / t}), **args).iteration(4, 1024)
+    assert [float(c.energy_j) for c in below] == [float(c.energy_j) for c in free]

@@ -4,6 +4,7 @@ the check's, not retyped.
     shivam check validation/results/h200/*.jsonl --format json > /tmp/check.json   # with the bundled recipe
     python3 validation/tables.py /tmp/check.json lomo      # leave-one-model-out, per held-out model
     python3 validation/tables.py /tmp/check.json points    # predicted vs measured, every point
+    python3 validation/tables.py /tmp/check.json ratios    # standard/speculative ratios by pair, context and batch
 """
 
 import json
@@ -40,7 +41,29 @@ def points(check: dict) -> None:
         )
 
 
+def ratios(check: dict) -> None:
+    """Per (pair, context), measured standard/speculative energy and time ratios by batch and k, the held-out
+    prediction in brackets (fitted on all where check ran no cross-validation); '-' where not measured."""
+    rows = (check["cross_validation"].get("speculation") or check["speculation"])["ratios"]
+    for pair, context in sorted({(r["pair"], r["context"]) for r in rows}):
+        sel = {(r["batch"], r["k"]): r for r in rows if r["pair"] == pair and r["context"] == context}
+        ks = sorted({k for _, k in sel})
+        print(f"{pair}, context {context}:\n")
+        head = [f"energy, k={k}" if i == 0 else f"k={k}" for i, k in enumerate(ks)]
+        head += [f"time, k={k}" if i == 0 else f"k={k}" for i, k in enumerate(ks)]
+        print("| batch | " + " | ".join(head) + " |")
+        print("|---|" + "---|" * len(head))
+        for batch in sorted({b for b, _ in sel}):
+            cells = []
+            for what in ("energy", "time"):
+                for k in ks:
+                    r = sel.get((batch, k))
+                    cells.append(f"{r[what + '_ratio_meas']:.2f} ({r[what + '_ratio_pred']:.2f})" if r else "-")
+            print(f"| {batch} | " + " | ".join(cells) + " |")
+        print()
+
+
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
         check = json.load(f)
-    {"lomo": lomo, "points": points}[sys.argv[2]](check)
+    {"lomo": lomo, "points": points, "ratios": ratios}[sys.argv[2]](check)

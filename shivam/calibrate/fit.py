@@ -22,7 +22,6 @@ import numpy as np
 from shivam.calibrate.points import PointSet
 from shivam.calibrate.results import Measured
 from shivam.errors import ShivamError
-from shivam.sim.roofline import energy_features, energy_not_fitted
 from shivam.specs import Calibration, Params, load_gpu, make_params
 from shivam.specs.params import TIME_PARAMS
 
@@ -37,6 +36,7 @@ TIME_BOUNDS = {
     "attention_cta_Bps": (1e8, 1e12),
     "attention_block_s": (0.0, 1e-3),
 }
+CAP_ROUNDS = 12  # redesigns of the energy fit until its power-capped steps stop changing (2-4 suffice)
 ENERGY_PARAMS = (
     "static_power_w",
     "active_power_w",
@@ -164,45 +164,53 @@ def fit(
     time_values = dict(zip(names, map(float, sol.x)))
     p = _with(base, time_values)
 
-    # energy: linear in the energy parameters once the times are known
-    costs = points.costs(p)
-    features = energy_features(costs)
-    cols = {n: np.asarray(features[n], dtype=float) for n in ENERGY_PARAMS}
-    e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
-    held.update(
-        {
-            n: (1.0 if n == "compute_scale" else getattr(base, n))
-            for n in ENERGY_PARAMS
-            if n not in fix and n not in e_names
-        }
-    )  # no point moves them
+    # energy: linear in the energy parameters once the times are known, except in steps the board's power limit
+    # caps (their energy is P_lim x t, whatever the coefficients): which those are depends on the coefficients, so
+    # the design is redone at the fitted ones until the set of capped steps stops changing
     meas_e = np.array([m.energy_j for m in data])
-    fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix) + np.asarray(
-        energy_not_fitted(costs), dtype=float
-    )
     cards = [m.card for m in data]
-    factors = {c: 1.0 for c in cards}
-    for _ in range(50 if card_factors else 1):
-        f_row = np.array([factors[c] for c in cards])
-        coef, e_unc, e_bad = _energy_solve(cols, e_names, meas_e / f_row, fixed_part, strict)
-        if e_bad and strict == "hold":
-            return _holding(data, base, fix, e_bad, card_factors)
-        if not card_factors:
+
+    def with_energy(values: dict) -> Params:
+        scale = values.get("compute_scale", 1.0)
+        out = _with(p, {k: v for k, v in {**fix, **values}.items() if k in Params.model_fields and k not in names})
+        return _with(out, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
+
+    energy_at, capped = p, None
+    for _ in range(CAP_ROUNDS):
+        cols, not_fitted, now_capped = points.energy_design(p, energy_at)
+        if capped is not None and np.array_equal(now_capped, capped):
             break
-        pred = sum(c * cols[n] for c, n in zip(coef, e_names)) + fixed_part
-        new = card_scales(pred, meas_e, cards)
-        g = float(np.exp(np.mean(np.log(list(new.values())))))
-        new = {c: v / g for c, v in new.items()}
-        done = max(abs(new[c] / factors[c] - 1) for c in new) < 1e-6
-        factors = new
-        if done:
-            break
-    energy_values = dict(zip(e_names, map(float, coef)))
+        capped = now_capped
+        e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
+        held.update(
+            {
+                n: (1.0 if n == "compute_scale" else getattr(base, n))
+                for n in ENERGY_PARAMS
+                if n not in fix and n not in e_names
+            }
+        )  # no point moves them
+        fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix) + not_fitted
+        factors = {c: 1.0 for c in cards}
+        for _ in range(50 if card_factors else 1):
+            f_row = np.array([factors[c] for c in cards])
+            coef, e_unc, e_bad = _energy_solve(cols, e_names, meas_e / f_row, fixed_part, strict)
+            if e_bad and strict == "hold":
+                return _holding(data, base, fix, e_bad, card_factors)
+            if not card_factors:
+                break
+            pred = sum(c * cols[n] for c, n in zip(coef, e_names)) + fixed_part
+            new = card_scales(pred, meas_e, cards)
+            g = float(np.exp(np.mean(np.log(list(new.values())))))
+            new = {c: v / g for c, v in new.items()}
+            done = max(abs(new[c] / factors[c] - 1) for c in new) < 1e-6
+            factors = new
+            if done:
+                break
+        energy_values = dict(zip(e_names, map(float, coef)))
+        energy_at = with_energy(energy_values)
     unidentified = sorted(set(bad) | set(e_bad))
     all_values = {**fix, **time_values, **energy_values}
-    scale = all_values.get("compute_scale", 1.0)
-    final = _with(p, {k: v for k, v in all_values.items() if k in Params.model_fields and k not in time_values})
-    final = _with(final, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
+    final = energy_at
     f_row = np.array([factors[c] for c in cards]) if card_factors else 1.0
     energy_pred = f_row * points.costs(final).energy_j
     return FitResult(

@@ -18,7 +18,17 @@ from pydantic import BaseModel, Field, model_serializer
 
 from shivam.errors import ShivamError
 from shivam.sim.hostcopy import sequence_weights, unit_steps
-from shivam.sim.roofline import StepCost, StepInputs, StepSet, host_wait, power_limited, step_cost
+from shivam.sim.roofline import (
+    StepCost,
+    StepInputs,
+    StepSet,
+    energy_features,
+    energy_not_fitted,
+    host_wait,
+    power_cap_factor,
+    power_capped,
+    step_cost,
+)
 from shivam.sim.scenario import Scenario
 from shivam.sim.speculative import tokens_per_iteration
 from shivam.specs import Dtypes, Params
@@ -168,25 +178,19 @@ def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInp
     return [(1.0, prefill), (1.0, decode)], float(point.gen - 1), scn.step_inputs(scn.target, 1, point.prompt)
 
 
-def held_to_power_limit(point: Point, step: int) -> bool:
-    """Whether step `step` of point_steps(point) is held to the board's power limit, as Scenario holds prefill: a
-    prefill point's steps, and a generate call's prompt (its first step)."""
-    return point.kind == "prefill" or (point.kind == "generate" and step == 0)
-
-
 def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
-    """(cost of one measured call, expected tokens per call, bound of its main step)."""
-    if point.kind == "prefill":  # held to the board's power limit, step by step (Scenario.prefill)
+    """(cost of one measured call, expected tokens per call, bound of its main step). The call's energy is capped at
+    the board's power limit as a whole, as Scenario caps an iteration and a prefill."""
+    if point.kind == "prefill":
         scn = scenario(point, params)
         cost = dataclasses.replace(scn, prompt=point.prompt).prefill()
         return cost, float(point.batch * point.prompt), cost.bound
     steps, syncs, main = point_steps(point, params)
-    costs = []
-    for i, (w, (ops, dtype, eager, host_steps)) in enumerate(steps):
+    total = host_wait(params, syncs * params.per_iteration_s)
+    for w, (ops, dtype, eager, host_steps) in steps:
         if w:
-            cost = step_cost(ops, params, dtype, host_steps, dispatches=eager).total()
-            costs.append((power_limited(cost, params) if held_to_power_limit(point, i) else cost).scaled(w))
-    total = sum(costs[1:], costs[0]) + host_wait(params, syncs * params.per_iteration_s)
+            total = total + step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
+    total = power_capped(total, power_cap_factor(total, params))
     if main is None:
         return total, 0.0, total.bound
     bound = step_cost(main.ops, params, main.compute_dtype, main.host_steps, dispatches=main.dispatches).bound
@@ -204,40 +208,50 @@ class PointSet:
     Built once from the parameters the data are fitted from; the fit moves only what StepSet re-evaluates."""
 
     def __init__(self, points: list[Point], params: Params):
-        steps, syncs, owner, limited = [], np.zeros(len(points)), [], []
+        steps, syncs, owner = [], np.zeros(len(points)), []
         for i, point in enumerate(points):
             point_steps_, syncs[i], _ = point_steps(point, params)
-            for j, (w, inputs) in enumerate(point_steps_):
+            for w, inputs in point_steps_:
                 if w:
                     steps.append((len(owner), w, inputs))  # each step its own row, summed into its point below
                     owner.append(i)
-                    limited.append(held_to_power_limit(point, j))
         self._set, self._syncs = StepSet(steps, len(owner)), syncs
-        self._owner, self._limited = np.array(owner, dtype=int), np.array(limited, dtype=bool)
-        self._points = len(points)
+        self._owner, self._points = np.array(owner, dtype=int), len(points)
 
     @property
     def has_latency_bound_kernels(self) -> bool:
         """Whether any point runs a kernel held at its thread blocks' latency floor (what attention_cta_Bps sets)."""
         return self._set.has_block_bytes
 
-    def costs(self, params: Params) -> StepCost:
+    def uncapped(self, params: Params) -> StepCost:
+        """Per point, the sum of its steps and host syncs before the board's power limit caps them."""
         steps = self._set.costs(params)
-        if self._limited.any():  # the limit is per step (power is a step's), and homogeneous in its weight
-            mask = self._limited
-            held = power_limited(StepCost(**{f.name: getattr(steps, f.name)[mask] for f in fields(steps)}), params)
-            out = {f.name: getattr(steps, f.name).copy() for f in fields(steps)}
-            for name, values in out.items():
-                values[mask] = getattr(held, name)
-            steps = StepCost(**out)
-        shape, n = self._owner.shape, self._points
         per_point = StepCost(
             **{
-                f.name: np.bincount(self._owner, np.broadcast_to(getattr(steps, f.name), shape), n)
+                f.name: np.bincount(
+                    self._owner, np.broadcast_to(getattr(steps, f.name), self._owner.shape), self._points
+                )
                 for f in fields(steps)
             }
         )
         return per_point + host_wait(params, self._syncs * params.per_iteration_s)
+
+    def costs(self, params: Params) -> StepCost:
+        cost = self.uncapped(params)
+        return power_capped(cost, power_cap_factor(cost, params))
+
+    def energy_design(self, params: Params, energy: Params) -> tuple[dict, np.ndarray, np.ndarray]:
+        """The energy fit's linear design at `params` (its times): per point, each energy feature
+        (shivam.sim.roofline.energy_features) and the energy no coefficient moves (energy_not_fitted), except at the
+        points that `energy`'s energy parameters put above the board's power limit: their energy is P_lim x t,
+        fixed, whatever the coefficients. Also that mask of capped points, so the fit can redo the design at the
+        fitted parameters until it stops changing."""
+        cost = self.uncapped(params)
+        capped = power_cap_factor(self.uncapped(energy), energy) < 1.0
+        features = energy_features(cost)
+        cols = {n: np.where(capped, 0.0, np.asarray(v, dtype=float)) for n, v in features.items()}
+        fixed = np.where(capped, (params.power_limit_w or 0.0) * cost.time_s, energy_not_fitted(cost))
+        return cols, np.asarray(fixed, dtype=float), capped
 
 
 def predict_point(point: Point, params: Params) -> dict:

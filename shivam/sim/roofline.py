@@ -39,6 +39,11 @@ their compute-bound time t_c stretches by 1/s; memory energy is kept; static pow
 A step still above P_lim at s = 0.2 (almost no compute-bound time) is then stretched with its energy kept,
 t' = (E - P_static t) / (P_lim - P_static). Per GPU of
 a tensor-parallel step. A step below the limit is unchanged.
+Decode, draft and verify steps (power_capped) are not clocked down again: their time constants are fitted to steps
+timed at whatever clocks the board held them, so the limit caps their energy only, over what the board averages its
+power over: a speculative iteration's draft steps, verify step and host sync together (tens of milliseconds of
+repeated iterations; the board's limiter averages over longer), not each step alone:
+    E' = min(E_iteration, P_lim * t_iteration)    (each energy term of each step scaled by the same factor)
 Everything broadcasts over numpy arrays.
 """
 
@@ -55,6 +60,18 @@ from shivam.sim.workload import OpCost
 from shivam.specs import Params
 
 BOUNDS = ("memory", "compute", "overhead", "link")
+ENERGY_TERMS = (  # the StepCost fields that sum to energy_j
+    "e_static",
+    "e_overhead",
+    "e_active",
+    "e_floor",
+    "e_fallback",
+    "e_memory",
+    "e_compute",
+    "e_pcie",
+    "e_link",
+    "e_idle",
+)
 
 
 @dataclass(frozen=True)
@@ -98,18 +115,7 @@ class StepCost:
 
     @property
     def energy_j(self) -> np.ndarray:
-        return (
-            self.e_static
-            + self.e_overhead
-            + self.e_active
-            + self.e_floor
-            + self.e_fallback
-            + self.e_memory
-            + self.e_compute
-            + self.e_pcie
-            + self.e_link
-            + self.e_idle
-        )
+        return sum(getattr(self, name) for name in ENERGY_TERMS)
 
     @property
     def bound(self):
@@ -463,6 +469,23 @@ def power_limited(cost: StepCost, p: Params) -> StepCost:
         compute_bound_s=clocked.compute_bound_s + extra,
         e_static=clocked.e_static + p.static_power_w * extra,
     )
+
+
+def power_cap_factor(cost: StepCost, p: Params, gpus: int = 1) -> np.ndarray:
+    """The factor that brings the energy of `cost` (a sum of steps the board averages over, on `gpus` GPUs) down to
+    the board's power limit times its time (the equation above); 1 below it, without a limit, and where static power
+    alone reaches it (as power_limited)."""
+    limit = p.power_limit_w
+    if limit is None or limit <= p.static_power_w:
+        return np.ones(np.shape(cost.time_s))
+    cap, energy = gpus * limit * cost.time_s, cost.energy_j
+    return np.where(energy > cap, cap / np.where(energy > 0, energy, 1.0), 1.0)
+
+
+def power_capped(cost: StepCost, factor) -> StepCost:
+    """The cost with every energy term scaled by `factor` (power_cap_factor), so the breakdown keeps its shares; its
+    time as it is."""
+    return dataclasses.replace(cost, **{name: getattr(cost, name) * factor for name in ENERGY_TERMS})
 
 
 def host_wait(p: Params, seconds, gpus: int = 1) -> StepCost:

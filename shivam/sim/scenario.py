@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shivam.errors import ShivamError
-from shivam.sim.roofline import StepCost, StepInputs, host_wait, power_limited, step_cost, tensor_parallel_cost
+from shivam.sim.roofline import (
+    StepCost,
+    StepInputs,
+    host_wait,
+    power_cap_factor,
+    power_capped,
+    power_limited,
+    step_cost,
+    tensor_parallel_cost,
+)
 from shivam.sim.speculative import (
     alpha_for_tokens,
     per_token,
@@ -65,7 +74,8 @@ class Scenario:
     # a ragged batch: each sequence's prompt length (batch = their count; decode steps run at their mean context,
     # which is exact for every count, each affine in context)
     prompts: tuple[int, ...] | None = None
-    # hold decode, draft and verify steps to the board's power limit too (prefill steps always are)
+    # clock decode, draft and verify steps down to the board's power limit as prefill steps are (without it, only
+    # an iteration's energy is capped at the limit: iteration())
     power_limit_steps: bool = False
 
     # --- the three kinds of step ---------------------------------------------------------------------------
@@ -100,8 +110,8 @@ class Scenario:
     def prefill(self, model: ModelSpec | None = None) -> StepCost:
         """The prefill of every prompt of the batch by `model` (default the target; the draft on draft_tp GPUs while
         the others wait), one scalar cost: the engine's prefill steps (workload.prefill_ops: causal attention, its
-        chunking and logits), each held to the board's power limit. A ragged batch prefills its prompts one
-        sequence at a time."""
+        chunking and logits), their energy capped together at the board's power limit (as an iteration's), or, with
+        power_limit_steps, each clocked down to it. A ragged batch prefills its prompts one sequence at a time."""
         model = self.target if model is None else model
         gpus, idle = (self.tp, 0) if model is self.target else (self.draft_tp, self.tp - self.draft_tp)
         p = self.params
@@ -112,7 +122,8 @@ class Scenario:
                 continue
             for n, step in self.prefill_inputs(model, batch, prompt, gpus):
                 cost = step_cost(step.ops, p, step.compute_dtype, step.host_steps, dispatches=step.dispatches)
-                cost = power_limited(cost, p)
+                if self.power_limit_steps:
+                    cost = power_limited(cost, p)
                 if gpus > 1 or idle:
                     head_only = step.host_steps == 0
                     transfers = (
@@ -120,7 +131,7 @@ class Scenario:
                     )
                     cost = tensor_parallel_cost(cost, transfers, p, gpus, idle)
                 total = total + cost.total()
-        return total
+        return power_capped(total, power_cap_factor(total, p, self.tp))
 
     def prefill_inputs(self, model: ModelSpec, batch: int, prompt, gpus: int = 1) -> list[tuple[int, StepInputs]]:
         """The engine's prefill steps of `prompt` tokens at `batch` (workload.prefill_ops: causal attention, its
@@ -141,8 +152,10 @@ class Scenario:
         return self._step(self.draft, 1, context, self.draft_tp, self.tp - self.draft_tp)
 
     def iteration(self, k, context) -> tuple[StepCost, StepCost, StepCost]:
-        """(k draft steps, one verify step, one host sync). Draft steps run at contexts c..c+k-1; costs are affine
-        in context, so their mean context c + (k-1)/2 gives their exact total."""
+        """(k draft steps, one verify step, one host sync), their energy capped together at the board's power limit
+        (the board averages its power over many iterations: shivam.sim.roofline.power_cap_factor). Draft steps run
+        at contexts c..c+k-1; costs are affine in context, so their mean context c + (k-1)/2 gives their exact
+        total."""
         k = np.asarray(k, dtype=float)
         verify = self.verify_step(k.astype(int) if k.ndim == 0 else k, context)
         if self.draft is None:
@@ -151,7 +164,9 @@ class Scenario:
             draft = verify.scaled(0.0)
         else:
             draft = self.draft_step(context + np.maximum(k - 1, 0) / 2).scaled(k)
-        return draft, verify, host_wait(self.params, self.params.per_iteration_s, self.tp)
+        sync = host_wait(self.params, self.params.per_iteration_s, self.tp)
+        factor = power_cap_factor(draft + verify + sync, self.params, self.tp)
+        return power_capped(draft, factor), power_capped(verify, factor), power_capped(sync, factor)
 
     def contexts(self, points: int = 16) -> np.ndarray:
         """Midpoints of `points` equal slices of the generation: the context each slice's tokens see on average."""
