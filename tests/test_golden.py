@@ -18,7 +18,7 @@ from shivam.specs import bundled_calibration, load_gpu, resolve_params
 from shivam.specs.params import shown_path
 
 GOLDEN = json.loads((ROOT / "tests/golden/predictions.json").read_text())
-FROZEN = {("h200", "graph"): ROOT / "tests/golden/h200-graph.json"}
+FROZEN = {("h200", "graph"): ROOT / "tests/golden/h200-graph.json", ("h200", "hf"): ROOT / "tests/golden/h200-hf.json"}
 
 
 def parameters_named(meta_parameters: str, gpu: str, engine: str) -> str:
@@ -30,6 +30,11 @@ def parameters_named(meta_parameters: str, gpu: str, engine: str) -> str:
     for name in (str(frozen), str(frozen.relative_to(ROOT))):  # the line names a file inside the repository relatively
         meta_parameters = meta_parameters.replace(name, bundled)
     return meta_parameters
+
+
+def rows_of(res) -> np.ndarray:
+    cols = ("k", "alpha", "time_per_token_s", "energy_per_token_j", "floor_energy_per_token_j", "tokens_per_iteration")
+    return np.array([[r[c] for c in cols] for r in res.rows])
 
 
 def test_the_golden_grid_is_reproduced_by_the_api():
@@ -57,25 +62,16 @@ def test_the_golden_grid_is_reproduced_by_the_api():
             continue
         res = shivam.predict(**args)
         assert parameters_named(res.meta["parameters"], g["gpu"], g["engine"]) == g["parameters"]
-        got = np.array(
-            [
-                [
-                    r["k"],
-                    r["alpha"],
-                    r["time_per_token_s"],
-                    r["energy_per_token_j"],
-                    r["floor_energy_per_token_j"],
-                    r["tokens_per_iteration"],
-                ]
-                for r in res.rows
-            ]
-        )
+        got = rows_of(res)
         want = np.array(g["rows"])
         # one deliberate change since: an iteration's energy is capped at the board's power limit (docs/model.md,
         # section 4b). Rows the cap moved keep their time and every other column, and draw the limit or less.
         moved = ~np.isclose(got[:, 3], want[:, 3], rtol=1e-9, atol=0)
         np.testing.assert_allclose(got[~moved], want[~moved], rtol=1e-9, atol=0, err_msg=str(args))
         if moved.any():
+            # without a board limit the same case reproduces every golden row: the cap is all that changed
+            unlimited = shivam.predict(**{**args, "gpu": load_gpu(g["gpu"]).model_copy(update={"power_limit_w": None})})
+            np.testing.assert_allclose(rows_of(unlimited), want, rtol=1e-9, atol=0, err_msg=str(args))
             limit = load_gpu(g["gpu"]).power_limit_w
             keep = [0, 1, 2, 4, 5]
             np.testing.assert_allclose(got[moved][:, keep], want[moved][:, keep], rtol=1e-9, atol=0, err_msg=str(args))

@@ -13,7 +13,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI sets SHIVAM_REQUIRE_BROWSER=1: there a missing Chromium is a failure, not a skip
 REQUIRED = os.environ.get("SHIVAM_REQUIRE_BROWSER") == "1"
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None and not REQUIRED, reason="Chromium is not installed (scripts/setup_env.sh installs it as root)"
+    CHROMIUM is None and not REQUIRED, reason="Chromium is not installed (.ci/run installs Debian's chromium)"
 )
 FLAGS = [
     "--headless",

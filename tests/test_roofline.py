@@ -333,3 +333,23 @@ def test_fallback_power_matches_the_head_measured_alone():
             assert e == pytest.approx(r["energy_per_matmul_j"], rel=0.10)
         checked += 1
     assert checked == 6
+
+
+def test_kv_energy_per_byte_charges_the_cache_bytes_by_hand():
+    # Mistral-7B decode at batch 8 over 1,024 cached tokens: each layer's attention reads K and V of the 1,024 cached
+    # positions and the new one (8 KV heads x 128 dims, bf16) and writes the new position's K and V, per sequence
+    from shivam.sim.scenario import Scenario
+    from shivam.specs import load_gpu, make_params
+    from shivam.specs.model import load_model
+
+    m = load_model("mistral-7b")
+    per_position = 2 * 32 * 8 * 128 * 2  # K and V, 32 layers, bytes
+    kv_bytes = 8 * (1025 * per_position + per_position)
+    costs = []
+    for e_kv in (0.0, 1e-11):
+        p = make_params(load_gpu("h200"), "ref").model_copy(update={"kv_j_per_byte": e_kv, "power_limit_w": None})
+        ops, dtype, _, host_steps = Scenario(target=m, params=p, batch=8).step_inputs(m, 1, 1024)
+        costs.append(step_cost(ops, p, dtype, host_steps).total())
+    assert float(costs[1].kv_bytes) == kv_bytes
+    assert float(costs[1].energy_j - costs[0].energy_j) == pytest.approx(1e-11 * kv_bytes, rel=1e-12)
+    assert float(costs[1].time_s) == float(costs[0].time_s)

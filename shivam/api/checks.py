@@ -262,8 +262,8 @@ def build_scenario(
 ) -> tuple[Scenario, dict]:
     """A checked Scenario and the metadata every prediction row carries (model, draft, GPU, engine, dtypes, ...).
 
-    prompts: a ragged batch, one prompt length per sequence (instead of batch and prompt). power_limit: hold decode,
-    draft and verify steps to the board's power limit as well as prefill steps."""
+    prompts: a ragged batch, one prompt length per sequence (instead of batch and prompt). power_limit: clock every step
+    down to the board's power limit instead of capping each iteration's and prefill's energy at it."""
     gpu_spec = gpu_arg(gpu)
     target = model_arg(model, "--model")
     default_draft = draft is None and k_max > 0

@@ -172,8 +172,8 @@ def predict(
     (default 1: the draft on one GPU while the others wait). batch: one size or several (then the prediction holds
     the crossover batches). sampling: greedy or rejection (rejection sampling over the vocabulary at every verified
     position). alpha_concentration: each sequence's acceptance rate drawn from a Beta distribution of mean alpha and
-    this concentration. prompts: a ragged batch, one prompt length per sequence. power_limit: hold decode, draft and
-    verify steps to the board's power limit too (prefill steps always are)."""
+    this concentration. prompts: a ragged batch, one prompt length per sequence. power_limit: clock every step down
+    to the board's power limit (by default an iteration's or a prefill's energy is capped at it, its time kept)."""
     ks = sorted({0, *check_ks(k)})
     batches = check_batches(batch)
     concentration = (

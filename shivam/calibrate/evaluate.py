@@ -16,8 +16,8 @@ def predictions(data: list[Measured], params: Params, card_factors: dict | None 
     """Predicted vs measured per point; energy scaled by the point's card factor where one is given."""
     rows = []
     for m in data:
-        cost, tokens, bound = point_cost(m.point, params)
         f = (card_factors or {}).get(m.card, 1.0)
+        cost, tokens, bound = point_cost(m.point, params, f)  # the card's energy, capped at the board's limit
         row = {
             "label": m.point.label(),
             "group": m.group,
@@ -32,7 +32,7 @@ def predictions(data: list[Measured], params: Params, card_factors: dict | None 
             "card_factor": f,
             "time_pred": float(cost.time_s),
             "time_meas": m.time_s,
-            "energy_pred": f * float(cost.energy_j),
+            "energy_pred": float(cost.energy_j),
             "energy_meas": m.energy_j,
             "bound": bound,
             "energy_spread": m.energy_spread,

@@ -36,12 +36,14 @@ TIME_BOUNDS = {
     "attention_cta_Bps": (1e8, 1e12),
     "attention_block_s": (0.0, 1e-3),
 }
+KV_POINTS = 5  # points streaming more KV cache than weights, below which kv_j_per_byte is held, not fitted
 CAP_ROUNDS = 12  # redesigns of the energy fit until its power-capped steps stop changing (2-4 suffice)
 ENERGY_PARAMS = (
     "static_power_w",
     "active_power_w",
     "block_power_w",
     "dram_j_per_byte",
+    "kv_j_per_byte",
     "compute_scale",
     "pcie_j_per_byte",
 )
@@ -171,35 +173,41 @@ def fit(
     cards = [m.card for m in data]
 
     def with_energy(values: dict) -> Params:
+        values = {**fix, **values}
         scale = values.get("compute_scale", 1.0)
-        out = _with(p, {k: v for k, v in {**fix, **values}.items() if k in Params.model_fields and k not in names})
+        out = _with(p, {k: v for k, v in values.items() if k in Params.model_fields and k not in names})
         return _with(out, {"j_per_flop": {d: v * scale for d, v in p.j_per_flop.items()}})
 
-    energy_at, capped = p, None
+    held_in_time = dict(held)
+    energy_at, capped, factors, seen = p, None, {c: 1.0 for c in cards}, []
     for _ in range(CAP_ROUNDS):
-        cols, not_fitted, now_capped = points.energy_design(p, energy_at)
+        f_row = np.array([factors[c] for c in cards])
+        cols, not_fitted, now_capped = points.energy_design(p, energy_at, f_row)
         if capped is not None and np.array_equal(now_capped, capped):
             break
+        if any(np.array_equal(now_capped, m) for m in seen):  # a cycle (measurements above the limit): keep this fit
+            break
+        seen.append(now_capped)
         capped = now_capped
         e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
-        held.update(
-            {
-                n: (1.0 if n == "compute_scale" else getattr(base, n))
-                for n in ENERGY_PARAMS
-                if n not in fix and n not in e_names
-            }
-        )  # no point moves them
+        if "kv_j_per_byte" in e_names and np.sum(cols["kv_j_per_byte"] > 0.5 * cols["dram_j_per_byte"]) < KV_POINTS:
+            e_names.remove("kv_j_per_byte")  # too few points stream more cache than weights to tell it from e_dram
+        unmoved = [n for n in ENERGY_PARAMS if n not in fix and n not in e_names]  # no point moves them this round
+        held = {**held_in_time, **{n: (1.0 if n == "compute_scale" else getattr(base, n)) for n in unmoved}}
         fixed_part = sum(fix[n] * cols[n] for n in ENERGY_PARAMS if n in fix) + not_fitted
-        factors = {c: 1.0 for c in cards}
+        free = ~capped  # capped points constrain no coefficient: kept out of the solve and its noise estimate
         for _ in range(50 if card_factors else 1):
             f_row = np.array([factors[c] for c in cards])
-            coef, e_unc, e_bad = _energy_solve(cols, e_names, meas_e / f_row, fixed_part, strict)
+            coef, e_unc, e_bad = _energy_solve(
+                {n: v[free] for n, v in cols.items()}, e_names, (meas_e / f_row)[free], fixed_part[free], strict
+            )
             if e_bad and strict == "hold":
                 return _holding(data, base, fix, e_bad, card_factors)
             if not card_factors:
                 break
             pred = sum(c * cols[n] for c, n in zip(coef, e_names)) + fixed_part
-            new = card_scales(pred, meas_e, cards)
+            # a capped point's energy says nothing of its card's scale: the others' give it (1 for a card with none)
+            new = {c: 1.0 for c in cards} | card_scales(pred[free], meas_e[free], [c for c, k in zip(cards, free) if k])
             g = float(np.exp(np.mean(np.log(list(new.values())))))
             new = {c: v / g for c, v in new.items()}
             done = max(abs(new[c] / factors[c] - 1) for c in new) < 1e-6
@@ -208,11 +216,17 @@ def fit(
                 break
         energy_values = dict(zip(e_names, map(float, coef)))
         energy_at = with_energy(energy_values)
+    else:
+        if strict:
+            raise ShivamError(
+                f"the fit's points at the board's power limit did not settle in {CAP_ROUNDS} rounds; hold an energy "
+                "parameter (--fix NAME=VALUE) or leave out the points at the limit"
+            )
     unidentified = sorted(set(bad) | set(e_bad))
     all_values = {**fix, **time_values, **energy_values}
     final = energy_at
     f_row = np.array([factors[c] for c in cards]) if card_factors else 1.0
-    energy_pred = f_row * points.costs(final).energy_j
+    energy_pred = points.costs(final, f_row).energy_j
     return FitResult(
         final,
         all_values,
@@ -264,7 +278,7 @@ def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str
     params = {
         n: getattr(p, n)
         for n in TIME_PARAMS
-        + ("static_power_w", "active_power_w", "block_power_w", "dram_j_per_byte", "pcie_j_per_byte")
+        + ("static_power_w", "active_power_w", "block_power_w", "dram_j_per_byte", "kv_j_per_byte", "pcie_j_per_byte")
     }
     params["j_per_flop"] = dict(p.j_per_flop)
     return Calibration(

@@ -178,18 +178,20 @@ def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInp
     return [(1.0, prefill), (1.0, decode)], float(point.gen - 1), scn.step_inputs(scn.target, 1, point.prompt)
 
 
-def point_cost(point: Point, params: Params) -> tuple[StepCost, float, str]:
+def point_cost(point: Point, params: Params, energy_scale: float = 1.0) -> tuple[StepCost, float, str]:
     """(cost of one measured call, expected tokens per call, bound of its main step). The call's energy is capped at
-    the board's power limit as a whole, as Scenario caps an iteration and a prefill."""
+    the board's power limit as a whole, as Scenario caps an iteration and a prefill; energy_scale (a card's factor)
+    scales what the card draws before the cap, since the limit holds whatever the card."""
     if point.kind == "prefill":
         scn = scenario(point, params)
-        cost = dataclasses.replace(scn, prompt=point.prompt).prefill()
+        cost = dataclasses.replace(scn, prompt=point.prompt).prefill(energy_scale=energy_scale)
         return cost, float(point.batch * point.prompt), cost.bound
     steps, syncs, main = point_steps(point, params)
     total = host_wait(params, syncs * params.per_iteration_s)
     for w, (ops, dtype, eager, host_steps) in steps:
         if w:
             total = total + step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
+    total = power_capped(total, energy_scale)
     total = power_capped(total, power_cap_factor(total, params))
     if main is None:
         return total, 0.0, total.bound
@@ -236,21 +238,24 @@ class PointSet:
         )
         return per_point + host_wait(params, self._syncs * params.per_iteration_s)
 
-    def costs(self, params: Params) -> StepCost:
-        cost = self.uncapped(params)
+    def costs(self, params: Params, energy_scale=1.0) -> StepCost:
+        """Per point, its cost as point_cost gives it (energy_scale: each point's card factor, before the cap)."""
+        cost = power_capped(self.uncapped(params), energy_scale)
         return power_capped(cost, power_cap_factor(cost, params))
 
-    def energy_design(self, params: Params, energy: Params) -> tuple[dict, np.ndarray, np.ndarray]:
-        """The energy fit's linear design at `params` (its times): per point, each energy feature
-        (shivam.sim.roofline.energy_features) and the energy no coefficient moves (energy_not_fitted), except at the
-        points that `energy`'s energy parameters put above the board's power limit: their energy is P_lim x t,
-        fixed, whatever the coefficients. Also that mask of capped points, so the fit can redo the design at the
-        fitted parameters until it stops changing."""
+    def energy_design(self, params: Params, energy: Params, energy_scale=1.0) -> tuple[dict, np.ndarray, np.ndarray]:
+        """The energy fit's linear design at `params` (its times), for energies divided by each point's card factor
+        (energy_scale): per point, each energy feature (shivam.sim.roofline.energy_features) and the energy no
+        coefficient moves (energy_not_fitted), except at the points whose card, with `energy`'s energy parameters,
+        would draw more than the board's power limit: their energy is P_lim x t / factor, fixed, whatever the
+        coefficients. Also that mask of capped points, so the fit can redo the design at the fitted parameters
+        until it stops changing."""
         cost = self.uncapped(params)
-        capped = power_cap_factor(self.uncapped(energy), energy) < 1.0
+        capped = power_cap_factor(power_capped(self.uncapped(energy), energy_scale), energy) < 1.0
         features = energy_features(cost)
         cols = {n: np.where(capped, 0.0, np.asarray(v, dtype=float)) for n, v in features.items()}
-        fixed = np.where(capped, (params.power_limit_w or 0.0) * cost.time_s, energy_not_fitted(cost))
+        limit = (params.power_limit_w or 0.0) * cost.time_s / energy_scale
+        fixed = np.where(capped, limit, energy_not_fitted(cost))
         return cols, np.asarray(fixed, dtype=float), capped
 
 

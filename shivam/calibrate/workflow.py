@@ -32,6 +32,7 @@ ENERGY_BOUNDS = {
     "active_power_w": (0.0, 10_000.0),
     "block_power_w": (0.0, 100.0),
     "dram_j_per_byte": (0.0, 1e-8),
+    "kv_j_per_byte": (0.0, 1e-8),
     "compute_scale": (0.0, 100.0),
     "pcie_j_per_byte": (0.0, 1e-8),
 }

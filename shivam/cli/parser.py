@@ -59,8 +59,8 @@ def _scenario_args(p: argparse.ArgumentParser, batch_default: str = "1") -> None
     p.add_argument(
         "--power-limit",
         action="store_true",
-        help="clock decode, draft and verify steps down to the board's power limit as prefill steps are (by default"
-        " only their energy is capped at it, per iteration)",
+        help="clock every decode, draft, verify and prefill step down to the board's power limit (by default an"
+        " iteration's or a prefill's energy is capped at it and its time kept)",
     )
     p.add_argument(
         "--weights-dtype", default=None, help="fp32 fp16 bf16 fp8 int8 int4 (default: bf16, fp16 without bf16)"

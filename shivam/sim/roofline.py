@@ -15,7 +15,8 @@ Per operator (docs/model.md, section 3):
              the data shows partial overlap (skinny verify GEMMs on the H200: p = 1.97).
 Per step:
     t_step = sum(repeat * t_op) + per_step_s
-    E_step = static_power * t_step + active_power * t_busy + e_dram * dram_bytes + sum(e_flop[dtype] * flops)
+    E_step = static_power * t_step + active_power * t_busy + e_dram * dram_bytes + e_kv * kv_bytes
+             + sum(e_flop[dtype] * flops)
              + e_pcie * pcie_bytes + block_power * sm_s_floor + misaligned_power * t_fallback
     sm_s_floor = sum over operators held at their latency floor of min(blocks, multiprocessors) * t_block: the
              multiprocessors such a kernel keeps busy draw power for as long as it lasts, whatever little it computes
@@ -29,8 +30,9 @@ one GPU's t_step and E_step), then the step's collectives, serially (a decode st
     t_TP     = t_step + sum(t_collective)                      (the GPUs are symmetric: the max over them is t_step)
     E_TP     = N * E_step + N * static_power * sum(t_collective) + e_link * link bytes
                + idle GPUs * static_power * t_TP              (GPUs that wait, e.g. while a draft runs on fewer)
-The board's power limit P_lim (power_limited): a step whose average power E_step / t_step exceeds it (a
-compute-bound prefill, a large batch) runs its SMs at a lower clock scale s < 1 until it draws P_lim. Voltage falls
+The board's power limit P_lim. By default (power_cap_factor, below) an iteration's or a prefill's energy is capped
+at P_lim * t. With --power-limit (power_limited) a step whose average power E_step / t_step exceeds it runs its SMs
+at a lower clock scale s < 1 until it draws P_lim. Voltage falls
 with the clock, so the SMs' dynamic energy (arithmetic, active power, latency-floor blocks: E_sm) falls as s^2 and
 their compute-bound time t_c stretches by 1/s; memory energy is kept; static power accrues over the longer time:
     t(s)  = t_step + t_c * (1/s - 1)
@@ -39,11 +41,12 @@ their compute-bound time t_c stretches by 1/s; memory energy is kept; static pow
 A step still above P_lim at s = 0.2 (almost no compute-bound time) is then stretched with its energy kept,
 t' = (E - P_static t) / (P_lim - P_static). Per GPU of
 a tensor-parallel step. A step below the limit is unchanged.
-Decode, draft and verify steps (power_capped) are not clocked down again: their time constants are fitted to steps
-timed at whatever clocks the board held them, so the limit caps their energy only, over what the board averages its
-power over: a speculative iteration's draft steps, verify step and host sync together (tens of milliseconds of
-repeated iterations; the board's limiter averages over longer), not each step alone:
-    E' = min(E_iteration, P_lim * t_iteration)    (each energy term of each step scaled by the same factor)
+The cap (power_capped) leaves time alone: the time constants are fitted to steps timed at whatever clocks the board
+held them, so the limit caps energy only, over what the board averages its power over: a speculative iteration's
+draft steps, verify step and host sync together (tens of milliseconds of repeated iterations; the board's limiter
+averages over longer), not each step alone, and a prefill's steps together:
+    E' = min(E_iteration, gpus * P_lim * t_iteration)    (each energy term of each step scaled by the same factor;
+                                                           GPUs left waiting, e_idle, are outside the cap)
 Everything broadcasts over numpy arrays.
 """
 
@@ -247,7 +250,7 @@ def _assemble(
         e_active=p.active_power_w * busy,
         e_floor=p.block_power_w * floor_sm,
         e_fallback=p.misaligned_power_w * fallback,
-        e_memory=p.dram_j_per_byte * dram,
+        e_memory=p.dram_j_per_byte * dram + p.kv_j_per_byte * kvb,
         e_compute=e_flop,
         e_pcie=p.pcie_j_per_byte * pcie,
     )
@@ -472,20 +475,22 @@ def power_limited(cost: StepCost, p: Params) -> StepCost:
 
 
 def power_cap_factor(cost: StepCost, p: Params, gpus: int = 1) -> np.ndarray:
-    """The factor that brings the energy of `cost` (a sum of steps the board averages over, on `gpus` GPUs) down to
-    the board's power limit times its time (the equation above); 1 below it, without a limit, and where static power
-    alone reaches it (as power_limited)."""
+    """The factor that brings the energy of `cost` (a sum of steps the board averages over, on `gpus` working GPUs)
+    down to the board's power limit times its time (the equation above); 1 below it, without a limit, and where
+    static power alone reaches it (as power_limited). GPUs left waiting (e_idle) draw static power, under the
+    limit, and lend their headroom to none: their energy is outside the cap."""
     limit = p.power_limit_w
     if limit is None or limit <= p.static_power_w:
         return np.ones(np.shape(cost.time_s))
-    cap, energy = gpus * limit * cost.time_s, cost.energy_j
+    cap, energy = gpus * limit * cost.time_s, cost.energy_j - cost.e_idle
     return np.where(energy > cap, cap / np.where(energy > 0, energy, 1.0), 1.0)
 
 
 def power_capped(cost: StepCost, factor) -> StepCost:
-    """The cost with every energy term scaled by `factor` (power_cap_factor), so the breakdown keeps its shares; its
-    time as it is."""
-    return dataclasses.replace(cost, **{name: getattr(cost, name) * factor for name in ENERGY_TERMS})
+    """The cost with every energy term of its working GPUs scaled by `factor` (power_cap_factor), so the breakdown
+    keeps its shares; its time, and the waiting GPUs' static energy, as they are."""
+    working = [name for name in ENERGY_TERMS if name != "e_idle"]
+    return dataclasses.replace(cost, **{name: getattr(cost, name) * factor for name in working})
 
 
 def host_wait(p: Params, seconds, gpus: int = 1) -> StepCost:
@@ -526,6 +531,7 @@ def energy_features(c: StepCost) -> dict:
         "active_power_w": c.busy_s,
         "block_power_w": c.floor_sm_s,
         "dram_j_per_byte": c.dram_bytes,
+        "kv_j_per_byte": c.kv_bytes,
         "compute_scale": c.e_compute,
         "pcie_j_per_byte": c.pcie_bytes,
     }

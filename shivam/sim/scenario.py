@@ -74,8 +74,8 @@ class Scenario:
     # a ragged batch: each sequence's prompt length (batch = their count; decode steps run at their mean context,
     # which is exact for every count, each affine in context)
     prompts: tuple[int, ...] | None = None
-    # clock decode, draft and verify steps down to the board's power limit as prefill steps are (without it, only
-    # an iteration's energy is capped at the limit: iteration())
+    # clock every step down to the board's power limit (power_limited); without it an iteration's or a prefill's
+    # energy is capped at the limit and its time kept (iteration(), prefill())
     power_limit_steps: bool = False
 
     # --- the three kinds of step ---------------------------------------------------------------------------
@@ -107,11 +107,12 @@ class Scenario:
             extra = acceptance_ops(self.target.vocab, self.batch, k, self.params.kernels)
         return self._step(self.target, np.asarray(k) + 1, context, self.tp, extra_ops=extra)
 
-    def prefill(self, model: ModelSpec | None = None) -> StepCost:
+    def prefill(self, model: ModelSpec | None = None, energy_scale: float = 1.0) -> StepCost:
         """The prefill of every prompt of the batch by `model` (default the target; the draft on draft_tp GPUs while
         the others wait), one scalar cost: the engine's prefill steps (workload.prefill_ops: causal attention, its
-        chunking and logits), their energy capped together at the board's power limit (as an iteration's), or, with
-        power_limit_steps, each clocked down to it. A ragged batch prefills its prompts one sequence at a time."""
+        chunking and logits), their energy (times energy_scale, a card's factor) capped together at the board's power
+        limit on the GPUs that run them (as an iteration's), or, with power_limit_steps, each clocked down to it. A
+        ragged batch prefills its prompts one sequence at a time."""
         model = self.target if model is None else model
         gpus, idle = (self.tp, 0) if model is self.target else (self.draft_tp, self.tp - self.draft_tp)
         p = self.params
@@ -131,12 +132,13 @@ class Scenario:
                     )
                     cost = tensor_parallel_cost(cost, transfers, p, gpus, idle)
                 total = total + cost.total()
-        return power_capped(total, power_cap_factor(total, p, self.tp))
+        total = power_capped(total, energy_scale)
+        return power_capped(total, power_cap_factor(total, p, gpus))
 
     def prefill_inputs(self, model: ModelSpec, batch: int, prompt, gpus: int = 1) -> list[tuple[int, StepInputs]]:
         """The engine's prefill steps of `prompt` tokens at `batch` (workload.prefill_ops: causal attention, its
         chunking and logits), as (new tokens, step inputs); a step of the last position's logits alone (an engine
-        that computes only those) adds no per-step host cost. Every one is held to the board's power limit."""
+        that computes only those) adds no per-step host cost."""
         p = self.params
         eager = eager_dispatches(model, p.eager_dispatches) if p.dispatch_counts == "eager" else None
         out = []
@@ -153,8 +155,9 @@ class Scenario:
 
     def iteration(self, k, context) -> tuple[StepCost, StepCost, StepCost]:
         """(k draft steps, one verify step, one host sync), their energy capped together at the board's power limit
-        (the board averages its power over many iterations: shivam.sim.roofline.power_cap_factor). Draft steps run
-        at contexts c..c+k-1; costs are affine in context, so their mean context c + (k-1)/2 gives their exact
+        (the board averages its power over many iterations: shivam.sim.roofline.power_cap_factor; under tensor
+        parallelism the tp GPUs' limits are pooled, though a draft on fewer GPUs loads them unevenly). Draft steps
+        run at contexts c..c+k-1; costs are affine in context, so their mean context c + (k-1)/2 gives their exact
         total."""
         k = np.asarray(k, dtype=float)
         verify = self.verify_step(k.astype(int) if k.ndim == 0 else k, context)

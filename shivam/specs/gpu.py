@@ -83,9 +83,9 @@ class GPU(BaseModel):
         default=None,
         gt=0,
         le=1e5,
-        description="the board's power limit (W, the default nvidia-smi reports): a step whose predicted power "
-        "exceeds it runs at lower clocks, its time stretched so that its power equals the limit (shivam.sim.roofline."
-        "power_limited); none: no limit applied",
+        description="the board's power limit (W, the default nvidia-smi reports): an iteration or prefill whose "
+        "predicted power exceeds it has its energy capped at the limit times its time (shivam.sim.roofline."
+        "power_cap_factor; with --power-limit, clocked down: power_limited); none: no limit applied",
     )
     pcie: Pcie
     link: Link | None = Field(

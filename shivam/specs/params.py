@@ -84,6 +84,11 @@ class Params(BaseModel):
         "at its thread blocks' latency floor (masked attention), beyond static power",
     )
     dram_j_per_byte: float = Field(ge=0, description="board-level energy per DRAM byte moved")
+    kv_j_per_byte: float = Field(
+        default=0.0,
+        ge=0,
+        description="energy per byte of KV cache the attention kernels read or write, beyond dram_j_per_byte",
+    )
     dram_floor_j_per_byte: float = Field(ge=0, description="DRAM-device energy per byte: the physical floor")
     j_per_flop: dict[str, float] = Field(description="energy per FLOP by dtype")
     pcie_Bps: float = Field(gt=0, description="host-to-device copy bandwidth")
@@ -132,6 +137,7 @@ CALIBRATED = TIME_PARAMS + (
     "active_power_w",
     "block_power_w",
     "dram_j_per_byte",
+    "kv_j_per_byte",
     "pcie_j_per_byte",
     "j_per_flop",
     "peak_flops",
