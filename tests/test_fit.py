@@ -25,8 +25,9 @@ TRUTH = {
 FIXED = {"per_iteration_s": 40e-6, "active_power_w": 0.0, "pcie_j_per_byte": 5.2e-11}
 
 
-def synthetic(noise=0.01, seed=0, power_limit_w=700.0):
-    truth = make_params(load_gpu("h200"), "graph").model_copy(update={**TRUTH, **FIXED, "power_limit_w": power_limit_w})
+def synthetic(noise=0.01, seed=0, power_limit_w=700.0, stretch=0.0):
+    held = {"power_limit_w": power_limit_w, "limit_stretch_exponent": stretch}
+    truth = make_params(load_gpu("h200"), "graph").model_copy(update={**TRUTH, **FIXED, **held})
     truth = truth.model_copy(update={"j_per_flop": {k: 1.3 * v for k, v in truth.j_per_flop.items()}})
     pts = [
         Point(suite="s", kind="step", model=m, new_tokens=n, batch=b, context=c)
@@ -259,3 +260,30 @@ def test_hold_mode_holds_what_the_data_cannot_identify():
     assert res.held and all(n not in res.values for n in res.held)
     for n, v in res.held.items():
         assert v == (1.0 if n == "compute_scale" else getattr(base, n))
+
+
+def test_fit_recovers_how_much_longer_calls_at_the_power_limit_run():
+    # a 380 W board limit over 44 steps of four models, 18 of them above it in the truth, each held there running
+    # (P / P_lim)^0.4 longer: the fit starts from datasheet parameters (which hold fewer) and must find the exponent
+    # along with the compute efficiency it would otherwise trade against
+    truth = make_params(load_gpu("h200"), "graph").model_copy(
+        update={**TRUTH, **FIXED, "power_limit_w": 380.0, "limit_stretch_exponent": 0.4}
+    )
+    truth = truth.model_copy(update={"j_per_flop": {k: 1.3 * v for k, v in truth.j_per_flop.items()}})
+    shapes = ((1, 1, 512), (9, 1, 512), (129, 1, 512), (1, 32, 2048), (257, 4, 128), (5, 1, 4096), (17, 1, 512))
+    shapes += ((33, 1, 512), (65, 1, 512), (5, 8, 512), (9, 16, 512))
+    pts = [
+        Point(suite="s", kind="step", model=m, new_tokens=n, batch=b, context=c)
+        for m in ("mistral-7b", "opt-1.3b", "opt-125m", "tinyllama-1.1b")
+        for n, b, c in shapes
+    ]
+    rng = np.random.default_rng(0)
+    data = []
+    for p in pts:
+        cost, tokens, _ = point_cost(p, truth)
+        noisy = [float(x) * (1 + 0.01 * rng.standard_normal()) for x in (cost.time_s, cost.energy_j)]
+        data.append(Measured(p, *noisy, tokens, p.model))
+    res = fit(data, make_params(load_gpu("h200"), "graph").model_copy(update={"power_limit_w": 380.0}), FIXED)
+    assert res.values["limit_stretch_exponent"] == pytest.approx(0.4, abs=0.05)
+    assert res.values["compute_efficiency"] == pytest.approx(0.6, rel=0.05)
+    assert res.values["compute_scale"] == pytest.approx(1.3, rel=0.05)

@@ -263,7 +263,7 @@ def build_scenario(
     """A checked Scenario and the metadata every prediction row carries (model, draft, GPU, engine, dtypes, ...).
 
     prompts: a ragged batch, one prompt length per sequence (instead of batch and prompt). power_limit: clock every step
-    down to the board's power limit instead of capping each iteration's and prefill's energy at it."""
+    down to the board's power limit instead of holding each iteration and prefill at it."""
     gpu_spec = gpu_arg(gpu)
     target = model_arg(model, "--model")
     default_draft = draft is None and k_max > 0

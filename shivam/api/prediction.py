@@ -173,7 +173,7 @@ def predict(
     the crossover batches). sampling: greedy or rejection (rejection sampling over the vocabulary at every verified
     position). alpha_concentration: each sequence's acceptance rate drawn from a Beta distribution of mean alpha and
     this concentration. prompts: a ragged batch, one prompt length per sequence. power_limit: clock every step down
-    to the board's power limit (by default an iteration's or a prefill's energy is capped at it, its time kept)."""
+    to the board's power limit (by default an iteration or a prefill above it is held there, longer at its power)."""
     ks = sorted({0, *check_ks(k)})
     batches = check_batches(batch)
     concentration = (

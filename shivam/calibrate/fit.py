@@ -22,6 +22,7 @@ import numpy as np
 from shivam.calibrate.points import PointSet
 from shivam.calibrate.results import Measured
 from shivam.errors import ShivamError
+from shivam.sim.roofline import power_cap_factor
 from shivam.specs import Calibration, Params, load_gpu, make_params
 from shivam.specs.params import TIME_PARAMS
 
@@ -35,6 +36,7 @@ TIME_BOUNDS = {
     "pcie_Bps": (1e8, 2e11),
     "attention_cta_Bps": (1e8, 1e12),
     "attention_block_s": (0.0, 1e-3),
+    "limit_stretch_exponent": (0.0, 3.0),
 }
 KV_POINTS = 5  # points streaming more KV cache than weights, below which kv_j_per_byte is held, not fitted
 CAP_ROUNDS = 12  # redesigns of the energy fit until its power-capped steps stop changing (2-4 suffice)
@@ -112,8 +114,44 @@ def _masked_keys_spread(data) -> float:
     return max(keys) / min(keys) if keys else 0.0
 
 
+LIMIT_POINTS = 10  # points at the board's limit, below which limit_stretch_exponent is held, not fitted
+LIMIT_ROUNDS = 6  # refits from the fitted energy parameters, for the time of calls held at the board's limit
+
+
 def fit(
     data: list[Measured], base: Params, fix: dict | None = None, strict: bool | str = True, card_factors: bool = False
+) -> FitResult:
+    """fit_once, then again from its fitted energy parameters while that moves the fit: which calls run at the
+    board's power limit, and how much longer they run there (limit_stretch_exponent, a time parameter), depend on
+    the energy parameters, which the time fit takes from its starting point."""
+    points = PointSet([m.point for m in data], base)
+    result = fit_once(data, base, fix, strict, card_factors, points)
+    for _ in range(LIMIT_ROUNDS - 1):
+        if base.power_limit_w is None or "limit_stretch_exponent" in (fix or {}):
+            break  # the time fit does not depend on the energy parameters
+        # from the fitted values: energy parameters for the held calls, time parameters as the solver's start
+        carried = [n for n in (*ENERGY_PARAMS, *TIME_PARAMS) if n != "compute_scale" and n in Params.model_fields]
+        start = _with(base, {n: getattr(result.params, n) for n in carried})
+        start = _with(start, {"j_per_flop": dict(result.params.j_per_flop)})
+        scale = result.values.get("compute_scale", 1.0)
+        again = fit_once(data, start, fix, strict, card_factors, points)
+        if "compute_scale" in again.values:
+            again.values["compute_scale"] *= scale  # relative to base's per-FLOP energies, as in the first round
+        shared = [n for n in again.values if isinstance(again.values[n], float) and n in result.values]
+        moved = max((abs(again.values[n] / result.values[n] - 1) for n in shared if result.values[n]), default=0.0)
+        result = again
+        if moved < 1e-4:
+            break
+    return result
+
+
+def fit_once(
+    data: list[Measured],
+    base: Params,
+    fix: dict | None = None,
+    strict: bool | str = True,
+    card_factors: bool = False,
+    points: PointSet | None = None,
 ) -> FitResult:
     """Fit time then energy parameters. strict: refuse, by name, a parameter the data cannot identify. strict=False
     (cross-validation folds) keeps the least-squares values however uncertain; strict="hold" holds each parameter
@@ -127,7 +165,8 @@ def fit(
 
     fix = dict(fix or {})
     kinds = {m.point.kind for m in data}
-    points, meas_t = PointSet([m.point for m in data], base), np.array([m.time_s for m in data])
+    points = points or PointSet([m.point for m in data], base)  # its steps do not move with fitted parameters
+    meas_t = np.array([m.time_s for m in data])
     # parameters with no data that could move them are held, not fitted
     relevant = {
         "pcie_Bps": "stage1" in kinds,
@@ -138,12 +177,17 @@ def fit(
         "attention_block_s": points.has_latency_bound_kernels and _masked_keys_spread(data) >= 3,
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),
+        # moved only by points at the board's limit under base's energy parameters (fit redoes it from the fitted
+        # ones), and told from the other time parameters only by several of them
+        "limit_stretch_exponent": int(np.sum(power_cap_factor(points.uncapped(base), base) < 1.0)) >= LIMIT_POINTS,
     }
     names = [n for n in TIME_PARAMS if n not in fix and relevant.get(n, True)]
     held = {n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix}
     base = _with(base, fix)
-    # overlap_exponent near its default (100, the roofline max) sits on a plateau with no gradient: start at 4
-    x0 = np.array([min(getattr(base, n), 4.0) if n == "overlap_exponent" else getattr(base, n) for n in names])
+    # overlap_exponent near its default (100, the roofline max) sits on a plateau with no gradient: start at 4;
+    # limit_stretch_exponent at 0, its bound, has a zero scale: start at 0.1
+    start = {"overlap_exponent": lambda v: min(v, 4.0), "limit_stretch_exponent": lambda v: max(v, 0.1)}
+    x0 = np.array([start.get(n, float)(getattr(base, n)) for n in names])  # off plateaus and bounds
     lo, hi = np.array([TIME_BOUNDS[n][0] for n in names]), np.array([TIME_BOUNDS[n][1] for n in names])
     scale = np.maximum(np.abs(x0), 1e-7)
     if names:
@@ -159,8 +203,10 @@ def fit(
     else:  # every time parameter held: nothing to solve
         sol = SimpleNamespace(x=np.array([]), fun=_time_residuals(np.array([]), names, base, points, meas_t))
         unc, bad = {}, []
+    if "limit_stretch_exponent" in bad and strict:  # too few or too alike calls at the limit: held at 0, not refused
+        return _holding(data, base, fix, ["limit_stretch_exponent"], card_factors, points, strict)
     if bad and strict == "hold":
-        return _holding(data, base, fix, bad, card_factors)
+        return _holding(data, base, fix, bad, card_factors, points)
     if bad and strict:
         raise _unidentifiable(bad)
     time_values = dict(zip(names, map(float, sol.x)))
@@ -202,7 +248,7 @@ def fit(
                 {n: v[free] for n, v in cols.items()}, e_names, (meas_e / f_row)[free], fixed_part[free], strict
             )
             if e_bad and strict == "hold":
-                return _holding(data, base, fix, e_bad, card_factors)
+                return _holding(data, base, fix, e_bad, card_factors, points)
             if not card_factors:
                 break
             pred = sum(c * cols[n] for c, n in zip(coef, e_names)) + fixed_part
@@ -238,10 +284,12 @@ def fit(
     )
 
 
-def _holding(data, base: Params, fix: dict, bad: list[str], card_factors: bool) -> FitResult:
+def _holding(
+    data, base: Params, fix: dict, bad: list[str], card_factors: bool, points: PointSet, strict: bool | str = "hold"
+) -> FitResult:
     """The fit again with the unidentifiable parameters held at their priors; they are listed in held."""
     priors = {n: (1.0 if n == "compute_scale" else getattr(base, n)) for n in bad}
-    result = fit(data, base, {**fix, **priors}, "hold", card_factors)
+    result = fit_once(data, base, {**fix, **priors}, strict, card_factors, points)
     result.held.update(priors)
     for n in priors:
         result.values.pop(n, None)

@@ -27,6 +27,7 @@ from shivam.sim.roofline import (
     host_wait,
     power_cap_factor,
     power_capped,
+    power_held,
     step_cost,
 )
 from shivam.sim.scenario import Scenario
@@ -191,8 +192,7 @@ def point_cost(point: Point, params: Params, energy_scale: float = 1.0) -> tuple
     for w, (ops, dtype, eager, host_steps) in steps:
         if w:
             total = total + step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
-    total = power_capped(total, energy_scale)
-    total = power_capped(total, power_cap_factor(total, params))
+    total = power_held(power_capped(total, energy_scale), params)
     if main is None:
         return total, 0.0, total.bound
     bound = step_cost(main.ops, params, main.compute_dtype, main.host_steps, dispatches=main.dispatches).bound
@@ -240,8 +240,7 @@ class PointSet:
 
     def costs(self, params: Params, energy_scale=1.0) -> StepCost:
         """Per point, its cost as point_cost gives it (energy_scale: each point's card factor, before the cap)."""
-        cost = power_capped(self.uncapped(params), energy_scale)
-        return power_capped(cost, power_cap_factor(cost, params))
+        return power_held(power_capped(self.uncapped(params), energy_scale), params)
 
     def energy_design(self, params: Params, energy: Params, energy_scale=1.0) -> tuple[dict, np.ndarray, np.ndarray]:
         """The energy fit's linear design at `params` (its times), for energies divided by each point's card factor
@@ -251,10 +250,12 @@ class PointSet:
         coefficients. Also that mask of capped points, so the fit can redo the design at the fitted parameters
         until it stops changing."""
         cost = self.uncapped(params)
-        capped = power_cap_factor(power_capped(self.uncapped(energy), energy_scale), energy) < 1.0
+        factor = power_cap_factor(power_capped(self.uncapped(energy), energy_scale), energy)
+        capped = factor < 1.0
         features = energy_features(cost)
         cols = {n: np.where(capped, 0.0, np.asarray(v, dtype=float)) for n, v in features.items()}
-        limit = (params.power_limit_w or 0.0) * cost.time_s / energy_scale
+        held_time = cost.time_s * factor ** (-params.limit_stretch_exponent)
+        limit = (params.power_limit_w or 0.0) * held_time / energy_scale
         fixed = np.where(capped, limit, energy_not_fitted(cost))
         return cols, np.asarray(fixed, dtype=float), capped
 

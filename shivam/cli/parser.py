@@ -60,7 +60,7 @@ def _scenario_args(p: argparse.ArgumentParser, batch_default: str = "1") -> None
         "--power-limit",
         action="store_true",
         help="clock every decode, draft, verify and prefill step down to the board's power limit (by default an"
-        " iteration's or a prefill's energy is capped at it and its time kept)",
+        " iteration or a prefill above it is held there, running longer at its power)",
     )
     p.add_argument(
         "--weights-dtype", default=None, help="fp32 fp16 bf16 fp8 int8 int4 (default: bf16, fp16 without bf16)"

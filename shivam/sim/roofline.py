@@ -41,12 +41,13 @@ their compute-bound time t_c stretches by 1/s; memory energy is kept; static pow
 A step still above P_lim at s = 0.2 (almost no compute-bound time) is then stretched with its energy kept,
 t' = (E - P_static t) / (P_lim - P_static). Per GPU of
 a tensor-parallel step. A step below the limit is unchanged.
-The cap (power_capped) leaves time alone: the time constants are fitted to steps timed at whatever clocks the board
-held them, so the limit caps energy only, over what the board averages its power over: a speculative iteration's
-draft steps, verify step and host sync together (tens of milliseconds of repeated iterations; the board's limiter
-averages over longer), not each step alone, and a prefill's steps together:
-    E' = min(E_iteration, gpus * P_lim * t_iteration)    (each energy term of each step scaled by the same factor;
-                                                           GPUs left waiting, e_idle, are outside the cap)
+The hold (power_held, held) applies over what the board averages its power over: a speculative iteration's draft
+steps, verify step and host sync together (tens of milliseconds of repeated iterations; the board's limiter averages
+over longer), not each step alone, and a prefill's steps together. Where the unheld power P = E / t exceeds
+gpus * P_lim, the call runs longer (lower clocks) and draws the limit:
+    t' = t * (P / (gpus * P_lim))^limit_stretch_exponent,   E' = gpus * P_lim * t'
+    (each time and energy term of each step scaled alike; GPUs left waiting, e_idle, are outside the hold; with
+    limit_stretch_exponent 0 the energy is capped and the time kept)
 Everything broadcasts over numpy arrays.
 """
 
@@ -484,6 +485,36 @@ def power_cap_factor(cost: StepCost, p: Params, gpus: int = 1) -> np.ndarray:
         return np.ones(np.shape(cost.time_s))
     cap, energy = gpus * limit * cost.time_s, cost.energy_j - cost.e_idle
     return np.where(energy > cap, cap / np.where(energy > 0, energy, 1.0), 1.0)
+
+
+TIME_TERMS = (
+    "time_s",
+    "busy_s",
+    "overhead_s",
+    "memory_bound_s",
+    "compute_bound_s",
+    "floor_sm_s",
+    "fallback_s",
+    "link_s",
+)
+
+
+def power_held(cost: StepCost, p: Params, gpus: int = 1) -> StepCost:
+    """The cost held to the board's power limit (the equations above): above it, its time stretched by
+    (P / P_lim)^limit_stretch_exponent, P the power it would draw unheld, and its working GPUs' energy brought to
+    P_lim times that time; below it, without a limit, or where static power alone reaches it, as it is."""
+    factor = power_cap_factor(cost, p, gpus)
+    return held(cost, factor, p)
+
+
+def held(cost: StepCost, factor, p: Params) -> StepCost:
+    """`cost` (or a share of what power_cap_factor was computed over) held with that factor = P_lim / P: its time
+    terms stretched by factor^-limit_stretch_exponent, its working GPUs' energy brought to the limit over them."""
+    stretch = np.asarray(factor, dtype=float) ** (-p.limit_stretch_exponent)
+    if np.all(stretch == 1.0):
+        return power_capped(cost, factor)
+    longer = dataclasses.replace(cost, **{name: getattr(cost, name) * stretch for name in TIME_TERMS})
+    return power_capped(longer, factor * stretch)
 
 
 def power_capped(cost: StepCost, factor) -> StepCost:

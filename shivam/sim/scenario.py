@@ -15,9 +15,11 @@ from shivam.errors import ShivamError
 from shivam.sim.roofline import (
     StepCost,
     StepInputs,
+    held,
     host_wait,
     power_cap_factor,
     power_capped,
+    power_held,
     power_limited,
     step_cost,
     tensor_parallel_cost,
@@ -74,8 +76,8 @@ class Scenario:
     # a ragged batch: each sequence's prompt length (batch = their count; decode steps run at their mean context,
     # which is exact for every count, each affine in context)
     prompts: tuple[int, ...] | None = None
-    # clock every step down to the board's power limit (power_limited); without it an iteration's or a prefill's
-    # energy is capped at the limit and its time kept (iteration(), prefill())
+    # clock every step down to the board's power limit (power_limited); without it an iteration or a prefill above
+    # the limit is held there, running longer at its power (iteration(), prefill(): roofline.power_held)
     power_limit_steps: bool = False
 
     # --- the three kinds of step ---------------------------------------------------------------------------
@@ -132,8 +134,7 @@ class Scenario:
                     )
                     cost = tensor_parallel_cost(cost, transfers, p, gpus, idle)
                 total = total + cost.total()
-        total = power_capped(total, energy_scale)
-        return power_capped(total, power_cap_factor(total, p, gpus))
+        return power_held(power_capped(total, energy_scale), p, gpus)
 
     def prefill_inputs(self, model: ModelSpec, batch: int, prompt, gpus: int = 1) -> list[tuple[int, StepInputs]]:
         """The engine's prefill steps of `prompt` tokens at `batch` (workload.prefill_ops: causal attention, its
@@ -169,7 +170,7 @@ class Scenario:
             draft = self.draft_step(context + np.maximum(k - 1, 0) / 2).scaled(k)
         sync = host_wait(self.params, self.params.per_iteration_s, self.tp)
         factor = power_cap_factor(draft + verify + sync, self.params, self.tp)
-        return power_capped(draft, factor), power_capped(verify, factor), power_capped(sync, factor)
+        return tuple(held(cost, factor, self.params) for cost in (draft, verify, sync))
 
     def contexts(self, points: int = 16) -> np.ndarray:
         """Midpoints of `points` equal slices of the generation: the context each slice's tokens see on average."""

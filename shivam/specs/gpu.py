@@ -84,8 +84,8 @@ class GPU(BaseModel):
         gt=0,
         le=1e5,
         description="the board's power limit (W, the default nvidia-smi reports): an iteration or prefill whose "
-        "predicted power exceeds it has its energy capped at the limit times its time (shivam.sim.roofline."
-        "power_cap_factor; with --power-limit, clocked down: power_limited); none: no limit applied",
+        "predicted power exceeds it is held there, running longer at the limit's power (shivam.sim.roofline."
+        "power_held; with --power-limit, clocked down: power_limited); none: no limit applied",
     )
     pcie: Pcie
     link: Link | None = Field(

@@ -75,6 +75,12 @@ class Params(BaseModel):
     )
     per_step_s: float = Field(ge=0, description="host overhead per forward step")
     per_iteration_s: float = Field(ge=0, description="host synchronization per decoding iteration")
+    limit_stretch_exponent: float = Field(
+        default=0.0,
+        ge=0,
+        description="how much longer a call runs at the board's power limit: its time times (P / P_lim)^this, P the "
+        "power it would draw unheld (the clocks the board lowers)",
+    )
     static_power_w: float = Field(ge=0, description="power drawn for as long as the step lasts")
     active_power_w: float = Field(ge=0, description="extra power while kernels execute")
     block_power_w: float = Field(
@@ -126,6 +132,7 @@ TIME_PARAMS = (
     "pcie_Bps",
     "attention_cta_Bps",
     "attention_block_s",
+    "limit_stretch_exponent",
 )
 CALIBRATED = TIME_PARAMS + (
     "per_light_kernel_s",

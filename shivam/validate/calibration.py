@@ -24,8 +24,9 @@ from shivam.userfiles import write_text
 # held in every calibration, as in the bundled H200 recipe: the host sync of a speculative iteration cannot be told
 # from the per-step overhead, nor power while kernels run from energy per byte when nearly every step is memory-bound
 # the host sync, collinear with the per-step overhead; power while kernels run, collinear with energy per byte; the
-# KV cache's extra energy per byte, which needs large batches over long caches that the suite does not run
-PRIORS = {"per_iteration_s": 0.0, "active_power_w": 0.0, "kv_j_per_byte": 0.0}
+# KV cache's extra energy per byte, which needs large batches over long caches that the suite does not run; how much
+# longer calls at the power limit run, which needs many of them
+PRIORS = {"per_iteration_s": 0.0, "active_power_w": 0.0, "kv_j_per_byte": 0.0, "limit_stretch_exponent": 0.0}
 # largest first: the memory-bound anchor is the largest that fits; the rest separate per-kernel, per-step and
 # per-byte costs (sizes 68M to 7B, 2 to 32 layers)
 LARGE = ("mistral-7b", "llama-2-7b", "opt-6.7b", "gemma-2b", "tinyllama-1.1b")
