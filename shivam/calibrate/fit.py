@@ -55,9 +55,9 @@ def _with(params: Params, values: dict) -> Params:
     return params.model_copy(update=values)
 
 
-def _time_residuals(x, names, base: Params, points: PointSet, meas_t: np.ndarray) -> np.ndarray:
+def _time_residuals(x, names, base: Params, points: PointSet, meas_t: np.ndarray, scale=1.0) -> np.ndarray:
     p = _with(base, dict(zip(names, x)))
-    return points.costs(p).time_s / meas_t - 1.0
+    return points.costs(p, scale).time_s / meas_t - 1.0  # scale: each point's card factor, which the hold sees
 
 
 def _identifiable(names, cov, values) -> tuple[dict, list[str]]:
@@ -125,20 +125,29 @@ def fit(
     board's power limit, and how much longer they run there (limit_stretch_exponent, a time parameter), depend on
     the energy parameters, which the time fit takes from its starting point."""
     points = PointSet([m.point for m in data], base)
+    fix = dict(fix or {})
     result = fit_once(data, base, fix, strict, card_factors, points)
     for _ in range(LIMIT_ROUNDS - 1):
-        if base.power_limit_w is None or "limit_stretch_exponent" in (fix or {}):
+        if base.power_limit_w is None or "limit_stretch_exponent" in fix:
             break  # the time fit does not depend on the energy parameters
-        # from the fitted values: energy parameters for the held calls, time parameters as the solver's start
+        # from the fitted values: energy parameters for the held calls, time parameters as the solver's start, and
+        # each point's card factor (what the hold sees)
         carried = [n for n in (*ENERGY_PARAMS, *TIME_PARAMS) if n != "compute_scale" and n in Params.model_fields]
         start = _with(base, {n: getattr(result.params, n) for n in carried})
-        start = _with(start, {"j_per_flop": dict(result.params.j_per_flop)})
-        scale = result.values.get("compute_scale", 1.0)
-        again = fit_once(data, start, fix, strict, card_factors, points)
-        if "compute_scale" in again.values:
-            again.values["compute_scale"] *= scale  # relative to base's per-FLOP energies, as in the first round
-        shared = [n for n in again.values if isinstance(again.values[n], float) and n in result.values]
-        moved = max((abs(again.values[n] / result.values[n] - 1) for n in shared if result.values[n]), default=0.0)
+        scale = 1.0  # compute_scale of the rounds before, relative to base's per-FLOP energies
+        if "compute_scale" not in fix:  # a fixed one is applied to base's per-FLOP energies again each round
+            start = _with(start, {"j_per_flop": dict(result.params.j_per_flop)})
+            scale = result.values.get("compute_scale", 1.0)
+        factors = np.array([result.card_factors.get(m.card, 1.0) for m in data])
+        again = fit_once(data, start, fix, strict, card_factors, points, factors)
+        if "compute_scale" in again.values and "compute_scale" not in fix:
+            again.values["compute_scale"] *= scale
+            if "compute_scale" in again.uncertainty:
+                again.uncertainty["compute_scale"] *= scale
+        before = {**result.values, **{f"card {c}": v for c, v in result.card_factors.items()}}
+        after = {**again.values, **{f"card {c}": v for c, v in again.card_factors.items()}}
+        shared = [n for n in after if isinstance(after[n], float) and n in before]
+        moved = max((abs(after[n] - before[n]) / max(abs(before[n]), 1e-12) for n in shared), default=0.0)
         result = again
         if moved < 1e-4:
             break
@@ -152,6 +161,7 @@ def fit_once(
     strict: bool | str = True,
     card_factors: bool = False,
     points: PointSet | None = None,
+    energy_scale=1.0,
 ) -> FitResult:
     """Fit time then energy parameters. strict: refuse, by name, a parameter the data cannot identify. strict=False
     (cross-validation folds) keeps the least-squares values however uncertain; strict="hold" holds each parameter
@@ -195,18 +205,20 @@ def fit_once(
             _time_residuals,
             np.clip(x0, lo, hi),
             bounds=(lo, hi),
-            args=(names, base, points, meas_t),
+            args=(names, base, points, meas_t, energy_scale),
             x_scale=scale,
             method="trf",
         )
         unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, np.maximum(np.abs(sol.x), scale)), sol.x)
     else:  # every time parameter held: nothing to solve
-        sol = SimpleNamespace(x=np.array([]), fun=_time_residuals(np.array([]), names, base, points, meas_t))
+        sol = SimpleNamespace(
+            x=np.array([]), fun=_time_residuals(np.array([]), names, base, points, meas_t, energy_scale)
+        )
         unc, bad = {}, []
     if "limit_stretch_exponent" in bad and strict:  # too few or too alike calls at the limit: held at 0, not refused
-        return _holding(data, base, fix, ["limit_stretch_exponent"], card_factors, points, strict)
+        return _holding(data, base, fix, ["limit_stretch_exponent"], card_factors, points, strict, energy_scale)
     if bad and strict == "hold":
-        return _holding(data, base, fix, bad, card_factors, points)
+        return _holding(data, base, fix, bad, card_factors, points, "hold", energy_scale)
     if bad and strict:
         raise _unidentifiable(bad)
     time_values = dict(zip(names, map(float, sol.x)))
@@ -248,7 +260,7 @@ def fit_once(
                 {n: v[free] for n, v in cols.items()}, e_names, (meas_e / f_row)[free], fixed_part[free], strict
             )
             if e_bad and strict == "hold":
-                return _holding(data, base, fix, e_bad, card_factors, points)
+                return _holding(data, base, fix, e_bad, card_factors, points, "hold", energy_scale)
             if not card_factors:
                 break
             pred = sum(c * cols[n] for c, n in zip(coef, e_names)) + fixed_part
@@ -285,11 +297,18 @@ def fit_once(
 
 
 def _holding(
-    data, base: Params, fix: dict, bad: list[str], card_factors: bool, points: PointSet, strict: bool | str = "hold"
+    data,
+    base: Params,
+    fix: dict,
+    bad: list[str],
+    card_factors: bool,
+    points: PointSet,
+    strict: bool | str = "hold",
+    energy_scale=1.0,
 ) -> FitResult:
     """The fit again with the unidentifiable parameters held at their priors; they are listed in held."""
     priors = {n: (1.0 if n == "compute_scale" else getattr(base, n)) for n in bad}
-    result = fit_once(data, base, {**fix, **priors}, strict, card_factors, points)
+    result = fit_once(data, base, {**fix, **priors}, strict, card_factors, points, energy_scale)
     result.held.update(priors)
     for n in priors:
         result.values.pop(n, None)

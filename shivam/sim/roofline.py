@@ -513,7 +513,8 @@ def held(cost: StepCost, factor, p: Params) -> StepCost:
     stretch = np.asarray(factor, dtype=float) ** (-p.limit_stretch_exponent)
     if np.all(stretch == 1.0):
         return power_capped(cost, factor)
-    longer = dataclasses.replace(cost, **{name: getattr(cost, name) * stretch for name in TIME_TERMS})
+    stretched = (*TIME_TERMS, "e_idle")  # GPUs left waiting wait the longer time at static power
+    longer = dataclasses.replace(cost, **{name: getattr(cost, name) * stretch for name in stretched})
     return power_capped(longer, factor * stretch)
 
 
