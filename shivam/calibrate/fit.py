@@ -345,7 +345,7 @@ def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str
     params = {
         n: getattr(p, n)
         for n in TIME_PARAMS
-        + ("static_power_w", "active_power_w", "block_power_w", "dram_j_per_byte", "kv_j_per_byte", "pcie_j_per_byte")
+        + tuple(n for n in ENERGY_PARAMS if n != "compute_scale")  # compute_scale is written into j_per_flop
     }
     params["j_per_flop"] = dict(p.j_per_flop)
     return Calibration(

@@ -25,6 +25,7 @@ from shivam.sim.roofline import (
     energy_features,
     energy_not_fitted,
     host_wait,
+    limit_stretch,
     power_cap_factor,
     power_capped,
     power_held,
@@ -254,7 +255,7 @@ class PointSet:
         capped = factor < 1.0
         features = energy_features(cost)
         cols = {n: np.where(capped, 0.0, np.asarray(v, dtype=float)) for n, v in features.items()}
-        held_time = cost.time_s * factor ** (-params.limit_stretch_exponent)
+        held_time = cost.time_s * limit_stretch(factor, params)
         limit = (params.power_limit_w or 0.0) * held_time / energy_scale
         fixed = np.where(capped, limit, energy_not_fitted(cost))
         return cols, np.asarray(fixed, dtype=float), capped

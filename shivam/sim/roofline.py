@@ -30,11 +30,11 @@ one GPU's t_step and E_step), then the step's collectives, serially (a decode st
     t_TP     = t_step + sum(t_collective)                      (the GPUs are symmetric: the max over them is t_step)
     E_TP     = N * E_step + N * static_power * sum(t_collective) + e_link * link bytes
                + idle GPUs * static_power * t_TP              (GPUs that wait, e.g. while a draft runs on fewer)
-The board's power limit P_lim. By default (power_cap_factor, below) an iteration's or a prefill's energy is capped
-at P_lim * t. With --power-limit (power_limited) a step whose average power E_step / t_step exceeds it runs its SMs
-at a lower clock scale s < 1 until it draws P_lim. Voltage falls
-with the clock, so the SMs' dynamic energy (arithmetic, active power, latency-floor blocks: E_sm) falls as s^2 and
-their compute-bound time t_c stretches by 1/s; memory energy is kept; static power accrues over the longer time:
+The board's power limit P_lim. By default (power_held, below) an iteration or a prefill above it is held there,
+running longer at its power. With --power-limit (power_limited) a step whose average power E_step / t_step
+exceeds it runs its SMs at a lower clock scale s < 1 until it draws P_lim. Voltage falls with the clock, so the
+SMs' dynamic energy (arithmetic, active power, latency-floor blocks: E_sm) falls as s^2 and their compute-bound time
+t_c stretches by 1/s; memory energy is kept; static power accrues over the longer time:
     t(s)  = t_step + t_c * (1/s - 1)
     E(s)  = E_step - E_sm * (1 - s^2) + P_static * t_c * (1/s - 1)
     s     : E(s) / t(s) = P_lim, by bisection over [0.2, 1]
@@ -507,10 +507,15 @@ def power_held(cost: StepCost, p: Params, gpus: int = 1) -> StepCost:
     return held(cost, factor, p)
 
 
+def limit_stretch(factor, p: Params) -> np.ndarray:
+    """How much longer a call held with factor = P_lim / P runs: factor^-limit_stretch_exponent (1 where factor is)."""
+    return np.asarray(factor, dtype=float) ** (-p.limit_stretch_exponent)
+
+
 def held(cost: StepCost, factor, p: Params) -> StepCost:
     """`cost` (or a share of what power_cap_factor was computed over) held with that factor = P_lim / P: its time
     terms stretched by factor^-limit_stretch_exponent, its working GPUs' energy brought to the limit over them."""
-    stretch = np.asarray(factor, dtype=float) ** (-p.limit_stretch_exponent)
+    stretch = limit_stretch(factor, p)
     if np.all(stretch == 1.0):
         return power_capped(cost, factor)
     stretched = (*TIME_TERMS, "e_idle")  # GPUs left waiting wait the longer time at static power
