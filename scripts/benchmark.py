@@ -1,6 +1,7 @@
 """Speed benchmark (prints figures; nothing asserted):
 1. cold wall time of `shivam predict --model mistral-7b --gpu l4 --k 1..8` (goal: median < 0.5 s on 2 cores);
-2. throughput of the vectorized (k, alpha, context) grid (goal: >= 1,000,000 points per second).
+2. throughput of the vectorized (k, alpha, context) grid (goal: >= 1,000,000 points per second);
+3. cold wall time of `shivam crossover` and of `shivam predict --batch 1..256` in each output format (goal: < 1 s).
 
 Run: .venv/bin/python scripts/benchmark.py
 """
@@ -17,9 +18,17 @@ from shivam.sim.speculative import tokens_per_iteration
 from shivam.specs import load_gpu, make_params
 from shivam.specs.model import load_model
 
+SERVING = ["--model", "llama-3.1-8b", "--draft", "llama-3.2-1b", "--gpu", "h200"]
+SERVING_COMMANDS = {  # the serving regime's scans: 256 batch sizes (predict's default k 1..8 x 4 alphas: 9,216 rows)
+    "crossover": ["crossover", *SERVING],
+    "predict --batch 1..256": ["predict", *SERVING, "--batch", "1..256"],
+    "predict --batch 1..256 --format json": ["predict", *SERVING, "--batch", "1..256", "--format", "json"],
+    "predict --batch 1..256 --format csv": ["predict", *SERVING, "--batch", "1..256", "--format", "csv"],
+}
 
-def cold_predict(runs: int = 9) -> list[float]:
-    cmd = [sys.executable, "-m", "shivam", "predict", "--model", "mistral-7b", "--gpu", "l4", "--k", "1..8"]
+
+def cold_predict(runs: int = 9, args=("predict", "--model", "mistral-7b", "--gpu", "l4", "--k", "1..8")) -> list[float]:
+    cmd = [sys.executable, "-m", "shivam", *args]
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -60,3 +69,6 @@ if __name__ == "__main__":
         f"vectorized grid: {n:,} (k, alpha, context) points in {t * 1e3:.1f} ms = {n / t:,.0f} points/s "
         f"(goal: >= 1,000,000/s)"
     )
+    for name, args in SERVING_COMMANDS.items():
+        times = cold_predict(5, args)
+        print(f"cold `shivam {name}`: median {statistics.median(times):.3f} s, max {max(times):.3f} s (goal: < 1 s)")

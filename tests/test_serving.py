@@ -314,3 +314,51 @@ def test_an_iteration_is_capped_at_the_power_limit_as_a_whole():
         assert float(b.energy_j) == pytest.approx(0.9 * float(a.energy_j), rel=1e-12)
     below = Scenario(params=p.model_copy(update={"power_limit_w": 1.1 * e / t}), **args).iteration(4, 1024)
     assert [float(c.energy_j) for c in below] == [float(c.energy_j) for c in free]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(model="llama-3.1-8b", draft="llama-3.2-1b", gpu="h200", engine="ref", prompt=512, gen=64),
+        dict(model="mixtral-8x7b", draft="mistral-7b", gpu="h100-sxm", tp=4, sampling="rejection", power_limit=True),
+        dict(model="opt-1.3b", draft="opt-125m", gpu="t4", weights_dtype="fp16", act_dtype="fp16", kv_dtype="fp16"),
+        dict(model="mistral-7b", draft="llama-68m", gpu="h200", engine="graph", alpha_concentration=4.0),
+    ],
+)
+def test_a_batch_scan_costs_each_batch_as_a_scenario_of_that_batch_alone(kw):
+    """predict over several batch sizes costs them in one vectorized pass (Scenario.scan); each row must equal the
+    scalar scenario's own grid at that batch (Scenario.grid with an int batch, averaged over the generation) and the
+    prediction of that batch alone."""
+    from shivam.sim.scenario import acceptance_taus
+
+    batches, ks, alphas = [1, 7, 48], [0, 2, 5], [0.6, 0.9]
+    scan = shivam.predict(k=ks, alpha=alphas, batch=batches, **kw)
+    labels, taus = acceptance_taus(ks, alphas, concentration=kw.get("alpha_concentration"))
+    for b in batches:
+        alone = shivam.predict(k=ks, alpha=alphas, batch=b, **kw)
+        scn = dataclasses.replace(alone.scenario, batch=b)
+        grid = scn.grid(ks, taus, scn.contexts())
+        rows = [r for r in scan.rows if r["batch"] == b]
+        assert len(rows) == len(alone.rows) == len(ks) * len(alphas)
+        for row, single in zip(rows, alone.rows):
+            i, a = ks.index(row["k"]), labels.index(f"{row['alpha']:g}")
+            for key in ("energy_per_token_j", "time_per_token_s"):
+                assert row[key] == pytest.approx(float(grid[key][i, a].mean()), rel=1e-12)
+            for key in ("energy_per_request_j", "prefill_time_s", "ttft_s", "energy_ratio", "verify_bound"):
+                assert row[key] == (single[key] if key == "verify_bound" else pytest.approx(single[key], rel=1e-12))
+        assert scan.best_by_batch[str(b)] == alone.best
+
+
+def test_a_long_scan_prints_every_row_as_text_and_its_json_parses():
+    import json
+
+    args = ("predict", "--model", "opt-1.3b", "--draft", "opt-125m", "--gpu", "h200", "--batch", "1..64")
+    table = run_cli(*args)
+    assert table.returncode == 0
+    rows = shivam.predict(model="opt-1.3b", draft="opt-125m", gpu="h200", batch=range(1, 65)).rows
+    lines = table.stdout.splitlines()
+    rules = [i for i, line in enumerate(lines) if line and set(line) == {"-"}]  # title, rule, header, rule, rows, rule
+    assert len(rows) > 200 and rules[2] - rules[1] - 1 == len(rows)  # above the rich table's limit: text, every row
+    assert lines[rules[1] + 1].split()[:3] == ["1", "0.6", "0"]
+    doc = json.loads(run_cli(*args, "--format", "json").stdout)
+    assert len(doc["rows"]) == len(rows) and doc["crossover"] and doc["batch"] == list(range(1, 65))

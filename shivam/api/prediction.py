@@ -19,7 +19,7 @@ from shivam.api.checks import (
     check_ks,
 )
 from shivam.errors import ShivamError
-from shivam.sim.scenario import Scenario, prediction
+from shivam.sim.scenario import Scenario, predictions, required_alpha
 from shivam.specs import GPU, ModelSpec, Params
 
 # --- predict -------------------------------------------------------------------------------------------------------
@@ -246,11 +246,9 @@ def predict(
         )
     meta["alpha_concentration"] = concentration
     p = scn.params
-    rows, best_by_batch, first = [], {}, None
-    for b in batches:
-        scn_b = dataclasses.replace(scn, batch=b) if b != scn.batch else scn
-        res = prediction(scn_b, ks, alphas, positional, ratio, concentration)
-        first = first or res
+    rows, best_by_batch = [], {}
+    results = predictions(scn, batches, ks, alphas, positional, concentration)
+    for b, res in zip(batches, results):
         context = {key: meta[key] for key in ROW_CONTEXT_KEYS} | {"batch": b}
         rows += [
             {
@@ -263,6 +261,10 @@ def predict(
             for row in res["rows"]
         ]
         best_by_batch[str(b)] = res["best"]
+    first = results[0]
+    if ratio is not None:  # at the first batch size, as the rows' best k
+        scn_first = dataclasses.replace(scn, batch=batches[0]) if batches[0] != scn.batch else scn
+        first["required_alpha"] = required_alpha(scn_first, [k for k in ks if k > 0], ratio)
     meta["band"] = {"energy": list(p.energy_band), "time": list(p.time_band), "basis": p.band_basis}
     if len(batches) == 1:
         return Prediction(meta, rows, first["best"], first["contexts_averaged"], first.get("required_alpha"), scn)

@@ -12,13 +12,33 @@ from rich.table import Table
 _console = Console(width=160)
 
 
+# above this many rows a table is laid out as plain aligned text: rich measures every cell (about a millisecond a
+# row), and a batch scan's table has thousands
+RICH_ROWS = 200
+
+
 def table(title: str, columns: list[str], rows: list[list[str]], caption: str | None = None) -> None:
+    if len(rows) > RICH_ROWS:
+        _plain_table(title, columns, [[str(x) for x in r] for r in rows], caption)
+        return
     t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     for i, c in enumerate(columns):
         t.add_column(c, justify="left" if i == 0 else "right")
     for r in rows:
         t.add_row(*[str(x) for x in r])
     _console.print(t)
+
+
+def _plain_table(title: str, columns: list[str], rows: list[list[str]], caption: str | None) -> None:
+    """The table's cells as aligned text (first column left, the others right, as table lays them out)."""
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "-" * len(line(columns))
+    text = [title, rule, line(columns), rule, *(line(r) for r in rows), rule]
+    sys.stdout.write("\n".join(text + ([caption] if caption else [])) + "\n")
 
 
 def _energy(j: float, units: str) -> str:

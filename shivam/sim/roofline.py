@@ -131,9 +131,9 @@ class StepCost:
     def scaled(self, factor) -> StepCost:
         return StepCost(**{f.name: getattr(self, f.name) * factor for f in fields(self)})
 
-    def total(self) -> StepCost:
-        """The sum over every element: a sequence of steps as one scalar cost."""
-        return StepCost(**{f.name: np.sum(getattr(self, f.name)) for f in fields(self)})
+    def total(self, axis: int | None = None) -> StepCost:
+        """The sum over every element (or along `axis`): a sequence of steps as one cost."""
+        return StepCost(**{f.name: np.sum(getattr(self, f.name), axis=axis) for f in fields(self)})
 
     def __add__(self, other: StepCost) -> StepCost:
         return StepCost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})

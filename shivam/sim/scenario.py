@@ -1,12 +1,13 @@
 """Predictions for a scenario: a target model (and draft) on a GPU with an engine, batch, prompt and generation length.
 
-`Scenario.grid` costs a whole (k, acceptance, context) grid in one vectorized pass; `prediction` averages it over the
-generation (the context grows from the prompt to prompt + generated tokens) and builds the rows `shivam predict`
-prints.
+`Scenario.grid` costs a whole (k, acceptance, context) grid in one vectorized pass, and with `Scenario.scan` a
+leading axis of batch sizes too; `predictions` averages it over the generation (the context grows from the prompt to
+prompt + generated tokens) and builds the rows `shivam predict` prints, one set per batch size.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,7 +66,8 @@ class Scenario:
     params: Params
     dtypes: Dtypes = field(default_factory=Dtypes)
     draft: ModelSpec | None = None
-    batch: int = 1
+    # sequences decoded together; a scan over several sizes holds them as an array shaped (B, 1, 1, 1) (scan())
+    batch: int | np.ndarray = 1
     prompt: int = 128
     gen: int = 128
     tp: int = 1  # tensor-parallel GPUs the target is split over
@@ -79,6 +81,13 @@ class Scenario:
     # clock every step down to the board's power limit (power_limited); without it an iteration or a prefill above
     # the limit is held there, running longer at its power (iteration(), prefill(): roofline.power_held)
     power_limit_steps: bool = False
+
+    def scan(self, batches) -> Scenario:
+        """The scenario at several batch sizes at once: every cost gains a leading axis of them (grid: (B, K, A, C);
+        prefill: (B, 1, 1)). Whether each batch fits in memory is for the caller to check (memory_needed)."""
+        if self.prompts is not None:
+            raise ShivamError("a ragged batch (prompts) fixes the batch size: it cannot be scanned")
+        return dataclasses.replace(self, batch=np.asarray(batches, dtype=int).reshape(-1, 1, 1, 1))
 
     # --- the three kinds of step ---------------------------------------------------------------------------
     def step_inputs(self, model: ModelSpec, new_tokens, context, gpus: int = 1) -> StepInputs:
@@ -120,6 +129,7 @@ class Scenario:
         p = self.params
         batch, prompts = (1, self.prompts) if self.prompts is not None else (self.batch, (self.prompt,))
         total = host_wait(p, 0.0)
+        per_batch = -1 if np.ndim(batch) else None  # a scan sums each batch size's steps (their last axis) apart
         for prompt in prompts:
             if prompt == 0:
                 continue
@@ -133,7 +143,7 @@ class Scenario:
                         [] if head_only else tensor_parallel_transfers(model, batch, n, self.dtypes, p.kernels, gpus)
                     )
                     cost = tensor_parallel_cost(cost, transfers, p, gpus, idle)
-                total = total + cost.total()
+                total = total + cost.total(axis=per_batch)
         return power_held(power_capped(total, energy_scale), p, gpus)
 
     def prefill_inputs(self, model: ModelSpec, batch: int, prompt, gpus: int = 1) -> list[tuple[int, StepInputs]]:
@@ -225,23 +235,26 @@ def acceptance_taus(ks, alphas=None, positional=None, concentration=None) -> tup
     return [f"{a:g}" for a in alphas], taus
 
 
-def request_metrics(scn: Scenario, k: int, tau: float, time_per_token_s: float, energy_per_token_j: float, pre) -> dict:
+def request_metrics(batch: int, gen: int, k: int, tau: float, time_per_token_s: float, energy_per_token_j: float,
+                    prefill: dict) -> dict:  # fmt: skip
     """A request's figures (per sequence of the batch), named as vLLM's benchmarks name them: the prefill
     produces the first output token (TTFT = the batch's prefill, the draft's too when speculating), then gen - 1
     decoded tokens at TPOT each; ITL is the time between two deliveries of tokens (one iteration, tau tokens per
-    sequence); energy per output token includes the prefill, as ML.ENERGY reports it."""
-    b, gen = scn.batch, scn.gen
-    prefill = pre["target"] if k == 0 or pre["draft"] is None else pre["target"] + pre["draft"]
-    ttft, e_pre = float(prefill.time_s), float(prefill.energy_j) / b
-    tpot = b * time_per_token_s  # one sequence's tokens arrive b times slower than the batch's
+    sequence); energy per output token includes the prefill, as ML.ENERGY reports it. `prefill` holds the batch's
+    prefill time and energy, the target's and (None without a draft) the draft's: {"target": (s, J), "draft": ...}."""
+    (t_pre, e_pre), draft = prefill["target"], prefill["draft"]
+    if k and draft is not None:
+        t_pre, e_pre = t_pre + draft[0], e_pre + draft[1]
+    e_pre = e_pre / batch
+    tpot = batch * time_per_token_s  # one sequence's tokens arrive b times slower than the batch's
     e_req = e_pre + (gen - 1) * energy_per_token_j
     return {
-        "prefill_time_s": ttft,
+        "prefill_time_s": t_pre,
         "prefill_energy_j": e_pre,
-        "ttft_s": ttft,
+        "ttft_s": t_pre,
         "tpot_s": tpot,
         "itl_s": tpot * tau,
-        "time_per_request_s": ttft + (gen - 1) * tpot,
+        "time_per_request_s": t_pre + (gen - 1) * tpot,
         "energy_per_request_j": e_req,
         "energy_per_output_token_j": e_req / gen,
     }
@@ -251,43 +264,62 @@ def prediction(
     scn: Scenario, ks, alphas=None, positional=None, target_ratio: float | None = None, concentration=None
 ) -> dict:
     """Rows for k = 0 (baseline) and each requested k, for each acceptance, averaged over the generation."""
-    ks = sorted({0, *ks})
-    labels, taus = acceptance_taus(ks, alphas, positional, concentration)
-    pre = {"target": scn.prefill(), "draft": scn.prefill(scn.draft) if scn.draft is not None else None}
-    contexts = scn.contexts()
-    g = {name: arr.mean(axis=-1) for name, arr in scn.grid(ks, taus, contexts).items()}  # (K, A)
-    t, e = g["time_per_token_s"], g["energy_per_token_j"]
-    mid = float(np.mean(contexts))
-    bounds_verify = {k: scn.verify_step(k, mid).bound for k in ks}
-    draft_bound = scn.draft_step(mid).bound if scn.draft is not None else None
-    rows, best = [], {}
-    for a, label in enumerate(labels):
-        e_k, t_k = e[:, a], t[:, a]
-        best_e, best_t = ks[int(np.argmin(e_k))], ks[int(np.argmin(t_k))]
-        best[label] = {"best_k_energy": best_e, "best_k_latency": best_t}
-        for i, k in enumerate(ks):
-            row = {
-                "k": k,
-                "alpha": label if positional is not None else float(label),
-                "tokens_per_iteration": float(taus[i, a]),
-                "time_per_token_s": float(t_k[i]),
-                "energy_per_token_j": float(e_k[i]),
-                "speedup": float(t_k[0] / t_k[i]),
-                "energy_ratio": float(e_k[0] / e_k[i]),
-                "energy_saving": float(1 - e_k[i] / e_k[0]),
-                "floor_energy_per_token_j": float(g["floor_energy_per_token_j"][i, a]),
-                "breakdown_j": {name[2:]: float(g[name][i, a]) for name in BREAKDOWN},
-                "verify_bound": bounds_verify[k],
-                "draft_bound": draft_bound if k else None,
-                "best_energy": k == best_e,
-                "best_latency": k == best_t,
-                **request_metrics(scn, k, float(taus[i, a]), float(t_k[i]), float(e_k[i]), pre),
-            }
-            rows.append(row)
-    result = {"rows": rows, "best": best, "contexts_averaged": [float(c) for c in contexts]}
+    result = predictions(scn, [scn.batch], ks, alphas, positional, concentration)[0]
     if target_ratio is not None:
         result["required_alpha"] = required_alpha(scn, [k for k in ks if k > 0], target_ratio)
     return result
+
+
+def predictions(scn: Scenario, batches, ks, alphas=None, positional=None, concentration=None) -> list[dict]:
+    """prediction's rows (without required_alpha) at each of `batches`, costed in one vectorized pass over them
+    (Scenario.scan); the scenario's own batch is not used."""
+    ks = sorted({0, *ks})
+    labels, taus = acceptance_taus(ks, alphas, positional, concentration)
+    batches = [int(b) for b in batches]
+    many = scn.scan(batches) if scn.prompts is None else scn  # a ragged batch is one batch of its own size
+
+    def per_batch(values):  # a figure of the scan as one value per batch size
+        return np.broadcast_to(np.ravel(values), (len(batches),))
+
+    pre = {"target": many.prefill(), "draft": many.prefill(many.draft) if many.draft is not None else None}
+    pre = {name: None if c is None else (per_batch(c.time_s), per_batch(c.energy_j)) for name, c in pre.items()}
+    contexts = scn.contexts()
+    g = {name: arr.mean(axis=-1) for name, arr in many.grid(ks, taus, contexts).items()}
+    g = {name: np.broadcast_to(arr, (len(batches), *arr.shape[-2:])) for name, arr in g.items()}  # (B, K, A)
+    mid = float(np.mean(contexts))
+    bounds_verify = {k: per_batch(many.verify_step(k, mid).bound) for k in ks}
+    draft_bound = per_batch(many.draft_step(mid).bound) if many.draft is not None else None
+    out = []
+    for j, b in enumerate(batches):
+        t, e = g["time_per_token_s"][j], g["energy_per_token_j"][j]
+        prefill = {name: None if v is None else (float(v[0][j]), float(v[1][j])) for name, v in pre.items()}
+        rows, best = [], {}
+        for a, label in enumerate(labels):
+            e_k, t_k = e[:, a], t[:, a]
+            best_e, best_t = ks[int(np.argmin(e_k))], ks[int(np.argmin(t_k))]
+            best[label] = {"best_k_energy": best_e, "best_k_latency": best_t}
+            for i, k in enumerate(ks):
+                rows.append(
+                    {
+                        "k": k,
+                        "alpha": label if positional is not None else float(label),
+                        "tokens_per_iteration": float(taus[i, a]),
+                        "time_per_token_s": float(t_k[i]),
+                        "energy_per_token_j": float(e_k[i]),
+                        "speedup": float(t_k[0] / t_k[i]),
+                        "energy_ratio": float(e_k[0] / e_k[i]),
+                        "energy_saving": float(1 - e_k[i] / e_k[0]),
+                        "floor_energy_per_token_j": float(g["floor_energy_per_token_j"][j][i, a]),
+                        "breakdown_j": {name[2:]: float(g[name][j][i, a]) for name in BREAKDOWN},
+                        "verify_bound": str(bounds_verify[k][j]),
+                        "draft_bound": str(draft_bound[j]) if k and draft_bound is not None else None,
+                        "best_energy": k == best_e,
+                        "best_latency": k == best_t,
+                        **request_metrics(b, scn.gen, k, float(taus[i, a]), float(t_k[i]), float(e_k[i]), prefill),
+                    }
+                )
+        out.append({"rows": rows, "best": best, "contexts_averaged": [float(c) for c in contexts]})
+    return out
 
 
 def required_alpha(scn: Scenario, ks, ratio: float) -> dict:
