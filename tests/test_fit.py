@@ -287,3 +287,35 @@ def test_fit_recovers_how_much_longer_calls_at_the_power_limit_run():
     assert res.values["limit_stretch_exponent"] == pytest.approx(0.4, abs=0.05)
     assert res.values["compute_efficiency"] == pytest.approx(0.6, rel=0.05)
     assert res.values["compute_scale"] == pytest.approx(1.3, rel=0.05)
+
+
+def test_fit_recovers_the_attention_kernels_rate_from_long_prompts():
+    # the reference engine's split-KV kernel at 0.55 of the matmuls' rate in its products: prefills of 512-8192 tokens
+    # of four models (attention 3-30 % of their FLOPs) beside decode and verify steps; the fit starts at 1 (the
+    # datasheet's: attention as fast as a GEMM) and must find it along with the compute efficiency it trades against
+    fixed = {**FIXED, "attention_block_s": 0.0, "overlap_exponent": 100.0, "block_power_w": 0.0}
+    truth = make_params(load_gpu("h200"), "ref").model_copy(
+        update={**TRUTH, **fixed, "attention_compute_fraction": 0.55}
+    )
+    models = ("qwen2-0.5b", "llama-3.2-1b", "mistral-7b", "opt-1.3b")
+    pts = [Point(suite="s", kind="prefill", model=m, prompt=n, batch=b) for m in models for n in (512, 2048, 8192)
+           for b in (1, 4)]  # fmt: skip
+    pts += [
+        Point(suite="s", kind="step", model=m, new_tokens=n, batch=b, context=c)
+        for m in models
+        for n, b, c in ((1, 1, 512), (9, 1, 512), (1, 32, 2048), (129, 4, 512))
+    ]
+    rng = np.random.default_rng(1)
+    data = []
+    for p in pts:
+        cost, tokens, _ = point_cost(p, truth)
+        noisy = [float(x) * (1 + 0.01 * rng.standard_normal()) for x in (cost.time_s, cost.energy_j)]
+        data.append(Measured(p, *noisy, tokens, p.model))
+    res = fit(data, make_params(load_gpu("h200"), "ref"), fixed)
+    for name, value in (("attention_compute_fraction", 0.55), ("compute_efficiency", 0.6)):
+        got, sd = res.values[name], res.uncertainty[name]
+        assert abs(got - value) <= max(4 * sd, 0.03 * value) and abs(got - value) <= 0.15 * value, (name, got, sd)
+    # without the long prompts nothing moves it: held at 1, named as held
+    short = [m for m in data if m.point.kind != "prefill"]
+    res = fit(short, make_params(load_gpu("h200"), "ref"), fixed)
+    assert "attention_compute_fraction" not in res.values and res.held.get("attention_compute_fraction") == 1.0

@@ -1,6 +1,8 @@
 """The reference engine's kernels and decoder on the CPU (Triton's interpreter), against plain PyTorch references:
 the graph engine's Decoder (SDPA) with the same weights, transformers' own Llama, and an explicit-mask attention."""
 
+import math
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -233,7 +235,7 @@ def test_the_profiles_slicing_is_the_kernels():
             plan = kernels.AttentionPlan(
                 b, n, m.heads, m.kv_heads, m.head_dim, bucket_for(keys, max(keys, 1024)), "cpu"
             )
-            _, blocks = split_kv_programs(m, b, n, c, 2, sk)
+            _, blocks, _ = split_kv_programs(m, b, n, c, 2, sk)
             assert blocks == b * m.kv_heads * plan.m_blocks * plan.slices, (model, b, n, c)
 
 
@@ -245,8 +247,32 @@ def test_split_kv_bytes_by_hand():
     from shivam.specs.engine import load_engine
 
     sk = load_engine("ref").kernels.masked_attention.split_kv
-    per_program, blocks = split_kv_programs(load_model("mistral-7b"), 1, 1, 512, 2, sk)
+    per_program, blocks, _ = split_kv_programs(load_model("mistral-7b"), 1, 1, 512, 2, sk)
     assert (per_program, blocks) == (65_536 + 8_192, 8 * 4)
+
+
+def test_a_split_kv_program_computes_its_row_block_times_its_keys_between_its_loads():
+    # Mistral-7B decode, batch 1, context 512 (as above): each program multiplies its 16-row block (4 real query rows
+    # padded to the tensor-core tile) by its 128 keys and their values: 4 x 16 x 128 x 128 FLOPs; its time is the
+    # fixed time + its bytes at the per-program rate + its FLOPs at one multiprocessor's share of the attention's
+    # rate (compute_efficiency x attention_compute_fraction of the peak), in waves of one program per multiprocessor
+    from shivam.sim.roofline import op_time
+    from shivam.sim.workload import split_kv_programs, step_ops
+    from shivam.specs import Dtypes, load_gpu, make_params
+    from shivam.specs.engine import load_engine
+
+    m, sk = load_model("mistral-7b"), load_engine("ref").kernels.masked_attention.split_kv
+    per_program, blocks, flops = split_kv_programs(m, 1, 1, 512, 2, sk)
+    assert flops == 4 * 16 * 128 * 128
+    p = make_params(load_gpu("h200"), "ref").model_copy(
+        update={"attention_block_s": 1e-6, "attention_cta_Bps": 2e10, "attention_compute_fraction": 0.5}
+    )
+    attention = next(op for op in step_ops(m, 1, 1, 512, Dtypes(), p.kernels) if op.name == "attention")
+    sm_rate = p.peak_flops["bf16"] * p.compute_efficiency * 0.5 / p.multiprocessors
+    per_block = 1e-6 + per_program / 2e10 + flops / sm_rate
+    t, sm_s, _ = op_time(attention, p, "bf16")
+    assert float(t) == pytest.approx(per_block * math.ceil(blocks / p.multiprocessors), rel=1e-12)
+    assert float(sm_s) == pytest.approx(float(t) * min(blocks, p.multiprocessors), rel=1e-12)
 
 
 @pytest.mark.parametrize("n,context", [(256, 0), (129, 512), (2048, 0), (17, 100)])
@@ -267,7 +293,7 @@ def test_causal_prefill_streams_each_row_blocks_keys_up_to_its_last_token(n, con
     streamed = [context + min(((i + 1) * int(block_m) - 1) // group, n - 1) + 1 for i in range(int(row_blocks))]
     # each program of a row block streams one slice: ceil(ceil(streamed / BLOCK_N) / slices) * BLOCK_N keys
     keys = sum(math.ceil(math.ceil(k / block_n) / slices) * block_n for k in streamed) / len(streamed)
-    per_program, blocks = split_kv_programs(m, 1, n, context, 2, sk)
+    per_program, blocks, _ = split_kv_programs(m, 1, n, context, 2, sk)
     assert blocks == m.kv_heads * row_blocks * slices
     merge = 0 if slices == 1 else slices * min(block_m, n * group) * 128 * 4
     # the workload rounds the mean, not each block, up to whole key blocks: within one block of keys

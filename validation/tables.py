@@ -45,10 +45,12 @@ def ratios(check: dict) -> None:
     """Per (pair, context), measured standard/speculative energy and time ratios by batch and k, the held-out
     prediction in brackets (fitted on all where check ran no cross-validation); '-' where not measured."""
     rows = (check["cross_validation"].get("speculation") or check["speculation"])["ratios"]
-    for pair, context in sorted({(r["pair"], r["context"]) for r in rows}):
-        sel = {(r["batch"], r["k"]): r for r in rows if r["pair"] == pair and r["context"] == context}
+    groups = {(r["pair"], r["context"], r["alpha"]) for r in rows}  # a ragged batch's context is "ragged"
+    for pair, context, alpha in sorted(groups, key=lambda g: (g[0], isinstance(g[1], str), str(g[1]).zfill(6), g[2])):
+        sel = {(r["batch"], r["k"]): r for r in rows if (r["pair"], r["context"], r["alpha"]) == (pair, context, alpha)}
         ks = sorted({k for _, k in sel})
-        print(f"{pair}, context {context}:\n")
+        where = "contexts spread 256-4096 (ragged)" if context == "ragged" else f"context {context}"
+        print(f"{pair}, {where}, alpha {alpha}:\n")
         head = [f"energy, k={k}" if i == 0 else f"k={k}" for i, k in enumerate(ks)]
         head += [f"time, k={k}" if i == 0 else f"k={k}" for i, k in enumerate(ks)]
         print("| batch | " + " | ".join(head) + " |")

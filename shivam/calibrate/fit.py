@@ -29,6 +29,7 @@ from shivam.specs.params import TIME_PARAMS
 TIME_BOUNDS = {
     "memory_efficiency": (0.05, 1.2),
     "compute_efficiency": (0.05, 1.2),
+    "attention_compute_fraction": (0.1, 2.0),
     "overlap_exponent": (1.0, 100.0),
     "per_kernel_s": (0.0, 1e-3),
     "per_step_s": (0.0, 0.05),
@@ -114,6 +115,24 @@ def _masked_keys_spread(data) -> float:
     return max(keys) / min(keys) if keys else 0.0
 
 
+ATTENTION_POINTS = 5  # points of at least ATTENTION_TOKENS new tokens per sequence whose attention does at least
+ATTENTION_SHARE = 0.1  # this share of their FLOPs, below which attention_compute_fraction is held
+ATTENTION_TOKENS = 64  # (a long prompt's causal attention: compute-bound where a decode's or a verify's is not)
+
+
+def _many_new_tokens(data) -> np.ndarray:
+    """Per point, whether a forward step of it runs at least ATTENTION_TOKENS new tokens per sequence."""
+    return np.array(
+        [
+            (m.point.kind == "prefill" and m.point.prompt >= ATTENTION_TOKENS)
+            or (m.point.kind == "step" and m.point.new_tokens >= ATTENTION_TOKENS)
+            or (m.point.kind == "generate" and m.point.prompt >= ATTENTION_TOKENS)
+            for m in data
+        ],
+        dtype=bool,
+    )
+
+
 LIMIT_POINTS = 10  # points at the board's limit, below which limit_stretch_exponent is held, not fitted
 LIMIT_ROUNDS = 6  # refits from the fitted energy parameters, for the time of calls held at the board's limit
 
@@ -187,6 +206,12 @@ def fit_once(
         "attention_block_s": points.has_latency_bound_kernels and _masked_keys_spread(data) >= 3,
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),
+        # moved only where attention does a real share of a step's arithmetic over enough new tokens to be
+        # compute-bound: prefills of long prompts (decode and verify attention streams its cache)
+        "attention_compute_fraction": int(
+            np.sum(_many_new_tokens(data) & (points.flop_share("attention") >= ATTENTION_SHARE))
+        )
+        >= ATTENTION_POINTS,
         # moved only by points at the board's limit under base's energy parameters (fit redoes it from the fitted
         # ones), and told from the other time parameters only by several of them
         "limit_stretch_exponent": int(np.sum(power_cap_factor(points.uncapped(base), base) < 1.0)) >= LIMIT_POINTS,
@@ -215,8 +240,11 @@ def fit_once(
             x=np.array([]), fun=_time_residuals(np.array([]), names, base, points, meas_t, energy_scale)
         )
         unc, bad = {}, []
-    if "limit_stretch_exponent" in bad and strict:  # too few or too alike calls at the limit: held at 0, not refused
-        return _holding(data, base, fix, ["limit_stretch_exponent"], card_factors, points, strict, energy_scale)
+    # too few or too alike calls at the limit, or too little compute-bound attention: held at their priors (0 and 1,
+    # what an engine without them does), not refused
+    soft = [n for n in ("limit_stretch_exponent", "attention_compute_fraction") if n in bad]
+    if soft and strict:
+        return _holding(data, base, fix, soft, card_factors, points, strict, energy_scale)
     if bad and strict == "hold":
         return _holding(data, base, fix, bad, card_factors, points, "hold", energy_scale)
     if bad and strict:

@@ -2,14 +2,16 @@
 
 Per operator (docs/model.md, section 3):
     t_mem  = dram_bytes / (bandwidth * memory_efficiency)
-    t_comp = flops / (peak_rate[dtype] * compute_efficiency)
+    t_comp = flops / (peak_rate[dtype] * compute_efficiency)   (attention: x attention_compute_fraction too)
     t_op   = max(overlap(t_mem, t_comp), t_block) + launches * per_kernel_s + light_launches * per_light_kernel_s
              (+ pcie_bytes / pcie bandwidth for copies)
     a misaligned matmul (cuBLAS's sm75 fallback: loads and arithmetic do not overlap) instead takes
              dram_bytes / (bandwidth * misaligned_bandwidth_fraction) + flops / (peak_rate * misaligned_matmul_fraction)
-    t_block = (attention_block_s + block_bytes / attention_cta_Bps) * ceil(blocks / multiprocessors): a
-             latency-bound kernel (masked attention), whose thread blocks each take a fixed time and stream their
-             bytes alone, in waves of one block per multiprocessor
+    t_block = (attention_block_s + block_bytes / attention_cta_Bps + block_flops / sm_rate)
+              * ceil(blocks / multiprocessors): a latency-bound kernel (masked attention), whose thread blocks each
+             take a fixed time, stream their bytes alone and compute between their loads (a split-KV program: its
+             row block times its keys; sm_rate = one multiprocessor's share of the attention's rate), in waves of one
+             block per multiprocessor
     overlap(a, b) = (a^p + b^p)^(1/p), p = overlap_exponent: p = 1 adds the two (no overlap), p -> infinity is the
              roofline's max(a, b) (perfect overlap). The default p = 100 is the max within 0.7 %; a fit finds p where
              the data shows partial overlap (skinny verify GEMMs on the H200: p = 1.97).
@@ -159,6 +161,8 @@ def _efficiencies(op: OpCost, p: Params) -> tuple[float, float]:
         return p.misaligned_bandwidth_fraction, p.misaligned_matmul_fraction
     if op.kind == "gemv_misaligned":
         return p.misaligned_gemv_bandwidth_fraction, p.compute_efficiency
+    if op.kind == "attention":  # a fused attention kernel's products run below a GEMM's rate (softmax between them)
+        return p.memory_efficiency, p.compute_efficiency * p.attention_compute_fraction
     return p.memory_efficiency, p.compute_efficiency
 
 
@@ -173,7 +177,10 @@ def op_time(op: OpCost, p: Params, compute_dtype: str):
     t_pcie = op.pcie_bytes / p.pcie_Bps
     if op.kind == "matmul_misaligned":
         return t_mem + t_comp + t_pcie, 0.0, t_mem >= t_comp
-    per_block = np.where(op.block_bytes > 0, p.attention_block_s + op.block_bytes / p.attention_cta_Bps, 0.0)
+    sm_rate = rate(p, op.kind, compute_dtype) * comp_eff / p.multiprocessors
+    per_block = np.where(
+        op.block_bytes > 0, p.attention_block_s + op.block_bytes / p.attention_cta_Bps + op.block_flops / sm_rate, 0.0
+    )
     t_block = per_block * np.ceil(op.blocks / p.multiprocessors)
     t_roof = overlap(t_mem, t_comp, p.overlap_exponent)
     sm_s = np.where(t_block > t_roof, t_block * np.minimum(op.blocks, p.multiprocessors), 0.0)
@@ -279,6 +286,7 @@ class StepSet:
         "pcie_bytes",
         "block_bytes",
         "blocks",
+        "block_flops",
     )
 
     def __init__(self, steps: list[tuple[int, float, StepInputs]], owners: int):
@@ -331,8 +339,22 @@ class StepSet:
                 pcie_bytes=np.concatenate(g["pcie_bytes"]),
                 block_bytes=np.concatenate(g["block_bytes"]),
                 blocks=np.concatenate(g["blocks"]),
+                block_flops=np.concatenate(g["block_flops"]),
             )
             self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
+
+    @property
+    def flops(self) -> np.ndarray:
+        """Per owner, the FLOPs of all its operators."""
+        return self._sums["flops"]
+
+    def flops_of(self, kind: str) -> np.ndarray:
+        """Per owner, the FLOPs of its operators of `kind`."""
+        out = np.zeros(self.owners)
+        for k, _, op, owner, m in self._groups:
+            if k == kind:
+                out += np.bincount(owner, m * np.broadcast_to(op.flops, owner.shape), self.owners)
+        return out
 
     @property
     def has_block_bytes(self) -> bool:

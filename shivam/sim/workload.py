@@ -67,11 +67,13 @@ def split_kv_layout(heads: int, kv_heads: int, batch, new_tokens, capacity, sk, 
 
 
 def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float, sk):
-    """(bytes one program of a split-KV attention kernel streams, programs per layer), as the kernel slices its work
-    (split_kv_capacity, split_kv_layout): each program streams its share of the cached keys (up to fused_max_new new
-    tokens come straight from the GEMM; above, the new keys up to the row block's last token, on average) and, when
-    there are several slices, the program that finishes last reads every slice's partial result (its rows, head_dim
-    padded to a power of two) back to merge them."""
+    """(bytes one program of a split-KV attention kernel streams, programs per layer, FLOPs one program computes), as
+    the kernel slices its work (split_kv_capacity, split_kv_layout): each program streams its share of the cached
+    keys (up to fused_max_new new tokens come straight from the GEMM; above, the new keys up to the row block's last
+    token, on average) and, when there are several slices, the program that finishes last reads every slice's
+    partial result (its rows, head_dim padded to a power of two) back to merge them. Over each key it streams, a
+    program multiplies its whole row block (padded rows included: the tensor-core tile is block_m rows) by the key
+    and by its value: 4 x block_m x head_dim FLOPs."""
     n = np.asarray(new_tokens)
     keys = context + n
     block_n, block_m, row_blocks, slices = split_kv_layout(
@@ -88,7 +90,8 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     slice_keys = np.ceil(np.ceil(streamed / block_n) / slices) * block_n
     width = max(16.0, float(_pow2_at_least(m.head_dim)))  # the partials are padded to a power-of-two head_dim
     merge = np.where(slices > 1, slices * np.minimum(block_m, rows) * width * sk.partial_bytes, 0.0)
-    return slice_keys * 2 * m.head_dim * kv_bytes + merge, batch * m.kv_heads * row_blocks * slices
+    programs = batch * m.kv_heads * row_blocks * slices
+    return slice_keys * 2 * m.head_dim * kv_bytes + merge, programs, 4 * block_m * slice_keys * m.head_dim
 
 
 class OpCost(NamedTuple):
@@ -107,9 +110,11 @@ class OpCost(NamedTuple):
     launches: object  # kernels launched (may depend on the step's shape)
     repeat: int = 1
     pcie_bytes: object = 0.0
-    # a latency-bound kernel: bytes each of `blocks` thread blocks streams on its own (roofline.step_cost)
+    # a latency-bound kernel: bytes each of `blocks` thread blocks streams on its own and FLOPs it computes between
+    # its loads (roofline.op_time)
     block_bytes: object = 0.0
     blocks: object = 0.0
+    block_flops: object = 0.0
     # kernels that only cast, fill or concatenate a few rows, at per_light_kernel_s each (a third of a typical kernel)
     light_launches: object = 0.0
 
@@ -175,6 +180,7 @@ def _gated(op: OpCost, on) -> OpCost:
         pcie_bytes=g * op.pcie_bytes,
         block_bytes=g * op.block_bytes,
         blocks=g * op.blocks,
+        block_flops=g * op.block_flops,
         light_launches=g * op.light_launches,
     )
 
@@ -257,13 +263,14 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
     # per-block rate (roofline.op_time). A split-KV kernel runs every step so: its programs' slices (split_kv_programs).
     masked = (np.asarray(new_tokens) > 1) & (mk.kind == "latency_bound_per_block")
     if mk.kind == "split_kv":
-        block_bytes, blocks = split_kv_programs(m, batch, new_tokens, context, kvb, mk.split_kv)
+        block_bytes, blocks, block_flops = split_kv_programs(m, batch, new_tokens, context, kvb, mk.split_kv)
         extra = np.where(np.asarray(new_tokens) > mk.split_kv.fused_max_new, mk.split_kv.unfused_launches, 0)
     else:
         block_bytes = np.where(
             masked, attended * 2 * kvb * masked_attention_head_dim(kernels, m.head_dim, new_tokens), 0.0
         )
         blocks = np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0)
+        block_flops = 0.0  # cuDNN's masked kernel: its blocks' time is fitted as streaming alone (attention_cta_Bps)
         extra = 0
     ops.append(
         OpCost(
@@ -279,6 +286,7 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
             light_launches=np.where(masked, mk.light_launches, 0),
             block_bytes=block_bytes,
             blocks=blocks,
+            block_flops=block_flops,
         )
     )
     if np.any(masked):

@@ -31,6 +31,13 @@ class Params(BaseModel):
         gt=0, le=1.5, description="fraction of the DRAM bandwidth weights and KV stream at"
     )
     compute_efficiency: float = Field(gt=0, le=1.5, description="fraction of the dense peak matmuls reach")
+    attention_compute_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=2,
+        description="the attention kernel's rate in its QK^T and PV products relative to the matmuls' "
+        "(compute_efficiency): what a long prompt's compute-bound causal attention runs at",
+    )
     overlap_exponent: float = Field(
         default=100.0,
         ge=1,
@@ -125,6 +132,7 @@ class Params(BaseModel):
 TIME_PARAMS = (
     "memory_efficiency",
     "compute_efficiency",
+    "attention_compute_fraction",
     "overlap_exponent",
     "per_kernel_s",
     "per_step_s",
