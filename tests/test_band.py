@@ -88,19 +88,20 @@ def test_the_band_of_a_quick_calibration_holds_about_90_percent_of_other_points(
     assert 0.80 <= mean["energy"] <= 0.95 and 0.80 <= mean["time"] <= 0.95, mean
 
 
-def test_widened_band_is_the_union_of_the_two_intervals():
-    from shivam.calibrate.band import widened
+def test_a_quick_calibration_takes_its_engines_quick_band_and_keeps_its_own_without_one():
+    from shivam.calibrate.band import quick_band
     from shivam.specs import Band
 
-    band = Band(energy=(0.98, 1.02), time=(0.90, 1.05), points=14, basis="cv")
-    floor = Band(energy=(0.96, 1.09), time=(0.96, 1.04), points=486, basis="dev")
-    w = widened(band, floor)
-    assert w.energy == (0.96, 1.09) and w.time == (0.90, 1.05) and w.points == 14 and "dev" in w.basis
-    assert widened(band, None) is band
+    own = Band(energy=(0.98, 1.02), time=(0.83, 1.05), points=14, basis="cv")
+    engine = Band(energy=(0.96, 1.07), time=(0.96, 1.04), points=84, basis="held-out sets")
+    q = quick_band(own, engine)
+    assert q.energy == (0.96, 1.07) and q.time == (0.96, 1.04) and q.points == 84 and "held-out sets" in q.basis
+    assert quick_band(own, None) is own and quick_band(None, engine) is None
 
 
-def test_the_graph_engines_band_floor_is_what_the_development_data_gives():
-    """The floor stored in hardware/engines/graph.json is recomputed from the committed development data."""
+def test_the_graph_engines_quick_band_is_what_the_held_out_sets_give():
+    """The band stored in hardware/engines/graph.json is recomputed from the committed held-out sets: 17 + 32 + 15
+    points refitted from their cards' quick suites, and the 20 whose card's check table is all that came back."""
     import importlib.util
     from pathlib import Path
 
@@ -110,6 +111,7 @@ def test_the_graph_engines_band_floor_is_what_the_development_data_gives():
     spec = importlib.util.spec_from_file_location("band_coverage", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    stored, recomputed = load_engine("graph").calibration_band_floor, mod.floor()
-    assert stored.points == recomputed.points == 531
+    assert len(mod.printed_rows(mod.HELD_OUT / "check-a140912a.txt")) == 20
+    stored, recomputed = load_engine("graph").quick_calibration_band, mod.quick_calibration_band()
+    assert stored.points == recomputed.points == 84
     assert np.allclose(stored.energy, recomputed.energy) and np.allclose(stored.time, recomputed.time)

@@ -5,14 +5,15 @@
                                                             # held-out points (validation/results/h200-calibrate/)
     .venv/bin/python validation/band_coverage.py --holdout --suite-results QUICK.jsonl --held-out POINTS.jsonl
     .venv/bin/python validation/band_coverage.py --calibration CAL.json --held-out POINTS.jsonl  # its stored band
-    .venv/bin/python validation/band_coverage.py --floor [--write]  # the graph engine's calibration band floor
+    .venv/bin/python validation/band_coverage.py --quick-band [--write]  # the graph engine's quick-calibration band
 
 --holdout refits the suite's measurements as `shivam calibrate` does and estimates the band again; --calibration
-takes a calibration file's parameters and band as they are (and the band widened by the engine's floor, for a
-calibration written before the floor). --floor pools, over the three development cards, measured / predicted of
-every point outside the suite as predicted by that card's quick calibration, and prints the 5th-95th percentiles:
-the narrowest band a quick calibration gets (shivam.calibrate.band.widened); --write stores them in the graph
-engine's profile as calibration_band_floor.
+takes a calibration file's parameters and band as they are, and the band the engine now gives a quick calibration.
+--quick-band pools measured / predicted over the held-out probe sets of four cards, each predicted by the quick
+calibration of the card that measured it (refitted here from its committed quick-suite measurements; for
+GPU-a140912a, whose raw files did not come back from the device, the predictions its check printed), and prints
+the 5th-95th percentiles: the band of every quick calibration (shivam.calibrate.band.quick_band); --write stores
+them in the graph engine's profile as quick_calibration_band.
 
 Development set: three cards measured the quick suite (quick.jsonl, quick-repeat.jsonl on GPU-9ad100d2,
 quick-extensions.jsonl on GPU-4d8e221f). For each, the points of the `calibrate --quick` suite measured on that card
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shivam.calibrate.band import band_of_rows, coverage, widened
+from shivam.calibrate.band import band_of_rows, coverage, quick_band
 from shivam.calibrate.evaluate import leave_one_group_out, predictions
 from shivam.calibrate.fit import base_params, fit
 from shivam.calibrate.results import load_results
@@ -101,13 +102,49 @@ def quick_calibrations():
         yield name, card, result, bands, test
 
 
-def floor() -> Band:
-    """measured / predicted over every development card's points outside the quick suite, pooled: 5th-95th pct."""
-    rows = [r for *_, result, _, test in quick_calibrations() for r in predictions(test, result.params)]
+HELD_OUT = ROOT / "validation/results/h200-calibrate"
+HELD_OUT_SETS = {  # card: (its quick-suite measurements, the held-out probe sets it measured after its calibration)
+    "GPU-d0ad0d1f": ("h200-d0ad0d1f-quick.jsonl", ["holdout.jsonl"]),
+    "GPU-aea39601": ("h200-aea39601-quick.jsonl", ["holdout-aea39601.jsonl", "holdout-2-aea39601.jsonl"]),
+    "GPU-3cad716a": ("h200-3cad716a-quick.jsonl", ["holdout-3-3cad716a.jsonl"]),
+}
+PRINTED_CHECKS = {"GPU-a140912a": "check-a140912a.txt"}  # cards whose raw files did not come back: what check printed
+
+
+def printed_rows(path: Path) -> list[dict]:
+    """Measured and predicted time and energy per point from a table `shivam check` printed (ms and J per call)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if line.startswith("│ ") and len(cells) >= 6 and cells[3].endswith("%"):
+            t_pred, t_meas, e_pred, e_meas = (float(cells[i]) for i in (1, 2, 4, 5))
+            rows.append({"label": cells[0], "time_pred": t_pred, "time_meas": t_meas, "energy_pred": e_pred,
+                         "energy_meas": e_meas, "card_factor": 1.0})  # fmt: skip
+    return rows
+
+
+def held_out_rows() -> list[dict]:
+    """Every held-out probe point of the four cards, predicted by its own card's quick calibration."""
+    rows = []
+    for suite, sets in HELD_OUT_SETS.values():
+        train, _ = load_results([str(HELD_OUT / suite)], "graph")
+        test, _ = load_results([str(HELD_OUT / name) for name in sets], "graph")
+        result, _ = calibrate_like(train)
+        rows += predictions(test, result.params)
+    for name in PRINTED_CHECKS.values():
+        rows += printed_rows(HELD_OUT / name)
+    return rows
+
+
+def quick_calibration_band() -> Band:
+    """measured / predicted over the held-out probe sets of four cards, pooled: 5th-95th percentiles."""
+    rows = held_out_rows()
+    cards = len(HELD_OUT_SETS) + len(PRINTED_CHECKS)
     return band_of_rows(
         rows,
-        f"5th-95th percentiles of measured / predicted over {len(rows)} predictions of points outside the quick "
-        f"suite by quick calibrations of {len(CARDS)} H200 cards (validation/band_coverage.py --floor)",
+        f"5th-95th percentiles of measured / predicted over {len(rows)} held-out points of {cards} H200 cards, each "
+        f"predicted by the quick calibration of the card that measured it, the points written before the card "
+        f"measured them (validation/band_coverage.py --quick-band)",
     )
 
 
@@ -135,7 +172,7 @@ def stored(calibration: str, held_out: list[str]) -> dict:
     params = resolve_params(load_gpu(cal.gpu), cal.engine, calibration)
     bands = {
         "stored band": cal.band,
-        "widened by the floor": widened(cal.band, load_engine(cal.engine).calibration_band_floor),
+        "the engine's quick band": quick_band(cal.band, load_engine(cal.engine).quick_calibration_band),
     }
     return report(f"{Path(calibration).name} -> {len(test)} held-out points", params, bands, test)
 
@@ -148,21 +185,23 @@ def main() -> None:
     parser.add_argument("--held-out", nargs="+", default=[str(folder / "holdout.jsonl")], help="held-out results")
     parser.add_argument("--calibration", help="the band stored in this calibration file, on --held-out")
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--floor", action="store_true", help="the graph engine's calibration band floor")
-    parser.add_argument("--write", action="store_true", help="with --floor: store it in hardware/engines/graph.json")
+    parser.add_argument("--quick-band", action="store_true", help="the graph engine's quick-calibration band")
+    parser.add_argument("--write", action="store_true", help="with --quick-band: store it in the graph profile")
     args = parser.parse_args()
-    if args.write and not args.floor:
-        parser.error("--write stores the floor: give it with --floor")
-    if args.floor:
-        band = floor()
+    if args.write and not args.quick_band:
+        parser.error("--write stores the quick-calibration band: give it with --quick-band")
+    if args.quick_band:
+        band = quick_calibration_band()
         print(
-            f"floor: energy x {band.energy[0]:.3f}-{band.energy[1]:.3f}, time x {band.time[0]:.3f}-{band.time[1]:.3f}"
+            f"quick-calibration band ({band.points} points): energy x {band.energy[0]:.3f}-{band.energy[1]:.3f}, "
+            f"time x {band.time[0]:.3f}-{band.time[1]:.3f}"
         )
         figures = band.model_dump()
         if args.write:
             path = ROOT / "hardware/engines/graph.json"
             profile = json.loads(path.read_text())
-            profile["calibration_band_floor"] = figures
+            profile.pop("calibration_band_floor", None)
+            profile["quick_calibration_band"] = figures
             path.write_text(json.dumps(profile, indent=2) + "\n")
     elif args.calibration:
         figures = stored(args.calibration, args.held_out)

@@ -11,11 +11,13 @@ unknown, so the band takes the held-out predictions without their card factors (
 spread). For a GPU known only by its datasheet, the band is how far the datasheet-only prediction fell from what the
 H200 measured, per engine (stored in the engine profile as datasheet_band).
 
-A suite of a few models cross-validates over few points, and its points are easier than the ones a user asks
-about: on one card a quick calibration's 14 cross-validation points gave x 0.98-1.02 in energy while points outside
-the suite erred by up to 13 %. So a quick calibration's band is at least its engine's calibration_band_floor: the
-percentiles of measured / predicted over the points outside the suite of quick calibrations on the development data
-(validation/band_coverage.py --floor), the union of the two intervals.
+A suite of a few models cross-validates over few points, and those points are not the ones a user asks about: on
+one card a quick calibration's 14 cross-validation points gave x 0.98-1.02 in energy while points outside the suite
+erred by up to 13 %; on others its 15 folds put the time band's low end at x 0.83, its worst fold, while held-out
+points erred by at most 4.4 %. So a quick calibration's band is its engine's quick_calibration_band instead: the
+percentiles of measured / predicted over held-out probe sets that quick calibrations of other cards predicted,
+each set written before its card measured it (validation/band_coverage.py --quick-band); an engine without one
+keeps the calibration's own cross-validation band.
 """
 
 from __future__ import annotations
@@ -56,18 +58,9 @@ def coverage(rows: list[dict], band: Band, with_card_factors: bool = True) -> di
     return out
 
 
-def widened(band: Band | None, floor: Band | None) -> Band | None:
-    """The union of a band and a floor band (each side the wider), its basis naming both; a missing band stays
-    missing (a calibration written without one)."""
-    if floor is None or band is None:
+def quick_band(band: Band | None, engine_band: Band | None) -> Band | None:
+    """The band of a quick calibration: its engine's quick_calibration_band where the engine has one, else its own
+    cross-validation band (`band`); a missing band stays missing (a calibration written without one)."""
+    if band is None or engine_band is None:
         return band
-
-    def union(a, b):
-        return min(a[0], b[0]), max(a[1], b[1])
-
-    return Band(
-        energy=union(band.energy, floor.energy),
-        time=union(band.time, floor.time),
-        points=band.points,
-        basis=f"{band.basis}; at least the engine's calibration band floor ({floor.basis})",
-    )
+    return engine_band.model_copy(update={"basis": f"the engine's quick-calibration band: {engine_band.basis}"})

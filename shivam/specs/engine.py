@@ -191,10 +191,11 @@ class EngineProfile(BaseModel):
     kernels: Kernels
     eager_dispatches: EagerDispatches | None = None
     datasheet_band: Band = Field(description="90 % band of a prediction from datasheet figures alone (no calibration)")
-    calibration_band_floor: Band | None = Field(
+    quick_calibration_band: Band | None = Field(
         None,
-        description="the narrowest 90 % band a `shivam calibrate --quick` calibration gets: how far quick "
-        "calibrations predicted the points outside their suite (shivam.calibrate.band.widened); none: not measured",
+        description="the 90 % band of a `shivam calibrate --quick` calibration: how far quick calibrations of "
+        "other cards predicted held-out points measured after them (shivam.calibrate.band.quick_band); none: not "
+        "measured (a quick calibration then keeps its own cross-validation band)",
     )
     basis: str
 

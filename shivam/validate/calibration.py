@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from shivam.calibrate import fit_results
-from shivam.calibrate.band import widened
+from shivam.calibrate.band import quick_band
 from shivam.calibrate.points import Point, point_cost
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
@@ -194,8 +194,8 @@ def calibrate(
     )
     cal = outcome.calibration
     cal.card, cal.created = card, datetime.datetime.now(datetime.timezone.utc).isoformat()
-    if quick and cal.band is not None:  # a few models' cross-validation is narrower than their errors elsewhere
-        cal.band = widened(cal.band, load_engine(engine).calibration_band_floor)
+    if quick:  # a few models' cross-validation says little of the points users ask about (calibrate.band)
+        cal.band = quick_band(cal.band, load_engine(engine).quick_calibration_band)
     held = {**{n: PRIORS[n] for n in PRIORS}, **outcome.result.held}
     cal.note = (
         f"shivam calibrate{' --quick' * quick} on {card.name} {card.uuid}; held at priors: {', '.join(sorted(held))}"
