@@ -353,3 +353,22 @@ def test_kv_energy_per_byte_charges_the_cache_bytes_by_hand():
     assert float(costs[1].kv_bytes) == kv_bytes
     assert float(costs[1].energy_j - costs[0].energy_j) == pytest.approx(1e-11 * kv_bytes, rel=1e-12)
     assert float(costs[1].time_s) == float(costs[0].time_s)
+
+
+@pytest.mark.parametrize("blocks", [40, 132, 192, 264, 300])
+def test_a_latency_bound_kernels_blocks_hold_a_multiprocessor_each_only_while_they_run(blocks):
+    # 20 us per block (2 us fixed + 180 kB at 10 GB/s), 132 multiprocessors: the kernel lasts ceil(blocks / 132)
+    # waves of 20 us, and its SM-seconds are blocks x 20 us (192 blocks: 2 waves, 3.84 ms of SM time, not the
+    # 5.28 of two full waves); the energy adds block_power x those SM-seconds
+    from shivam.specs import load_gpu, make_params
+
+    p = make_params(load_gpu("h200"), "graph").model_copy(
+        update={"attention_block_s": 2e-6, "attention_cta_Bps": 1e10, "block_power_w": 3.0}
+    )
+    assert p.multiprocessors == 132
+    op = OpCost("attention", "attention", 0.0, 0.0, 1.0, 0.0, 0.0, 0, block_bytes=180e3, blocks=float(blocks))
+    cost = step_cost([op], p, "bf16", host_steps=0)
+    waves = -(-blocks // 132)
+    assert float(cost.busy_s) == pytest.approx(20e-6 * waves, rel=1e-12)
+    assert float(cost.floor_sm_s) == pytest.approx(20e-6 * blocks, rel=1e-12)
+    assert float(cost.e_floor) == pytest.approx(3.0 * 20e-6 * blocks, rel=1e-12)

@@ -9,7 +9,7 @@
 
 --holdout refits the suite's measurements as `shivam calibrate` does and estimates the band again; --calibration
 takes a calibration file's parameters and band as they are, and the band the engine now gives a quick calibration.
---quick-band pools measured / predicted over the held-out probe sets of four cards, each predicted by the quick
+--quick-band pools measured / predicted over the held-out probe sets of five cards, each predicted by the quick
 calibration of the card that measured it (refitted here from its committed quick-suite measurements; for
 GPU-a140912a, whose raw files did not come back from the device, the predictions its check printed), and prints
 the 5th-95th percentiles: the band of every quick calibration (shivam.calibrate.band.quick_band); --write stores
@@ -107,6 +107,7 @@ HELD_OUT_SETS = {  # card: (its quick-suite measurements, the held-out probe set
     "GPU-d0ad0d1f": ("h200-d0ad0d1f-quick.jsonl", ["holdout.jsonl"]),
     "GPU-aea39601": ("h200-aea39601-quick.jsonl", ["holdout-aea39601.jsonl", "holdout-2-aea39601.jsonl"]),
     "GPU-3cad716a": ("h200-3cad716a-quick.jsonl", ["holdout-3-3cad716a.jsonl"]),
+    "GPU-c0345594": ("h200-c0345594-quick.jsonl", ["holdout-5-c0345594.jsonl"]),
 }
 PRINTED_CHECKS = {"GPU-a140912a": "check-a140912a.txt"}  # cards whose raw files did not come back: what check printed
 
@@ -124,7 +125,7 @@ def printed_rows(path: Path) -> list[dict]:
 
 
 def held_out_rows() -> list[dict]:
-    """Every held-out probe point of the four cards, predicted by its own card's quick calibration."""
+    """Every held-out probe point of the five cards, predicted by its own card's quick calibration."""
     rows = []
     for suite, sets in HELD_OUT_SETS.values():
         train, _ = load_results([str(HELD_OUT / suite)], "graph")
@@ -137,7 +138,7 @@ def held_out_rows() -> list[dict]:
 
 
 def quick_calibration_band() -> Band:
-    """measured / predicted over the held-out probe sets of four cards, pooled: 5th-95th percentiles."""
+    """measured / predicted over the held-out probe sets of five cards, pooled: 5th-95th percentiles."""
     rows = held_out_rows()
     cards = len(HELD_OUT_SETS) + len(PRINTED_CHECKS)
     return band_of_rows(

@@ -20,8 +20,9 @@ Per step:
     E_step = static_power * t_step + active_power * t_busy + e_dram * dram_bytes + e_kv * kv_bytes
              + sum(e_flop[dtype] * flops)
              + e_pcie * pcie_bytes + block_power * sm_s_floor + misaligned_power * t_fallback
-    sm_s_floor = sum over operators held at their latency floor of min(blocks, multiprocessors) * t_block: the
-             multiprocessors such a kernel keeps busy draw power for as long as it lasts, whatever little it computes
+    sm_s_floor = sum over operators held at their latency floor of blocks * t_per_block (t_block = t_per_block *
+             waves): each thread block keeps a multiprocessor busy, drawing power whatever little it computes, for as
+             long as it runs; a last wave of fewer blocks than multiprocessors leaves the others idle
     t_fallback = time in cuBLAS's fallback kernels (unaligned rows), which draw power beyond their bytes and FLOPs
 Tensor parallelism over N GPUs (docs/model.md, section 6): each GPU runs its shard's operators (the equations above,
 one GPU's t_step and E_step), then the step's collectives, serially (a decode step has nothing to overlap them with):
@@ -183,7 +184,7 @@ def op_time(op: OpCost, p: Params, compute_dtype: str):
     )
     t_block = per_block * np.ceil(op.blocks / p.multiprocessors)
     t_roof = overlap(t_mem, t_comp, p.overlap_exponent)
-    sm_s = np.where(t_block > t_roof, t_block * np.minimum(op.blocks, p.multiprocessors), 0.0)
+    sm_s = np.where(t_block > t_roof, per_block * op.blocks, 0.0)  # a multiprocessor per block, while it runs
     return np.maximum(t_roof, t_block) + t_pcie, sm_s, t_mem >= t_comp
 
 
