@@ -96,7 +96,8 @@ def test_a_quick_calibration_takes_its_engines_quick_band_and_keeps_its_own_with
     engine = Band(energy=(0.96, 1.07), time=(0.96, 1.04), points=84, basis="held-out sets")
     q = quick_band(own, engine)
     assert q.energy == (0.96, 1.07) and q.time == (0.96, 1.04) and q.points == 84 and "held-out sets" in q.basis
-    assert quick_band(own, None) is own and quick_band(None, engine) is None
+    assert quick_band(own, None) is own and quick_band(None, None) is None
+    assert quick_band(None, engine).energy == engine.energy  # a fit too small to cross-validate still gets it
 
 
 def test_the_graph_engines_quick_band_is_what_the_held_out_sets_give():

@@ -362,3 +362,9 @@ def test_a_long_scan_prints_every_row_as_text_and_its_json_parses():
     assert lines[rules[1] + 1].split()[:3] == ["1", "0.6", "0"]
     doc = json.loads(run_cli(*args, "--format", "json").stdout)
     assert len(doc["rows"]) == len(rows) and doc["crossover"] and doc["batch"] == list(range(1, 65))
+
+
+def test_a_batch_scan_of_standard_decoding_alone_has_no_crossover_to_mark():
+    res = shivam.predict(model="opt-1.3b", gpu="h200", k=0, batch=[1, 2, 3, 4])
+    assert res.crossover == {} and len(res.rows) == 4 * 4  # four batches x four alphas, k = 0 only
+    assert all(r["crossover_batch_energy"] is None and r["crossover_batch_latency"] is None for r in res.rows)

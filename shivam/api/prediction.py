@@ -271,7 +271,7 @@ def predict(
     meta["batch"] = batches
     crossover = crossover_batches(rows, batches)
     for row in rows:
-        cross = crossover[_row_label(row)].get(str(row["k"]))
+        cross = crossover.get(_row_label(row), {}).get(str(row["k"]))  # none at all when every k is 0
         row["crossover_batch_energy"] = cross and cross["energy"]
         row["crossover_batch_latency"] = cross and cross["latency"]
     return Prediction(

@@ -59,8 +59,8 @@ def coverage(rows: list[dict], band: Band, with_card_factors: bool = True) -> di
 
 
 def quick_band(band: Band | None, engine_band: Band | None) -> Band | None:
-    """The band of a quick calibration: its engine's quick_calibration_band where the engine has one, else its own
-    cross-validation band (`band`); a missing band stays missing (a calibration written without one)."""
-    if band is None or engine_band is None:
+    """The band of a quick calibration: its engine's quick_calibration_band where the engine has one (whether or
+    not its own cross-validation gave one: that band is the method's track record), else its own (`band`)."""
+    if engine_band is None:
         return band
     return engine_band.model_copy(update={"basis": f"the engine's quick-calibration band: {engine_band.basis}"})

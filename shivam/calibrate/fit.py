@@ -115,22 +115,15 @@ def _masked_keys_spread(data) -> float:
     return max(keys) / min(keys) if keys else 0.0
 
 
-ATTENTION_POINTS = 5  # points of at least ATTENTION_TOKENS new tokens per sequence whose attention does at least
-ATTENTION_SHARE = 0.1  # this share of their FLOPs, below which attention_compute_fraction is held
-ATTENTION_TOKENS = 64  # (a long prompt's causal attention: compute-bound where a decode's or a verify's is not)
+ATTENTION_POINTS = 5  # points whose time moves by ATTENTION_MOVE or more when attention's products run at half the
+ATTENTION_MOVE = 0.02  # rate, below which attention_compute_fraction is held (nothing in the data sets it)
 
 
-def _many_new_tokens(data) -> np.ndarray:
-    """Per point, whether a forward step of it runs at least ATTENTION_TOKENS new tokens per sequence."""
-    return np.array(
-        [
-            (m.point.kind == "prefill" and m.point.prompt >= ATTENTION_TOKENS)
-            or (m.point.kind == "step" and m.point.new_tokens >= ATTENTION_TOKENS)
-            or (m.point.kind == "generate" and m.point.prompt >= ATTENTION_TOKENS)
-            for m in data
-        ],
-        dtype=bool,
-    )
+def _moved_by(points: PointSet, base: Params, name: str, value: float) -> np.ndarray:
+    """Per point, how much its time changes when parameter `name` takes `value` instead of base's: whether the data
+    can see that parameter at all."""
+    t0 = points.uncapped(base).time_s
+    return np.abs(points.uncapped(_with(base, {name: value})).time_s / t0 - 1.0)
 
 
 LIMIT_POINTS = 10  # points at the board's limit, below which limit_stretch_exponent is held, not fitted
@@ -206,10 +199,13 @@ def fit_once(
         "attention_block_s": points.has_latency_bound_kernels and _masked_keys_spread(data) >= 3,
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),
-        # moved only where attention does a real share of a step's arithmetic over enough new tokens to be
-        # compute-bound: prefills of long prompts (decode and verify attention streams its cache)
+        # the attention kernel's products: a long prompt's causal attention, a split-KV program's products between
+        # its loads (verify over long caches and large batches); decode attention streaming its cache barely moves
         "attention_compute_fraction": int(
-            np.sum(_many_new_tokens(data) & (points.flop_share("attention") >= ATTENTION_SHARE))
+            np.sum(
+                _moved_by(points, base, "attention_compute_fraction", 0.5 * base.attention_compute_fraction)
+                >= ATTENTION_MOVE
+            )
         )
         >= ATTENTION_POINTS,
         # moved only by points at the board's limit under base's energy parameters (fit redoes it from the fitted

@@ -226,12 +226,6 @@ class PointSet:
         """Whether any point runs a kernel held at its thread blocks' latency floor (what attention_cta_Bps sets)."""
         return self._set.has_block_bytes
 
-    def flop_share(self, kind: str) -> np.ndarray:
-        """Per point, the share of its FLOPs in operators of `kind`."""
-        own = np.bincount(self._owner, self._set.flops_of(kind), self._points)
-        total = np.bincount(self._owner, self._set.flops, self._points)
-        return own / np.where(total > 0, total, 1.0)
-
     def uncapped(self, params: Params) -> StepCost:
         """Per point, the sum of its steps and host syncs before the board's power limit caps them."""
         steps = self._set.costs(params)

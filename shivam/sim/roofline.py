@@ -345,19 +345,6 @@ class StepSet:
             self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
 
     @property
-    def flops(self) -> np.ndarray:
-        """Per owner, the FLOPs of all its operators."""
-        return self._sums["flops"]
-
-    def flops_of(self, kind: str) -> np.ndarray:
-        """Per owner, the FLOPs of its operators of `kind`."""
-        out = np.zeros(self.owners)
-        for k, _, op, owner, m in self._groups:
-            if k == kind:
-                out += np.bincount(owner, m * np.broadcast_to(op.flops, owner.shape), self.owners)
-        return out
-
-    @property
     def has_block_bytes(self) -> bool:
         """Whether any operator is a latency-bound kernel whose blocks stream bytes at attention_cta_Bps."""
         return any(bool(np.any(op.block_bytes > 0)) for _, _, op, _, _ in self._groups)
