@@ -5,6 +5,7 @@ the check's, not retyped.
     python3 validation/tables.py /tmp/check.json lomo      # leave-one-model-out, per held-out model
     python3 validation/tables.py /tmp/check.json points    # predicted vs measured, every point
     python3 validation/tables.py /tmp/check.json ratios    # standard/speculative ratios by pair, context and batch
+    python3 validation/tables.py /tmp/check.json ratios GPU-26ff   # the same, of one card
 """
 
 import json
@@ -41,10 +42,12 @@ def points(check: dict) -> None:
         )
 
 
-def ratios(check: dict) -> None:
+def ratios(check: dict, card: str = "") -> None:
     """Per (pair, context), measured standard/speculative energy and time ratios by batch and k, the held-out
-    prediction in brackets (fitted on all where check ran no cross-validation); '-' where not measured."""
+    prediction in brackets (fitted on all where check ran no cross-validation); '-' where not measured. `card`: only
+    the ratios measured on the card whose UUID starts so (a pair measured on several cards)."""
     rows = (check["cross_validation"].get("speculation") or check["speculation"])["ratios"]
+    rows = [r for r in rows if r["card"].startswith(card)]
     groups = {(r["pair"], r["context"], r["alpha"]) for r in rows}  # a ragged batch's context is "ragged"
     for pair, context, alpha in sorted(groups, key=lambda g: (g[0], isinstance(g[1], str), str(g[1]).zfill(6), g[2])):
         sel = {(r["batch"], r["k"]): r for r in rows if (r["pair"], r["context"], r["alpha"]) == (pair, context, alpha)}
@@ -68,4 +71,4 @@ def ratios(check: dict) -> None:
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
         check = json.load(f)
-    {"lomo": lomo, "points": points, "ratios": ratios}[sys.argv[2]](check)
+    {"lomo": lomo, "points": points, "ratios": ratios}[sys.argv[2]](check, *sys.argv[3:])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from shivam.calibrate import fit_results
 from shivam.calibrate.band import quick_band
+from shivam.calibrate.fit import ENERGY_PARAMS
 from shivam.calibrate.points import Point, point_cost
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
@@ -224,14 +225,9 @@ def calibrate(
 
 
 # --- --card: this card's energy scale against its GPU model's calibration -------------------------------------------
-ENERGY_COEFFICIENTS = (
-    "static_power_w",
-    "active_power_w",
-    "block_power_w",
-    "dram_j_per_byte",
-    "pcie_j_per_byte",
-    "misaligned_power_w",
-)
+# every energy coefficient a card's scale multiplies: the fit's (compute_scale is in j_per_flop, scaled apart) and the
+# fallback kernels' measured power
+ENERGY_COEFFICIENTS = (*(n for n in ENERGY_PARAMS if n != "compute_scale"), "misaligned_power_w")
 
 
 def card_points(gpu: GPU, simulated: bool = False) -> list[Point]:
