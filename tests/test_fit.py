@@ -26,6 +26,16 @@ FIXED = {"per_iteration_s": 40e-6, "active_power_w": 0.0, "pcie_j_per_byte": 5.2
 BASE_REF = make_params(load_gpu("h200"), "ref")  # the reference engine's datasheet defaults
 
 
+def measured(points, truth, rng, noise=0.01) -> list[Measured]:
+    """Each point as the truth's parameters cost it, its time and then its energy off by a normal relative noise."""
+    data = []
+    for p in points:
+        cost, tokens, _ = point_cost(p, truth)
+        noisy = [float(x) * (1 + noise * rng.standard_normal()) for x in (cost.time_s, cost.energy_j)]
+        data.append(Measured(p, *noisy, tokens, p.model))
+    return data
+
+
 def synthetic(noise=0.01, seed=0, power_limit_w=700.0, stretch=0.0):
     held = {"power_limit_w": power_limit_w, "limit_stretch_exponent": stretch}
     truth = make_params(load_gpu("h200"), "graph").model_copy(update={**TRUTH, **FIXED, **held})
@@ -36,20 +46,7 @@ def synthetic(noise=0.01, seed=0, power_limit_w=700.0, stretch=0.0):
         for n, b, c in ((1, 1, 512), (9, 1, 512), (129, 1, 512), (1, 32, 2048), (257, 4, 128), (5, 1, 4096))
     ]
     pts += [Point(suite="s", kind="spec", model="mistral-7b", draft="opt-125m", k=k, alpha=0.8) for k in (0, 2, 6)]
-    rng = np.random.default_rng(seed)
-    data = []
-    for p in pts:
-        cost, tokens, _ = point_cost(p, truth)
-        data.append(
-            Measured(
-                p,
-                float(cost.time_s) * (1 + noise * rng.standard_normal()),
-                float(cost.energy_j) * (1 + noise * rng.standard_normal()),
-                tokens,
-                p.model,
-            )
-        )
-    return data, truth
+    return measured(pts, truth, np.random.default_rng(seed), noise), truth
 
 
 def test_fit_recovers_known_parameters_from_noisy_synthetic_data():
@@ -278,12 +275,7 @@ def test_fit_recovers_how_much_longer_calls_at_the_power_limit_run():
         for m in ("mistral-7b", "opt-1.3b", "opt-125m", "tinyllama-1.1b")
         for n, b, c in shapes
     ]
-    rng = np.random.default_rng(0)
-    data = []
-    for p in pts:
-        cost, tokens, _ = point_cost(p, truth)
-        noisy = [float(x) * (1 + 0.01 * rng.standard_normal()) for x in (cost.time_s, cost.energy_j)]
-        data.append(Measured(p, *noisy, tokens, p.model))
+    data = measured(pts, truth, np.random.default_rng(0))
     res = fit(data, make_params(load_gpu("h200"), "graph").model_copy(update={"power_limit_w": 380.0}), FIXED)
     assert res.values["limit_stretch_exponent"] == pytest.approx(0.4, abs=0.05)
     assert res.values["compute_efficiency"] == pytest.approx(0.6, rel=0.05)
@@ -304,12 +296,7 @@ def test_fit_recovers_the_attention_kernels_rate_from_long_prompts():
         for m in models
         for n, b, c in ((1, 1, 512), (9, 1, 512), (1, 32, 2048), (129, 4, 512))
     ]
-    rng = np.random.default_rng(1)
-    data = []
-    for p in pts:
-        cost, tokens, _ = point_cost(p, truth)
-        noisy = [float(x) * (1 + 0.01 * rng.standard_normal()) for x in (cost.time_s, cost.energy_j)]
-        data.append(Measured(p, *noisy, tokens, p.model))
+    data = measured(pts, truth, np.random.default_rng(1))
     res = fit(data, BASE_REF, fixed)
     for name, value in (("attention_compute_fraction", 0.55), ("compute_efficiency", 0.6)):
         got, sd = res.values[name], res.uncertainty[name]
@@ -334,12 +321,7 @@ def test_verify_and_decode_over_long_caches_at_batch_see_the_attention_kernels_r
                         (129, 4, 512))
         if not (m == "opt-1.3b" and c > 2040)  # OPT's positions end at 2048
     ]  # fmt: skip
-    rng = np.random.default_rng(2)
-    data = []
-    for p in pts:
-        cost, tokens, _ = point_cost(p, truth)
-        noisy = [float(x) * (1 + 0.01 * rng.standard_normal()) for x in (cost.time_s, cost.energy_j)]
-        data.append(Measured(p, *noisy, tokens, p.model))
+    data = measured(pts, truth, np.random.default_rng(2))
     res = fit(data, BASE_REF, fixed)
     assert "attention_compute_fraction" in res.values
     got, sd = res.values["attention_compute_fraction"], res.uncertainty["attention_compute_fraction"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -19,7 +18,7 @@ from shivam.api.checks import (
     check_ks,
 )
 from shivam.errors import ShivamError
-from shivam.sim.scenario import Scenario, predictions, required_alpha
+from shivam.sim.scenario import Scenario, predictions
 from shivam.specs import GPU, ModelSpec, Params
 
 # --- predict -------------------------------------------------------------------------------------------------------
@@ -247,7 +246,7 @@ def predict(
     meta["alpha_concentration"] = concentration
     p = scn.params
     rows, best_by_batch = [], {}
-    results = predictions(scn, batches, ks, alphas, positional, concentration)
+    results = predictions(scn, batches, ks, alphas, positional, concentration, ratio)
     for b, res in zip(batches, results):
         context = {key: meta[key] for key in ROW_CONTEXT_KEYS} | {"batch": b}
         rows += [
@@ -262,9 +261,6 @@ def predict(
         ]
         best_by_batch[str(b)] = res["best"]
     first = results[0]
-    if ratio is not None:  # at the first batch size, as the rows' best k
-        scn_first = dataclasses.replace(scn, batch=batches[0]) if batches[0] != scn.batch else scn
-        first["required_alpha"] = required_alpha(scn_first, [k for k in ks if k > 0], ratio)
     meta["band"] = {"energy": list(p.energy_band), "time": list(p.time_band), "basis": p.band_basis}
     if len(batches) == 1:
         return Prediction(meta, rows, first["best"], first["contexts_averaged"], first.get("required_alpha"), scn)

@@ -264,15 +264,14 @@ def prediction(
     scn: Scenario, ks, alphas=None, positional=None, target_ratio: float | None = None, concentration=None
 ) -> dict:
     """Rows for k = 0 (baseline) and each requested k, for each acceptance, averaged over the generation."""
-    result = predictions(scn, [scn.batch], ks, alphas, positional, concentration)[0]
-    if target_ratio is not None:
-        result["required_alpha"] = required_alpha(scn, [k for k in ks if k > 0], target_ratio)
-    return result
+    return predictions(scn, [scn.batch], ks, alphas, positional, concentration, target_ratio)[0]
 
 
-def predictions(scn: Scenario, batches, ks, alphas=None, positional=None, concentration=None) -> list[dict]:
-    """prediction's rows (without required_alpha) at each of `batches`, costed in one vectorized pass over them
-    (Scenario.scan); the scenario's own batch is not used."""
+def predictions(
+    scn: Scenario, batches, ks, alphas=None, positional=None, concentration=None, target_ratio: float | None = None
+) -> list[dict]:
+    """prediction's rows at each of `batches`, costed in one vectorized pass over them (Scenario.scan; the
+    scenario's own batch is not used); with target_ratio, the first batch's result holds required_alpha."""
     ks = sorted({0, *ks})
     labels, taus = acceptance_taus(ks, alphas, positional, concentration)
     batches = [int(b) for b in batches]
@@ -319,6 +318,9 @@ def predictions(scn: Scenario, batches, ks, alphas=None, positional=None, concen
                     }
                 )
         out.append({"rows": rows, "best": best, "contexts_averaged": [float(c) for c in contexts]})
+    if target_ratio is not None:
+        first = scn if scn.prompts is not None else dataclasses.replace(scn, batch=batches[0])
+        out[0]["required_alpha"] = required_alpha(first, [k for k in ks if k > 0], target_ratio)
     return out
 
 
