@@ -8,7 +8,8 @@ from shivam.calibrate.band import coverage
 from shivam.calibrate.evaluate import cross_validate, leave_one_group_out, predictions
 from shivam.calibrate.points import Point, point_cost
 from shivam.calibrate.workflow import cross_validated_band
-from shivam.specs import load_gpu, make_params
+from shivam.sim.workload import kv_cache_bytes, weight_bytes
+from shivam.specs import Dtypes, load_gpu, load_model, make_params
 from shivam.validate.calibration import PRIORS, calibration_points
 
 GPU = load_gpu("h200")
@@ -23,6 +24,7 @@ TRUTH = BASE.model_copy(
         "static_power_w": 130.0,
         "dram_j_per_byte": 1.2e-10,
         "block_power_w": 1.5,
+        "kv_j_per_byte": 2e-11,
         "j_per_flop": {k: 1.15 * v for k, v in BASE.j_per_flop.items()},
         **PRIORS,
     }
@@ -69,7 +71,27 @@ def test_the_quick_suite_leaves_its_anchor_out_one_point_at_a_time():
     assert how == {"mistral-7b": "point", "opt-1.3b": "model", "opt-125m": "model", "llama-68m": "model"}
     assert len(rows) == len(models)
     _, band, _ = cross_validated_band(data, BASE, dict(PRIORS), False, basis="test")
-    assert band.basis.startswith("cross-validation over 15 points (each model left out, mistral-7b one point")
+    assert band.basis.startswith("cross-validation over 21 points (each model left out, mistral-7b one point")
+
+
+def test_the_quick_suite_fits_the_kv_caches_energy_per_byte():
+    # five KV-bound steps (cache 1.25-4.7x the weights): the fit recovers e_kv to within its noise instead of holding
+    # it, and the suite without them cannot tell it from e_dram and holds it
+    suite = calibration_points(GPU, quick=True)
+    dt = Dtypes.of("bf16")
+    kv_bound = [
+        p
+        for p in suite
+        if p.kind == "step"
+        and kv_cache_bytes(load_model(p.model), dt, p.batch, p.context) > weight_bytes(load_model(p.model), dt)
+    ]
+    assert len(kv_bound) == 5
+    result = fit(measured(suite, np.random.default_rng(1), 0.01), BASE, dict(PRIORS), strict="hold")
+    assert "kv_j_per_byte" not in result.held
+    assert abs(result.params.kv_j_per_byte / TRUTH.kv_j_per_byte - 1) < 0.3, result.params.kv_j_per_byte
+    without = [p for p in suite if p not in kv_bound]
+    result = fit(measured(without, np.random.default_rng(1), 0.01), BASE, dict(PRIORS), strict="hold")
+    assert "kv_j_per_byte" in result.held
 
 
 def test_the_band_of_a_quick_calibration_holds_about_90_percent_of_other_points():

@@ -14,20 +14,23 @@ from pathlib import Path
 
 from shivam.calibrate import fit_results
 from shivam.calibrate.band import quick_band
-from shivam.calibrate.fit import ENERGY_PARAMS
+from shivam.calibrate.fit import ENERGY_PARAMS, KV_POINTS
 from shivam.calibrate.points import Point, point_cost
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
+from shivam.sim.workload import kv_cache_bytes, weight_bytes
 from shivam.specs import GPU, Calibration, Dtypes, load_engine, load_gpu, load_model, make_params, resolve_params
 from shivam.specs.calibration import Card, bundled_calibration, user_calibrations, user_calibrations_dir
 from shivam.userfiles import write_text
 
-# held in every calibration, as in the bundled H200 recipe: the host sync of a speculative iteration cannot be told
-# from the per-step overhead, nor power while kernels run from energy per byte when nearly every step is memory-bound
-# the host sync, collinear with the per-step overhead; power while kernels run, collinear with energy per byte; the
-# KV cache's extra energy per byte, which needs large batches over long caches that the suite does not run; how much
-# longer calls at the power limit run, which needs many of them
-PRIORS = {"per_iteration_s": 0.0, "active_power_w": 0.0, "kv_j_per_byte": 0.0, "limit_stretch_exponent": 0.0}
+# held in every calibration, as in the bundled H200 recipe: the host sync of a speculative iteration, collinear with
+# the per-step overhead; power while kernels run, collinear with energy per byte when nearly every step is
+# memory-bound; how much longer calls at the power limit run, which needs many of them. The KV cache's energy per byte
+# is fitted from the suite's decode steps over caches larger than the weights (held where none fits the GPU).
+PRIORS = {"per_iteration_s": 0.0, "active_power_w": 0.0, "limit_stretch_exponent": 0.0}
+# (batch, context) of the KV-bound steps, by cache size: the first whose KV cache is a given multiple of the weights
+KV_SHAPES = ((16, 1024), (32, 1024), (16, 2048), (32, 2048), (64, 1024), (16, 4096), (64, 2048), (32, 4096),
+             (128, 2048), (64, 4096), (128, 4096))
 # largest first: the memory-bound anchor is the largest that fits; the rest separate per-kernel, per-step and
 # per-byte costs (sizes 68M to 7B, 2 to 32 layers)
 LARGE = ("mistral-7b", "llama-2-7b", "opt-6.7b", "gemma-2b", "tinyllama-1.1b")
@@ -44,13 +47,25 @@ def fits(gpu: GPU, model: str, dtypes: Dtypes, batch: int, tokens: int) -> bool:
     return scn.memory_needed(0) <= 0.9 * gpu.capacity_bytes
 
 
+def kv_bound(gpu: GPU, model: str, dtypes: Dtypes, times: float) -> tuple[int, int] | None:
+    """The smallest (batch, context) of KV_SHAPES whose KV cache holds `times` the model's weights and that fits
+    the GPU: a decode step there streams mostly cache, so its energy tells e_kv from e_dram."""
+    m = load_model(model)
+    weights = weight_bytes(m, dtypes)
+    for b, c in KV_SHAPES:
+        if kv_cache_bytes(m, dtypes, b, c) >= times * weights:
+            return (b, c) if fits(gpu, model, dtypes, b, c + 1) else None
+    return None
+
+
 def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False) -> list[Point]:
     """The calibration suite for this GPU: models that fit its memory, in its 16-bit dtype (fp16 without bf16).
 
     Each fitted parameter has points that move it: bytes (the largest model's decode), FLOPs and their overlap with
     bytes (verify widths 5-129, batch 8-32), KV bytes (contexts 128-4096), per-kernel and per-step costs (models of
-    2 to 32 layers), the masked attention kernel (several new tokens, over 512 and 4,096 cached tokens: its rate per
-    block and its fixed time per block), PCIe (stage I). The rest are held at priors."""
+    2 to 32 layers), the masked attention kernel (several new tokens, over 512 and 4,096 cached tokens, and at batch
+    16: its rate per block and its fixed time per block), the KV cache's energy per byte (decode over caches larger
+    than the weights, kv_bound), PCIe (stage I). The rest are held at priors."""
     dt = gpu.default_dtype()
     dtypes = Dtypes.of(dt)
     kw = {"weights_dtype": dt, "kv_dtype": dt}
@@ -73,7 +88,18 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False) ->
     mid = [m for m in MID if m != large][: 1 if quick else 2]
     pts = [step(large, n) for n in (1, 5, 33, 129)] + [step(large, c=c) for c in (128, 4096)] + [step(large, 5, 4096)]
     pts += [step(large, b=b) for b in (8, 32)]
-    pts += [p for m in mid for p in (step(m), step(m, 5))] + [step(m) for m in SMALL]
+    pts += [p for m in mid for p in (step(m), step(m, 5), step(m, 5, b=16))] + [step(m) for m in SMALL]
+    # KV-bound steps, KV_POINTS of them (fewer and the fit holds e_kv): the anchor at 1.25x and 3x its weights in
+    # cache, one verify among them, then the mid and small models (on a GPU too small for the anchor's)
+    kv = [(large, 1, 1.25), (large, 5, 1.25), (large, 1, 3.0)]
+    kv += [(m, n, t) for n, t in ((1, 1.5), (1, 4.0), (5, 1.5)) for m in (*mid, SMALL[0])]
+    chosen: list[Point] = []
+    for model, n, times in kv:
+        shape = kv_bound(gpu, model, dtypes, times)
+        if shape is not None and len(chosen) < KV_POINTS:
+            p = step(model, n, c=shape[1], b=shape[0])
+            chosen += [p] if p not in chosen else []
+    pts += chosen
     spec = [
         Point(suite=suite, kind="spec", model=large, draft=DRAFT, k=k, alpha=0.0 if k == 0 else 0.8, **kw)
         for k in (0, 4)
