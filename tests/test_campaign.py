@@ -119,12 +119,24 @@ def test_validate_unknown_suite(cli):
     assert res.returncode == 2 and "unknown suite" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
+def test_a_point_beyond_its_models_positions_is_refused_before_anything_runs(cli, tmp_path):
+    # gpt2 holds 1,024 positions: 1,024 cached + 5 new tokens cannot run; nothing is measured or written
+    pfile = tmp_path / "points.json"
+    pfile.write_text(json.dumps([{"suite": "t", "kind": "step", "model": "gpt2", "new_tokens": 5, "context": 1024}]))
+    res = cli("validate", "--simulate-meter", "--points-file", str(pfile), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "1,029 tokens exceed gpt2's max_position_embeddings 1,024" in res.stderr and "fix or drop" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_suite_is_well_formed():
     from shivam.validate.suites import SUITES, suite_points
 
     for name in SUITES:
         pts = suite_points(name)
         assert pts and len({p.id for p in pts}) == len(pts), name
+        for p in pts:
+            p.check()  # every point fits its models' positions
 
 
 def test_codecarbon_cross_check_is_recorded_beside_the_meter(tmp_path):

@@ -108,6 +108,7 @@ HELD_OUT_SETS = {  # card: (its quick-suite measurements, the held-out probe set
     "GPU-aea39601": ("h200-aea39601-quick.jsonl", ["holdout-aea39601.jsonl", "holdout-2-aea39601.jsonl"]),
     "GPU-3cad716a": ("h200-3cad716a-quick.jsonl", ["holdout-3-3cad716a.jsonl"]),
     "GPU-c0345594": ("h200-c0345594-quick.jsonl", ["holdout-5-c0345594.jsonl"]),
+    "GPU-1e4d308b": ("h200-1e4d308b-quick.jsonl", ["holdout-6-1e4d308b.jsonl"]),
 }
 PRINTED_CHECKS = {"GPU-a140912a": "check-a140912a.txt"}  # cards whose raw files did not come back: what check printed
 

@@ -13,10 +13,21 @@ import numpy as np
 
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
-from shivam.specs import GPU, Dtypes, ModelSpec, Params, engine_ids, load_engine, load_gpu, load_model, resolve_params
+from shivam.specs import (
+    GPU,
+    Dtypes,
+    ModelSpec,
+    Params,
+    default_engine,
+    engine_ids,
+    load_engine,
+    load_gpu,
+    load_model,
+    resolve_params,
+)
 
 DEFAULT_DRAFT = "opt-125m"  # the draft model of the paper's stages II and III
-DEFAULT_ENGINE = "graph"
+DEFAULT_ENGINE = "graph"  # what fit, calibrate and report take; predictions pick theirs (specs.default_engine)
 DEFAULT_ALPHAS = (0.6, 0.7, 0.8, 0.9)
 K_MAX = 64
 MAX_GRID_ROWS = 10_000  # (k x acceptance) rows one prediction may hold: a grid above it is refused at once
@@ -138,8 +149,10 @@ def gpu_arg(ref) -> GPU:
     return naming("--gpu", load_gpu, str(ref))
 
 
-def engine_arg(engine) -> str:
-    engine = DEFAULT_ENGINE if engine is None else engine
+def engine_arg(engine, gpu: GPU | None = None, calibration: CalibrationArg = None) -> str:
+    """The engine named, else the one a prediction for this GPU and calibration takes (specs.default_engine)."""
+    if engine is None:
+        engine = DEFAULT_ENGINE if gpu is None else naming("--calibration", default_engine, gpu.id, calibration)
     if not isinstance(engine, (str, Path)) or not str(engine):
         raise ShivamError(f"--engine {engine!r}: use one of {', '.join(engine_ids())} or a profile file")
     naming("--engine", load_engine, str(engine))  # an unknown engine or a bad profile is refused here, by name
@@ -285,7 +298,7 @@ def build_scenario(
         prompt = check_int(prompt, "--prompt", 0, MAX_TOKENS)
     batch = check_int(batch, "--batch", 1, MAX_BATCH)
     gen = check_int(gen, "--gen", 1, MAX_TOKENS)
-    engine = engine_arg(engine)
+    engine = engine_arg(engine, gpu_spec, calibration)
     dtypes = dtypes_arg(gpu_spec, weights_dtype, act_dtype, kv_dtype)
     params = params_arg(gpu_spec, engine, calibration)
     tp, draft_tp = check_tp(tp, draft_tp, target, draft_spec, params)

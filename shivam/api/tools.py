@@ -51,7 +51,7 @@ def inspect(
         )
     if gpu_spec is not None:
         dtypes = dtypes_arg(gpu_spec, weights_dtype, None, kv_dtype)
-        params = params_arg(gpu_spec, engine_arg(engine), calibration)
+        params = params_arg(gpu_spec, engine_arg(engine, gpu_spec, calibration), calibration)
         check_fits(Scenario(target=spec, params=params, dtypes=dtypes, prompt=context, gen=1), 0, gpu_spec.name)
     else:
         dtypes = Dtypes.of(weights_dtype or "bf16", None, kv_dtype)
@@ -168,6 +168,6 @@ def stage1(
     counts = [check_int(r, "--reuse", 1, 100_000, "the reuse count") for r in check_list(reuse, "--reuse")]
     n = check_int(size, "--size", 1, 65_536)
     rows = check_int(tokens, "--tokens", 1, 1_000_000)
-    params = params_arg(gpu_spec, engine_arg(engine), calibration)
+    params = params_arg(gpu_spec, engine_arg(engine, gpu_spec, calibration), calibration)
     res = reload_vs_reuse(params, n, rows, Dtypes.of(dt_name, dt_name), counts)
     return {"gpu": gpu_spec.id, "gpu_name": gpu_spec.name, "dtype": dt_name, "parameters": params.source, **res}

@@ -142,6 +142,7 @@ def scenario(point: Point, params: Params) -> Scenario:
         batch=point.batch,
         prompt=point.prompt or _context(point),
         gen=max(point.gen, 1),
+        prompts=tuple(point.contexts) if point.contexts else None,  # a ragged batch: each sequence's context
     )
 
 

@@ -22,7 +22,8 @@ def _calibration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
         default=None,
-        help=f"engine profile: a name from `shivam engines` or a profile file (default {DEFAULT_ENGINE})",
+        help="engine profile: a name from `shivam engines` or a profile file (default: the engine of this card's "
+        "installed calibration, else ref where a bundled calibration has it, else graph)",
     )
     p.add_argument(
         "--calibration",

@@ -7,11 +7,15 @@ Per operator (docs/model.md, section 3):
              (+ pcie_bytes / pcie bandwidth for copies)
     a misaligned matmul (cuBLAS's sm75 fallback: loads and arithmetic do not overlap) instead takes
              dram_bytes / (bandwidth * misaligned_bandwidth_fraction) + flops / (peak_rate * misaligned_matmul_fraction)
-    t_block = (attention_block_s + block_bytes / attention_cta_Bps + block_flops / sm_rate)
-              * ceil(blocks / multiprocessors): a latency-bound kernel (masked attention), whose thread blocks each
-             take a fixed time, stream their bytes alone and compute between their loads (a split-KV program: its
-             row block times its keys; sm_rate = one multiprocessor's share of the attention's rate), in waves of one
-             block per multiprocessor
+    t_block = d * ceil(w): a latency-bound kernel (masked attention), whose thread blocks each take a fixed time,
+             stream their bytes alone and compute between their loads, in waves of one block per multiprocessor:
+             d = attention_block_s + block_bytes / attention_cta_Bps + block_flops / sm_rate (a split-KV program:
+             its row block times its keys; sm_rate = one multiprocessor's share of the attention's rate),
+             w = blocks / multiprocessors. A ragged batch's blocks differ (each streams its own sequence's keys):
+             t_block = max(d * ceil(w), d * max(w - 1, 0) + d_max), the multiprocessors sharing the work evenly but
+             the last block to start on one being the longest sequence's, d_max = attention_block_s + span * (d -
+             attention_block_s), span = its keys over the mean (within -8 % to +5 % of a greedy schedule of the
+             blocks in launch order, for the measured ragged batches of 8-128 sequences)
     overlap(a, b) = (a^p + b^p)^(1/p), p = overlap_exponent: p = 1 adds the two (no overlap), p -> infinity is the
              roofline's max(a, b) (perfect overlap). The default p = 100 is the max within 0.7 %; a fit finds p where
              the data shows partial overlap (skinny verify GEMMs on the H200: p = 1.97).
@@ -20,8 +24,8 @@ Per step:
     E_step = static_power * t_step + active_power * t_busy + e_dram * dram_bytes + e_kv * kv_bytes
              + sum(e_flop[dtype] * flops)
              + e_pcie * pcie_bytes + block_power * sm_s_floor + misaligned_power * t_fallback
-    sm_s_floor = sum over operators held at their latency floor of blocks * t_per_block (t_block = t_per_block *
-             waves): each thread block keeps a multiprocessor busy, drawing power whatever little it computes, for as
+    sm_s_floor = sum over operators held at their latency floor of blocks * t_per_block (the mean block's time, span
+             1): each thread block keeps a multiprocessor busy, drawing power whatever little it computes, for as
              long as it runs; a last wave of fewer blocks than multiprocessors leaves the others idle
     t_fallback = time in cuBLAS's fallback kernels (unaligned rows), which draw power beyond their bytes and FLOPs
 Tensor parallelism over N GPUs (docs/model.md, section 6): each GPU runs its shard's operators (the equations above,
@@ -179,10 +183,13 @@ def op_time(op: OpCost, p: Params, compute_dtype: str):
     if op.kind == "matmul_misaligned":
         return t_mem + t_comp + t_pcie, 0.0, t_mem >= t_comp
     sm_rate = rate(p, op.kind, compute_dtype) * comp_eff / p.multiprocessors
-    per_block = np.where(
-        op.block_bytes > 0, p.attention_block_s + op.block_bytes / p.attention_cta_Bps + op.block_flops / sm_rate, 0.0
-    )
-    t_block = per_block * np.ceil(op.blocks / p.multiprocessors)
+    work = op.block_bytes / p.attention_cta_Bps + op.block_flops / sm_rate
+    per_block = np.where(op.block_bytes > 0, p.attention_block_s + work, 0.0)
+    longest = np.where(op.block_bytes > 0, p.attention_block_s + op.block_span * work, 0.0)  # a ragged batch's
+    # the multiprocessors share the blocks evenly, but the last to start on one may be the longest, finishing later
+    # (each block equal: whole waves)
+    waves = op.blocks / p.multiprocessors
+    t_block = np.maximum(per_block * np.ceil(waves), per_block * np.maximum(waves - 1, 0) + longest)
     t_roof = overlap(t_mem, t_comp, p.overlap_exponent)
     sm_s = np.where(t_block > t_roof, per_block * op.blocks, 0.0)  # a multiprocessor per block, while it runs
     return np.maximum(t_roof, t_block) + t_pcie, sm_s, t_mem >= t_comp
@@ -288,6 +295,7 @@ class StepSet:
         "block_bytes",
         "blocks",
         "block_flops",
+        "block_span",
     )
 
     def __init__(self, steps: list[tuple[int, float, StepInputs]], owners: int):
@@ -341,6 +349,7 @@ class StepSet:
                 block_bytes=np.concatenate(g["block_bytes"]),
                 blocks=np.concatenate(g["blocks"]),
                 block_flops=np.concatenate(g["block_flops"]),
+                block_span=np.concatenate(g["block_span"]),
             )
             self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
 

@@ -76,7 +76,8 @@ class Scenario:
     # (rejection sampling over the vocabulary at every verified position: workload.acceptance_ops)
     sampling: str = "greedy"
     # a ragged batch: each sequence's prompt length (batch = their count; decode steps run at their mean context,
-    # which is exact for every count, each affine in context)
+    # which is exact for every count, each affine in context, and at the longest one's, which sets how long each
+    # wave of a latency-bound attention kernel lasts: workload.step_ops)
     prompts: tuple[int, ...] | None = None
     # clock every step down to the board's power limit (power_limited); without it an iteration or a prefill above
     # the limit is held there, running longer at its power (iteration(), prefill(): roofline.power_held)
@@ -96,9 +97,11 @@ class Scenario:
         p = self.params
         # an eager engine's host cost follows the operators it dispatches, not the kernels of the workload
         eager = eager_dispatches(model, p.eager_dispatches) if p.dispatch_counts == "eager" else None
-        return StepInputs(
-            step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels, gpus), self.dtypes.compute, eager
-        )
+        longest = None
+        if self.prompts is not None:  # every sequence advances together: the longest stays this far above the mean
+            longest = np.asarray(context) + max(self.prompts) - sum(self.prompts) / len(self.prompts)
+        ops = step_ops(model, self.batch, new_tokens, context, self.dtypes, p.kernels, gpus, longest)
+        return StepInputs(ops, self.dtypes.compute, eager)
 
     def _step(self, model: ModelSpec, new_tokens, context, gpus: int = 1, idle_gpus: int = 0, extra_ops=()) -> StepCost:
         ops, dtype, eager, host_steps = self.step_inputs(model, new_tokens, context, gpus)

@@ -115,6 +115,9 @@ class OpCost(NamedTuple):
     block_bytes: object = 0.0
     blocks: object = 0.0
     block_flops: object = 0.0
+    # a ragged batch: the longest sequence's blocks stream and compute this many times the mean's (block_bytes and
+    # block_flops are the mean's), and each wave of blocks lasts as long as its longest block
+    block_span: object = 1.0
     # kernels that only cast, fill or concatenate a few rows, at per_light_kernel_s each (a third of a typical kernel)
     light_launches: object = 0.0
 
@@ -216,10 +219,14 @@ def expected_distinct_experts(experts: int, per_token: int, tokens):
     return experts * (1.0 - (1.0 - per_token / experts) ** tokens)
 
 
-def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kernels, gpus: int = 1) -> list[OpCost]:
+def step_ops(
+    m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kernels, gpus: int = 1, longest=None
+) -> list[OpCost]:
     """The operators of one forward step; `kernels` (the engine profile's) says what each launches. With `gpus` > 1,
     those of one of that many tensor-parallel GPUs: its shard of the model (ModelSpec.shard), and sampling over the
-    whole vocabulary, whose logits every GPU holds after the all-gather (tensor_parallel_transfers)."""
+    whole vocabulary, whose logits every GPU holds after the all-gather (tensor_parallel_transfers). A ragged batch
+    is costed at its mean `context` (every count is affine in it) and the cached length of its `longest` sequence,
+    which sets how long each wave of a latency-bound attention kernel lasts (OpCost.block_span)."""
     vocab = m.vocab
     m = m.shard(gpus)
     T = batch * new_tokens  # tokens in this step
@@ -262,16 +269,23 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
     # is bound by one block's latency, not by the chip, so its floor is each block's keys x effective head_dim at a
     # per-block rate (roofline.op_time). A split-KV kernel runs every step so: its programs' slices (split_kv_programs).
     masked = (np.asarray(new_tokens) > 1) & (mk.kind == "latency_bound_per_block")
-    if mk.kind == "split_kv":
-        block_bytes, blocks, block_flops = split_kv_programs(m, batch, new_tokens, context, kvb, mk.split_kv)
-        extra = np.where(np.asarray(new_tokens) > mk.split_kv.fused_max_new, mk.split_kv.unfused_launches, 0)
-    else:
-        block_bytes = np.where(
-            masked, attended * 2 * kvb * masked_attention_head_dim(kernels, m.head_dim, new_tokens), 0.0
-        )
+
+    def per_block(c):
+        """(bytes one block streams, blocks, FLOPs one block computes) over c cached keys."""
+        if mk.kind == "split_kv":
+            return split_kv_programs(m, batch, new_tokens, c, kvb, mk.split_kv)
+        head_dim = masked_attention_head_dim(kernels, m.head_dim, new_tokens)
         blocks = np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0)
-        block_flops = 0.0  # cuDNN's masked kernel: its blocks' time is fitted as streaming alone (attention_cta_Bps)
-        extra = 0
+        # cuDNN's masked kernel: its blocks' time is fitted as streaming alone (attention_cta_Bps), no FLOPs term
+        return np.where(masked, (c + new_tokens) * 2 * kvb * head_dim, 0.0), blocks, 0.0
+
+    block_bytes, blocks, block_flops = per_block(context)
+    span = 1.0
+    if longest is not None:  # each sequence's blocks stream its own keys (split-KV slices are balanced per sequence)
+        span = np.where(block_bytes > 0, per_block(longest)[0] / np.where(block_bytes > 0, block_bytes, 1.0), 1.0)
+    extra = 0
+    if mk.kind == "split_kv":
+        extra = np.where(np.asarray(new_tokens) > mk.split_kv.fused_max_new, mk.split_kv.unfused_launches, 0)
     ops.append(
         OpCost(
             "attention",
@@ -287,6 +301,7 @@ def step_ops(m: ModelSpec, batch, new_tokens, context, dt: Dtypes, kernels: Kern
             block_bytes=block_bytes,
             blocks=blocks,
             block_flops=block_flops,
+            block_span=span,
         )
     )
     if np.any(masked):

@@ -8,6 +8,7 @@ from shivam.specs.calibration import (
     Calibration,
     Recipe,
     bundled_calibration,
+    default_engine,
     find_calibration,
     load_calibration,
     load_recipe,
@@ -22,6 +23,7 @@ from shivam.specs.params import Params, make_params, resolve_params
 
 __all__ = [
     "Band",
+    "default_engine",
     "find_calibration",
     "GPU",
     "Calibration",

@@ -121,12 +121,38 @@ def local_card_uuids() -> set[str]:
 def find_calibration(gpu_id: str, engine: str) -> Path | None:
     """The calibration `predict` uses by default: an installed one of this card (when this machine has it), else the
     newest installed one of this GPU model, else the bundled one, else none."""
+    return _installed(gpu_id, engine) or bundled_calibration(gpu_id, engine)
+
+
+def _installed(gpu_id: str, engine: str | None) -> Path | None:
+    """The installed calibration of this card (when this machine has it), else the newest of this GPU model."""
     installed = user_calibrations(gpu_id, engine)
-    if installed:
-        here = local_card_uuids() if any(cal.card for _, cal in installed) else set()
-        mine = [path for path, cal in installed if cal.card and cal.card.uuid in here]
-        return mine[0] if mine else installed[0][0]
-    return bundled_calibration(gpu_id, engine)
+    if not installed:
+        return None
+    here = local_card_uuids() if any(cal.card for _, cal in installed) else set()
+    mine = [path for path, cal in installed if cal.card and cal.card.uuid in here]
+    return mine[0] if mine else installed[0][0]
+
+
+# the engine costed where none is named, among those a GPU is calibrated for: the serving-speed reference engine
+# first; a GPU known only by its datasheet gets DATASHEET_ENGINE, whose datasheet-only band the most points measured
+PREFERRED_ENGINES = ("ref", "graph")
+DATASHEET_ENGINE = "graph"
+
+
+def default_engine(gpu_id: str, calibration: str | Path | bool | None = None) -> str:
+    """The engine `predict` costs without --engine: the given calibration file's; else that of the calibration
+    installed for this card (or, failing that, the newest installed one of this GPU model), whichever engine it
+    measured; else the first of PREFERRED_ENGINES with a bundled calibration of this GPU; else DATASHEET_ENGINE
+    (also with calibration=False, datasheet figures wanted)."""
+    if isinstance(calibration, (str, Path)):
+        return load_calibration(calibration).engine
+    if calibration is False:
+        return DATASHEET_ENGINE
+    installed = _installed(gpu_id, None)
+    if installed is not None:
+        return load_calibration(installed).engine
+    return next((e for e in PREFERRED_ENGINES if bundled_calibration(gpu_id, e)), DATASHEET_ENGINE)
 
 
 def bundled_calibration(gpu_id: str, engine: str) -> Path | None:

@@ -29,8 +29,19 @@ from shivam.userfiles import write_text
 # is fitted from the suite's decode steps over caches larger than the weights (held where none fits the GPU).
 PRIORS = {"per_iteration_s": 0.0, "active_power_w": 0.0, "limit_stretch_exponent": 0.0}
 # (batch, context) of the KV-bound steps, by cache size: the first whose KV cache is a given multiple of the weights
-KV_SHAPES = ((16, 1024), (32, 1024), (16, 2048), (32, 2048), (64, 1024), (16, 4096), (64, 2048), (32, 4096),
-             (128, 2048), (64, 4096), (128, 4096))
+KV_SHAPES = (
+    (16, 1024),
+    (32, 1024),
+    (16, 2048),
+    (32, 2048),
+    (64, 1024),
+    (16, 4096),
+    (64, 2048),
+    (32, 4096),
+    (128, 2048),
+    (64, 4096),
+    (128, 4096),
+)
 # largest first: the memory-bound anchor is the largest that fits; the rest separate per-kernel, per-step and
 # per-byte costs (sizes 68M to 7B, 2 to 32 layers)
 LARGE = ("mistral-7b", "llama-2-7b", "opt-6.7b", "gemma-2b", "tinyllama-1.1b")

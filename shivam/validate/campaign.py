@@ -37,6 +37,12 @@ def select_points(
         pts = pts[:limit]
     if not pts:
         raise ShivamError("no points selected: check --suite and --engine")
+    for p in pts:  # before anything runs: a point its models cannot hold fails here, not on the GPU
+        try:
+            p.check()
+        except ShivamError as exc:
+            where = f"points file {points_file!r}" if points_file else "suite"
+            raise ShivamError(f"{where}: {exc}; fix or drop the point") from None
     return pts
 
 
