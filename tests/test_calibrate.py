@@ -158,3 +158,20 @@ def test_every_bundled_gpu_prediction_has_a_band():
             assert row["time_per_token_s_low"] < row["time_per_token_s_high"]
         expected = "calibration band" if gid == "h200" else "datasheet-only band"
         assert r.meta["band"]["basis"].startswith(expected)
+
+
+def test_predict_takes_the_engine_of_the_calibration_it_uses(tmp_path, monkeypatch):
+    # the H200 bundles ref and graph calibrations: ref by default; datasheet figures wanted: graph; a calibration
+    # installed for this GPU model (here a copy of the bundled graph one): its engine
+    import shutil
+
+    from shivam.specs import default_engine
+
+    monkeypatch.setenv("SHIVAM_DATA_DIR", str(tmp_path))
+    assert default_engine("h200") == "ref"
+    assert default_engine("h200", False) == "graph"
+    assert default_engine("l4") == "graph"  # no bundled calibration
+    assert default_engine("h200", str(ROOT / "hardware/calibrated/h200-graph.json")) == "graph"
+    (tmp_path / "calibrations").mkdir()
+    shutil.copy(ROOT / "hardware/calibrated/h200-graph.json", tmp_path / "calibrations" / "h200-graph-mine.json")
+    assert default_engine("h200") == "graph"
