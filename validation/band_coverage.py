@@ -6,6 +6,7 @@
     .venv/bin/python validation/band_coverage.py --holdout --suite-results QUICK.jsonl --held-out POINTS.jsonl
     .venv/bin/python validation/band_coverage.py --calibration CAL.json --held-out POINTS.jsonl  # its stored band
     .venv/bin/python validation/band_coverage.py --quick-band [--write]  # the graph engine's quick-calibration band
+    .venv/bin/python validation/band_coverage.py --leave-one-card-out    # that band, each card's from the others'
 
 --holdout refits the suite's measurements as `shivam calibrate` does and estimates the band again; --calibration
 takes a calibration file's parameters and band as they are, and the band the engine now gives a quick calibration.
@@ -125,17 +126,48 @@ def printed_rows(path: Path) -> list[dict]:
     return rows
 
 
-def held_out_rows() -> list[dict]:
-    """Every held-out probe point of the five cards, predicted by its own card's quick calibration."""
-    rows = []
-    for suite, sets in HELD_OUT_SETS.values():
+def held_out_rows_by_card() -> dict[str, list[dict]]:
+    """Every held-out probe point of each card, predicted by that card's own quick calibration."""
+    by_card = {}
+    for card, (suite, sets) in HELD_OUT_SETS.items():
         train, _ = load_results([str(HELD_OUT / suite)], "graph")
         test, _ = load_results([str(HELD_OUT / name) for name in sets], "graph")
         result, _ = calibrate_like(train)
-        rows += predictions(test, result.params)
-    for name in PRINTED_CHECKS.values():
-        rows += printed_rows(HELD_OUT / name)
-    return rows
+        by_card[card] = predictions(test, result.params)
+    for card, name in PRINTED_CHECKS.items():
+        by_card[card] = printed_rows(HELD_OUT / name)
+    return by_card
+
+
+def held_out_rows() -> list[dict]:
+    return [row for rows in held_out_rows_by_card().values() for row in rows]
+
+
+def leave_one_card_out() -> dict:
+    """The quick-calibration band's coverage of each card's held-out points when the band is estimated from the
+    other cards' points only (as it was for a card measured after it), and pooled over all cards."""
+    by_card = held_out_rows_by_card()
+    out, inside, total = {}, {"energy": 0, "time": 0}, 0
+    for card, rows in by_card.items():
+        others = [row for other, rs in by_card.items() if other != card for row in rs]
+        band = band_of_rows(others, f"the held-out points of the cards other than {card}")
+        cov = coverage(rows, band)
+        counts = {k: int(round(v * len(rows))) for k, v in cov.items()}
+        for k in inside:
+            inside[k] += counts[k]
+        total += len(rows)
+        out[card] = {"points": len(rows), "energy": list(band.energy), "time": list(band.time), "inside": counts}
+        print(
+            f"{card}: band of {len(others)} other points, energy x {band.energy[0]:.3f}-{band.energy[1]:.3f} holds "
+            f"{counts['energy']}/{len(rows)}, time x {band.time[0]:.3f}-{band.time[1]:.3f} holds "
+            f"{counts['time']}/{len(rows)}"
+        )
+    print(
+        f"pooled over {len(by_card)} cards: energy {inside['energy']}/{total} ({100 * inside['energy'] / total:.0f} %), "
+        f"time {inside['time']}/{total} ({100 * inside['time'] / total:.0f} %)"
+    )
+    out["pooled"] = {"points": total, "inside": inside}
+    return out
 
 
 def quick_calibration_band() -> Band:
@@ -189,6 +221,9 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--quick-band", action="store_true", help="the graph engine's quick-calibration band")
     parser.add_argument("--write", action="store_true", help="with --quick-band: store it in the graph profile")
+    parser.add_argument(
+        "--leave-one-card-out", action="store_true", help="each card's coverage by the band of the other cards' points"
+    )
     args = parser.parse_args()
     if args.write and not args.quick_band:
         parser.error("--write stores the quick-calibration band: give it with --quick-band")
@@ -205,6 +240,8 @@ def main() -> None:
             profile.pop("calibration_band_floor", None)
             profile["quick_calibration_band"] = figures
             path.write_text(json.dumps(profile, indent=2) + "\n")
+    elif args.leave_one_card_out:
+        figures = leave_one_card_out()
     elif args.calibration:
         figures = stored(args.calibration, args.held_out)
     elif args.holdout:

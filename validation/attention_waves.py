@@ -1,0 +1,103 @@
+"""How the reference engine's split-KV attention kernel runs in waves, timed on a GPU (CUDA events over graph replays).
+
+For each head shape, new-token count and context, the attention of all layers (one CUDA graph of the engine's
+fused calls, the launch plan the engine uses) over a range of batches: programs, slices, microseconds per layer and
+the KV cache's read rate. The kernel's registers and shared memory per program (Triton's compiled kernel) give how
+many programs one multiprocessor holds at once; a batch whose programs fill a whole number of those waves reads the
+cache faster than one whose last wave is part-filled.
+    PYTHONPATH=$PWD python3 validation/attention_waves.py
+"""
+
+import sys
+
+import torch
+import triton
+
+from shivam.sim.workload import split_kv_capacity
+from shivam.validate import kernels
+from shivam.validate.engines import replay_seconds
+
+# (name, layers, heads, kv heads, head_dim): Llama-3.1-8B / Mistral-7B, Gemma-2B (one KV head, 256 wide), OPT-1.3B
+SHAPES = [("llama-3.1-8b", 32, 32, 8, 128), ("gemma-2b", 18, 8, 1, 256), ("opt-1.3b", 24, 32, 32, 64)]
+CASES = [  # (shape, new tokens, context, batches)
+    ("llama-3.1-8b", 1, 4096, [8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 112, 128]),
+    ("llama-3.1-8b", 1, 1024, [8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128]),
+    ("llama-3.1-8b", 5, 1024, [8, 16, 32, 48, 64]),
+    ("gemma-2b", 9, 512, [1, 2, 4]),
+    ("gemma-2b", 1, 512, [1, 16, 32, 64]),
+    ("opt-1.3b", 1, 1024, [8, 16, 24, 32, 48, 64, 96]),
+]
+
+
+def occupancy(compiled, props) -> str:
+    """Programs per multiprocessor the compiled kernel's registers and shared memory allow."""
+    regs, shared, warps = compiled.n_regs, compiled.metadata.shared, compiled.metadata.num_warps
+    per_warp = -(-regs * 32 // 256) * 256  # registers are allocated per warp in units of 256
+    by_regs = props["max_num_regs"] // (per_warp * warps) if regs else 99
+    by_shared = props["max_shared_mem"] // (shared + 1024) if shared else 99  # 1 KiB reserved per block
+    by_warps = 64 // warps
+    return (
+        f"regs {regs}, spills {compiled.n_spills}, shared {shared} B, warps {warps}: programs per multiprocessor "
+        f"{min(by_regs, by_shared, by_warps, 32)} (registers {by_regs}, shared memory {by_shared}, warps {by_warps})"
+    )
+
+
+def compiled_kernels():
+    """Every compiled variant of the attention kernel (Triton keeps them per device)."""
+    out = []
+    for cache in getattr(kernels._attention, "device_caches", {}).values():
+        table = cache[0] if isinstance(cache, tuple) else cache
+        out += list(table.values())
+    return out
+
+
+def main():
+    torch.manual_seed(0)
+    dev = torch.cuda.current_device()
+    props = triton.runtime.driver.active.utils.get_device_properties(dev)
+    print(f"{torch.cuda.get_device_name(dev)}: {props}", flush=True)
+    shapes = {s[0]: s[1:] for s in SHAPES}
+    seen = set()
+    for name, n, c, batches in CASES:
+        layers, heads, kvh, d = shapes[name]
+        cap = int(split_kv_capacity(c + n, kernels.SPLIT_KV))
+        bmax = max(batches)
+        kc = torch.randn(layers, bmax, kvh, cap, d, device="cuda", dtype=torch.bfloat16)
+        vc = torch.randn_like(kc)
+        ang = torch.arange(cap, device="cuda")[:, None] * torch.rand(d // 2, device="cuda")[None]
+        cos, sin = torch.cat([ang, ang], -1).cos().bfloat16(), torch.cat([ang, ang], -1).sin().bfloat16()
+        print(f"\n{name} n={n} c={c} (capacity {cap}, {layers} layers)", flush=True)
+        print(" batch programs slices block_n block_m  us/layer  KV TB/s", flush=True)
+        for b in batches:
+            plan = kernels.AttentionPlan(b, n, heads, kvh, d, cap, "cuda")
+            qkv = torch.randn(b, n, (heads + 2 * kvh) * d, device="cuda", dtype=torch.bfloat16)
+            lens = torch.full((b,), c, device="cuda", dtype=torch.int32)
+            out = torch.empty(b, n, heads, d, device="cuda", dtype=torch.bfloat16)
+
+            def fn(b=b, plan=plan, out=out, qkv=qkv, lens=lens, kc=kc, vc=vc, cos=cos, sin=sin, layers=layers):
+                for i in range(layers):
+                    kernels.attention(None, kc[i, :b], vc[i, :b], lens, plan, out, None, 0, qkv, cos, sin)
+
+            t = replay_seconds(fn) / layers
+            kv = b * (c + n) * 2 * kvh * d * 2
+            programs = b * kvh * plan.m_blocks * plan.slices
+            print(
+                f"{b:6d} {programs:8d} {plan.slices:6d} {plan.block_n:7d} {plan.block_m:7d} {1e6 * t:9.2f} "
+                f"{kv / t / 1e12:8.2f}",
+                flush=True,
+            )
+            try:
+                for k in compiled_kernels():
+                    key = (k.n_regs, k.metadata.shared, k.metadata.num_warps)
+                    if key not in seen:
+                        seen.add(key)
+                        print(f"  kernel: {occupancy(k, props)}", flush=True)
+            except (AttributeError, TypeError, KeyError) as exc:  # another Triton's cache layout: the times still count
+                print(f"  kernel resources not readable: {exc!r}", flush=True)
+        del kc, vc
+        torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
