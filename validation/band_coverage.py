@@ -110,6 +110,7 @@ HELD_OUT_SETS = {  # card: (its quick-suite measurements, the held-out probe set
     "GPU-3cad716a": ("h200-3cad716a-quick.jsonl", ["holdout-3-3cad716a.jsonl"]),
     "GPU-c0345594": ("h200-c0345594-quick.jsonl", ["holdout-5-c0345594.jsonl"]),
     "GPU-1e4d308b": ("h200-1e4d308b-quick.jsonl", ["holdout-6-1e4d308b.jsonl"]),
+    "GPU-9eab89f4": ("h200-9eab89f4-quick.jsonl", ["holdout-7-9eab89f4.jsonl"]),
 }
 PRINTED_CHECKS = {"GPU-a140912a": "check-a140912a.txt"}  # cards whose raw files did not come back: what check printed
 
@@ -163,8 +164,9 @@ def leave_one_card_out() -> dict:
             f"{counts['time']}/{len(rows)}"
         )
     print(
-        f"pooled over {len(by_card)} cards: energy {inside['energy']}/{total} ({100 * inside['energy'] / total:.0f} %), "
-        f"time {inside['time']}/{total} ({100 * inside['time'] / total:.0f} %)"
+        f"pooled over {len(by_card)} cards: energy {inside['energy']}/{total} "
+        f"({100 * inside['energy'] / total:.0f} %), time {inside['time']}/{total} "
+        f"({100 * inside['time'] / total:.0f} %)"
     )
     out["pooled"] = {"points": total, "inside": inside}
     return out
