@@ -1,0 +1,100 @@
+"""Where the reference engine's batch-1 decode spends the time the weights-only graph does not.
+
+The engine's Mistral-7B decode at batch 1, context 512 runs about 1.14x the weights-only graph (the same GEMMs, no
+attention or norms; docs/validation.md, "The reference engine"). This probe says which part of the difference is
+kernels running and which is time between them: it captures both steps in CUDA graphs, times their replays (CUDA
+events), and profiles the replays (torch.profiler, CUPTI: one record per kernel of the graph), then sums each step's
+kernel time by class (GEMM, attention, add_norm, act, other) and the idle time between kernels.
+
+    PYTHONPATH=$PWD python3 validation/decode_breakdown.py [--model mistral-7b] [--context 512] [--batch 1]
+
+Prints one line per (step, class): kernels per step, device time per step (µs), mean per kernel; then each step's
+kernel-busy time, its replay time, and the rest (gaps between kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import defaultdict
+
+import torch
+
+from shivam.specs.model import load_model
+from shivam.validate.engine_suite import weights_only_run
+from shivam.validate.engines import replay_seconds
+from shivam.validate.ref import RefDecoder
+
+CLASSES = (  # kernel name patterns, first match wins
+    ("attention", re.compile(r"_attention")),
+    ("add_norm", re.compile(r"_add_norm")),
+    ("act", re.compile(r"_act\b|_act_")),
+    ("gemm", re.compile(r"gemm|gemv|nvjet|cutlass|sm90|splitk|ampere|cublas", re.I)),
+)
+
+
+def kernel_class(name: str) -> str:
+    return next((label for label, pattern in CLASSES if pattern.search(name)), "other")
+
+
+def profile_graph(fn, reps: int) -> tuple[dict[str, list[float]], float]:
+    """Each class's kernel durations (s) over `reps` replays of fn's CUDA graph, and the replays' span per replay."""
+    graph = torch.cuda.CUDAGraph()
+    fn()
+    torch.cuda.synchronize()
+    with torch.cuda.graph(graph):
+        fn()
+    for _ in range(5):
+        graph.replay()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            graph.replay()
+        torch.cuda.synchronize()
+    by_class: dict[str, list[float]] = defaultdict(list)
+    starts, ends = [], []
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA or event.device_time <= 0:
+            continue
+        if "memcpy" in event.name.lower() or "memset" in event.name.lower():
+            continue
+        by_class[kernel_class(event.name)].append(event.device_time * 1e-6)
+        starts.append(event.time_range.start)
+        ends.append(event.time_range.end)
+    span = (max(ends) - min(starts)) * 1e-6 / reps if starts else float("nan")
+    return by_class, span
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="mistral-7b")
+    ap.add_argument("--context", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=20)
+    args = ap.parse_args()
+    dec = RefDecoder(load_model(args.model), args.batch, args.context + 64, device="cuda")
+    dec.k_cache.normal_()
+    dec.v_cache.normal_()
+    token = torch.zeros((args.batch, 1), dtype=torch.long, device="cuda")
+    lens, plan = dec.lens_for(args.context), dec.plan(1, args.context + 1)
+    weights_only, _ = weights_only_run(dec, args.batch)
+    steps = {"weights-only": weights_only, "decode": lambda: dec.ref_logits(token, lens, plan).argmax(dim=-1)}
+    replay = {name: replay_seconds(fn) for name, fn in steps.items()}
+    w, d = replay["weights-only"], replay["decode"]
+    print(f"{args.model} batch {args.batch} context {args.context}: weights-only {1e3 * w:.3f} ms, "
+          f"decode {1e3 * d:.3f} ms ({d / w:.3f}x)")  # fmt: skip
+    for name, fn in steps.items():
+        by_class, span = profile_graph(fn, args.reps)
+        busy = 0.0
+        for label in sorted(by_class, key=lambda c: -sum(by_class[c])):
+            times = by_class[label]
+            per_step, count = sum(times) / args.reps, len(times) / args.reps
+            busy += per_step
+            print(f"  {name:12s} {label:9s} {count:6.0f} kernels/step {1e6 * per_step:8.1f} us/step "
+                  f"{1e6 * per_step / count:6.2f} us each")  # fmt: skip
+        print(f"  {name:12s} busy {1e6 * busy:.1f} us, profiled span {1e6 * span:.1f} us, replay "
+              f"{1e6 * replay[name]:.1f} us: between kernels {1e6 * (replay[name] - busy):.1f} us")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
