@@ -370,3 +370,24 @@ def test_the_fused_decode_probe_gives_the_engines_logits(batch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.check("cpu", batch) < 1e-5
+
+
+def test_the_decode_breakdown_sorts_the_engines_kernels_into_their_classes():
+    # validation/decode_breakdown.py attributes the batch-1 gap by kernel name: the engine's Triton kernels (by their
+    # jit functions' names, as the profiler reports them) and cuBLAS's GEMM/GEMV kernels must land in their classes
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("decode_breakdown", ROOT / "validation/decode_breakdown.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    names = {label: getattr(kernels, label).fn.__name__ for label in ("_attention", "_add_norm", "_act")}
+    assert mod.kernel_class(names["_attention"]) == "attention"
+    assert mod.kernel_class(names["_add_norm"]) == "add_norm"
+    assert mod.kernel_class(names["_act"]) == "act"
+    for cublas in (
+        "nvjet_tst_64x8_64x16_4x1_v_bz_splitK_TNT",
+        "void gemv2T_kernel_val<int, int, __nv_bfloat16, __nv_bfloat16, float, 128, 16, 4, 4, false, false>",
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off",
+    ):
+        assert mod.kernel_class(cublas) == "gemm"
+    assert mod.kernel_class("void at::native::vectorized_gather_kernel<16, long>") == "other"  # the embedding
