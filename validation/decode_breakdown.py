@@ -1,15 +1,16 @@
 """Where the reference engine's batch-1 decode spends the time the weights-only graph does not.
 
-The engine's Mistral-7B decode at batch 1, context 512 runs about 1.14x the weights-only graph (the same GEMMs, no
+The engine's Mistral-7B decode at batch 1, context 512 runs 1.14-1.17x the weights-only graph (the same GEMMs, no
 attention or norms; docs/validation.md, "The reference engine"). This probe says which part of the difference is
 kernels running and which is time between them: it captures both steps in CUDA graphs, times their replays (CUDA
 events), and profiles the replays (torch.profiler, CUPTI: one record per kernel of the graph), then sums each step's
-kernel time by class (GEMM, attention, add_norm, act, other) and the idle time between kernels.
+kernel time by class (GEMM, attention, add_norm, act, other) against the replay's time.
 
     PYTHONPATH=$PWD python3 validation/decode_breakdown.py [--model mistral-7b] [--context 512] [--batch 1]
 
 Prints one line per (step, class): kernels per step, device time per step (µs), mean per kernel; then each step's
-kernel-busy time, its replay time, and the rest (gaps between kernels).
+kernel-busy time, the profiled span per replay, and the replay time (without the profiler) less the busy time:
+near 0 when the kernels run back to back (slightly negative: the profiled kernels run a little slower).
 """
 
 from __future__ import annotations
