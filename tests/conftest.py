@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import shutil
@@ -65,3 +66,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def validation_script(name: str):
+    """A probe of validation/ (not a package) loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"validation/{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -126,15 +126,11 @@ def test_the_graph_engines_quick_band_is_what_the_held_out_sets_give():
     """The band stored in hardware/engines/graph.json is recomputed from the committed held-out sets: 17 + 32 + 15 +
     20 + 15 + 30 points refitted from their cards' quick suites, and the 20 whose card's check table is all that came
     back; each card's points against the band of the other cards' hold the pooled counts docs/validation.md gives."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import validation_script
 
     from shivam.specs import load_engine
 
-    path = Path(__file__).resolve().parent.parent / "validation/band_coverage.py"
-    spec = importlib.util.spec_from_file_location("band_coverage", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = validation_script("band_coverage")
     assert len(mod.printed_rows(mod.HELD_OUT / "check-a140912a.txt")) == 20
     stored, recomputed = load_engine("graph").quick_calibration_band, mod.quick_calibration_band()
     assert stored.points == recomputed.points == 149

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, validation_script
 
 pytestmark = pytest.mark.gpu
 
@@ -174,9 +174,4 @@ def test_ref_fused_attention_with_many_slices_on_gpu():
 
 def test_fused_decode_probe_on_gpu_gives_the_engines_logits():
     # validation/fused_decode.py in bf16 on the GPU (its GEMVs accumulate in another order than cuBLAS's)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fused_decode", ROOT / "validation/fused_decode.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod.check("cuda", 3) < 0.02
+    assert validation_script("fused_decode").check("cuda", 3) < 0.02

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, validation_script  # noqa: E402
 
 from shivam.specs.model import load_model  # noqa: E402
 from shivam.validate import kernels  # noqa: E402
@@ -363,23 +363,13 @@ def test_ragged_batch_equals_each_sequence_alone():
 def test_the_fused_decode_probe_gives_the_engines_logits(batch):
     # validation/fused_decode.py folds the norms into the q/k/v and gate/up GEMVs and SiLU-and-multiply into the down
     # GEMV; before a GPU times it, its logits must be the engine's (same weights, cache, ragged contexts)
-    import importlib.util
-
-    path = ROOT / "validation/fused_decode.py"
-    spec = importlib.util.spec_from_file_location("fused_decode", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod.check("cpu", batch) < 1e-5
+    assert validation_script("fused_decode").check("cpu", batch) < 1e-5
 
 
 def test_the_decode_breakdown_sorts_the_engines_kernels_into_their_classes():
     # validation/decode_breakdown.py attributes the batch-1 gap by kernel name: the engine's Triton kernels (by their
     # jit functions' names, as the profiler reports them) and cuBLAS's GEMM/GEMV kernels must land in their classes
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("decode_breakdown", ROOT / "validation/decode_breakdown.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = validation_script("decode_breakdown")
     names = {label: getattr(kernels, label).fn.__name__ for label in ("_attention", "_add_norm", "_act")}
     assert mod.kernel_class(names["_attention"]) == "attention"
     assert mod.kernel_class(names["_add_norm"]) == "add_norm"

@@ -23,7 +23,7 @@ import torch
 
 from shivam.specs.model import load_model
 from shivam.validate.engine_suite import weights_only_run
-from shivam.validate.engines import replay_seconds
+from shivam.validate.engines import graphed, replay_seconds
 from shivam.validate.ref import RefDecoder
 
 CLASSES = (  # kernel name patterns, first match wins
@@ -40,17 +40,13 @@ def kernel_class(name: str) -> str:
 
 def profile_graph(fn, reps: int) -> tuple[dict[str, list[float]], float]:
     """Each class's kernel durations (s) over `reps` replays of fn's CUDA graph, and the replays' span per replay."""
-    graph = torch.cuda.CUDAGraph()
-    fn()
-    torch.cuda.synchronize()
-    with torch.cuda.graph(graph):
-        fn()
+    replay = graphed({}, torch.device("cuda"), "probe", fn)
     for _ in range(5):
-        graph.replay()
+        replay()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(reps):
-            graph.replay()
+            replay()
         torch.cuda.synchronize()
     by_class: dict[str, list[float]] = defaultdict(list)
     starts, ends = [], []
