@@ -10,7 +10,7 @@ from test_cli import assert_clean_error
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
 from shivam.specs import GPU, Dtypes, load_gpu, load_model, make_params
-from shivam.validate.calibration import calibration_points, card_points
+from shivam.validate.calibration import PRIORS, calibration_points, card_points, engine_priors
 
 
 @pytest.mark.parametrize("gpu_id,dtype", [("t4", "fp16"), ("l4", "bf16"), ("h200", "bf16"), ("rtx-4090", "bf16")])
@@ -37,6 +37,27 @@ def test_the_suite_fits_the_gpu_and_uses_its_dtype(gpu_id, dtype):
     assert {"step", "spec", "stage1"} <= kinds
     assert max(p.new_tokens for p in points) >= 129 and max(p.batch for p in points) >= 32
     assert len({p.model for p in points if p.model}) >= 4
+
+
+def test_the_reference_engine_is_calibrated_on_its_own_points_and_priors():
+    # a calibration of the ref engine measures ref points (the fit takes only its engine's), the same decode, verify
+    # and speculative shapes as the graph engine's suite; stage I's plain GEMMs are graph points, so they are left out
+    gpu = load_gpu("h200")
+    graph, ref = calibration_points(gpu, quick=True), calibration_points(gpu, quick=True, engine="ref")
+    assert {p.engine for p in ref} == {"ref"} and {p.engine for p in graph} == {"graph"}
+    assert [p.label() for p in ref] == [p.label() for p in graph if p.kind != "stage1"]
+    assert {p.engine for p in card_points(gpu, engine="ref")} == {"ref"}
+    # the ref profile's priors join the ones every engine holds; the graph engine fits block power and fixed time
+    assert engine_priors("ref") == {**PRIORS, "block_power_w": 0.0, "attention_block_s": 0.0}
+    assert engine_priors("graph") == PRIORS
+    with pytest.raises(ShivamError, match="--engine graph or ref"):
+        engine_priors("hf-static")
+
+
+def test_calibrating_an_engine_that_runs_no_decode_steps_is_refused_before_measuring(cli, tmp_path):
+    out = cli("calibrate", "--simulate-meter", "--gpu", "h200", "--engine", "hf", "-o", str(tmp_path / "c.json"))
+    assert_clean_error(out, "--engine graph or ref")
+    assert not (tmp_path / "c.json").exists()
 
 
 def test_a_gpu_too_small_for_every_model_is_refused():

@@ -166,6 +166,12 @@ class EagerDispatches(BaseModel):
     families: dict[str, FamilyDispatches]
 
 
+class CalibrationPriors(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    values: dict[str, float]
+    basis: str
+
+
 class EngineProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     engine: str
@@ -196,6 +202,11 @@ class EngineProfile(BaseModel):
         description="the 90 % band of a `shivam calibrate --quick` calibration: how far quick calibrations of "
         "other cards predicted held-out points measured after them (shivam.calibrate.band.quick_band); none: not "
         "measured (a quick calibration then keeps its own cross-validation band)",
+    )
+    calibration_priors: CalibrationPriors | None = Field(
+        None,
+        description="parameters `shivam calibrate` holds for this engine beside the ones it holds for every engine "
+        "(shivam.validate.calibration.PRIORS)",
     )
     basis: str
 

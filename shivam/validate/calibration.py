@@ -69,7 +69,35 @@ def kv_bound(gpu: GPU, model: str, dtypes: Dtypes, times: float) -> tuple[int, i
     return None
 
 
-def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False) -> list[Point]:
+def engine_priors(engine: str) -> dict[str, float]:
+    """What `shivam calibrate` holds for an engine: PRIORS and the engine profile's own calibration_priors. Refuses an
+    engine that does not run decode steps (the calibration suite's points)."""
+    from shivam.calibrate.fit import ENERGY_PARAMS, TIME_PARAMS
+    from shivam.validate.campaign import DECODER_ENGINES
+
+    prof = load_engine(engine)
+    if prof.engine not in DECODER_ENGINES:
+        raise ShivamError(
+            f"shivam calibrate measures decode and verify steps, which the {prof.engine} engine does not run: use "
+            f"--engine {' or '.join(DECODER_ENGINES)} (the hf engines are fitted from `shivam validate --suite hf`)"
+        )
+    own = prof.calibration_priors.values if prof.calibration_priors else {}
+    unknown = sorted(set(own) - set(TIME_PARAMS) - set(ENERGY_PARAMS))
+    if unknown:
+        raise ShivamError(f"engine {prof.engine}: calibration_priors names no fitted parameter: {', '.join(unknown)}")
+    return {**PRIORS, **own}
+
+
+def _on_engine(points: list[Point], engine: str) -> list[Point]:
+    """The suite's points on `engine`: decode, verify and speculative points retargeted, the rest (stage I's plain
+    GEMMs, which only the graph engine's points carry) left out elsewhere."""
+    from shivam.validate.campaign import retarget
+
+    name = load_engine(engine).engine
+    return [p for p in (retarget(p, name) for p in points) if p.engine == name]
+
+
+def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False, engine: str = "graph") -> list[Point]:
     """The calibration suite for this GPU: models that fit its memory, in its 16-bit dtype (fp16 without bf16).
 
     Each fitted parameter has points that move it: bytes (the largest model's decode), FLOPs and their overlap with
@@ -88,7 +116,7 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False) ->
     if simulated:
         small, tiny = SIMULATED[1], SIMULATED[0]
         pts = [step(tiny, n) for n in (1, 5, 17)] + [step(tiny, c=c) for c in (64, 256)] + [step(tiny, b=4)]
-        return pts + [step(small), step(small, 5)]
+        return _on_engine(pts + [step(small), step(small, 5)], engine)
     # the anchor's largest shapes: batch 32 at context 512, one sequence at 4,096 tokens
     large = next((m for m in LARGE if fits(gpu, m, dtypes, 32, 513) and fits(gpu, m, dtypes, 1, 4097)), None)
     if large is None:
@@ -129,7 +157,7 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False) ->
         pts += [step(m, n) for m in others for n in (1, 9, 33)] + [step(m, b=16) for m in others]
         pts += [step(large, c=c) for c in (1024, 2048)] + [step(large, b=b) for b in (2, 4, 16)]
         spec += [Point(suite=suite, kind="spec", model=large, draft=DRAFT, k=k, alpha=0.8, **kw) for k in (2, 6)]
-    return pts + spec + stage1
+    return _on_engine(pts + spec + stage1, engine)
 
 
 def _gpu_of(meter, gpu: str | None) -> GPU:
@@ -163,6 +191,12 @@ def _refuse_simulated_install(simulate_meter: bool, output: str | None) -> None:
             "--simulate-meter measures no real GPU: give -o FILE, so that nothing is installed where "
             "predict would use it"
         )
+
+
+def _engine_suffix(engine: str) -> str:
+    """The measurements file's mark of a non-default engine (graph's files keep their names: a run resumes them)."""
+    name = load_engine(engine).engine
+    return "" if name == "graph" else f"-{name}"
 
 
 def _card_key(card: Card) -> str:
@@ -214,12 +248,13 @@ def calibrate(
     from shivam.validate.campaign import open_meter
 
     _refuse_simulated_install(simulate_meter, output)
+    priors = engine_priors(engine)  # before anything is measured: an engine that cannot be calibrated is refused
     meter = open_meter(gpu_index, simulate_meter, command)
     spec = _gpu_of(meter, gpu)
     card = _card(meter, spec)
-    points = calibration_points(spec, quick, simulated=simulate_meter)
+    points = calibration_points(spec, quick, simulated=simulate_meter, engine=engine)
     folder = user_calibrations_dir().parent / "measurements"
-    name = f"{spec.id}-{_card_key(card)}-{'quick' if quick else 'full'}"
+    name = f"{spec.id}-{_card_key(card)}-{'quick' if quick else 'full'}{_engine_suffix(engine)}"
     path, failed = _measure(points, meter, folder, name, repeats, min_periods, extensions)
     if failed:
         raise ShivamError(
@@ -227,14 +262,12 @@ def calibrate(
             f"{str(failed[0].get('error', ''))[:80]}); the measurements are kept in {path}: fix the "
             f"cause and run the same command again to resume"
         )
-    outcome = fit_results(
-        [str(path)], engine, gpu or spec.id, dict(PRIORS), card_factors=False, strict="hold", band=True
-    )
+    outcome = fit_results([str(path)], engine, gpu or spec.id, priors, card_factors=False, strict="hold", band=True)
     cal = outcome.calibration
     cal.card, cal.created = card, datetime.datetime.now(datetime.timezone.utc).isoformat()
     if quick:  # a few models' cross-validation says little of the points users ask about (calibrate.band)
         cal.band = quick_band(cal.band, load_engine(engine).quick_calibration_band)
-    held = {**{n: PRIORS[n] for n in PRIORS}, **outcome.result.held}
+    held = {**priors, **outcome.result.held}
     cal.note = (
         f"shivam calibrate{' --quick' * quick} on {card.name} {card.uuid}; held at priors: {', '.join(sorted(held))}"
     )
@@ -267,7 +300,7 @@ def calibrate(
 ENERGY_COEFFICIENTS = (*(n for n in ENERGY_PARAMS if n != "compute_scale"), "misaligned_power_w")
 
 
-def card_points(gpu: GPU, simulated: bool = False) -> list[Point]:
+def card_points(gpu: GPU, simulated: bool = False, engine: str = "graph") -> list[Point]:
     """Two decode steps of the largest model that fits, batch 1 and 8: enough to scale energy, little to wait for."""
     dt = gpu.default_dtype()
     kw = {"weights_dtype": dt, "kv_dtype": dt}
@@ -277,7 +310,7 @@ def card_points(gpu: GPU, simulated: bool = False) -> list[Point]:
         model = next((m for m in LARGE if fits(gpu, m, Dtypes.of(dt), 8, 1024)), None)
         if model is None:
             raise ShivamError(f"{gpu.name}: no model of the calibration suite fits its memory; use a larger GPU")
-    return [Point(suite="card", kind="step", model=model, batch=b, **kw) for b in (1, 8)]
+    return _on_engine([Point(suite="card", kind="step", model=model, batch=b, **kw) for b in (1, 8)], engine)
 
 
 def calibrate_card(
@@ -298,6 +331,7 @@ def calibrate_card(
     from shivam.validate.runner import Workbench, measure_steady, min_calls_for
 
     _refuse_simulated_install(simulate_meter, output)
+    engine_priors(engine)  # refuses an engine that runs no decode steps
     meter = open_meter(gpu_index, simulate_meter, command)
     spec = _gpu_of(meter, gpu)
     card = _card(meter, spec)
@@ -309,7 +343,7 @@ def calibrate_card(
     if model_path is None:
         raise ShivamError(f"{spec.id} has no calibration of its GPU model to scale: run `shivam calibrate` instead")
     params = resolve_params(spec, engine, str(model_path))
-    points = card_points(spec, simulated=simulate_meter)
+    points = card_points(spec, simulated=simulate_meter, engine=engine)
     bench = Workbench(meter.device)
     calls = [bench.call_for(p) for p in points]
     measure_steady(meter.counter, calls[0], 1, min_periods, min_calls_for(points[0]), 1.0, 0)  # warm-up
