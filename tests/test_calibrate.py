@@ -10,7 +10,14 @@ from test_cli import assert_clean_error
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
 from shivam.specs import GPU, Dtypes, load_gpu, load_model, make_params
-from shivam.validate.calibration import PRIORS, calibration_points, card_points, engine_priors
+from shivam.validate.calibration import (
+    PRIORS,
+    below_power_limit,
+    calibration_points,
+    card_points,
+    engine_priors,
+    kv_bound,
+)
 
 
 @pytest.mark.parametrize("gpu_id,dtype", [("t4", "fp16"), ("l4", "bf16"), ("h200", "bf16"), ("rtx-4090", "bf16")])
@@ -45,7 +52,20 @@ def test_the_reference_engine_is_calibrated_on_its_own_points_and_priors():
     gpu = load_gpu("h200")
     graph, ref = calibration_points(gpu, quick=True), calibration_points(gpu, quick=True, engine="ref")
     assert {p.engine for p in ref} == {"ref"} and {p.engine for p in graph} == {"graph"}
-    assert [p.label() for p in ref] == [p.label() for p in graph if p.kind != "stage1"]
+    kv = {p.label() for p in graph if p.batch >= 128} | {p.label() for p in ref if p.batch >= 64 or p.context > 512}
+    assert {p.label() for p in ref} - kv == {p.label() for p in graph if p.kind != "stage1"} - kv
+    # the ref engine's KV-bound decode of Mistral-7B at batch 128 would run at the H200's power limit (its bundled
+    # calibration says so, and it drew 687-703 W when measured), where energy per byte moves nothing: the mid and
+    # small models' take its place, five of them, every one predicted below the limit
+    assert [p.label() for p in graph if p.batch >= 128] == [
+        "mistral-7b step n=1 b=128 c=2048",
+        "mistral-7b step n=5 b=128 c=2048",
+        "mistral-7b step n=1 b=128 c=4096",
+    ]
+    ref_kv = [p for p in ref if p.batch >= 16 and p.context >= 1024]
+    assert len(ref_kv) == 5 and {p.model for p in ref_kv} == {"opt-1.3b", "opt-125m"}
+    assert all(below_power_limit(ref_kv, gpu, "ref"))
+    assert not any(below_power_limit([p for p in graph if p.batch >= 128], gpu, "ref"))
     assert {p.engine for p in card_points(gpu, engine="ref")} == {"ref"}
     # the ref profile's priors join the ones every engine holds; the graph engine fits block power and fixed time
     assert engine_priors("ref") == {**PRIORS, "block_power_w": 0.0, "attention_block_s": 0.0}
@@ -58,6 +78,18 @@ def test_calibrating_an_engine_that_runs_no_decode_steps_is_refused_before_measu
     out = cli("calibrate", "--simulate-meter", "--gpu", "h200", "--engine", "hf", "-o", str(tmp_path / "c.json"))
     assert_clean_error(out, "--engine graph or ref")
     assert not (tmp_path / "c.json").exists()
+
+
+def test_kv_bound_steps_stay_within_the_models_positions():
+    # OPT-1.3B holds 2,048 positions: a cache 4x its weights at batch 32 would need 2,048 cached tokens plus the new
+    # one, so the next shape of that size (batch 64 over 1,024) is taken
+    m, dt = load_model("opt-1.3b"), Dtypes.of("bf16")
+    b, c = kv_bound(load_gpu("l4"), "opt-1.3b", dt, 4.0)
+    assert (b, c) == (64, 1024) and c + 1 <= m.max_context
+    for gpu in ("t4", "l4", "rtx-4090", "a100-80gb", "h200"):
+        for engine in ("graph", "ref"):
+            for p in calibration_points(load_gpu(gpu), quick=True, engine=engine):
+                p.check()  # raises for a point beyond its models' positions
 
 
 def test_a_gpu_too_small_for_every_model_is_refused():

@@ -12,10 +12,12 @@ import datetime
 import math
 from pathlib import Path
 
+import numpy as np
+
 from shivam.calibrate import fit_results
 from shivam.calibrate.band import quick_band
 from shivam.calibrate.fit import ENERGY_PARAMS, KV_POINTS
-from shivam.calibrate.points import Point, point_cost
+from shivam.calibrate.points import Point, PointSet, point_cost
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
 from shivam.sim.workload import kv_cache_bytes, weight_bytes
@@ -58,15 +60,33 @@ def fits(gpu: GPU, model: str, dtypes: Dtypes, batch: int, tokens: int) -> bool:
     return scn.memory_needed(0) <= 0.9 * gpu.capacity_bytes
 
 
-def kv_bound(gpu: GPU, model: str, dtypes: Dtypes, times: float) -> tuple[int, int] | None:
-    """The smallest (batch, context) of KV_SHAPES whose KV cache holds `times` the model's weights and that fits
-    the GPU: a decode step there streams mostly cache, so its energy tells e_kv from e_dram."""
+def kv_bound(gpu: GPU, model: str, dtypes: Dtypes, times: float, new_tokens: int = 1) -> tuple[int, int] | None:
+    """The smallest (batch, context) of KV_SHAPES whose KV cache holds `times` the model's weights, within the
+    model's positions, and that fits the GPU: a decode step there streams mostly cache, so its energy tells e_kv from
+    e_dram."""
     m = load_model(model)
     weights = weight_bytes(m, dtypes)
     for b, c in KV_SHAPES:
-        if kv_cache_bytes(m, dtypes, b, c) >= times * weights:
-            return (b, c) if fits(gpu, model, dtypes, b, c + 1) else None
+        if kv_cache_bytes(m, dtypes, b, c) >= times * weights and c + new_tokens <= m.max_context:
+            return (b, c) if fits(gpu, model, dtypes, b, c + new_tokens) else None
     return None
+
+
+# a KV-bound step the model puts above this fraction of the board's power limit is not taken: at the limit a step's
+# energy is the limit times its time (shivam.sim.roofline.power_cap_factor), which no energy per byte moves
+LIMIT_HEADROOM = 0.95
+
+
+def below_power_limit(points: list[Point], gpu: GPU, engine: str) -> list[bool]:
+    """Per point, whether its predicted power before the board's limit holds it (under the calibration predict uses
+    for this GPU and engine, else its datasheet figures) stays below LIMIT_HEADROOM of the limit. A faster engine
+    draws more: the reference engine's KV-bound decode of a 7B model at batch 128 runs at the H200's 700 W."""
+    if not points or gpu.power_limit_w is None:
+        return [True] * len(points)
+    params = resolve_params(gpu, engine)
+    cost = PointSet(points, params).uncapped(params)
+    power = np.asarray(cost.energy_j) / np.asarray(cost.time_s)
+    return [bool(w < LIMIT_HEADROOM * gpu.power_limit_w) for w in np.atleast_1d(power)]
 
 
 def engine_priors(engine: str) -> dict[str, float]:
@@ -129,16 +149,17 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False, en
     pts += [step(large, b=b) for b in (8, 32)]
     pts += [p for m in mid for p in (step(m), step(m, 5), step(m, 5, b=16))] + [step(m) for m in SMALL]
     # KV-bound steps, KV_POINTS of them (fewer and the fit holds e_kv): the anchor at 1.25x and 3x its weights in
-    # cache, one verify among them, then the mid and small models (on a GPU too small for the anchor's)
+    # cache, one verify among them, then the mid and small models (on a GPU too small for the anchor's, or where the
+    # anchor's would run at the board's power limit)
     kv = [(large, 1, 1.25), (large, 5, 1.25), (large, 1, 3.0)]
     kv += [(m, n, t) for n, t in ((1, 1.5), (1, 4.0), (5, 1.5)) for m in (*mid, SMALL[0])]
-    chosen: list[Point] = []
+    candidates: list[Point] = []
     for model, n, times in kv:
-        shape = kv_bound(gpu, model, dtypes, times)
-        if shape is not None and len(chosen) < KV_POINTS:
-            p = step(model, n, c=shape[1], b=shape[0])
-            chosen += [p] if p not in chosen else []
-    pts += chosen
+        shape = kv_bound(gpu, model, dtypes, times, n)
+        p = None if shape is None else step(model, n, c=shape[1], b=shape[0])
+        candidates += [p] if p is not None and p not in candidates else []
+    on_engine = _on_engine(candidates, engine)
+    pts += [p for p, ok in zip(candidates, below_power_limit(on_engine, gpu, engine)) if ok][:KV_POINTS]
     spec = [
         Point(suite=suite, kind="spec", model=large, draft=DRAFT, k=k, alpha=0.0 if k == 0 else 0.8, **kw)
         for k in (0, 4)
