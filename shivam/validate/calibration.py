@@ -148,9 +148,10 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False, en
     pts = [step(large, n) for n in (1, 5, 33, 129)] + [step(large, c=c) for c in (128, 4096)] + [step(large, 5, 4096)]
     pts += [step(large, b=b) for b in (8, 32)]
     pts += [p for m in mid for p in (step(m), step(m, 5), step(m, 5, b=16))] + [step(m) for m in SMALL]
-    # KV-bound steps, KV_POINTS of them (fewer and the fit holds e_kv): the anchor at 1.25x and 3x its weights in
-    # cache, one verify among them, then the mid and small models (on a GPU too small for the anchor's, or where the
-    # anchor's would run at the board's power limit)
+    # KV-bound steps (their times: streaming the cache, and the anchor's wide verify over it): the anchor at 1.25x
+    # and 3x its weights in cache, one verify among them, then the mid and small models (on a GPU too small for the
+    # anchor's), KV_POINTS of them; and more of the mid and small models' until KV_POINTS of them are predicted
+    # below the board's power limit (fewer and the fit holds e_kv: at the limit energy per byte moves nothing)
     kv = [(large, 1, 1.25), (large, 5, 1.25), (large, 1, 3.0)]
     kv += [(m, n, t) for n, t in ((1, 1.5), (1, 4.0), (5, 1.5)) for m in (*mid, SMALL[0])]
     candidates: list[Point] = []
@@ -158,8 +159,12 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False, en
         shape = kv_bound(gpu, model, dtypes, times, n)
         p = None if shape is None else step(model, n, c=shape[1], b=shape[0])
         candidates += [p] if p is not None and p not in candidates else []
-    on_engine = _on_engine(candidates, engine)
-    pts += [p for p, ok in zip(candidates, below_power_limit(on_engine, gpu, engine)) if ok][:KV_POINTS]
+    below = below_power_limit(_on_engine(candidates, engine), gpu, engine)
+    chosen, uncapped = candidates[:KV_POINTS], sum(below[:KV_POINTS])
+    for p, ok in zip(candidates[KV_POINTS:], below[KV_POINTS:]):
+        if ok and uncapped < KV_POINTS:
+            chosen, uncapped = [*chosen, p], uncapped + 1
+    pts += chosen
     spec = [
         Point(suite=suite, kind="spec", model=large, draft=DRAFT, k=k, alpha=0.0 if k == 0 else 0.8, **kw)
         for k in (0, 4)
