@@ -77,6 +77,24 @@ def test_the_reference_engine_is_calibrated_on_its_own_points_and_priors():
         engine_priors("hf-static")
 
 
+def test_calibrate_measures_and_fits_the_engine_it_is_asked_for(tmp_path, monkeypatch):
+    # what calibrate hands the campaign, and the file it is kept in (the measuring itself is the campaign's tests')
+    import shivam.validate.calibration as calibration
+
+    seen = {}
+
+    def measured(points, meter, folder, name, *args):
+        seen.update(engines={p.engine for p in points}, name=name)
+        raise ShivamError("stop here")
+
+    monkeypatch.setenv("SHIVAM_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(calibration, "_measure", measured)
+    for engine, suffix in (("ref", "-ref"), ("graph", "")):
+        with pytest.raises(ShivamError, match="stop here"):
+            calibration.calibrate(engine=engine, gpu="h200", simulate_meter=True, output=str(tmp_path / "c.json"))
+        assert seen == {"engines": {engine}, "name": f"h200-simulate-quick{suffix}"}
+
+
 def test_calibrating_an_engine_that_runs_no_decode_steps_is_refused_before_measuring(cli, tmp_path):
     out = cli("calibrate", "--simulate-meter", "--gpu", "h200", "--engine", "hf", "-o", str(tmp_path / "c.json"))
     assert_clean_error(out, "--engine graph or ref")
