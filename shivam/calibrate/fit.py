@@ -272,8 +272,7 @@ def fit_once(
         seen.append(now_capped)
         capped = now_capped
         e_names = [n for n in ENERGY_PARAMS if n not in fix and np.any(cols[n] > 0)]
-        kv_bound = (cols["kv_j_per_byte"] > 0.5 * cols["dram_j_per_byte"]) & ~capped  # those at the limit move nothing
-        if "kv_j_per_byte" in e_names and np.sum(kv_bound) < KV_POINTS:
+        if "kv_j_per_byte" in e_names and np.sum(cols["kv_j_per_byte"] > 0.5 * cols["dram_j_per_byte"]) < KV_POINTS:
             e_names.remove("kv_j_per_byte")  # too few points stream more cache than weights to tell it from e_dram
         unmoved = [n for n in ENERGY_PARAMS if n not in fix and n not in e_names]  # no point moves them this round
         held = {**held_in_time, **{n: (1.0 if n == "compute_scale" else getattr(base, n)) for n in unmoved}}

@@ -9,6 +9,7 @@ calibration resumes and nothing measured is lost; the calibration goes to <data>
 from __future__ import annotations
 
 import datetime
+import hashlib
 import math
 from pathlib import Path
 
@@ -22,7 +23,13 @@ from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
 from shivam.sim.workload import kv_cache_bytes, weight_bytes
 from shivam.specs import GPU, Calibration, Dtypes, load_engine, load_gpu, load_model, make_params, resolve_params
-from shivam.specs.calibration import Card, bundled_calibration, user_calibrations, user_calibrations_dir
+from shivam.specs.calibration import (
+    Card,
+    bundled_calibration,
+    load_calibration,
+    user_calibrations,
+    user_calibrations_dir,
+)
 from shivam.userfiles import write_text
 
 # held in every calibration, as in the bundled H200 recipe: the host sync of a speculative iteration, collinear with
@@ -77,15 +84,19 @@ def kv_bound(gpu: GPU, model: str, dtypes: Dtypes, times: float, new_tokens: int
 LIMIT_HEADROOM = 0.95
 
 
-def below_power_limit(points: list[Point], gpu: GPU, engine: str) -> list[bool]:
-    """Per point, whether its predicted power before the board's limit holds it (under the calibration predict uses
-    for this GPU and engine, else its datasheet figures) stays below LIMIT_HEADROOM of the limit. A faster engine
-    draws more: the reference engine's KV-bound decode of a 7B model at batch 128 runs at the H200's 700 W."""
+def below_power_limit(points: list[Point], gpu: GPU, engine: str) -> list[bool] | None:
+    """Per point, whether its predicted power before the board's limit holds it stays below LIMIT_HEADROOM of the
+    limit, under the bundled calibration of this GPU and engine; None where there is none to tell (datasheet figures
+    put the H200 reference engine's KV-bound decode of a 7B model at batch 128 at 320-470 W; it draws 700 W). A
+    faster engine draws more: that step runs at the H200's limit on the reference engine, not on the graph engine."""
     if not points or gpu.power_limit_w is None:
         return [True] * len(points)
-    params = resolve_params(gpu, engine)
+    path = bundled_calibration(gpu.id, load_engine(engine).engine)
+    if path is None:
+        return None
+    params = make_params(gpu, engine, load_calibration(path), str(path))
     cost = PointSet(points, params).uncapped(params)
-    power = np.asarray(cost.energy_j) / np.asarray(cost.time_s)
+    power = (np.asarray(cost.energy_j) - np.asarray(cost.e_idle)) / np.asarray(cost.time_s)
     return [bool(w < LIMIT_HEADROOM * gpu.power_limit_w) for w in np.atleast_1d(power)]
 
 
@@ -159,7 +170,10 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False, en
         shape = kv_bound(gpu, model, dtypes, times, n)
         p = None if shape is None else step(model, n, c=shape[1], b=shape[0])
         candidates += [p] if p is not None and p not in candidates else []
-    below = below_power_limit(_on_engine(candidates, engine), gpu, engine)
+    candidates = _on_engine(candidates, engine)
+    below = below_power_limit(candidates, gpu, engine)
+    if below is None:  # no calibration to tell which run at the limit: every candidate (at most nine)
+        below = [False] * KV_POINTS + [True] * (len(candidates) - KV_POINTS)
     chosen, uncapped = candidates[:KV_POINTS], sum(below[:KV_POINTS])
     for p, ok in zip(candidates[KV_POINTS:], below[KV_POINTS:]):
         if ok and uncapped < KV_POINTS:
@@ -220,9 +234,15 @@ def _refuse_simulated_install(simulate_meter: bool, output: str | None) -> None:
 
 
 def _engine_suffix(engine: str) -> str:
-    """The measurements file's mark of a non-default engine (graph's files keep their names: a run resumes them)."""
+    """The measurements file's mark of a non-default engine."""
     name = load_engine(engine).engine
     return "" if name == "graph" else f"-{name}"
+
+
+def _suite_key(points: list[Point]) -> str:
+    """A short key of the suite's points: a run resumes the file of the same suite only (a file of an older suite
+    may hold points this one no longer asks for, or that the validator now refuses)."""
+    return hashlib.sha1("".join(sorted(p.id for p in points)).encode()).hexdigest()[:8]
 
 
 def _card_key(card: Card) -> str:
@@ -280,7 +300,7 @@ def calibrate(
     card = _card(meter, spec)
     points = calibration_points(spec, quick, simulated=simulate_meter, engine=engine)
     folder = user_calibrations_dir().parent / "measurements"
-    name = f"{spec.id}-{_card_key(card)}-{'quick' if quick else 'full'}{_engine_suffix(engine)}"
+    name = f"{spec.id}-{_card_key(card)}-{'quick' if quick else 'full'}{_engine_suffix(engine)}-{_suite_key(points)}"
     path, failed = _measure(points, meter, folder, name, repeats, min_periods, extensions)
     if failed:
         raise ShivamError(
