@@ -17,7 +17,7 @@ import numpy as np
 
 from shivam.calibrate import fit_results
 from shivam.calibrate.band import quick_band
-from shivam.calibrate.fit import ENERGY_PARAMS, KV_POINTS
+from shivam.calibrate.fit import ENERGY_PARAMS, KV_POINTS, TIME_PARAMS
 from shivam.calibrate.points import Point, PointSet, point_cost
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
@@ -31,6 +31,7 @@ from shivam.specs.calibration import (
     user_calibrations_dir,
 )
 from shivam.userfiles import write_text
+from shivam.validate.campaign import DECODER_ENGINES, on_engine, open_meter, results_file
 
 # held in every calibration, as in the bundled H200 recipe: the host sync of a speculative iteration, collinear with
 # the per-step overhead; power while kernels run, collinear with energy per byte when nearly every step is
@@ -103,9 +104,6 @@ def below_power_limit(points: list[Point], gpu: GPU, engine: str) -> list[bool] 
 def engine_priors(engine: str) -> dict[str, float]:
     """What `shivam calibrate` holds for an engine: PRIORS and the engine profile's own calibration_priors. Refuses an
     engine that does not run decode steps (the calibration suite's points)."""
-    from shivam.calibrate.fit import ENERGY_PARAMS, TIME_PARAMS
-    from shivam.validate.campaign import DECODER_ENGINES
-
     prof = load_engine(engine)
     if prof.engine not in DECODER_ENGINES:
         raise ShivamError(
@@ -120,12 +118,8 @@ def engine_priors(engine: str) -> dict[str, float]:
 
 
 def _on_engine(points: list[Point], engine: str) -> list[Point]:
-    """The suite's points on `engine`: decode, verify and speculative points retargeted, the rest (stage I's plain
-    GEMMs, which only the graph engine's points carry) left out elsewhere."""
-    from shivam.validate.campaign import retarget
-
-    name = load_engine(engine).engine
-    return [p for p in (retarget(p, name) for p in points) if p.engine == name]
+    """The suite's points on `engine` (a name or a profile file): stage I's plain GEMMs run on graph only."""
+    return on_engine(points, load_engine(engine).engine)
 
 
 def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False, engine: str = "graph") -> list[Point]:
@@ -173,11 +167,12 @@ def calibration_points(gpu: GPU, quick: bool = True, simulated: bool = False, en
     candidates = _on_engine(candidates, engine)
     below = below_power_limit(candidates, gpu, engine)
     if below is None:  # no calibration to tell which run at the limit: every candidate (at most nine)
-        below = [False] * KV_POINTS + [True] * (len(candidates) - KV_POINTS)
-    chosen, uncapped = candidates[:KV_POINTS], sum(below[:KV_POINTS])
-    for p, ok in zip(candidates[KV_POINTS:], below[KV_POINTS:]):
-        if ok and uncapped < KV_POINTS:
-            chosen, uncapped = [*chosen, p], uncapped + 1
+        chosen = candidates
+    else:
+        chosen, uncapped = candidates[:KV_POINTS], sum(below[:KV_POINTS])
+        for p, ok in zip(candidates[KV_POINTS:], below[KV_POINTS:]):
+            if ok and uncapped < KV_POINTS:
+                chosen, uncapped = [*chosen, p], uncapped + 1
     pts += chosen
     spec = [
         Point(suite=suite, kind="spec", model=large, draft=DRAFT, k=k, alpha=0.0 if k == 0 else 0.8, **kw)
@@ -252,7 +247,6 @@ def _card_key(card: Card) -> str:
 
 
 def _measure(points: list[Point], meter, folder: Path, name: str, repeats: int, min_periods: int, extensions: int):
-    from shivam.validate.campaign import results_file
     from shivam.validate.runner import Workbench, run_campaign
 
     results = results_file(folder, name, meter)
@@ -291,7 +285,6 @@ def calibrate(
 ) -> dict:
     """Measure this GPU, fit, install. Returns what was done: the files, the fitted and held parameters, the
     residuals and the 90 % band."""
-    from shivam.validate.campaign import open_meter
 
     _refuse_simulated_install(simulate_meter, output)
     priors = engine_priors(engine)  # before anything is measured: an engine that cannot be calibrated is refused
@@ -373,7 +366,6 @@ def calibrate_card(
     """Measure this card's energy scale f against the calibration of its GPU model (two runs that agree within
     `agree`, at most `runs`), and install that calibration with every energy coefficient times f, keyed by this
     card's UUID, power limit and clocks."""
-    from shivam.validate.campaign import open_meter
     from shivam.validate.runner import Workbench, measure_steady, min_calls_for
 
     _refuse_simulated_install(simulate_meter, output)
@@ -409,8 +401,6 @@ def calibrate_card(
             f" (more than {100 * agree:.1f} % apart); let the GPU idle and run again"
         )
     f = math.sqrt(scales[-1] * scales[-2])
-    from shivam.specs import load_calibration
-
     base = load_calibration(model_path)
     values = dict(base.parameters)
     for name in ENERGY_COEFFICIENTS:

@@ -32,7 +32,7 @@ def select_points(
     else:
         pts = [p for name in suites for p in suite_points(name.strip())]
     if engine:
-        pts = [p for p in (retarget(p, engine) for p in pts) if p.engine == engine]
+        pts = on_engine(pts, engine)
     if limit is not None:
         pts = pts[:limit]
     if not pts:
@@ -48,6 +48,12 @@ def select_points(
 
 DECODER_ENGINES = ("graph", "ref")  # engines that run step and spec points
 GENERATE_ENGINES = ("hf", "hf-static")  # engines that run generate points
+
+
+def on_engine(points: list[Point], engine: str) -> list[Point]:
+    """The points that run on `engine`: those of its class retargeted to it, the rest (other engines' points,
+    stage I's plain GEMMs) left out."""
+    return [p for p in (retarget(p, engine) for p in points) if p.engine == engine]
 
 
 def retarget(point: Point, engine: str) -> Point:
