@@ -6,8 +6,14 @@ the KV cache's read rate. The kernel's registers and shared memory per program (
 many programs one multiprocessor holds at once; a batch whose programs fill a whole number of those waves reads the
 cache faster than one whose last wave is part-filled.
     PYTHONPATH=$PWD python3 validation/attention_waves.py
+    PYTHONPATH=$PWD python3 validation/attention_waves.py --occupancy   # every launch variant's programs per SM
+
+--occupancy compiles each variant the engine launches (head_dim, query-row block, key block, whether q and the new
+keys come fused from the GEMM, the merge's unrolled slice count, RoPE or not) and prints one JSON line per variant:
+its registers, shared memory, and the programs one multiprocessor holds at once.
 """
 
+import json
 import sys
 
 import torch
@@ -29,17 +35,62 @@ CASES = [  # (shape, new tokens, context, batches)
 ]
 
 
-def occupancy(compiled, props) -> str:
-    """Programs per multiprocessor the compiled kernel's registers and shared memory allow."""
+def resident(compiled, props) -> dict:
+    """Programs per multiprocessor the compiled kernel's registers, shared memory and warps allow."""
     regs, shared, warps = compiled.n_regs, compiled.metadata.shared, compiled.metadata.num_warps
     per_warp = -(-regs * 32 // 256) * 256  # registers are allocated per warp in units of 256
     by_regs = props["max_num_regs"] // (per_warp * warps) if regs else 99
     by_shared = props["max_shared_mem"] // (shared + 1024) if shared else 99  # 1 KiB reserved per block
     by_warps = 64 // warps
+    return {
+        "regs": regs, "spills": compiled.n_spills, "shared": shared, "warps": warps,
+        "programs_per_sm": min(by_regs, by_shared, by_warps, 32), "by_regs": by_regs, "by_shared": by_shared,
+    }  # fmt: skip
+
+
+def occupancy(compiled, props) -> str:
+    r = resident(compiled, props)
     return (
-        f"regs {regs}, spills {compiled.n_spills}, shared {shared} B, warps {warps}: programs per multiprocessor "
-        f"{min(by_regs, by_shared, by_warps, 32)} (registers {by_regs}, shared memory {by_shared}, warps {by_warps})"
+        f"regs {r['regs']}, spills {r['spills']}, shared {r['shared']} B, warps {r['warps']}: programs per "
+        f"multiprocessor {r['programs_per_sm']} (registers {r['by_regs']}, shared memory {r['by_shared']}, warps "
+        f"{64 // r['warps']})"
     )
+
+
+# the variants the engine compiles: (query-row block, key block, fused) for decode (1 new token), fused verify (up
+# to 16 new tokens, 1-4 row blocks) and prefill or wide verify (the new keys in the cache first)
+LAYOUTS = [(16, 32, True), (16, 64, True), (32, 64, True), (64, 64, True), (16, 64, False), (64, 64, False)]
+
+
+def occupancy_table(props) -> int:
+    cap = 1024
+    for d in (64, 96, 128, 256):
+        d_pad = kernels._pow2(max(16, d))
+        for block_m, block_n, fused in LAYOUTS:
+            for s_pad in (1, 2, 8, 32):
+                for rope in (True, False):
+                    qkv = torch.randn(1, 1, 3 * d, device="cuda", dtype=torch.bfloat16)
+                    kc, vc = (torch.zeros(1, 1, cap, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+                    cos = torch.ones(cap, d, device="cuda", dtype=torch.bfloat16)
+                    lens = torch.full((1,), 100, device="cuda", dtype=torch.int32)
+                    out = torch.empty(1, 1, 1, d, device="cuda", dtype=torch.bfloat16)
+                    parts = [torch.zeros(s_pad * 64, device="cuda") for _ in range(2)]
+                    opart = torch.zeros(s_pad * 64, d_pad, device="cuda")
+                    count = torch.zeros(64, device="cuda", dtype=torch.int32)
+                    q = qkv[..., :d].reshape(1, 1, 1, d).contiguous()
+                    src = qkv if fused else q
+                    compiled = kernels._attention[(1, 1, s_pad)](
+                        src, src, cos if rope else src, cos if rope else src, kc, vc, lens, lens, out, opart,
+                        parts[0], parts[1], count, 0 if fused else q.stride(0), 0 if fused else q.stride(1),
+                        0 if fused else q.stride(2), qkv.stride(1) if fused else 0, kc.stride(0), kc.stride(1),
+                        kc.stride(2), out.stride(0), out.stride(1), out.stride(2), 1, 1, 1, 1, s_pad, 0, 0.1,
+                        D=d, D_PAD=d_pad, BLOCK_M=block_m, BLOCK_N=block_n, NEW_PAD=16, TREE=False, FUSED=fused,
+                        ROPE=rope, S_PAD=s_pad, num_warps=4, num_stages=3,
+                    )  # fmt: skip
+                    torch.cuda.synchronize()
+                    row = {"head_dim": d, "block_m": block_m, "block_n": block_n, "fused": fused, "s_pad": s_pad}
+                    print(json.dumps({**row, "rope": rope, **resident(compiled, props)}), flush=True)
+    return 0
 
 
 def compiled_kernels():
@@ -56,6 +107,8 @@ def main():
     dev = torch.cuda.current_device()
     props = triton.runtime.driver.active.utils.get_device_properties(dev)
     print(f"{torch.cuda.get_device_name(dev)}: {props}", flush=True)
+    if "--occupancy" in sys.argv:
+        return occupancy_table(props)
     shapes = {s[0]: s[1:] for s in SHAPES}
     seen = set()
     for name, n, c, batches in CASES:
