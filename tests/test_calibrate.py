@@ -93,6 +93,16 @@ def test_calibrate_measures_the_engine_it_is_asked_for(tmp_path, monkeypatch):
         with pytest.raises(ShivamError, match="stop here"):
             calibration.calibrate(engine=engine, gpu="h200", simulate_meter=True, output=str(tmp_path / "c.json"))
         assert seen["engines"] == {engine} and seen["name"].startswith(f"h200-simulate-quick{suffix}-")
+    # named none: the reference engine where the GPU has bf16 (H200, L4), the graph engine on a T4 (fp16 only)
+    for gpu, engine, suffix in (("h200", "ref", "-ref"), ("l4", "ref", "-ref"), ("t4", "graph", "")):
+        with pytest.raises(ShivamError, match="stop here"):
+            calibration.calibrate(gpu=gpu, simulate_meter=True, output=str(tmp_path / "c.json"))
+        assert seen["engines"] == {engine} and seen["name"].startswith(f"{gpu}-simulate-quick{suffix}-")
+    assert [calibration.calibration_engine(load_gpu(g)) for g in ("a100-80gb", "rtx-4090", "t4")] == [
+        "ref",
+        "ref",
+        "graph",
+    ]
 
 
 def test_calibrating_an_engine_that_runs_no_decode_steps_is_refused_before_measuring(cli, tmp_path):
@@ -202,7 +212,9 @@ def test_card_scales_every_energy_coefficient(tmp_path, monkeypatch):
     # the simulated counter's energy is its constant power times the CPU's time, which a loaded machine stretches
     # unevenly between runs: the agreement asked is loose, the scaling below is exact whatever the scale
     agree = 3.0
-    out = calibrate_card(gpu="h200", simulate_meter=True, agree=agree, min_periods=2, output=str(tmp_path / "c.json"))
+    out = calibrate_card(
+        gpu="h200", engine="graph", simulate_meter=True, agree=agree, min_periods=2, output=str(tmp_path / "c.json")
+    )
     f = out["scale"]
     assert f > 0 and abs(out["runs"][-1] / out["runs"][-2] - 1) <= agree
     bundled_file = str(ROOT / "hardware/calibrated/h200-graph.json")

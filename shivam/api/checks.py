@@ -27,7 +27,7 @@ from shivam.specs import (
 )
 
 DEFAULT_DRAFT = "opt-125m"  # the draft model of the paper's stages II and III
-DEFAULT_ENGINE = "graph"  # what fit, calibrate and report take; predictions pick theirs (specs.default_engine)
+DEFAULT_ENGINE = "graph"  # what fit and report take; calibrate and predictions pick theirs for the GPU
 DEFAULT_ALPHAS = (0.6, 0.7, 0.8, 0.9)
 K_MAX = 64
 MAX_GRID_ROWS = 10_000  # (k x acceptance) rows one prediction may hold: a grid above it is refused at once

@@ -204,7 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--gpu", default=None, help="a GPU file for a GPU that is not bundled (`shivam gpus --schema`)")
     p.add_argument("--gpu-index", default="0", help="CUDA/NVML index of the GPU to measure")
-    p.add_argument("--engine", default=DEFAULT_ENGINE, help="the engine to calibrate")
+    p.add_argument(
+        "--engine",
+        default=None,
+        help="the engine to calibrate, graph or ref (default: ref on a GPU with bf16, Ampere or newer, else graph; "
+        "with --card, the engine predict takes on this GPU)",
+    )
     p.add_argument(
         "--simulate-meter",
         action="store_true",

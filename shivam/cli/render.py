@@ -451,7 +451,7 @@ def summary_rows(records: list[dict]) -> list[list[str]]:
 
 def calibrate_summary(out: dict) -> None:
     """What `shivam calibrate` did: where the calibration went, what was fitted and held, and its band."""
-    lines = [f"calibration: {out['calibration']}"]
+    lines = [f"calibration: {out['calibration']} (engine {out['engine']})"]
     if "scale" in out:
         lines.append(
             f"this card's energy scale: x {out['scale']:.4f} against {out['base']} "

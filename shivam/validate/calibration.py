@@ -26,6 +26,7 @@ from shivam.specs import GPU, Calibration, Dtypes, load_engine, load_gpu, load_m
 from shivam.specs.calibration import (
     Card,
     bundled_calibration,
+    default_engine,
     load_calibration,
     user_calibrations,
     user_calibrations_dir,
@@ -115,6 +116,14 @@ def engine_priors(engine: str) -> dict[str, float]:
     if unknown:
         raise ShivamError(f"engine {prof.engine}: calibration_priors names no fitted parameter: {', '.join(unknown)}")
     return {**PRIORS, **own}
+
+
+def calibration_engine(gpu: GPU) -> str:
+    """The engine `shivam calibrate` measures when none is named: the reference engine (split-KV attention, the
+    engine `predict` takes where a calibration has it) on a GPU with bf16, Ampere or newer; the graph engine (PyTorch
+    and SDPA alone) before that. The reference engine's Triton kernels run bf16 tiles and are measured on Hopper
+    only; a T4 keeps the engine with no kernel of its own."""
+    return "ref" if "bf16" in gpu.peak_tflops else "graph"
 
 
 def _on_engine(points: list[Point], engine: str) -> list[Point]:
@@ -276,7 +285,7 @@ def calibrate(
     output: str | None = None,
     gpu: str | None = None,
     gpu_index: int = 0,
-    engine: str = "graph",
+    engine: str | None = None,
     simulate_meter: bool = False,
     repeats: int = 3,
     min_periods: int = 20,
@@ -284,12 +293,15 @@ def calibrate(
     command: str = "",
 ) -> dict:
     """Measure this GPU, fit, install. Returns what was done: the files, the fitted and held parameters, the
-    residuals and the 90 % band."""
+    residuals and the 90 % band. engine None: calibration_engine's choice for this GPU."""
 
     _refuse_simulated_install(simulate_meter, output)
-    priors = engine_priors(engine)  # before anything is measured: an engine that cannot be calibrated is refused
+    if engine is not None:
+        engine_priors(engine)  # before anything is measured: an engine that cannot be calibrated is refused
     meter = open_meter(gpu_index, simulate_meter, command)
     spec = _gpu_of(meter, gpu)
+    engine = load_engine(engine or calibration_engine(spec)).engine
+    priors = engine_priors(engine)
     card = _card(meter, spec)
     points = calibration_points(spec, quick, simulated=simulate_meter, engine=engine)
     folder = user_calibrations_dir().parent / "measurements"
@@ -320,6 +332,7 @@ def calibrate(
     installed = _install(cal, output, card)
     return {
         "calibration": str(installed),
+        "engine": engine,
         "installed": output is None,
         "measurements": str(path),
         "points": outcome.points,
@@ -356,7 +369,7 @@ def calibrate_card(
     output: str | None = None,
     gpu: str | None = None,
     gpu_index: int = 0,
-    engine: str = "graph",
+    engine: str | None = None,
     simulate_meter: bool = False,
     agree: float = 0.015,
     runs: int = 3,
@@ -365,13 +378,16 @@ def calibrate_card(
 ) -> dict:
     """Measure this card's energy scale f against the calibration of its GPU model (two runs that agree within
     `agree`, at most `runs`), and install that calibration with every energy coefficient times f, keyed by this
-    card's UUID, power limit and clocks."""
+    card's UUID, power limit and clocks. engine None: the engine `predict` takes on this GPU (specs.default_engine)."""
     from shivam.validate.runner import Workbench, measure_steady, min_calls_for
 
     _refuse_simulated_install(simulate_meter, output)
-    engine_priors(engine)  # refuses an engine that runs no decode steps
+    if engine is not None:
+        engine_priors(engine)  # refuses an engine that runs no decode steps
     meter = open_meter(gpu_index, simulate_meter, command)
     spec = _gpu_of(meter, gpu)
+    engine = engine or default_engine(spec.id)
+    engine_priors(engine)
     card = _card(meter, spec)
     name = load_engine(engine).engine
     # the GPU model's calibration: the bundled one, else an installed one that is not of a single card
@@ -426,6 +442,7 @@ def calibrate_card(
     installed = _install(cal, output, card)
     return {
         "calibration": str(installed),
+        "engine": name,
         "scale": f,
         "runs": scales,
         "base": str(model_path),
