@@ -7,6 +7,7 @@
     .venv/bin/python validation/band_coverage.py --calibration CAL.json --held-out POINTS.jsonl  # its stored band
     .venv/bin/python validation/band_coverage.py --quick-band [--write]  # the graph engine's quick-calibration band
     .venv/bin/python validation/band_coverage.py --leave-one-card-out    # that band, each card's from the others'
+    .venv/bin/python validation/band_coverage.py --engine ref --quick-band [--write]  # the same for the ref engine
 
 --holdout refits the suite's measurements as `shivam calibrate` does and estimates the band again; --calibration
 takes a calibration file's parameters and band as they are, and the band the engine now gives a quick calibration.
@@ -14,7 +15,8 @@ takes a calibration file's parameters and band as they are, and the band the eng
 calibration of the card that measured it (refitted here from its committed quick-suite measurements; for
 GPU-a140912a, whose raw files did not come back from the device, the predictions its check printed), and prints
 the 5th-95th percentiles: the band of every quick calibration (shivam.calibrate.band.quick_band); --write stores
-them in the graph engine's profile as quick_calibration_band.
+them in the engine's profile as quick_calibration_band (--engine: graph, the default, or ref, whose quick calibrations
+are refitted with the ref profile's calibration_priors as `shivam calibrate` holds them).
 
 Development set: three cards measured the quick suite (quick.jsonl, quick-repeat.jsonl on GPU-9ad100d2,
 quick-extensions.jsonl on GPU-4d8e221f). For each, the points of the `calibrate --quick` suite measured on that card
@@ -43,7 +45,7 @@ from shivam.calibrate.results import load_results
 from shivam.calibrate.workflow import cross_validated_band
 from shivam.errors import ShivamError
 from shivam.specs import Band, load_calibration, load_engine, load_gpu, resolve_params
-from shivam.validate.calibration import PRIORS, calibration_points
+from shivam.validate.calibration import calibration_points, engine_priors
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "validation/results/h200"
@@ -54,12 +56,13 @@ CARDS = {  # the card of each quick-suite measurement, as load_results names it
 }
 
 
-def calibrate_like(train):
+def calibrate_like(train, engine: str = "graph"):
     """The fit and band of `shivam calibrate` (shivam.validate.calibration.calibrate) on these points."""
-    base = base_params("h200", "graph")
-    result = fit(train, base, dict(PRIORS), strict="hold", card_factors=False)
-    fix = {**PRIORS, **result.held}
-    _, band, _ = cross_validated_band(train, base, fix, False, basis="h200/graph fit")
+    base = base_params("h200", engine)
+    priors = engine_priors(engine)
+    result = fit(train, base, dict(priors), strict="hold", card_factors=False)
+    fix = {**priors, **result.held}
+    _, band, _ = cross_validated_band(train, base, fix, False, basis=f"h200/{engine} fit")
     models = [m for m in train if m.group != "stage1"]
     lomo = band_of_rows(leave_one_group_out(models, base, fix, False), "leave-one-model-out")
     return result, {"cross_validated_band": band, "leave-one-model-out": lomo}
@@ -104,15 +107,24 @@ def quick_calibrations():
 
 
 HELD_OUT = ROOT / "validation/results/h200-calibrate"
-HELD_OUT_SETS = {  # card: (its quick-suite measurements, the held-out probe sets it measured after its calibration)
-    "GPU-d0ad0d1f": ("h200-d0ad0d1f-quick.jsonl", ["holdout.jsonl"]),
-    "GPU-aea39601": ("h200-aea39601-quick.jsonl", ["holdout-aea39601.jsonl", "holdout-2-aea39601.jsonl"]),
-    "GPU-3cad716a": ("h200-3cad716a-quick.jsonl", ["holdout-3-3cad716a.jsonl"]),
-    "GPU-c0345594": ("h200-c0345594-quick.jsonl", ["holdout-5-c0345594.jsonl"]),
-    "GPU-1e4d308b": ("h200-1e4d308b-quick.jsonl", ["holdout-6-1e4d308b.jsonl"]),
-    "GPU-9eab89f4": ("h200-9eab89f4-quick.jsonl", ["holdout-7-9eab89f4.jsonl"]),
+# per engine, card: (its quick-suite measurements, the held-out probe sets it measured after its calibration)
+HELD_OUT_SETS = {
+    "graph": {
+        "GPU-d0ad0d1f": ("h200-d0ad0d1f-quick.jsonl", ["holdout.jsonl"]),
+        "GPU-aea39601": ("h200-aea39601-quick.jsonl", ["holdout-aea39601.jsonl", "holdout-2-aea39601.jsonl"]),
+        "GPU-3cad716a": ("h200-3cad716a-quick.jsonl", ["holdout-3-3cad716a.jsonl"]),
+        "GPU-c0345594": ("h200-c0345594-quick.jsonl", ["holdout-5-c0345594.jsonl"]),
+        "GPU-1e4d308b": ("h200-1e4d308b-quick.jsonl", ["holdout-6-1e4d308b.jsonl"]),
+        "GPU-9eab89f4": ("h200-9eab89f4-quick.jsonl", ["holdout-7-9eab89f4.jsonl"]),
+    },
+    "ref": {
+        "GPU-64aaaa89": ("h200-64aaaa89-quick-ref.jsonl", ["holdout-8-ref-64aaaa89.jsonl"]),
+        "GPU-ed1f54de": ("h200-ed1f54de-quick-ref.jsonl", ["holdout-9-ref-ed1f54de.jsonl"]),
+        "GPU-16c7c2a1": ("h200-16c7c2a1-quick-ref.jsonl", ["holdout-10-ref-16c7c2a1.jsonl"]),
+    },
 }
-PRINTED_CHECKS = {"GPU-a140912a": "check-a140912a.txt"}  # cards whose raw files did not come back: what check printed
+# cards whose raw files did not come back: what check printed
+PRINTED_CHECKS = {"graph": {"GPU-a140912a": "check-a140912a.txt"}, "ref": {}}
 
 
 def printed_rows(path: Path) -> list[dict]:
@@ -127,27 +139,27 @@ def printed_rows(path: Path) -> list[dict]:
     return rows
 
 
-def held_out_rows_by_card() -> dict[str, list[dict]]:
+def held_out_rows_by_card(engine: str = "graph") -> dict[str, list[dict]]:
     """Every held-out probe point of each card, predicted by that card's own quick calibration."""
     by_card = {}
-    for card, (suite, sets) in HELD_OUT_SETS.items():
-        train, _ = load_results([str(HELD_OUT / suite)], "graph")
-        test, _ = load_results([str(HELD_OUT / name) for name in sets], "graph")
-        result, _ = calibrate_like(train)
+    for card, (suite, sets) in HELD_OUT_SETS[engine].items():
+        train, _ = load_results([str(HELD_OUT / suite)], engine)
+        test, _ = load_results([str(HELD_OUT / name) for name in sets], engine)
+        result, _ = calibrate_like(train, engine)
         by_card[card] = predictions(test, result.params)
-    for card, name in PRINTED_CHECKS.items():
+    for card, name in PRINTED_CHECKS[engine].items():
         by_card[card] = printed_rows(HELD_OUT / name)
     return by_card
 
 
-def held_out_rows() -> list[dict]:
-    return [row for rows in held_out_rows_by_card().values() for row in rows]
+def held_out_rows(engine: str = "graph") -> list[dict]:
+    return [row for rows in held_out_rows_by_card(engine).values() for row in rows]
 
 
-def leave_one_card_out() -> dict:
+def leave_one_card_out(engine: str = "graph") -> dict:
     """The quick-calibration band's coverage of each card's held-out points when the band is estimated from the
     other cards' points only (as it was for a card measured after it), and pooled over all cards."""
-    by_card = held_out_rows_by_card()
+    by_card = held_out_rows_by_card(engine)
     out, inside, total = {}, {"energy": 0, "time": 0}, 0
     for card, rows in by_card.items():
         others = [row for other, rs in by_card.items() if other != card for row in rs]
@@ -172,15 +184,15 @@ def leave_one_card_out() -> dict:
     return out
 
 
-def quick_calibration_band() -> Band:
-    """measured / predicted over the held-out probe sets of five cards, pooled: 5th-95th percentiles."""
-    rows = held_out_rows()
-    cards = len(HELD_OUT_SETS) + len(PRINTED_CHECKS)
+def quick_calibration_band(engine: str = "graph") -> Band:
+    """measured / predicted over the held-out probe sets of the engine's cards, pooled: 5th-95th percentiles."""
+    rows = held_out_rows(engine)
+    cards = len(HELD_OUT_SETS[engine]) + len(PRINTED_CHECKS[engine])
     return band_of_rows(
         rows,
         f"5th-95th percentiles of measured / predicted over {len(rows)} held-out points of {cards} H200 cards, each "
         f"predicted by the quick calibration of the card that measured it, the points written before the card "
-        f"measured them (validation/band_coverage.py --quick-band)",
+        f"measured them (validation/band_coverage.py{' --engine ref' * (engine == 'ref')} --quick-band)",
     )
 
 
@@ -221,8 +233,10 @@ def main() -> None:
     parser.add_argument("--held-out", nargs="+", default=[str(folder / "holdout.jsonl")], help="held-out results")
     parser.add_argument("--calibration", help="the band stored in this calibration file, on --held-out")
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--quick-band", action="store_true", help="the graph engine's quick-calibration band")
-    parser.add_argument("--write", action="store_true", help="with --quick-band: store it in the graph profile")
+    parser.add_argument("--quick-band", action="store_true", help="the engine's quick-calibration band")
+    parser.add_argument("--write", action="store_true", help="with --quick-band: store it in the engine's profile")
+    parser.add_argument("--engine", default="graph", choices=sorted(HELD_OUT_SETS), help="with --quick-band and "
+                        "--leave-one-card-out: whose quick calibrations")  # fmt: skip
     parser.add_argument(
         "--leave-one-card-out", action="store_true", help="each card's coverage by the band of the other cards' points"
     )
@@ -230,20 +244,20 @@ def main() -> None:
     if args.write and not args.quick_band:
         parser.error("--write stores the quick-calibration band: give it with --quick-band")
     if args.quick_band:
-        band = quick_calibration_band()
+        band = quick_calibration_band(args.engine)
         print(
             f"quick-calibration band ({band.points} points): energy x {band.energy[0]:.3f}-{band.energy[1]:.3f}, "
             f"time x {band.time[0]:.3f}-{band.time[1]:.3f}"
         )
         figures = band.model_dump()
         if args.write:
-            path = ROOT / "hardware/engines/graph.json"
+            path = ROOT / f"hardware/engines/{args.engine}.json"
             profile = json.loads(path.read_text())
             profile.pop("calibration_band_floor", None)
             profile["quick_calibration_band"] = figures
             path.write_text(json.dumps(profile, indent=2) + "\n")
     elif args.leave_one_card_out:
-        figures = leave_one_card_out()
+        figures = leave_one_card_out(args.engine)
     elif args.calibration:
         figures = stored(args.calibration, args.held_out)
     elif args.holdout:
