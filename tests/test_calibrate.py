@@ -2,6 +2,7 @@
 (measure, fit, install, and predict finding the installed calibration and saying so)."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -217,6 +218,7 @@ def test_card_scales_every_energy_coefficient(tmp_path, monkeypatch):
     )
     f = out["scale"]
     assert f > 0 and abs(out["runs"][-1] / out["runs"][-2] - 1) <= agree
+    assert out["engine"] == "graph" and json.loads(Path(out["calibration"]).read_text())["engine"] == "graph"
     bundled_file = str(ROOT / "hardware/calibrated/h200-graph.json")
     # gpt2's unaligned head runs the fallback kernels (misaligned_power_w); stage I moves PCIe bytes
     for model in ("mistral-7b", "gpt2"):

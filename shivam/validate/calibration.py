@@ -442,7 +442,7 @@ def calibrate_card(
     installed = _install(cal, output, card)
     return {
         "calibration": str(installed),
-        "engine": name,
+        "engine": params.engine,
         "scale": f,
         "runs": scales,
         "base": str(model_path),
