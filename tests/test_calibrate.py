@@ -94,16 +94,17 @@ def test_calibrate_measures_the_engine_it_is_asked_for(tmp_path, monkeypatch):
         with pytest.raises(ShivamError, match="stop here"):
             calibration.calibrate(engine=engine, gpu="h200", simulate_meter=True, output=str(tmp_path / "c.json"))
         assert seen["engines"] == {engine} and seen["name"].startswith(f"h200-simulate-quick{suffix}-")
-    # named none: the reference engine where the GPU has bf16 (H200, L4), the graph engine on a T4 (fp16 only)
-    for gpu, engine, suffix in (("h200", "ref", "-ref"), ("l4", "ref", "-ref"), ("t4", "graph", "")):
+    # named none: the reference engine where its widest tiles' 224 KiB of shared memory fit a thread block (H200's
+    # 227 KB), the graph engine where they do not (L4's 99 KB) or there is no bf16 (T4)
+    for gpu, engine, suffix in (("h200", "ref", "-ref"), ("l4", "graph", ""), ("t4", "graph", "")):
         with pytest.raises(ShivamError, match="stop here"):
             calibration.calibrate(gpu=gpu, simulate_meter=True, output=str(tmp_path / "c.json"))
         assert seen["engines"] == {engine} and seen["name"].startswith(f"{gpu}-simulate-quick{suffix}-")
-    assert [calibration.calibration_engine(load_gpu(g)) for g in ("a100-80gb", "rtx-4090", "t4")] == [
-        "ref",
-        "ref",
-        "graph",
-    ]
+    engines = {g: calibration.calibration_engine(load_gpu(g)) for g in ("h100-sxm", "a100-80gb", "rtx-4090", "t4")}
+    assert engines == {"h100-sxm": "ref", "a100-80gb": "graph", "rtx-4090": "graph", "t4": "graph"}
+    # a GPU file that does not say how much shared memory a block may take keeps the graph engine
+    unknown = load_gpu("h200").model_copy(update={"shared_memory_per_block_kb": None})
+    assert calibration.calibration_engine(unknown) == "graph"
 
 
 def test_calibrating_an_engine_that_runs_no_decode_steps_is_refused_before_measuring(cli, tmp_path):

@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--engine",
         default=None,
-        help="the engine to calibrate, graph or ref (default: ref on a GPU with bf16, Ampere or newer, else graph; "
-        "with --card, the engine predict takes on this GPU)",
+        help="the engine to calibrate, graph or ref (default: ref on a GPU with bf16 and room for its widest "
+        "attention tiles' shared memory, i.e. Hopper, else graph; with --card, the engine predict takes on this GPU)",
     )
     p.add_argument(
         "--simulate-meter",

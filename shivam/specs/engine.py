@@ -38,6 +38,12 @@ class SplitKV(BaseModel):
     fused_max_new: int = Field(ge=0, description="new tokens up to which RoPE and the cache write run inside attention")
     unfused_launches: int = Field(ge=0, description="kernels per layer RoPE and the cache write take above that")
     partial_bytes: int = Field(gt=0, description="bytes per element of a slice's partial output (fp32)")
+    max_shared_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="the most shared memory one program takes (the widest head's largest tiles): a GPU "
+        "whose thread blocks may take less cannot launch every variant",
+    )
 
 
 class MaskedAttention(BaseModel):

@@ -95,6 +95,13 @@ class GPU(BaseModel):
     multiprocessors: int = Field(
         gt=0, le=1_000_000, description="streaming multiprocessors (compute units): thread blocks run at once"
     )
+    shared_memory_per_block_kb: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e5,
+        description="the most shared memory one thread block may take, KB (1024 bytes; CUDA's per-block opt-in "
+        "limit of the compute capability): whether an engine's kernels launch at all; none: unknown",
+    )
     energy: Energy
     sources: list[str] = Field(min_length=1, description="datasheets and papers the figures come from")
     notes: str = ""

@@ -120,10 +120,13 @@ def engine_priors(engine: str) -> dict[str, float]:
 
 def calibration_engine(gpu: GPU) -> str:
     """The engine `shivam calibrate` measures when none is named: the reference engine (split-KV attention, the
-    engine `predict` takes where a calibration has it) on a GPU with bf16, Ampere or newer; the graph engine (PyTorch
-    and SDPA alone) before that. The reference engine's Triton kernels run bf16 tiles and are measured on Hopper
-    only; a T4 keeps the engine with no kernel of its own."""
-    return "ref" if "bf16" in gpu.peak_tflops else "graph"
+    engine `predict` takes where a calibration has it) on a GPU with bf16 whose thread blocks may take the shared
+    memory of its widest tiles (the ref profile's max_shared_bytes: Hopper); the graph engine (PyTorch and SDPA
+    alone, no kernel of its own) elsewhere, where some of the reference engine's launches would not fit (an A100's
+    163 KB, Ada's 99 KB) or its bf16 tiles not run (a T4), or where the GPU file does not say."""
+    need = load_engine("ref").kernels.masked_attention.split_kv.max_shared_bytes or 0
+    room = (gpu.shared_memory_per_block_kb or 0) * 1024
+    return "ref" if "bf16" in gpu.peak_tflops and room >= need else "graph"
 
 
 def _on_engine(points: list[Point], engine: str) -> list[Point]:
