@@ -279,3 +279,33 @@ def test_predict_takes_the_engine_of_the_calibration_it_uses(tmp_path, monkeypat
     (tmp_path / "calibrations").mkdir()
     shutil.copy(ROOT / "hardware/calibrated/h200-graph.json", tmp_path / "calibrations" / "h200-graph-mine.json")
     assert default_engine("h200") == "graph"
+
+
+def test_card_takes_the_engine_predict_takes_and_keeps_a_cards_own_fit(tmp_path, monkeypatch):
+    # named none, --card scales the engine predict takes on the GPU (the bundled ref calibration on an H200)
+    import shivam.validate.calibration as calibration
+    from shivam.specs.calibration import Card
+
+    seen = {}
+
+    def points(gpu, simulated=False, engine="graph"):
+        seen["engine"] = engine
+        raise ShivamError("stop here")
+
+    monkeypatch.setenv("SHIVAM_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(calibration, "card_points", points)
+    with pytest.raises(ShivamError, match="stop here"):
+        calibration.calibrate_card(gpu="h200", simulate_meter=True, output=str(tmp_path / "c.json"))
+    assert seen["engine"] == "ref"
+    # where this card's own calibration is installed, --card would replace it: refused before anything runs, and
+    # a --card calibration of before is replaced as asked
+    card = Card(uuid="GPU-0123abcd-0000", name="NVIDIA H200")
+    own = calibration._installed_path("h200", "ref", card)
+    own.parent.mkdir(parents=True)
+    bundled = json.loads((ROOT / "hardware/calibrated/h200-ref.json").read_text())
+    own.write_text(json.dumps({**bundled, "note": "shivam calibrate --quick on NVIDIA H200 GPU-0123abcd-0000"}))
+    with pytest.raises(ShivamError, match="own ref calibration"):
+        calibration._refuse_replacing_own_fit("h200", "ref", card, None)
+    calibration._refuse_replacing_own_fit("h200", "ref", card, str(tmp_path / "elsewhere.json"))  # -o: no clash
+    own.write_text(json.dumps({**bundled, "note": f"{calibration.CARD_NOTE} on NVIDIA H200 GPU-0123abcd-0000"}))
+    calibration._refuse_replacing_own_fit("h200", "ref", card, None)

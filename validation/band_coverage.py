@@ -192,7 +192,7 @@ def quick_calibration_band(engine: str = "graph") -> Band:
         rows,
         f"5th-95th percentiles of measured / predicted over {len(rows)} held-out points of {cards} H200 cards, each "
         f"predicted by the quick calibration of the card that measured it, the points written before the card "
-        f"measured them (validation/band_coverage.py{' --engine ref' * (engine == 'ref')} --quick-band)",
+        f"measured them (validation/band_coverage.py{f' --engine {engine}' * (engine != 'graph')} --quick-band)",
     )
 
 
@@ -243,6 +243,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.write and not args.quick_band:
         parser.error("--write stores the quick-calibration band: give it with --quick-band")
+    if args.engine != "graph" and not (args.quick_band or args.leave_one_card_out):
+        parser.error("--engine chooses the quick calibrations of --quick-band and --leave-one-card-out: give one")
     if args.quick_band:
         band = quick_calibration_band(args.engine)
         print(

@@ -277,10 +277,28 @@ def _measure(points: list[Point], meter, folder: Path, name: str, repeats: int, 
     return results.path, failed
 
 
+def _installed_path(gpu: str, engine: str, card: Card) -> Path:
+    return user_calibrations_dir() / f"{gpu}-{engine}-{_card_key(card)}.json"
+
+
 def _install(cal: Calibration, output: str | None, card: Card) -> Path:
-    path = Path(output) if output else user_calibrations_dir() / f"{cal.gpu}-{cal.engine}-{_card_key(card)}.json"
+    path = Path(output) if output else _installed_path(cal.gpu, cal.engine, card)
     write_text(path, cal.model_dump_json(indent=1) + "\n", "-o")
     return path
+
+
+CARD_NOTE = "shivam calibrate --card"  # how a --card calibration's note begins
+
+
+def _refuse_replacing_own_fit(gpu: str, engine: str, card: Card, output: str | None) -> None:
+    """--card installs where this card's own calibration (`shivam calibrate`) would be: refuse, before measuring,
+    to replace a fit of this card's own measurements with its GPU model's calibration scaled."""
+    path = _installed_path(gpu, engine, card)
+    if output is None and path.is_file() and not load_calibration(path).note.startswith(CARD_NOTE):
+        raise ShivamError(
+            f"this card has its own {engine} calibration ({path}), which --card would replace with the GPU model's "
+            f"scaled: remove it first, or pass -o FILE"
+        )
 
 
 def calibrate(
@@ -299,12 +317,13 @@ def calibrate(
     residuals and the 90 % band. engine None: calibration_engine's choice for this GPU."""
 
     _refuse_simulated_install(simulate_meter, output)
-    if engine is not None:
-        engine_priors(engine)  # before anything is measured: an engine that cannot be calibrated is refused
+    # before anything is measured: an engine that cannot be calibrated is refused
+    priors = engine_priors(engine) if engine is not None else None
     meter = open_meter(gpu_index, simulate_meter, command)
     spec = _gpu_of(meter, gpu)
-    engine = load_engine(engine or calibration_engine(spec)).engine
-    priors = engine_priors(engine)
+    if engine is None:
+        engine = calibration_engine(spec)
+        priors = engine_priors(engine)
     card = _card(meter, spec)
     points = calibration_points(spec, quick, simulated=simulate_meter, engine=engine)
     folder = user_calibrations_dir().parent / "measurements"
@@ -335,7 +354,7 @@ def calibrate(
     installed = _install(cal, output, card)
     return {
         "calibration": str(installed),
-        "engine": engine,
+        "engine": load_engine(engine).engine,
         "installed": output is None,
         "measurements": str(path),
         "points": outcome.points,
@@ -389,10 +408,12 @@ def calibrate_card(
         engine_priors(engine)  # refuses an engine that runs no decode steps
     meter = open_meter(gpu_index, simulate_meter, command)
     spec = _gpu_of(meter, gpu)
-    engine = engine or default_engine(spec.id)
-    engine_priors(engine)
+    if engine is None:
+        engine = default_engine(spec.id)
+        engine_priors(engine)
     card = _card(meter, spec)
     name = load_engine(engine).engine
+    _refuse_replacing_own_fit(spec.id, name, card, output)
     # the GPU model's calibration: the bundled one, else an installed one that is not of a single card
     model_path = bundled_calibration(spec.id, name) or next(
         (path for path, cal in user_calibrations(spec.id, name) if cal.card is None), None
@@ -422,8 +443,8 @@ def calibrate_card(
     f = math.sqrt(scales[-1] * scales[-2])
     base = load_calibration(model_path)
     values = dict(base.parameters)
-    for name in ENERGY_COEFFICIENTS:
-        values[name] = f * float(values.get(name, getattr(params, name)))
+    for coefficient in ENERGY_COEFFICIENTS:
+        values[coefficient] = f * float(values.get(coefficient, getattr(params, coefficient)))
     values["j_per_flop"] = {d: f * v for d, v in params.j_per_flop.items()}
     band = base.band
     uncertainty = {n: (f * v if n in ENERGY_COEFFICIENTS else v) for n, v in base.uncertainty.items()}
@@ -438,7 +459,7 @@ def calibrate_card(
         card=card,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(),
         note=(
-            f"shivam calibrate --card on {card.name} {card.uuid}: {model_path.name} with its energy "
+            f"{CARD_NOTE} on {card.name} {card.uuid}: {model_path.name} with its energy "
             f"coefficients x {f:.4f} (runs {', '.join(f'{s:.4f}' for s in scales)})"
         ),
     )
