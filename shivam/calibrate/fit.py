@@ -37,6 +37,8 @@ TIME_BOUNDS = {
     "pcie_Bps": (1e8, 2e11),
     "attention_cta_Bps": (1e8, 1e12),
     "attention_block_s": (0.0, 1e-3),
+    "attention_iteration_s": (1e-8, 1e-4),
+    "attention_memory_efficiency": (0.05, 1.2),
     "limit_stretch_exponent": (0.0, 3.0),
 }
 KV_POINTS = 5  # points streaming more KV cache than weights, below which kv_j_per_byte is held, not fitted
@@ -193,10 +195,13 @@ def fit_once(
     relevant = {
         "pcie_Bps": "stage1" in kinds,
         "per_iteration_s": bool(kinds & {"spec", "generate"}),
-        "attention_cta_Bps": points.has_latency_bound_kernels,
+        "attention_cta_Bps": points.has_latency_bound_kernels_of_unknown_occupancy,
         # told apart from the per-block rate only by blocks of very different lengths: several new tokens measured
         # over keys at least 3x apart (a split-KV kernel's programs grow less than its keys: 512 vs 1024 is too close)
         "attention_block_s": points.has_latency_bound_kernels and _masked_keys_spread(data) >= 3,
+        # a multiprocessor's share of the bandwidth bounds only programs whose occupancy is known (split-KV)
+        "attention_memory_efficiency": points.has_occupancy,
+        "attention_iteration_s": points.has_occupancy,
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),
         # the attention kernel's products: a long prompt's causal attention, a split-KV program's products between

@@ -227,6 +227,16 @@ class PointSet:
         """Whether any point runs a kernel held at its thread blocks' latency floor (what attention_cta_Bps sets)."""
         return self._set.has_block_bytes
 
+    @property
+    def has_latency_bound_kernels_of_unknown_occupancy(self) -> bool:
+        """Whether any such kernel streams at the per-block rate attention_cta_Bps (its occupancy not known)."""
+        return self._set.has_block_bytes_of_unknown_occupancy
+
+    @property
+    def has_occupancy(self) -> bool:
+        """Whether any point runs a kernel whose programs per multiprocessor are known (split-KV waves)."""
+        return self._set.has_occupancy
+
     def uncapped(self, params: Params) -> StepCost:
         """Per point, the sum of its steps and host syncs before the board's power limit caps them."""
         steps = self._set.costs(params)

@@ -7,15 +7,25 @@ Per operator (docs/model.md, section 3):
              (+ pcie_bytes / pcie bandwidth for copies)
     a misaligned matmul (cuBLAS's sm75 fallback: loads and arithmetic do not overlap) instead takes
              dram_bytes / (bandwidth * misaligned_bandwidth_fraction) + flops / (peak_rate * misaligned_matmul_fraction)
-    t_block = d * ceil(w): a latency-bound kernel (masked attention), whose thread blocks each take a fixed time,
-             stream their bytes alone and compute between their loads, in waves of one block per multiprocessor:
-             d = attention_block_s + block_bytes / attention_cta_Bps + block_flops / sm_rate (a split-KV program:
-             its row block times its keys; sm_rate = one multiprocessor's share of the attention's rate),
+    t_block (occupancy not known: the graph engine's masked attention) = d * ceil(w): a latency-bound kernel, whose
+             thread blocks each take a fixed time, stream their bytes alone and compute between their loads, in
+             waves of one block per multiprocessor: d = attention_block_s + block_bytes / attention_cta_Bps
+             + block_flops / sm_rate (sm_rate = one multiprocessor's share of the attention's rate),
              w = blocks / multiprocessors. A ragged batch's blocks differ (each streams its own sequence's keys):
              t_block = max(d * ceil(w), d * max(w - 1, 0) + d_max), the multiprocessors sharing the work evenly but
              the last block to start on one being the longest sequence's, d_max = attention_block_s + span * (d -
              attention_block_s), span = its keys over the mean (within -8 % to +5 % of a greedy schedule of the
              blocks in launch order, for the measured ragged batches of 8-128 sequences)
+    t_waves (a split-KV kernel, whose programs per multiprocessor o the engine profile gives by compiled variant)
+             replaces both t_roof and t_block: P programs run in floor(P / (o S)) full waves of o per multiprocessor
+             (S multiprocessors) and a last wave of the rest, ceil(rest / S) per multiprocessor; a wave of m per
+             multiprocessor lasts
+                 attention_block_s + max(iterations * attention_iteration_s, m * block_bytes / share)
+                 + m * block_flops / sm_rate,   share = bandwidth * attention_memory_efficiency / S
+             (block_flops: the program's row block, padded rows included, times its keys)
+             (a program alone waits on its loads once per block of keys; m programs together stream at most a
+             multiprocessor's share of the bandwidth). A ragged batch's last wave lasts at least its longest
+             program alone, attention_block_s + span * (iterations * attention_iteration_s + block_flops / sm_rate)
     overlap(a, b) = (a^p + b^p)^(1/p), p = overlap_exponent: p = 1 adds the two (no overlap), p -> infinity is the
              roofline's max(a, b) (perfect overlap). The default p = 100 is the max within 0.7 %; a fit finds p where
              the data shows partial overlap (skinny verify GEMMs on the H200: p = 1.97).
@@ -183,16 +193,46 @@ def op_time(op: OpCost, p: Params, compute_dtype: str):
     if op.kind == "matmul_misaligned":
         return t_mem + t_comp + t_pcie, 0.0, t_mem >= t_comp
     sm_rate = rate(p, op.kind, compute_dtype) * comp_eff / p.multiprocessors
-    work = op.block_bytes / p.attention_cta_Bps + op.block_flops / sm_rate
+    known = op.blocks_per_sm > 0
+    # a block alone: its bytes at the per-block rate, or (split-KV) its iterations each waiting on its loads
+    alone = np.where(known, op.block_iterations * p.attention_iteration_s, op.block_bytes / p.attention_cta_Bps)
+    work = alone + op.block_flops / sm_rate
     per_block = np.where(op.block_bytes > 0, p.attention_block_s + work, 0.0)
     longest = np.where(op.block_bytes > 0, p.attention_block_s + op.block_span * work, 0.0)  # a ragged batch's
-    # the multiprocessors share the blocks evenly, but the last to start on one may be the longest, finishing later
-    # (each block equal: whole waves)
-    waves = op.blocks / p.multiprocessors
-    t_block = np.maximum(per_block * np.ceil(waves), per_block * np.maximum(waves - 1, 0) + longest)
     t_roof = overlap(t_mem, t_comp, p.overlap_exponent)
-    sm_s = np.where(t_block > t_roof, per_block * op.blocks, 0.0)  # a multiprocessor per block, while it runs
-    return np.maximum(t_roof, t_block) + t_pcie, sm_s, t_mem >= t_comp
+    # occupancy not known: one block per multiprocessor per wave; the multiprocessors share the blocks evenly, but
+    # the last to start on one may be the longest, finishing later (each block equal: whole waves)
+    waves = op.blocks / p.multiprocessors
+    t_single = np.maximum(per_block * np.ceil(waves), per_block * np.maximum(waves - 1, 0) + longest)
+    t_waves, last, resident = _split_kv_waves(op, p, alone, sm_rate)
+    # known occupancy: the waves stand for the roofline (they bound the programs by their share of the bandwidth)
+    t_block = np.where(known, np.maximum(t_waves, t_waves - last + longest), t_single)
+    t_op = np.where(known, t_block, np.maximum(t_roof, t_single))
+    # block-seconds: a block per multiprocessor while it runs alone; known occupancy, each program while resident
+    sm_s = np.where(known, resident, np.where(t_block > t_roof, per_block * op.blocks, 0.0))
+    return t_op + t_pcie, sm_s, t_mem >= t_comp
+
+
+def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
+    """(time of a split-KV kernel's programs run in waves of blocks_per_sm per multiprocessor, time of its last
+    wave, program-seconds resident: each program for its wave's time). A wave whose multiprocessors hold m programs
+    each lasts attention_block_s + max(alone, m bytes / share) + m FLOPs / sm_rate: each program streams no faster
+    than alone (its iterations x attention_iteration_s), the m together no faster than the multiprocessor's share of
+    the bandwidth, and they take turns at its tensor cores. The programs past the last full wave spread over the
+    multiprocessors, ceil(rest / multiprocessors) each."""
+    occupancy = np.maximum(op.blocks_per_sm, 1.0)
+    sms = p.multiprocessors
+    share = p.bandwidth_Bps * p.attention_memory_efficiency / sms
+
+    def wave(m):
+        streamed = np.maximum(alone, m * op.block_bytes / share)
+        return np.where(op.block_bytes > 0, p.attention_block_s + streamed + m * op.block_flops / sm_rate, 0.0)
+
+    full = np.floor(op.blocks / (occupancy * sms))
+    rest = op.blocks - full * occupancy * sms
+    last = np.where(rest > 0, wave(np.ceil(rest / sms)), wave(occupancy))
+    resident = full * occupancy * sms * wave(occupancy) + rest * np.where(rest > 0, last, 0.0)
+    return full * wave(occupancy) + np.where(rest > 0, last, 0.0), last, resident
 
 
 def overlap(t_mem, t_comp, p: float):
@@ -296,6 +336,8 @@ class StepSet:
         "blocks",
         "block_flops",
         "block_span",
+        "blocks_per_sm",
+        "block_iterations",
     )
 
     def __init__(self, steps: list[tuple[int, float, StepInputs]], owners: int):
@@ -350,6 +392,8 @@ class StepSet:
                 blocks=np.concatenate(g["blocks"]),
                 block_flops=np.concatenate(g["block_flops"]),
                 block_span=np.concatenate(g["block_span"]),
+                blocks_per_sm=np.concatenate(g["blocks_per_sm"]),
+                block_iterations=np.concatenate(g["block_iterations"]),
             )
             self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
 
@@ -357,6 +401,16 @@ class StepSet:
     def has_block_bytes(self) -> bool:
         """Whether any operator is a latency-bound kernel whose blocks stream bytes at attention_cta_Bps."""
         return any(bool(np.any(op.block_bytes > 0)) for _, _, op, _, _ in self._groups)
+
+    @property
+    def has_block_bytes_of_unknown_occupancy(self) -> bool:
+        """Whether any latency-bound kernel's blocks stream at attention_cta_Bps (their occupancy not known)."""
+        return any(bool(np.any((op.block_bytes > 0) & (op.blocks_per_sm <= 0))) for _, _, op, _, _ in self._groups)
+
+    @property
+    def has_occupancy(self) -> bool:
+        """Whether any latency-bound kernel's programs per multiprocessor are known (split-KV waves)."""
+        return any(bool(np.any((op.block_bytes > 0) & (op.blocks_per_sm > 0))) for _, _, op, _, _ in self._groups)
 
     def costs(self, p: Params) -> StepCost:
         """Every owner's cost under parameters p: a StepCost of shape (owners,)."""

@@ -91,7 +91,25 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     width = max(16.0, float(_pow2_at_least(m.head_dim)))  # the partials are padded to a power-of-two head_dim
     merge = np.where(slices > 1, slices * np.minimum(block_m, rows) * width * sk.partial_bytes, 0.0)
     programs = batch * m.kv_heads * row_blocks * slices
-    return slice_keys * 2 * m.head_dim * kv_bytes + merge, programs, 4 * block_m * slice_keys * m.head_dim
+    occupancy = split_kv_occupancy(sk, m.head_dim, block_m, block_n, slices)
+    # a program alone waits on its loads once per block of keys, and once more for the slices' partials it merges
+    iterations = slice_keys / block_n + (slices > 1)
+    flops = 4 * block_m * slice_keys * m.head_dim
+    return slice_keys * 2 * m.head_dim * kv_bytes + merge, programs, flops, occupancy, iterations
+
+
+def split_kv_occupancy(sk, head_dim: int, block_m, block_n, slices):
+    """Programs per multiprocessor of the compiled variant a launch takes (the profile's programs_per_sm, keyed by
+    head_dim padded to a power of two from 64, block_m and block_n; a launch of several slices compiles the merge in
+    and may hold fewer); 0 where the profile does not know the variant."""
+    d = max(64, int(_pow2_at_least(head_dim)))
+    block_m, block_n, slices = np.broadcast_arrays(np.asarray(block_m), np.asarray(block_n), np.asarray(slices))
+    out = np.zeros(block_m.shape)
+    for key, (single, merged) in sk.programs_per_sm.items():
+        kd, km, kn = (int(x) for x in key.split("/"))
+        if kd == d:
+            out = np.where((block_m == km) & (block_n == kn), np.where(slices > 1, merged, single), out)
+    return out if out.ndim else float(out)
 
 
 class OpCost(NamedTuple):
@@ -118,6 +136,11 @@ class OpCost(NamedTuple):
     # a ragged batch: the longest sequence's blocks stream and compute this many times the mean's (block_bytes and
     # block_flops are the mean's), and each wave of blocks lasts as long as its longest block
     block_span: object = 1.0
+    # programs of that kernel one multiprocessor runs at once (a split-KV kernel's compiled occupancy); 0: not known,
+    # one per multiprocessor and the roofline bounding them (roofline.op_time)
+    blocks_per_sm: object = 0.0
+    # where it is known: the inner iterations of one block, each waiting on its loads (roofline.op_time)
+    block_iterations: object = 0.0
     # kernels that only cast, fill or concatenate a few rows, at per_light_kernel_s each (a third of a typical kernel)
     light_launches: object = 0.0
 
@@ -184,6 +207,8 @@ def _gated(op: OpCost, on) -> OpCost:
         block_bytes=g * op.block_bytes,
         blocks=g * op.blocks,
         block_flops=g * op.block_flops,
+        blocks_per_sm=g * op.blocks_per_sm,
+        block_iterations=g * op.block_iterations,
         light_launches=g * op.light_launches,
     )
 
@@ -276,10 +301,11 @@ def step_ops(
             return split_kv_programs(m, batch, new_tokens, c, kvb, mk.split_kv)
         head_dim = masked_attention_head_dim(kernels, m.head_dim, new_tokens)
         blocks = np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0)
-        # cuDNN's masked kernel: its blocks' time is fitted as streaming alone (attention_cta_Bps), no FLOPs term
-        return np.where(masked, (c + new_tokens) * 2 * kvb * head_dim, 0.0), blocks, 0.0
+        # cuDNN's masked kernel: its blocks' time is fitted as streaming alone (attention_cta_Bps), no FLOPs term,
+        # its occupancy not known
+        return np.where(masked, (c + new_tokens) * 2 * kvb * head_dim, 0.0), blocks, 0.0, 0.0, 0.0
 
-    block_bytes, blocks, block_flops = per_block(context)
+    block_bytes, blocks, block_flops, occupancy, iterations = per_block(context)
     span = 1.0
     if longest is not None:  # each sequence's blocks stream its own keys (split-KV slices are balanced per sequence)
         span = np.where(block_bytes > 0, per_block(longest)[0] / np.where(block_bytes > 0, block_bytes, 1.0), 1.0)
@@ -302,6 +328,8 @@ def step_ops(
             blocks=blocks,
             block_flops=block_flops,
             block_span=span,
+            blocks_per_sm=occupancy,
+            block_iterations=iterations,
         )
     )
     if np.any(masked):

@@ -44,6 +44,13 @@ class SplitKV(BaseModel):
         description="the most shared memory one program takes (the widest head's largest tiles): a GPU "
         "whose thread blocks may take less cannot launch every variant",
     )
+    programs_per_sm: dict[str, tuple[int, int]] = Field(
+        default_factory=dict,
+        description="programs one multiprocessor runs at once, by compiled variant 'head_dim/block_m/block_n' "
+        "(head_dim padded to a power of two, at least 64): (one slice, several slices, whose merge takes more "
+        "registers); empty: not known (the kernel is then costed as one program per multiprocessor, bounded by "
+        "the roofline)",
+    )
 
 
 class MaskedAttention(BaseModel):
@@ -195,6 +202,12 @@ class EngineProfile(BaseModel):
     per_iteration_s: float = Field(ge=0)
     attention_cta_Bps: float = Field(gt=0)
     attention_block_s: float = Field(0.0, ge=0, description="fixed time per thread block of a latency-bound kernel")
+    attention_iteration_s: float = Field(
+        8e-7, gt=0, description="time of one inner iteration of a split-KV program alone (its loads' latency)"
+    )
+    attention_memory_efficiency: float = Field(
+        0.9, gt=0, le=1.5, description="fraction of the DRAM bandwidth a split-KV kernel's programs stream at together"
+    )
     misaligned_matmul_fraction: float = Field(gt=0, le=1)
     misaligned_bandwidth_fraction: float = Field(gt=0, le=1)
     misaligned_gemv_bandwidth_fraction: float = Field(gt=0, le=1)

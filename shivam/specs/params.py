@@ -56,6 +56,19 @@ class Params(BaseModel):
         description="fixed time of each thread block of that kernel (loading its queries, its mask and output "
         "epilogue) beside streaming its keys and values at attention_cta_Bps",
     )
+    attention_iteration_s: float = Field(
+        default=8e-7,
+        gt=0,
+        description="time of one inner iteration of a split-KV program running alone (a block of keys and values "
+        "loaded and multiplied): the latency its loads wait on",
+    )
+    attention_memory_efficiency: float = Field(
+        default=0.9,
+        gt=0,
+        le=1.5,
+        description="fraction of the DRAM bandwidth a split-KV kernel's programs stream their caches at together "
+        "(a multiprocessor's share of it bounds the programs it runs at once)",
+    )
     multiprocessors: int = Field(gt=0, description="streaming multiprocessors: thread blocks that run at once")
     per_light_kernel_s: float = Field(
         ge=0, description="cost of a kernel that only casts, fills or concatenates a few rows"
@@ -140,6 +153,8 @@ TIME_PARAMS = (
     "pcie_Bps",
     "attention_cta_Bps",
     "attention_block_s",
+    "attention_iteration_s",
+    "attention_memory_efficiency",
     "limit_stretch_exponent",
 )
 CALIBRATED = TIME_PARAMS + (
@@ -208,6 +223,8 @@ def make_params(
         per_iteration_s=prof.per_iteration_s,
         attention_cta_Bps=prof.attention_cta_Bps,
         attention_block_s=prof.attention_block_s,
+        attention_iteration_s=prof.attention_iteration_s,
+        attention_memory_efficiency=prof.attention_memory_efficiency,
         multiprocessors=gpu.multiprocessors,
         misaligned_matmul_fraction=prof.misaligned_matmul_fraction,
         misaligned_bandwidth_fraction=prof.misaligned_bandwidth_fraction,
