@@ -11,6 +11,7 @@ from test_cli import assert_clean_error
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
 from shivam.specs import GPU, Dtypes, load_gpu, load_model, make_params
+from shivam.specs.calibration import find_calibration, load_calibration
 from shivam.validate.calibration import (
     PRIORS,
     below_power_limit,
@@ -66,12 +67,17 @@ def test_the_reference_engine_is_calibrated_on_its_own_points_and_priors():
     assert all(below_power_limit(small_kv, gpu, "ref"))
     assert len(ref) == len(graph) - 4 + 3  # stage I's four points out, three KV-bound points in
     assert {p.engine for p in card_points(gpu, engine="ref")} == {"ref"}
-    # the ref profile's priors join the ones every engine holds; the graph engine fits block power and fixed time
+    # the ref profile's priors join the ones every engine holds: the bundled calibration's resident-program power, its
+    # e_kv (0) and attention products' rate, and the split-KV kernel's fixed and merge times measured alone; the graph
+    # engine fits block power and fixed time
+    bundled = load_calibration(find_calibration("h200", "ref")).parameters
     assert engine_priors("ref") == {
         **PRIORS,
-        "block_power_w": 0.0,
-        "attention_block_s": 0.0,
-        "attention_compute_fraction": 1.0,
+        "block_power_w": pytest.approx(bundled["block_power_w"], rel=0.01),
+        "kv_j_per_byte": 0.0,
+        "attention_block_s": bundled["attention_block_s"],
+        "attention_merge_s": bundled["attention_merge_s"],
+        "attention_compute_fraction": pytest.approx(bundled["attention_compute_fraction"], abs=0.01),
     }
     assert engine_priors("graph") == PRIORS
     with pytest.raises(ShivamError, match="--engine graph or ref"):

@@ -7,6 +7,11 @@ many programs one multiprocessor holds at once; a batch whose programs fill a wh
 cache faster than one whose last wave is part-filled.
     PYTHONPATH=$PWD python3 validation/attention_waves.py
     PYTHONPATH=$PWD python3 validation/attention_waves.py --occupancy   # every launch variant's programs per SM
+    PYTHONPATH=$PWD python3 validation/attention_waves.py --sweep       # few programs: the merge and the tiles
+
+--sweep times the kernel where its programs are few and each runs nearly alone: one sequence over 256-16,384 keys
+(2-33 slices, so the merge of the slices' partials grows while each program's keys do not), and verify widths of
+1-16 new tokens over 512 and 1,024 keys for each head width (the 256-wide heads' 64-row tiles spill registers).
 
 --occupancy compiles each variant the engine launches (head_dim, query-row block, key block, whether q and the new
 keys come fused from the GEMM, the merge's unrolled slice count, RoPE or not) and prints one JSON line per variant:
@@ -32,6 +37,14 @@ CASES = [  # (shape, new tokens, context, batches)
     ("gemma-2b", 9, 512, [1, 2, 4]),
     ("gemma-2b", 1, 512, [1, 16, 32, 64]),
     ("opt-1.3b", 1, 1024, [8, 16, 24, 32, 48, 64, 96]),
+]
+
+SWEEP = [
+    *[("llama-3.1-8b", 1, c, [1, 4]) for c in (256, 512, 1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384)],
+    *[("llama-3.1-8b", n, c, [1, 4]) for c in (512, 1024) for n in (2, 3, 5, 9, 16)],
+    *[("gemma-2b", n, c, [1, 4]) for c in (512, 1024) for n in (1, 2, 3, 5, 7, 9, 16)],
+    *[("opt-1.3b", n, c, [1, 8]) for c in (512, 1024) for n in (1, 2, 5, 9, 16)],
+    *[("gemma-2b", 1, c, [1]) for c in (2048, 4096, 8192)],
 ]
 
 
@@ -111,7 +124,7 @@ def main():
         return occupancy_table(props)
     shapes = {s[0]: s[1:] for s in SHAPES}
     seen = set()
-    for name, n, c, batches in CASES:
+    for name, n, c, batches in SWEEP if "--sweep" in sys.argv else CASES:
         layers, heads, kvh, d = shapes[name]
         cap = int(split_kv_capacity(c + n, kernels.SPLIT_KV))
         bmax = max(batches)

@@ -38,6 +38,7 @@ TIME_BOUNDS = {
     "attention_cta_Bps": (1e8, 1e12),
     "attention_block_s": (0.0, 1e-3),
     "attention_iteration_s": (1e-8, 1e-4),
+    "attention_merge_s": (0.0, 1e-5),
     "attention_memory_efficiency": (0.05, 1.2),
     "limit_stretch_exponent": (0.0, 3.0),
 }
@@ -202,6 +203,7 @@ def fit_once(
         # a multiprocessor's share of the bandwidth bounds only programs whose occupancy is known (split-KV)
         "attention_memory_efficiency": points.has_occupancy,
         "attention_iteration_s": points.has_occupancy,
+        "attention_merge_s": points.has_occupancy,
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),
         # the attention kernel's products: a long prompt's causal attention, a split-KV program's products between

@@ -25,7 +25,9 @@ Per operator (docs/model.md, section 3):
              (block_flops: the program's row block, padded rows included, times its keys)
              (a program alone waits on its loads once per block of keys; m programs together stream at most a
              multiprocessor's share of the bandwidth). A ragged batch's last wave lasts at least its longest
-             program alone, attention_block_s + span * (iterations * attention_iteration_s + block_flops / sm_rate)
+             program alone, attention_block_s + span * (iterations * attention_iteration_s + block_flops / sm_rate).
+             Then the last program of each row block merges the slices' partials: + merge_steps *
+             attention_merge_s (merge_steps = slices * slices padded to a power of two, the merge's unrolled loop)
     overlap(a, b) = (a^p + b^p)^(1/p), p = overlap_exponent: p = 1 adds the two (no overlap), p -> infinity is the
              roofline's max(a, b) (perfect overlap). The default p = 100 is the max within 0.7 %; a fit finds p where
              the data shows partial overlap (skinny verify GEMMs on the H200: p = 1.97).
@@ -206,6 +208,7 @@ def op_time(op: OpCost, p: Params, compute_dtype: str):
     t_single = np.maximum(per_block * np.ceil(waves), per_block * np.maximum(waves - 1, 0) + longest)
     t_waves, last, resident = _split_kv_waves(op, p, alone, sm_rate)
     # known occupancy: the waves stand for the roofline (they bound the programs by their share of the bandwidth)
+    t_waves = t_waves + op.merge_steps * p.attention_merge_s  # the merge runs once, after the last wave
     t_block = np.where(known, np.maximum(t_waves, t_waves - last + longest), t_single)
     t_op = np.where(known, t_block, np.maximum(t_roof, t_single))
     # block-seconds: a block per multiprocessor while it runs alone; known occupancy, each program while resident
@@ -338,6 +341,7 @@ class StepSet:
         "block_span",
         "blocks_per_sm",
         "block_iterations",
+        "merge_steps",
     )
 
     def __init__(self, steps: list[tuple[int, float, StepInputs]], owners: int):
@@ -394,6 +398,7 @@ class StepSet:
                 block_span=np.concatenate(g["block_span"]),
                 blocks_per_sm=np.concatenate(g["blocks_per_sm"]),
                 block_iterations=np.concatenate(g["block_iterations"]),
+                merge_steps=np.concatenate(g["merge_steps"]),
             )
             self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
 

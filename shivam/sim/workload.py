@@ -95,7 +95,10 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     # a program alone waits on its loads once per block of keys, and once more for the slices' partials it merges
     iterations = slice_keys / block_n + (slices > 1)
     flops = 4 * block_m * slice_keys * m.head_dim
-    return slice_keys * 2 * m.head_dim * kv_bytes + merge, programs, flops, occupancy, iterations
+    # the merging program's loop is unrolled over the slice count padded to a power of two, and each of its slices'
+    # steps reduces over all of them: slices x padded slices steps, after every slice is done
+    merge_steps = np.where(slices > 1, slices * _pow2_at_least(slices), 0.0)
+    return slice_keys * 2 * m.head_dim * kv_bytes + merge, programs, flops, occupancy, iterations, merge_steps
 
 
 def split_kv_occupancy(sk, head_dim: int, block_m, block_n, slices):
@@ -141,6 +144,8 @@ class OpCost(NamedTuple):
     blocks_per_sm: object = 0.0
     # where it is known: the inner iterations of one block, each waiting on its loads (roofline.op_time)
     block_iterations: object = 0.0
+    # and the steps of its merge, which the last program runs after the others (roofline.op_time)
+    merge_steps: object = 0.0
     # kernels that only cast, fill or concatenate a few rows, at per_light_kernel_s each (a third of a typical kernel)
     light_launches: object = 0.0
 
@@ -209,6 +214,7 @@ def _gated(op: OpCost, on) -> OpCost:
         block_flops=g * op.block_flops,
         blocks_per_sm=g * op.blocks_per_sm,
         block_iterations=g * op.block_iterations,
+        merge_steps=g * op.merge_steps,
         light_launches=g * op.light_launches,
     )
 
@@ -303,9 +309,9 @@ def step_ops(
         blocks = np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0)
         # cuDNN's masked kernel: its blocks' time is fitted as streaming alone (attention_cta_Bps), no FLOPs term,
         # its occupancy not known
-        return np.where(masked, (c + new_tokens) * 2 * kvb * head_dim, 0.0), blocks, 0.0, 0.0, 0.0
+        return np.where(masked, (c + new_tokens) * 2 * kvb * head_dim, 0.0), blocks, 0.0, 0.0, 0.0, 0.0
 
-    block_bytes, blocks, block_flops, occupancy, iterations = per_block(context)
+    block_bytes, blocks, block_flops, occupancy, iterations, merge_steps = per_block(context)
     span = 1.0
     if longest is not None:  # each sequence's blocks stream its own keys (split-KV slices are balanced per sequence)
         span = np.where(block_bytes > 0, per_block(longest)[0] / np.where(block_bytes > 0, block_bytes, 1.0), 1.0)
@@ -330,6 +336,7 @@ def step_ops(
             block_span=span,
             blocks_per_sm=occupancy,
             block_iterations=iterations,
+            merge_steps=merge_steps,
         )
     )
     if np.any(masked):

@@ -205,6 +205,9 @@ class EngineProfile(BaseModel):
     attention_iteration_s: float = Field(
         8e-7, gt=0, description="time of one inner iteration of a split-KV program alone (its loads' latency)"
     )
+    attention_merge_s: float = Field(
+        1e-8, ge=0, description="time of one step of a split-KV kernel's merge (slices x padded slices steps)"
+    )
     attention_memory_efficiency: float = Field(
         0.9, gt=0, le=1.5, description="fraction of the DRAM bandwidth a split-KV kernel's programs stream at together"
     )

@@ -62,6 +62,12 @@ class Params(BaseModel):
         description="time of one inner iteration of a split-KV program running alone (a block of keys and values "
         "loaded and multiplied): the latency its loads wait on",
     )
+    attention_merge_s: float = Field(
+        default=1e-8,
+        ge=0,
+        description="time of one step of a split-KV kernel's merge (slices x slices padded to a power of two "
+        "steps, run by the last program after the others)",
+    )
     attention_memory_efficiency: float = Field(
         default=0.9,
         gt=0,
@@ -154,6 +160,7 @@ TIME_PARAMS = (
     "attention_cta_Bps",
     "attention_block_s",
     "attention_iteration_s",
+    "attention_merge_s",
     "attention_memory_efficiency",
     "limit_stretch_exponent",
 )
@@ -224,6 +231,7 @@ def make_params(
         attention_cta_Bps=prof.attention_cta_Bps,
         attention_block_s=prof.attention_block_s,
         attention_iteration_s=prof.attention_iteration_s,
+        attention_merge_s=prof.attention_merge_s,
         attention_memory_efficiency=prof.attention_memory_efficiency,
         multiprocessors=gpu.multiprocessors,
         misaligned_matmul_fraction=prof.misaligned_matmul_fraction,
