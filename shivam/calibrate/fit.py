@@ -203,7 +203,11 @@ def fit_once(
         # a multiprocessor's share of the bandwidth bounds only programs whose occupancy is known (split-KV)
         "attention_memory_efficiency": points.has_occupancy,
         "attention_iteration_s": points.has_occupancy,
-        "attention_merge_s": points.has_occupancy,
+        # the merge's steps matter only where a few sequences' caches are cut into many slices (long contexts at
+        # small batch): fitted only where doubling it moves enough points' time, as for the attention's products
+        "attention_merge_s": points.has_occupancy
+        and int(np.sum(_moved_by(points, base, "attention_merge_s", 2.0 * base.attention_merge_s) >= ATTENTION_MOVE))
+        >= ATTENTION_POINTS,
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),
         # the attention kernel's products: a long prompt's causal attention, a split-KV program's products between
