@@ -206,7 +206,9 @@ def fit_once(
         # the merge's steps matter only where a few sequences' caches are cut into many slices (long contexts at
         # small batch): fitted only where doubling it moves enough points' time, as for the attention's products
         "attention_merge_s": points.has_occupancy
-        and int(np.sum(_moved_by(points, base, "attention_merge_s", 2.0 * base.attention_merge_s) >= ATTENTION_MOVE))
+        and int(
+            np.sum(_moved_by(points, base, "attention_merge_s", 2.0 * base.attention_merge_s or 1e-8) >= ATTENTION_MOVE)
+        )
         >= ATTENTION_POINTS,
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),

@@ -38,7 +38,9 @@ Per step:
              + e_pcie * pcie_bytes + block_power * sm_s_floor + misaligned_power * t_fallback
     sm_s_floor = sum over operators held at their latency floor of blocks * t_per_block (the mean block's time, span
              1): each thread block keeps a multiprocessor busy, drawing power whatever little it computes, for as
-             long as it runs; a last wave of fewer blocks than multiprocessors leaves the others idle
+             long as it runs; a last wave of fewer blocks than multiprocessors leaves the others idle. A split-KV
+             kernel (occupancy known) counts its programs' resident time instead, always: sum over its waves of
+             programs * t_wave (block_power is then the power of one resident program)
     t_fallback = time in cuBLAS's fallback kernels (unaligned rows), which draw power beyond their bytes and FLOPs
 Tensor parallelism over N GPUs (docs/model.md, section 6): each GPU runs its shard's operators (the equations above,
 one GPU's t_step and E_step), then the step's collectives, serially (a decode step has nothing to overlap them with):
@@ -107,7 +109,7 @@ class StepCost:
     overhead_s: np.ndarray  # launch gaps and host work
     memory_bound_s: np.ndarray  # busy time in operators limited by bytes
     compute_bound_s: np.ndarray
-    floor_sm_s: np.ndarray  # SM-seconds of kernels held at their thread blocks' latency floor (blocks busy x time)
+    floor_sm_s: np.ndarray  # block-seconds: kernels held at their blocks' latency floor, split-KV programs resident
     fallback_s: np.ndarray  # busy time in cuBLAS's fallback kernels (a matmul with unaligned rows)
     dram_bytes: np.ndarray
     weight_bytes: np.ndarray
@@ -184,9 +186,10 @@ def _efficiencies(op: OpCost, p: Params) -> tuple[float, float]:
 
 
 def op_time(op: OpCost, p: Params, compute_dtype: str):
-    """(seconds an operator's kernels execute, launch costs apart; the SM-seconds it spends at its latency floor;
-    whether its bytes take longer than its FLOPs). Its time is the overlap of its memory and compute times, or the
-    latency floor of its thread blocks, plus its PCIe copy; the sm75 fallback kernel's synchronous loads do not
+    """(seconds an operator's kernels execute, launch costs apart; its block-seconds at its latency floor, or for a
+    split-KV kernel its programs' resident time; whether its bytes take longer than its FLOPs). Its time is the
+    overlap of its memory and compute times, or the latency floor of its thread blocks, or a split-KV kernel's
+    waves, plus its PCIe copy; the sm75 fallback kernel's synchronous loads do not
     overlap its arithmetic, so there the two times add."""
     mem_eff, comp_eff = _efficiencies(op, p)
     t_mem = op.dram_bytes / (p.bandwidth_Bps * mem_eff)

@@ -131,8 +131,8 @@ class OpCost(NamedTuple):
     launches: object  # kernels launched (may depend on the step's shape)
     repeat: int = 1
     pcie_bytes: object = 0.0
-    # a latency-bound kernel: bytes each of `blocks` thread blocks streams on its own and FLOPs it computes between
-    # its loads (roofline.op_time)
+    # a latency-bound kernel: bytes each of `blocks` thread blocks (a split-KV kernel's programs) streams on its own
+    # and FLOPs it computes between its loads (roofline.op_time)
     block_bytes: object = 0.0
     blocks: object = 0.0
     block_flops: object = 0.0

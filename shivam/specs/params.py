@@ -112,8 +112,9 @@ class Params(BaseModel):
     block_power_w: float = Field(
         default=0.0,
         ge=0,
-        description="power per multiprocessor kept busy by a kernel held "
-        "at its thread blocks' latency floor (masked attention), beyond static power",
+        description="power per multiprocessor kept busy by a kernel held at its thread blocks' latency floor "
+        "(masked attention), beyond static power; for a split-KV kernel, whose occupancy is known, the power of "
+        "each resident program",
     )
     dram_j_per_byte: float = Field(ge=0, description="board-level energy per DRAM byte moved")
     kv_j_per_byte: float = Field(
