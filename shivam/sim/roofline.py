@@ -210,8 +210,8 @@ def op_time(op: OpCost, p: Params, compute_dtype: str):
     waves = op.blocks / p.multiprocessors
     t_single = np.maximum(per_block * np.ceil(waves), per_block * np.maximum(waves - 1, 0) + longest)
     t_waves, last, resident = _split_kv_waves(op, p, alone, sm_rate)
-    # known occupancy: the waves stand for the roofline (they bound the programs by their share of the bandwidth)
     t_waves = t_waves + op.merge_steps * p.attention_merge_s  # the merge runs once, after the last wave
+    # known occupancy: the waves stand for the roofline (they bound the programs by their share of the bandwidth)
     t_block = np.where(known, np.maximum(t_waves, t_waves - last + longest), t_single)
     t_op = np.where(known, t_block, np.maximum(t_roof, t_single))
     # block-seconds: a block per multiprocessor while it runs alone; known occupancy, each program while resident
@@ -236,9 +236,10 @@ def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
 
     full = np.floor(op.blocks / (occupancy * sms))
     rest = op.blocks - full * occupancy * sms
-    last = np.where(rest > 0, wave(np.ceil(rest / sms)), wave(occupancy))
-    resident = full * occupancy * sms * wave(occupancy) + rest * np.where(rest > 0, last, 0.0)
-    return full * wave(occupancy) + np.where(rest > 0, last, 0.0), last, resident
+    full_wave = wave(occupancy)
+    tail = np.where(rest > 0, wave(np.ceil(rest / sms)), 0.0)  # the part-filled last wave, if any
+    resident = full * occupancy * sms * full_wave + rest * tail
+    return full * full_wave + tail, np.where(rest > 0, tail, full_wave), resident
 
 
 def overlap(t_mem, t_comp, p: float):
@@ -405,20 +406,31 @@ class StepSet:
             )
             self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
 
+    def _any_blocks(self, occupancy_known: bool | None = None) -> bool:
+        """Whether any operator is a latency-bound kernel (block_bytes > 0), of known or unknown occupancy or
+        either (None)."""
+        for _, _, op, _, _ in self._groups:
+            blocks = op.block_bytes > 0
+            if occupancy_known is not None:
+                blocks = blocks & ((op.blocks_per_sm > 0) == occupancy_known)
+            if np.any(blocks):
+                return True
+        return False
+
     @property
     def has_block_bytes(self) -> bool:
         """Whether any operator is a latency-bound kernel whose blocks stream bytes at attention_cta_Bps."""
-        return any(bool(np.any(op.block_bytes > 0)) for _, _, op, _, _ in self._groups)
+        return self._any_blocks()
 
     @property
     def has_block_bytes_of_unknown_occupancy(self) -> bool:
         """Whether any latency-bound kernel's blocks stream at attention_cta_Bps (their occupancy not known)."""
-        return any(bool(np.any((op.block_bytes > 0) & (op.blocks_per_sm <= 0))) for _, _, op, _, _ in self._groups)
+        return self._any_blocks(occupancy_known=False)
 
     @property
     def has_occupancy(self) -> bool:
         """Whether any latency-bound kernel's programs per multiprocessor are known (split-KV waves)."""
-        return any(bool(np.any((op.block_bytes > 0) & (op.blocks_per_sm > 0))) for _, _, op, _, _ in self._groups)
+        return self._any_blocks(occupancy_known=True)
 
     def costs(self, p: Params) -> StepCost:
         """Every owner's cost under parameters p: a StepCost of shape (owners,)."""
