@@ -31,6 +31,7 @@ def _cache(b, kv_heads, capacity, d, seed=0):
         (3, 5, 8, 2, 64, [0, 37, 250]),  # verify, GQA 4, ragged (one sequence with an empty cache)
         (2, 16, 4, 1, 96, [10, 3]),  # 16 new tokens, head_dim not a power of two (Phi-3)
         (1, 40, 2, 2, 32, [0]),  # a prefill: causal over the prompt itself
+        (1, 9, 8, 1, 256, [70]),  # 256-wide heads (Gemma-2B): the wide-head tiles, 5 row blocks of one KV head
     ],
 )
 def test_attention_equals_explicit_mask_reference(b, n, heads, kv_heads, d, lens):
@@ -44,6 +45,15 @@ def test_attention_equals_explicit_mask_reference(b, n, heads, kv_heads, d, lens
         ref = kernels.attention_reference(q, kc, vc, lens_t)
         assert torch.allclose(out, ref, atol=2e-5, rtol=1e-4)
     assert plan.slices > 1 or capacity <= plan.block_n  # one block of keys cannot be split
+
+
+def test_wide_heads_take_the_profiles_wide_tiles():
+    # 256-wide heads launch 16-row tiles of 32 keys at every n (the profile's wide_* settings); 128-wide heads keep
+    # 64-row tiles of 64 keys at 9 new tokens of a group of 4 (36 rows, padded to 64)
+    wide = kernels.AttentionPlan(1, 9, 8, 1, 256, 1024, "cpu")
+    assert (wide.block_m, wide.block_n, wide.m_blocks) == (16, 32, 5)  # 72 rows in blocks of 16
+    narrow = kernels.AttentionPlan(1, 9, 32, 8, 128, 1024, "cpu")
+    assert (narrow.block_m, narrow.block_n, narrow.m_blocks) == (64, 64, 1)
 
 
 def test_one_slice_and_many_slices_agree():

@@ -4,6 +4,13 @@ Prints, per setting, the time of 32 layers' attention calls (one CUDA graph) for
 KV, 128 wide) in the engine's fused form (q, k, v from the GEMM's output): decode at batch 1 (context 512) and 32
 (context 1024), verify of 5 new tokens at batch 32 (context 1024); KV read rates in TB/s.
     PYTHONPATH=$PWD python3 validation/tune_attention.py
+    PYTHONPATH=$PWD python3 validation/tune_attention.py --wide   # Gemma-2B's heads (8 query, 1 KV, 256 wide)
+    PYTHONPATH=$PWD python3 validation/tune_attention.py --wide-prefill   # the same heads' prefill (unfused) path
+
+--wide times the verify and decode tiles of 256-wide heads (18 layers, batch 1 and 4, context 1024, and 9 new
+tokens at 512) over warps, key blocks, query-row blocks and pipeline stages, and prints each compiled variant's
+registers and spills: with 4 warps a 64-row tile of 256-wide heads holds its accumulator and query in registers it
+does not have.
 """
 
 import itertools
@@ -18,7 +25,101 @@ LAYERS, HEADS, KV, D = 32, 32, 8, 128
 CASES = [("decode b=1 c=512", 1, 1, 512), ("decode b=32 c=1024", 32, 1, 1024), ("verify b=32 c=1024", 32, 5, 1024)]
 
 
+WIDE = (18, 8, 1, 256)  # Gemma-2B: layers, query heads, KV heads, head_dim
+WIDE_CASES = [("n=9 b=1 c=512", 1, 9, 512)] + [
+    (f"n={n} b={b} c=1024", b, n, 1024) for n in (1, 3, 5, 9, 16) for b in (1, 4)
+]
+
+
+def compiled() -> set:
+    """(registers, spilled registers, shared bytes, warps, stages) of every attention variant compiled so far."""
+    out = set()
+    for cache in getattr(kernels._attention, "device_caches", {}).values():
+        table = cache[0] if isinstance(cache, tuple) else cache
+        for k in table.values():
+            out.add((k.n_regs, k.n_spills, k.metadata.shared, k.metadata.num_warps, k.metadata.num_stages))
+    return out
+
+
+def wide() -> int:
+    layers, heads, kvh, d = WIDE
+    torch.manual_seed(0)
+    cap = 2048
+    kc = torch.randn(layers, 4, kvh, cap, d, device="cuda", dtype=torch.bfloat16)
+    vc = torch.randn_like(kc)
+    ang = torch.arange(cap, device="cuda")[:, None] * torch.rand(d // 2, device="cuda")[None]
+    cos, sin = torch.cat([ang, ang], -1).cos().bfloat16(), torch.cat([ang, ang], -1).sin().bfloat16()
+    seen = set()
+    print("block_n warps stages block_m_max | " + " ".join(f"{c[0]:>16}" for c in WIDE_CASES) + "  (us per layer)")
+    for bn, warps, stages, bm in itertools.product((32, 64), (4, 8), (2, 3), (16, 32, 64)):
+        row = []
+        for _, b, n, c in WIDE_CASES:
+            qkv = torch.randn(b, n, (heads + 2 * kvh) * d, device="cuda", dtype=torch.bfloat16)
+            lens = torch.full((b,), c, device="cuda", dtype=torch.int32)
+            out = torch.empty(b, n, heads, d, device="cuda", dtype=torch.bfloat16)
+            plan = kernels.AttentionPlan(b, n, heads, kvh, d, 1024 if c < 1024 else 2048, "cuda", bn, None, None,
+                                         warps, stages, bm)  # fmt: skip
+
+            def fn(b=b, plan=plan, out=out, qkv=qkv, lens=lens):
+                for i in range(layers):
+                    kernels.attention(None, kc[i, :b], vc[i, :b], lens, plan, out, None, 0, qkv, cos, sin)
+
+            try:
+                row.append(f"{1e6 * timed(fn) / layers:16.2f}")
+            except Exception as exc:  # noqa: BLE001 - a setting the GPU cannot run (shared memory)
+                row.append(f"{type(exc).__name__[:16]:>16}")
+        print(f"{bn:7d} {warps:5d} {stages:6d} {bm:11d} | " + " ".join(row), flush=True)
+        try:
+            new, seen = compiled() - seen, compiled()
+            print("    compiled (registers, spills, shared B, warps, stages): " + str(sorted(new)), flush=True)
+        except (AttributeError, TypeError, KeyError) as exc:  # another Triton's cache layout: the times still count
+            print(f"    kernel resources not readable: {exc!r}", flush=True)
+    return 0
+
+
+WIDE_PREFILL = [(n, 512) for n in (33, 129, 512, 2048)]  # (new tokens, cached keys) at batch 1, keys cached first
+PREFILL_SETTINGS = [(64, 4, 3, 64), (32, 4, 3, 16), (64, 4, 3, 16), (64, 8, 3, 64), (64, 8, 3, 32), (32, 8, 3, 64)]
+
+
+def wide_prefill() -> int:
+    """The unfused path (prefill, more than fused_max_new new tokens) of 256-wide heads."""
+    layers, heads, kvh, d = WIDE
+    torch.manual_seed(0)
+    cap = 4096
+    kc = torch.randn(layers, 1, kvh, cap, d, device="cuda", dtype=torch.bfloat16)
+    vc = torch.randn_like(kc)
+    lens = torch.full((1,), 512, device="cuda", dtype=torch.int32)
+    seen = set()
+    print("block_n warps stages block_m_max | " + " ".join(f"n={n} c={c}".rjust(14) for n, c in WIDE_PREFILL))
+    for bn, warps, stages, bm in PREFILL_SETTINGS:
+        row = []
+        for n, _ in WIDE_PREFILL:
+            q = torch.randn(1, n, heads, d, device="cuda", dtype=torch.bfloat16)
+            out = torch.empty(1, n, heads, d, device="cuda", dtype=torch.bfloat16)
+            plan = kernels.AttentionPlan(1, n, heads, kvh, d, cap, "cuda", bn, None, None, warps, stages, bm)
+
+            def fn(plan=plan, out=out, q=q):
+                for i in range(layers):
+                    kernels.attention(q, kc[i], vc[i], lens, plan, out)
+
+            try:
+                row.append(f"{1e6 * timed(fn) / layers:14.2f}")
+            except Exception as exc:  # noqa: BLE001 - a setting the GPU cannot run (shared memory)
+                row.append(f"{type(exc).__name__[:14]:>14}")
+        print(f"{bn:7d} {warps:5d} {stages:6d} {bm:11d} | " + " ".join(row), flush=True)
+        try:
+            new, seen = compiled() - seen, compiled()
+            print("    compiled (registers, spills, shared B, warps, stages): " + str(sorted(new)), flush=True)
+        except (AttributeError, TypeError, KeyError) as exc:
+            print(f"    kernel resources not readable: {exc!r}", flush=True)
+    return 0
+
+
 def main():
+    if "--wide-prefill" in sys.argv:
+        return wide_prefill()
+    if "--wide" in sys.argv:
+        return wide()
     torch.manual_seed(0)
     data = {}
     for name, b, n, c in CASES:

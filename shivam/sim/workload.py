@@ -49,16 +49,22 @@ def split_kv_capacity(keys, sk):
 
 
 def split_kv_layout(heads: int, kv_heads: int, batch, new_tokens, capacity, sk, block_n=None, target_programs=None,
-                    min_slice_keys=None):  # fmt: skip
+                    min_slice_keys=None, block_m_max=None, head_dim: int = 128):  # fmt: skip
     """How a split-KV kernel divides a layer's attention (the one rule the kernel's launch plan and the workload
     share): query rows = new tokens x the KV group, in blocks of block_m; slices = min(capacity / max(block_n,
     min_slice_keys), target_programs / (batch x KV heads x row blocks)). Returns (keys per inner iteration, block_m,
     row blocks, slices); the settings default to the profile's."""
     n = np.asarray(new_tokens)
     rows = n * (heads // kv_heads)
-    block_m = np.clip(_pow2_at_least(rows), sk.block_m_min, sk.block_m_max)
+    wide = sk.wide_head_dim is not None and _pow2_at_least(head_dim) >= sk.wide_head_dim
+    if block_m_max is None:
+        block_m_max = sk.wide_block_m_max if wide and sk.wide_block_m_max else sk.block_m_max
+    block_m = np.clip(_pow2_at_least(rows), sk.block_m_min, block_m_max)
     row_blocks = np.ceil(rows / block_m)
-    block_n = np.where(n == 1, sk.block_n_decode, sk.block_n_verify) if block_n is None else block_n
+    if block_n is None:
+        block_n = np.where(n == 1, sk.block_n_decode, sk.block_n_verify)
+        if wide and sk.wide_block_n:
+            block_n = np.full(np.shape(n), sk.wide_block_n)
     target = sk.target_programs if target_programs is None else target_programs
     min_keys = sk.min_slice_keys if min_slice_keys is None else min_slice_keys
     per_slice = batch * kv_heads * row_blocks
@@ -77,7 +83,7 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     n = np.asarray(new_tokens)
     keys = context + n
     block_n, block_m, row_blocks, slices = split_kv_layout(
-        m.heads, m.kv_heads, batch, n, split_kv_capacity(keys, sk), sk
+        m.heads, m.kv_heads, batch, n, split_kv_capacity(keys, sk), sk, head_dim=m.head_dim
     )
     rows = n * (m.heads // m.kv_heads)
     # above fused_max_new the new keys are in the cache, and a block of query rows streams no key past its last

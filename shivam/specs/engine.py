@@ -29,6 +29,14 @@ class SplitKV(BaseModel):
     block_n_verify: int = Field(gt=0, description="keys per inner iteration at several new tokens")
     block_m_min: int = Field(gt=0, description="query rows per program at least (a matrix-multiply tile)")
     block_m_max: int = Field(gt=0, description="query rows per program at most")
+    wide_head_dim: int | None = Field(
+        None,
+        gt=0,
+        description="head_dim (padded to a power of two) from which the wide-head tiles below are launched: a "
+        "program's accumulator and query grow with the head, and the narrow heads' tiles would spill registers",
+    )
+    wide_block_m_max: int | None = Field(None, gt=0, description="query rows per program at most, wide heads")
+    wide_block_n: int | None = Field(None, gt=0, description="keys per inner iteration, wide heads (every n)")
     target_programs: int = Field(gt=0, description="programs the slicing aims for")
     min_slice_keys: int = Field(gt=0, description="keys per slice at least, as the cache capacity counts them")
     bucket_min: int = Field(gt=0, description="the smallest cache capacity a graph is captured for")

@@ -222,12 +222,14 @@ class AttentionPlan:
         min_slice_keys: int | None = None,
         num_warps: int = 4,
         num_stages: int = 3,
+        block_m_max: int | None = None,
     ):
         self.batch, self.n_new, self.heads, self.kv_heads, self.head_dim = batch, n_new, heads, kv_heads, head_dim
         self.group = heads // kv_heads
         self.fused = n_new <= SPLIT_KV.fused_max_new  # rotate and cache the new keys inside attention
         block_n, block_m, m_blocks, slices = split_kv_layout(
-            heads, kv_heads, batch, n_new, capacity, SPLIT_KV, block_n, target_programs, min_slice_keys
+            heads, kv_heads, batch, n_new, capacity, SPLIT_KV, block_n, target_programs, min_slice_keys, block_m_max,
+            head_dim,
         )
         self.block_n, self.block_m, self.m_blocks, self.slices = int(block_n), int(block_m), int(m_blocks), int(slices)
         self.num_warps, self.num_stages = num_warps, num_stages
