@@ -228,7 +228,16 @@ class AttentionPlan:
         self.group = heads // kv_heads
         self.fused = n_new <= SPLIT_KV.fused_max_new  # rotate and cache the new keys inside attention
         block_n, block_m, m_blocks, slices = split_kv_layout(
-            heads, kv_heads, batch, n_new, capacity, SPLIT_KV, block_n, target_programs, min_slice_keys, block_m_max,
+            heads,
+            kv_heads,
+            batch,
+            n_new,
+            capacity,
+            SPLIT_KV,
+            block_n,
+            target_programs,
+            min_slice_keys,
+            block_m_max,
             head_dim,
         )
         self.block_n, self.block_m, self.m_blocks, self.slices = int(block_n), int(block_m), int(m_blocks), int(slices)
