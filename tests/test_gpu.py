@@ -131,7 +131,8 @@ def test_ref_attention_kernel_on_gpu_equals_reference():
     from shivam.validate import kernels
 
     for b, n, heads, kv_heads, d, lens in [(32, 5, 32, 8, 128, 1024), (1, 1, 32, 8, 128, 512), (4, 9, 8, 1, 256, 300),
-                                           (2, 16, 32, 32, 96, 77), (1, 300, 16, 16, 64, 0)]:  # fmt: skip
+                                           (2, 16, 32, 32, 96, 77), (1, 300, 16, 16, 64, 0),
+                                           (1, 600, 8, 1, 256, 100)]:  # fmt: skip
         cap = lens + n
         kc = torch.randn(b, kv_heads, cap, d, device="cuda", dtype=torch.bfloat16)
         vc = torch.randn_like(kc)

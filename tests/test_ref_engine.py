@@ -48,12 +48,18 @@ def test_attention_equals_explicit_mask_reference(b, n, heads, kv_heads, d, lens
 
 
 def test_wide_heads_take_the_profiles_wide_tiles():
-    # 256-wide heads launch 16-row tiles of 32 keys at every n (the profile's wide_* settings); 128-wide heads keep
-    # 64-row tiles of 64 keys at 9 new tokens of a group of 4 (36 rows, padded to 64)
+    # 256-wide heads launch 16-row tiles of 32 keys in 4 warps below 4,096 query rows, and from there (a prefill of
+    # 512 tokens of a group of 8) 64-row tiles of 64 keys in 8 warps (the profile's wide_* settings); 128-wide heads
+    # keep 64-row tiles of 64 keys in 4 warps at 9 new tokens of a group of 4 (36 rows, padded to 64) and at 2,048
     wide = kernels.AttentionPlan(1, 9, 8, 1, 256, 1024, "cpu")
-    assert (wide.block_m, wide.block_n, wide.m_blocks) == (16, 32, 5)  # 72 rows in blocks of 16
-    narrow = kernels.AttentionPlan(1, 9, 32, 8, 128, 1024, "cpu")
-    assert (narrow.block_m, narrow.block_n, narrow.m_blocks) == (64, 64, 1)
+    assert (wide.block_m, wide.block_n, wide.m_blocks, wide.num_warps) == (16, 32, 5, 4)  # 72 rows in blocks of 16
+    below = kernels.AttentionPlan(1, 511, 8, 1, 256, 1024, "cpu")
+    assert (below.block_m, below.block_n, below.m_blocks, below.num_warps) == (16, 32, 256, 4)  # 4,088 rows
+    prefill = kernels.AttentionPlan(1, 512, 8, 1, 256, 1024, "cpu")
+    assert (prefill.block_m, prefill.block_n, prefill.m_blocks, prefill.num_warps) == (64, 64, 64, 8)
+    for n, m_blocks in ((9, 1), (2048, 128)):
+        narrow = kernels.AttentionPlan(1, n, 32, 8, 128, 4096, "cpu")
+        assert (narrow.block_m, narrow.block_n, narrow.m_blocks, narrow.num_warps) == (64, 64, m_blocks, 4)
 
 
 def test_one_slice_and_many_slices_agree():

@@ -77,7 +77,7 @@ def wide() -> int:
     return 0
 
 
-WIDE_PREFILL = [(n, 512) for n in (33, 129, 512, 2048)]  # (new tokens, cached keys) at batch 1, keys cached first
+WIDE_PREFILL = [(n, 512) for n in (33, 129, 256, 512, 2048)]  # (new tokens, cached keys) at batch 1, keys cached first
 PREFILL_SETTINGS = [(64, 4, 3, 64), (32, 4, 3, 16), (64, 4, 3, 16), (64, 8, 3, 64), (64, 8, 3, 32), (32, 8, 3, 64)]
 
 

@@ -48,23 +48,34 @@ def split_kv_capacity(keys, sk):
     return np.minimum(np.maximum(_pow2_at_least(keys), sk.bucket_min), np.maximum(keys, sk.bucket_cap_min))
 
 
+def split_kv_tiles(sk, head_dim: int, rows):
+    """(query rows per program at most, keys per inner iteration or None for the n-dependent default, warps per
+    program) of the tiles a split-KV kernel launches for `rows` query rows (new tokens x KV group): heads at least
+    wide_head_dim wide take the profile's wide tiles, from wide_prefill_rows rows the narrow heads' tiles in
+    wide_prefill_warps warps; other heads the narrow tiles in 4 warps. Works elementwise over arrays of rows."""
+    rows = np.asarray(rows)
+    if sk.wide_head_dim is None or _pow2_at_least(head_dim) < sk.wide_head_dim:
+        return np.full(rows.shape, sk.block_m_max), None, np.full(rows.shape, 4)
+    large = rows >= (sk.wide_prefill_rows if sk.wide_prefill_rows else np.inf)
+    block_m_max = np.where(large, sk.block_m_max, sk.wide_block_m_max or sk.block_m_max)
+    block_n = np.where(large, sk.block_n_verify, sk.wide_block_n or sk.block_n_verify)
+    warps = np.where(large, sk.wide_prefill_warps or 4, 4)
+    return block_m_max, block_n, warps
+
+
 def split_kv_layout(heads: int, kv_heads: int, batch, new_tokens, capacity, sk, block_n=None, target_programs=None,
                     min_slice_keys=None, block_m_max=None, head_dim: int = 128):  # fmt: skip
     """How a split-KV kernel divides a layer's attention (the one rule the kernel's launch plan and the workload
-    share): query rows = new tokens x the KV group, in blocks of block_m; slices = min(capacity / max(block_n,
-    min_slice_keys), target_programs / (batch x KV heads x row blocks)). Returns (keys per inner iteration, block_m,
-    row blocks, slices); the settings default to the profile's."""
+    share): query rows = new tokens x the KV group, in blocks of block_m (split_kv_tiles); slices = min(capacity /
+    max(block_n, min_slice_keys), target_programs / (batch x KV heads x row blocks)). Returns (keys per inner
+    iteration, block_m, row blocks, slices); the settings default to the profile's."""
     n = np.asarray(new_tokens)
     rows = n * (heads // kv_heads)
-    wide = sk.wide_head_dim is not None and _pow2_at_least(head_dim) >= sk.wide_head_dim
-    if block_m_max is None:
-        block_m_max = sk.wide_block_m_max if wide and sk.wide_block_m_max else sk.block_m_max
-    block_m = np.clip(_pow2_at_least(rows), sk.block_m_min, block_m_max)
+    tile_m_max, tile_n, _ = split_kv_tiles(sk, head_dim, rows)
+    block_m = np.clip(_pow2_at_least(rows), sk.block_m_min, tile_m_max if block_m_max is None else block_m_max)
     row_blocks = np.ceil(rows / block_m)
     if block_n is None:
-        block_n = np.where(n == 1, sk.block_n_decode, sk.block_n_verify)
-        if wide and sk.wide_block_n:
-            block_n = np.full(np.shape(n), sk.wide_block_n)
+        block_n = np.where(n == 1, sk.block_n_decode, sk.block_n_verify) if tile_n is None else tile_n
     target = sk.target_programs if target_programs is None else target_programs
     min_keys = sk.min_slice_keys if min_slice_keys is None else min_slice_keys
     per_slice = batch * kv_heads * row_blocks

@@ -36,7 +36,16 @@ class SplitKV(BaseModel):
         "program's accumulator and query grow with the head, and the narrow heads' tiles would spill registers",
     )
     wide_block_m_max: int | None = Field(None, gt=0, description="query rows per program at most, wide heads")
-    wide_block_n: int | None = Field(None, gt=0, description="keys per inner iteration, wide heads (every n)")
+    wide_block_n: int | None = Field(None, gt=0, description="keys per inner iteration, wide heads")
+    wide_prefill_rows: int | None = Field(
+        None,
+        gt=0,
+        description="query rows (new tokens x KV group) from which wide heads take the narrow heads' tiles "
+        "(block_m_max rows, block_n_verify keys) in wide_prefill_warps warps: every row block streams the keys "
+        "before its rows, so a prefill's many small blocks read them many times over; a tile of twice the warps "
+        "holds a wide head's 64 rows without spilling",
+    )
+    wide_prefill_warps: int | None = Field(None, gt=0, description="warps per program of those tiles")
     target_programs: int = Field(gt=0, description="programs the slicing aims for")
     min_slice_keys: int = Field(gt=0, description="keys per slice at least, as the cache capacity counts them")
     bucket_min: int = Field(gt=0, description="the smallest cache capacity a graph is captured for")

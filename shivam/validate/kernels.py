@@ -25,7 +25,7 @@ import sys
 import torch
 
 from shivam.errors import ShivamError
-from shivam.sim.workload import split_kv_layout
+from shivam.sim.workload import split_kv_layout, split_kv_tiles
 from shivam.specs.engine import load_engine
 
 if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
@@ -220,7 +220,7 @@ class AttentionPlan:
         block_n: int | None = None,
         target_programs: int | None = None,
         min_slice_keys: int | None = None,
-        num_warps: int = 4,
+        num_warps: int | None = None,
         num_stages: int = 3,
         block_m_max: int | None = None,
     ):
@@ -241,6 +241,8 @@ class AttentionPlan:
             head_dim,
         )
         self.block_n, self.block_m, self.m_blocks, self.slices = int(block_n), int(block_m), int(m_blocks), int(slices)
+        if num_warps is None:  # the profile's, for these rows
+            num_warps = int(split_kv_tiles(SPLIT_KV, head_dim, n_new * self.group)[2])
         self.num_warps, self.num_stages = num_warps, num_stages
         self.d_pad = max(16, _pow2(head_dim))
         per_slice = batch * kv_heads * self.m_blocks
