@@ -298,11 +298,11 @@ def test_the_fits_vectorized_costs_cap_energy_at_the_power_limit_as_point_cost_d
 
 
 def test_an_iteration_is_capped_at_the_power_limit_as_a_whole():
-    # the board averages power over many iterations: draft steps, verify and sync share one factor that brings the
-    # iteration to the limit, while each step's time stays (docs/model.md, section 4b)
+    # with no limiter window known, the board averages power over many iterations: draft steps, verify and sync share
+    # one factor that brings the iteration to the limit, while each step's time stays (docs/model.md, section 4b)
     from shivam.sim.scenario import Scenario
 
-    p = make_params(load_gpu("h200"), "ref")
+    p = make_params(load_gpu("h200"), "ref").model_copy(update={"power_window_s": None})
     args = dict(target=load_model("llama-3.1-8b"), draft=load_model("llama-3.2-1b"), batch=64)
     free = Scenario(params=p.model_copy(update={"power_limit_w": None}), **args).iteration(4, 1024)
     t, e = sum(float(c.time_s) for c in free), sum(float(c.energy_j) for c in free)
@@ -368,3 +368,61 @@ def test_a_batch_scan_of_standard_decoding_alone_has_no_crossover_to_mark():
     res = shivam.predict(model="opt-1.3b", gpu="h200", k=0, batch=[1, 2, 3, 4])
     assert res.crossover == {} and len(res.rows) == 4 * 4  # four batches x four alphas, k = 0 only
     assert all(r["crossover_batch_energy"] is None and r["crossover_batch_latency"] is None for r in res.rows)
+
+
+def _limiter_by_simulation(p_hot, t_hot, p_cool, t_cool, tau, limit):
+    """The hot phase's held power found by integrating the limiter's first-order average y' = (P - y) / tau over
+    repeated iterations (exact exponential steps of 1/400 of a phase) and bisecting for the power at which its
+    steady-state peak is the limit: an answer independent of the closed form."""
+
+    def peak(power):
+        y, top = p_cool, 0.0
+        for _ in range(60):  # periods, until the periodic steady state
+            for level, length in ((power, t_hot), (p_cool, t_cool)):
+                decay = math.exp(-length / 400 / tau)
+                for _ in range(400):
+                    y = level + (y - level) * decay
+                    top = max(top, y)
+        return top
+
+    if peak(p_hot) <= limit:
+        return p_hot
+    lo, hi = p_cool, p_hot
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if peak(mid) <= limit else (lo, mid)
+    return lo
+
+
+@pytest.mark.parametrize(
+    "p_hot, t_hot, p_cool, t_cool, tau",
+    [(900.0, 0.0133, 540.0, 0.0128, 0.04), (880.0, 0.0333, 670.0, 0.0194, 0.04), (830.0, 0.0066, 450.0, 0.0103, 0.01)],
+)
+def test_the_limiter_window_holds_the_hot_phase_as_a_simulated_average_does(p_hot, t_hot, p_cool, t_cool, tau):
+    # a speculative iteration as two phases, its verify over the limit and its drafts under it: under a limiter
+    # averaging over tau the verify alone is held, at the power where the average peaks at the limit
+    from shivam.sim.roofline import host_wait, phase_cap_factors
+
+    base = make_params(load_gpu("h200"), "ref")
+    limit = base.power_limit_w
+
+    def phase(power, seconds):  # a cost of this power and time: static power over it and the rest as compute energy
+        c = host_wait(base, seconds)
+        return dataclasses.replace(c, e_compute=np.asarray((power - base.static_power_w) * seconds))
+
+    hot, cool = phase(p_hot, t_hot), phase(p_cool, t_cool)
+    f_hot, f_cool = phase_cap_factors(hot, cool, base.model_copy(update={"power_window_s": tau}))
+    expected = _limiter_by_simulation(p_hot, t_hot, p_cool, t_cool, tau, limit)
+    assert float(f_cool) == 1.0
+    assert float(f_hot) * p_hot == pytest.approx(expected, rel=2e-3)
+    # the two bounds: a window far longer than the iteration holds its average at the limit; far shorter, each phase
+    mean = (p_hot * t_hot + p_cool * t_cool) / (t_hot + t_cool)
+    f_long, _ = phase_cap_factors(hot, cool, base.model_copy(update={"power_window_s": 1e3}))
+    if mean > limit:
+        assert (float(f_long) * p_hot * t_hot + p_cool * t_cool) / (t_hot + t_cool) == pytest.approx(limit, rel=1e-4)
+    f_short, _ = phase_cap_factors(hot, cool, base.model_copy(update={"power_window_s": 1e-6}))
+    assert float(f_short) * p_hot == pytest.approx(limit, rel=1e-6)
+    # swapped order, the same factors; without a window, both phases take the iteration's average factor
+    assert phase_cap_factors(cool, hot, base.model_copy(update={"power_window_s": tau}))[1] == pytest.approx(f_hot)
+    f_a, f_b = phase_cap_factors(hot, cool, base.model_copy(update={"power_window_s": None}))
+    assert float(f_a) == float(f_b) == pytest.approx(min(1.0, limit / mean))

@@ -22,7 +22,6 @@ import numpy as np
 from shivam.calibrate.points import PointSet
 from shivam.calibrate.results import Measured
 from shivam.errors import ShivamError
-from shivam.sim.roofline import power_cap_factor
 from shivam.specs import Calibration, Params, load_gpu, make_params
 from shivam.specs.params import TIME_PARAMS
 
@@ -223,7 +222,7 @@ def fit_once(
         >= ATTENTION_POINTS,
         # moved only by points at the board's limit under base's energy parameters (fit redoes it from the fitted
         # ones), and told from the other time parameters only by several of them
-        "limit_stretch_exponent": int(np.sum(power_cap_factor(points.uncapped(base), base) < 1.0)) >= LIMIT_POINTS,
+        "limit_stretch_exponent": int(np.sum(points.hold_factors(base) < 1.0)) >= LIMIT_POINTS,
     }
     names = [n for n in TIME_PARAMS if n not in fix and relevant.get(n, True)]
     held = {n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix}

@@ -25,10 +25,9 @@ from shivam.sim.roofline import (
     energy_features,
     energy_not_fitted,
     host_wait,
-    limit_stretch,
-    power_cap_factor,
+    phase_cap_factors,
+    phases_held,
     power_capped,
-    power_held,
     step_cost,
 )
 from shivam.sim.scenario import Scenario
@@ -190,11 +189,17 @@ def point_cost(point: Point, params: Params, energy_scale: float = 1.0) -> tuple
         cost = dataclasses.replace(scn, prompt=point.prompt).prefill(energy_scale=energy_scale)
         return cost, float(point.batch * point.prompt), cost.bound
     steps, syncs, main = point_steps(point, params)
-    total = host_wait(params, syncs * params.per_iteration_s)
-    for w, (ops, dtype, eager, host_steps) in steps:
+    # held as the power limiter sees the call: a speculative iteration in two phases, its verify (the first step)
+    # and its drafts and sync (Scenario.iteration); any other call as one
+    spec = point.kind == "spec"
+    phases = [host_wait(params, 0.0), host_wait(params, 0.0)]
+    phases[int(spec)] = host_wait(params, syncs * params.per_iteration_s)
+    for i, (w, (ops, dtype, eager, host_steps)) in enumerate(steps):
         if w:
-            total = total + step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
-    total = power_held(power_capped(total, energy_scale), params)
+            cost = step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
+            phases[int(spec and i > 0)] += cost
+    first, rest = phases_held(*(power_capped(c, energy_scale) for c in phases), params)
+    total = first + rest
     if main is None:
         return total, 0.0, total.bound
     bound = step_cost(main.ops, params, main.compute_dtype, main.host_steps, dispatches=main.dispatches).bound
@@ -212,15 +217,18 @@ class PointSet:
     Built once from the parameters the data are fitted from; the fit moves only what StepSet re-evaluates."""
 
     def __init__(self, points: list[Point], params: Params):
-        steps, syncs, owner = [], np.zeros(len(points)), []
+        steps, syncs, owner, phase = [], np.zeros(len(points)), [], []
         for i, point in enumerate(points):
             point_steps_, syncs[i], _ = point_steps(point, params)
-            for w, inputs in point_steps_:
+            for j, (w, inputs) in enumerate(point_steps_):
                 if w:
                     steps.append((len(owner), w, inputs))  # each step its own row, summed into its point below
                     owner.append(i)
+                    phase.append(int(point.kind == "spec" and j > 0))  # point_cost's phases: verify, the rest
         self._set, self._syncs = StepSet(steps, len(owner)), syncs
         self._owner, self._points = np.array(owner, dtype=int), len(points)
+        self._phase = np.array(phase, dtype=int)
+        self._sync_phase = np.array([int(p.kind == "spec") for p in points])
 
     @property
     def has_latency_bound_kernels(self) -> bool:
@@ -237,38 +245,56 @@ class PointSet:
         """Whether any point runs a kernel whose programs per multiprocessor are known (split-KV waves)."""
         return self._set.has_occupancy
 
+    def phases(self, params: Params) -> tuple[StepCost, StepCost]:
+        """Per point, its two phases as point_cost holds them (a spec call's verify, and its drafts and host sync;
+        any other call whole in the first), before the board's power limit caps them."""
+        steps = self._set.costs(params)
+        out = []
+        for ph in (0, 1):
+            rows = self._phase == ph
+            per_point = StepCost(
+                **{
+                    f.name: np.bincount(
+                        self._owner[rows],
+                        np.broadcast_to(getattr(steps, f.name), self._owner.shape)[rows],
+                        self._points,
+                    )
+                    for f in fields(steps)
+                }
+            )
+            syncs = np.where(self._sync_phase == ph, self._syncs, 0.0)
+            out.append(per_point + host_wait(params, syncs * params.per_iteration_s))
+        return out[0], out[1]
+
     def uncapped(self, params: Params) -> StepCost:
         """Per point, the sum of its steps and host syncs before the board's power limit caps them."""
-        steps = self._set.costs(params)
-        per_point = StepCost(
-            **{
-                f.name: np.bincount(
-                    self._owner, np.broadcast_to(getattr(steps, f.name), self._owner.shape), self._points
-                )
-                for f in fields(steps)
-            }
-        )
-        return per_point + host_wait(params, self._syncs * params.per_iteration_s)
+        first, rest = self.phases(params)
+        return first + rest
+
+    def hold_factors(self, params: Params, energy_scale=1.0) -> np.ndarray:
+        """Per point, the smaller of its phases' hold factors (shivam.sim.roofline.phase_cap_factors): 1 where the
+        board's power limit does not hold it."""
+        first, rest = (power_capped(c, energy_scale) for c in self.phases(params))
+        return np.minimum(*phase_cap_factors(first, rest, params))
 
     def costs(self, params: Params, energy_scale=1.0) -> StepCost:
         """Per point, its cost as point_cost gives it (energy_scale: each point's card factor, before the cap)."""
-        return power_held(power_capped(self.uncapped(params), energy_scale), params)
+        first, rest = phases_held(*(power_capped(c, energy_scale) for c in self.phases(params)), params)
+        return first + rest
 
     def energy_design(self, params: Params, energy: Params, energy_scale=1.0) -> tuple[dict, np.ndarray, np.ndarray]:
         """The energy fit's linear design at `params` (its times), for energies divided by each point's card factor
         (energy_scale): per point, each energy feature (shivam.sim.roofline.energy_features) and the energy no
         coefficient moves (energy_not_fitted), except at the points whose card, with `energy`'s energy parameters,
-        would draw more than the board's power limit: their energy is P_lim x t / factor, fixed, whatever the
-        coefficients. Also that mask of capped points, so the fit can redo the design at the fitted parameters
-        until it stops changing."""
+        would have the board's power limit hold them: their energy is what the hold gives at `energy`'s
+        parameters, over the factor, fixed, whatever the coefficients. Also that mask of capped points, so the fit
+        can redo the design at the fitted parameters until it stops changing."""
         cost = self.uncapped(params)
-        factor = power_cap_factor(power_capped(self.uncapped(energy), energy_scale), energy)
-        capped = factor < 1.0
+        capped = self.hold_factors(energy, energy_scale) < 1.0
         features = energy_features(cost)
         cols = {n: np.where(capped, 0.0, np.asarray(v, dtype=float)) for n, v in features.items()}
-        held_time = cost.time_s * limit_stretch(factor, params)
-        limit = (params.power_limit_w or 0.0) * held_time / energy_scale
-        fixed = np.where(capped, limit, energy_not_fitted(cost))
+        held_energy = self.costs(energy, energy_scale).energy_j / energy_scale
+        fixed = np.where(capped, held_energy, energy_not_fitted(cost))
         return cols, np.asarray(fixed, dtype=float), capped
 
 

@@ -62,13 +62,21 @@ t_c stretches by 1/s; memory energy is kept; static power accrues over the longe
 A step still above P_lim at s = 0.2 (almost no compute-bound time) is then stretched with its energy kept,
 t' = (E - P_static t) / (P_lim - P_static). Per GPU of
 a tensor-parallel step. A step below the limit is unchanged.
-The hold (power_held, held) applies over what the board averages its power over: a speculative iteration's draft
-steps, verify step and host sync together (tens of milliseconds of repeated iterations; the board's limiter averages
-over longer), not each step alone, and a prefill's steps together. Where the unheld power P = E / t exceeds
+The hold (power_held, held) applies over what the board averages its power over: a prefill's steps together, a
+speculative iteration's draft steps, verify step and host sync together where the limiter's window is not known
+(below), not each step alone. Where the unheld power P = E / t exceeds
 gpus * P_lim, the call runs longer (lower clocks) and draws the limit:
     t' = t * (P / (gpus * P_lim))^limit_stretch_exponent,   E' = gpus * P_lim * t'
     (each time and energy term of each step scaled alike; GPUs left waiting, e_idle, are outside the hold; with
     limit_stretch_exponent 0 the energy is capped and the time kept)
+Where the GPU file gives the limiter's averaging time tau (power_limit_window_ms), a speculative iteration is two
+phases repeated, a hot one (the verify step, say: P_hot for t_hot) and a cool one (the draft steps and the sync),
+and the limiter sees their power through a first-order average, which peaks at the end of the hot phase at
+    P_peak = P_cool + (P_hot - P_cool) * f,   f = (1 - exp(-t_hot / tau)) / (1 - exp(-(t_hot + t_cool) / tau))
+Above gpus * P_lim the board holds the hot phase alone, at P_hot' = P_cool + (gpus * P_lim - P_cool) / f, with the
+stretch above for its factor P_hot' / P_hot; the cool phase runs as it is (phase_cap_factors). tau -> infinity
+gives back the iteration's average held at the limit, tau -> 0 each phase held on its own; a cool phase that is
+itself over the limit, a single phase (t_cool = 0: f = 1) and a GPU without tau take the iteration's average.
 Everything broadcasts over numpy arrays.
 """
 
@@ -578,6 +586,45 @@ def power_cap_factor(cost: StepCost, p: Params, gpus: int = 1) -> np.ndarray:
         return np.ones(np.shape(cost.time_s))
     cap, energy = gpus * limit * cost.time_s, cost.energy_j - cost.e_idle
     return np.where(energy > cap, cap / np.where(energy > 0, energy, 1.0), 1.0)
+
+
+def phase_cap_factors(a: StepCost, b: StepCost, p: Params, gpus: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The hold factors (the power held over the power unheld) of the two phases of a repeated iteration under a
+    limiter that averages the board's power over p.power_window_s (the equation above): the hotter of the two is
+    held until the averaged power peaks at the limit, the cooler runs as it is; where the window is not known, or
+    the cooler phase is itself over the limit, both take the iteration's average factor (power_cap_factor). Which
+    phase is the hotter may differ over a grid: the two are told apart element by element."""
+    average = power_cap_factor(a + b, p, gpus)
+    if p.power_window_s is None or p.power_limit_w is None or p.power_limit_w <= p.static_power_w:
+        return average, average
+    limit = gpus * p.power_limit_w
+
+    def power(c: StepCost):
+        t = np.asarray(c.time_s, dtype=float)
+        return np.where(t > 0, (c.energy_j - c.e_idle) / np.where(t > 0, t, 1.0), 0.0), t
+
+    (p_a, t_a), (p_b, t_b) = power(a), power(b)
+    a_hot = p_a >= p_b
+    p_hot, t_hot = np.where(a_hot, p_a, p_b), np.where(a_hot, t_a, t_b)
+    p_cool, t_cool = np.where(a_hot, p_b, p_a), np.where(a_hot, t_b, t_a)
+    tau = p.power_window_s
+    f = -np.expm1(-t_hot / tau) / np.where(t_hot + t_cool > 0, -np.expm1(-(t_hot + t_cool) / tau), 1.0)
+    peak = p_cool + (p_hot - p_cool) * f
+    held_hot = np.where(
+        peak > limit, (p_cool + (limit - p_cool) / np.where(f > 0, f, 1.0)) / np.where(p_hot > 0, p_hot, 1.0), 1.0
+    )
+    held_hot = np.minimum(held_hot, 1.0)
+    one = np.ones(np.shape(held_hot))
+    use_average = p_cool >= limit
+    f_a = np.where(use_average, average, np.where(a_hot, held_hot, one))
+    f_b = np.where(use_average, average, np.where(a_hot, one, held_hot))
+    return f_a, f_b
+
+
+def phases_held(a: StepCost, b: StepCost, p: Params, gpus: int = 1) -> tuple[StepCost, StepCost]:
+    """Both phases of a repeated iteration held to the board's power limit (phase_cap_factors, held)."""
+    f_a, f_b = phase_cap_factors(a, b, p, gpus)
+    return held(a, f_a, p), held(b, f_b, p)
 
 
 TIME_TERMS = (

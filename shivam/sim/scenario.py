@@ -18,7 +18,7 @@ from shivam.sim.roofline import (
     StepInputs,
     held,
     host_wait,
-    power_cap_factor,
+    phase_cap_factors,
     power_capped,
     power_held,
     power_limited,
@@ -169,7 +169,8 @@ class Scenario:
 
     def iteration(self, k, context) -> tuple[StepCost, StepCost, StepCost]:
         """(k draft steps, one verify step, one host sync), their energy capped together at the board's power limit
-        (the board averages its power over many iterations: shivam.sim.roofline.power_cap_factor; under tensor
+        (the board averages its power over many iterations, each iteration's verify against its drafts and sync as
+        the limiter's window sees them: shivam.sim.roofline.phase_cap_factors; under tensor
         parallelism the tp GPUs' limits are pooled, though a draft on fewer GPUs loads them unevenly). Draft steps
         run at contexts c..c+k-1; costs are affine in context, so their mean context c + (k-1)/2 gives their exact
         total."""
@@ -182,8 +183,12 @@ class Scenario:
         else:
             draft = self.draft_step(context + np.maximum(k - 1, 0) / 2).scaled(k)
         sync = host_wait(self.params, self.params.per_iteration_s, self.tp)
-        factor = power_cap_factor(draft + verify + sync, self.params, self.tp)
-        return tuple(held(cost, factor, self.params) for cost in (draft, verify, sync))
+        verify_factor, rest_factor = phase_cap_factors(verify, draft + sync, self.params, self.tp)
+        return (
+            held(draft, rest_factor, self.params),
+            held(verify, verify_factor, self.params),
+            held(sync, rest_factor, self.params),
+        )
 
     def contexts(self, points: int = 16) -> np.ndarray:
         """Midpoints of `points` equal slices of the generation: the context each slice's tokens see on average."""

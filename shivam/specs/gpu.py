@@ -87,6 +87,12 @@ class GPU(BaseModel):
         "predicted power exceeds it is held there, running longer at the limit's power (shivam.sim.roofline."
         "power_held; with --power-limit, clocked down: power_limited); none: no limit applied",
     )
+    power_limit_window_ms: Estimate | None = Field(
+        default=None,
+        description="how long the board's power limiter averages its power over (ms, a first-order time constant): "
+        "a speculative iteration's verify and drafts are held together as that average sees them (shivam.sim."
+        "roofline.phase_cap_factors); none: the iteration's average power is held as a whole",
+    )
     pcie: Pcie
     link: Link | None = Field(
         default=None, description="GPU-to-GPU link for tensor parallelism (--tp); a file without one runs --tp 1 only"
@@ -113,6 +119,8 @@ class GPU(BaseModel):
                 f"power_limit_w {self.power_limit_w:g} W must be above energy.static_power_w "
                 f"{self.energy.static_power_w.value:g} W: no step could run under it"
             )
+        if self.power_limit_window_ms is not None and self.power_limit_window_ms.value <= 0:
+            raise ValueError("power_limit_window_ms must be above 0 ms (leave it out where it is not known)")
         return self
 
     @property

@@ -130,6 +130,12 @@ class Params(BaseModel):
     power_limit_w: float | None = Field(
         default=None, gt=0, description="the board's power limit; None: none applied (not fitted)"
     )
+    power_window_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="the power limiter's averaging time constant (the GPU file's power_limit_window_ms); None: a "
+        "speculative iteration's average power is held as a whole (not fitted)",
+    )
     link_kind: str | None = Field(
         default=None, description="the GPU-to-GPU link tensor parallelism uses; None: the GPU file has none (--tp 1)"
     )
@@ -250,6 +256,7 @@ def make_params(
         pcie_j_per_byte=e.pcie_pj_per_bit.value * 8e-12,
         capacity_bytes=gpu.capacity_bytes,
         power_limit_w=gpu.power_limit_w,
+        power_window_s=gpu.power_limit_window_ms.value * 1e-3 if gpu.power_limit_window_ms else None,
         **_link_values(gpu),
         engine=prof.engine,
         kernels=prof.kernels,
