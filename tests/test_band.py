@@ -142,7 +142,7 @@ def test_the_graph_engines_quick_band_is_what_the_held_out_sets_give():
 def test_the_ref_engines_quick_band_is_what_its_held_out_sets_give():
     """The same for the reference engine: sets 8, 9 and 10 (30 points each, three cards) refitted from their cards'
     quick suites with the ref profile's priors; each card's points against the band of the other two cards' hold
-    the pooled counts docs/validation.md gives (79 and 80 of 90)."""
+    the pooled counts docs/validation.md gives (78 and 80 of 90)."""
     from conftest import validation_script
 
     from shivam.specs import load_engine
@@ -152,4 +152,4 @@ def test_the_ref_engines_quick_band_is_what_its_held_out_sets_give():
     assert stored.points == recomputed.points == 90
     assert np.allclose(stored.energy, recomputed.energy) and np.allclose(stored.time, recomputed.time)
     pooled = mod.leave_one_card_out("ref")["pooled"]
-    assert pooled == {"points": 90, "inside": {"energy": 79, "time": 80}}
+    assert pooled == {"points": 90, "inside": {"energy": 78, "time": 80}}
