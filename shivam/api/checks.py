@@ -350,6 +350,7 @@ def build_scenario(
         "prompts": list(prompts) if prompts is not None else None,
         "power_limit_w": params.power_limit_w,
         "power_limit_steps": power_limit,
+        "power_limit_window_s": params.power_window_s,  # None: an iteration held as a whole
         "link": params.link_kind if tp > 1 else None,
         "default_draft_used": default_draft,
         "warnings": warnings,
