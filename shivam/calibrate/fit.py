@@ -260,9 +260,9 @@ def fit_once(
     time_values = dict(zip(names, map(float, sol.x)))
     p = _with(base, time_values)
 
-    # energy: linear in the energy parameters once the times are known, except in steps the board's power limit
-    # caps (their energy is P_lim x t, whatever the coefficients): which those are depends on the coefficients, so
-    # the design is redone at the fitted ones until the set of capped steps stops changing
+    # energy: linear in the energy parameters once the times are known, except in calls the board's power limit
+    # holds (left out of the solve: PointSet.energy_design): which those are depends on the coefficients, so the
+    # design is redone at the fitted ones until the set of held calls stops changing
     meas_e = np.array([m.energy_j for m in data])
     cards = [m.card for m in data]
 

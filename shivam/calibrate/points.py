@@ -181,9 +181,10 @@ def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInp
 
 
 def point_cost(point: Point, params: Params, energy_scale: float = 1.0) -> tuple[StepCost, float, str]:
-    """(cost of one measured call, expected tokens per call, bound of its main step). The call's energy is capped at
-    the board's power limit as a whole, as Scenario caps an iteration and a prefill; energy_scale (a card's factor)
-    scales what the card draws before the cap, since the limit holds whatever the card."""
+    """(cost of one measured call, expected tokens per call, bound of its main step). The call is held at the board's
+    power limit as Scenario holds an iteration (its verify against its drafts and sync: phase_cap_factors) and a
+    prefill (as a whole); energy_scale (a card's factor) scales what the card draws before the hold, since the limit
+    holds whatever the card."""
     if point.kind == "prefill":
         scn = scenario(point, params)
         cost = dataclasses.replace(scn, prompt=point.prompt).prefill(energy_scale=energy_scale)
@@ -287,8 +288,10 @@ class PointSet:
         (energy_scale): per point, each energy feature (shivam.sim.roofline.energy_features) and the energy no
         coefficient moves (energy_not_fitted), except at the points whose card, with `energy`'s energy parameters,
         would have the board's power limit hold them: their energy is what the hold gives at `energy`'s
-        parameters, over the factor, fixed, whatever the coefficients. Also that mask of capped points, so the fit
-        can redo the design at the fitted parameters until it stops changing."""
+        parameters, over the factor, and the fit leaves them out of its energy solve. (A speculative iteration whose
+        verify alone is held still depends on its drafts' coefficients, linearly once the hold is fixed; that is not
+        used.) Also that mask of capped points, so the fit can redo the design at the fitted parameters until it
+        stops changing."""
         cost = self.uncapped(params)
         capped = self.hold_factors(energy, energy_scale) < 1.0
         features = energy_features(cost)

@@ -74,9 +74,11 @@ phases repeated, a hot one (the verify step, say: P_hot for t_hot) and a cool on
 and the limiter sees their power through a first-order average, which peaks at the end of the hot phase at
     P_peak = P_cool + (P_hot - P_cool) * f,   f = (1 - exp(-t_hot / tau)) / (1 - exp(-(t_hot + t_cool) / tau))
 Above gpus * P_lim the board holds the hot phase alone, at P_hot' = P_cool + (gpus * P_lim - P_cool) / f, with the
-stretch above for its factor P_hot' / P_hot; the cool phase runs as it is (phase_cap_factors). tau -> infinity
-gives back the iteration's average held at the limit, tau -> 0 each phase held on its own; a cool phase that is
-itself over the limit, a single phase (t_cool = 0: f = 1) and a GPU without tau take the iteration's average.
+stretch above for its factor P_hot' / P_hot; the cool phase runs as it is (phase_cap_factors). As tau -> infinity
+the iteration's mean power tends to the limit, as with the average (with limit_stretch_exponent 0 exactly; the
+split of its energy between the phases differs), and as tau -> 0 each phase is held on its own; a single phase
+(t_cool = 0: f = 1) is held as a whole. A cool phase that is itself over the limit holds each phase at the limit; a
+GPU without tau holds the iteration's average. Which phase is hot is decided by their unheld powers.
 Everything broadcasts over numpy arrays.
 """
 
@@ -591,11 +593,14 @@ def power_cap_factor(cost: StepCost, p: Params, gpus: int = 1) -> np.ndarray:
 def phase_cap_factors(a: StepCost, b: StepCost, p: Params, gpus: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The hold factors (the power held over the power unheld) of the two phases of a repeated iteration under a
     limiter that averages the board's power over p.power_window_s (the equation above): the hotter of the two is
-    held until the averaged power peaks at the limit, the cooler runs as it is; where the window is not known, or
-    the cooler phase is itself over the limit, both take the iteration's average factor (power_cap_factor). Which
-    phase is the hotter may differ over a grid: the two are told apart element by element."""
-    average = power_cap_factor(a + b, p, gpus)
+    held until the averaged power peaks at the limit, the cooler runs as it is; where the cooler phase is itself
+    over the limit, each is held at the limit on its own (the average of a limiter that never lets either phase
+    above it; continuous with the case below it). Where the window is not known, both take the iteration's average
+    factor (power_cap_factor). Which phase is the hotter may differ over a grid: they are told apart element by
+    element. The factors are solved for the phases' unheld times; `held` then stretches the held phase by its
+    factor^-limit_stretch_exponent, which leaves the averaged peak a fraction of a percent over the limit."""
     if p.power_window_s is None or p.power_limit_w is None or p.power_limit_w <= p.static_power_w:
+        average = power_cap_factor(a + b, p, gpus)
         return average, average
     limit = gpus * p.power_limit_w
 
@@ -614,11 +619,10 @@ def phase_cap_factors(a: StepCost, b: StepCost, p: Params, gpus: int = 1) -> tup
         peak > limit, (p_cool + (limit - p_cool) / np.where(f > 0, f, 1.0)) / np.where(p_hot > 0, p_hot, 1.0), 1.0
     )
     held_hot = np.minimum(held_hot, 1.0)
-    one = np.ones(np.shape(held_hot))
-    use_average = p_cool >= limit
-    f_a = np.where(use_average, average, np.where(a_hot, held_hot, one))
-    f_b = np.where(use_average, average, np.where(a_hot, one, held_hot))
-    return f_a, f_b
+    both_over = p_cool >= limit  # the cooler phase alone over the limit: each phase held at it
+    held_hot = np.where(both_over, limit / np.where(p_hot > 0, p_hot, 1.0), held_hot)
+    held_cool = np.where(both_over, limit / np.where(p_cool > 0, p_cool, 1.0), 1.0)
+    return np.where(a_hot, held_hot, held_cool), np.where(a_hot, held_cool, held_hot)
 
 
 def phases_held(a: StepCost, b: StepCost, p: Params, gpus: int = 1) -> tuple[StepCost, StepCost]:
@@ -648,13 +652,15 @@ def power_held(cost: StepCost, p: Params, gpus: int = 1) -> StepCost:
 
 
 def limit_stretch(factor, p: Params) -> np.ndarray:
-    """How much longer a call held with factor = P_lim / P runs: factor^-limit_stretch_exponent (1 where factor is)."""
+    """How much longer a call held with factor = P_held / P (P_lim / P for a call held as a whole) runs:
+    factor^-limit_stretch_exponent (1 where factor is)."""
     return np.asarray(factor, dtype=float) ** (-p.limit_stretch_exponent)
 
 
 def held(cost: StepCost, factor, p: Params) -> StepCost:
-    """`cost` (or a share of what power_cap_factor was computed over) held with that factor = P_lim / P: its time
-    terms stretched by factor^-limit_stretch_exponent, its working GPUs' energy brought to the limit over them."""
+    """`cost` (or a share of what power_cap_factor or phase_cap_factors was computed over) held with that factor:
+    its time terms stretched by factor^-limit_stretch_exponent, its working GPUs' power brought to factor x its
+    unheld power over them (the limit, for a call held as a whole)."""
     stretch = limit_stretch(factor, p)
     if np.all(stretch == 1.0):
         return power_capped(cost, factor)

@@ -80,7 +80,8 @@ class Scenario:
     # wave of a latency-bound attention kernel lasts: workload.step_ops)
     prompts: tuple[int, ...] | None = None
     # clock every step down to the board's power limit (power_limited); without it an iteration or a prefill above
-    # the limit is held there, running longer at its power (iteration(), prefill(): roofline.power_held)
+    # the limit is held there, running longer at its power (iteration(): roofline.phase_cap_factors; prefill():
+    # roofline.power_held)
     power_limit_steps: bool = False
 
     def scan(self, batches) -> Scenario:
