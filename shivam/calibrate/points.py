@@ -24,6 +24,7 @@ from shivam.sim.roofline import (
     StepSet,
     energy_features,
     energy_not_fitted,
+    held,
     host_wait,
     phase_cap_factors,
     phases_held,
@@ -293,10 +294,12 @@ class PointSet:
         used.) Also that mask of capped points, so the fit can redo the design at the fitted parameters until it
         stops changing."""
         cost = self.uncapped(params)
-        capped = self.hold_factors(energy, energy_scale) < 1.0
+        phases = [power_capped(c, energy_scale) for c in self.phases(energy)]  # `energy`'s steps, costed once
+        factors = phase_cap_factors(*phases, energy)
+        capped = np.minimum(*factors) < 1.0
         features = energy_features(cost)
         cols = {n: np.where(capped, 0.0, np.asarray(v, dtype=float)) for n, v in features.items()}
-        held_energy = self.costs(energy, energy_scale).energy_j / energy_scale
+        held_energy = sum(held(c, f, energy).energy_j for c, f in zip(phases, factors)) / energy_scale
         fixed = np.where(capped, held_energy, energy_not_fitted(cost))
         return cols, np.asarray(fixed, dtype=float), capped
 
