@@ -116,6 +116,13 @@ def prediction_table(res: dict, units: str = "J") -> None:
         f"parameters: {res['parameters']}. k=0 is standard decoding; speed-up and energy ratio are k=0 over k "
         f"(above 1 is better). Floor: bytes that must move x DRAM-device energy per byte."
     )
+    if res.get("power_limit_w"):
+        window = res.get("power_limit_window_s")
+        caption += (
+            f" Power limit {res['power_limit_w']:g} W"
+            + (f", held over the limiter's {1e3 * window:g} ms window" if window else ", held per iteration")
+            + (" (every step clocked down to it)." if res.get("power_limit_steps") else ".")
+        )
     band = res["band"]
     caption += (
         f"\n90 % band: energy x {band['energy'][0]:.2f}-{band['energy'][1]:.2f}, time x {band['time'][0]:.2f}-"
