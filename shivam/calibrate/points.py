@@ -181,6 +181,13 @@ def point_steps(point: Point, params: Params) -> tuple[list[tuple[float, StepInp
     return [(1.0, prefill), (1.0, decode)], float(point.gen - 1), scn.step_inputs(scn.target, 1, point.prompt)
 
 
+def limiter_phase(point: Point, step: int) -> int:
+    """Which of the two phases the power limiter holds apart (roofline.phase_cap_factors) the point's step `step`
+    (its index in point_steps; -1: its host syncs) belongs to: a speculative iteration's verify (its first step) is
+    phase 0, its drafts and syncs phase 1 (Scenario.iteration); any other call is one phase, 0."""
+    return int(point.kind == "spec" and step != 0)
+
+
 def point_cost(point: Point, params: Params, energy_scale: float = 1.0) -> tuple[StepCost, float, str]:
     """(cost of one measured call, expected tokens per call, bound of its main step). The call is held at the board's
     power limit as Scenario holds an iteration (its verify against its drafts and sync: phase_cap_factors) and a
@@ -191,15 +198,13 @@ def point_cost(point: Point, params: Params, energy_scale: float = 1.0) -> tuple
         cost = dataclasses.replace(scn, prompt=point.prompt).prefill(energy_scale=energy_scale)
         return cost, float(point.batch * point.prompt), cost.bound
     steps, syncs, main = point_steps(point, params)
-    # held as the power limiter sees the call: a speculative iteration in two phases, its verify (the first step)
-    # and its drafts and sync (Scenario.iteration); any other call as one
-    spec = point.kind == "spec"
+    # held as the power limiter sees the call (limiter_phase)
     phases = [host_wait(params, 0.0), host_wait(params, 0.0)]
-    phases[int(spec)] = host_wait(params, syncs * params.per_iteration_s)
+    phases[limiter_phase(point, -1)] = host_wait(params, syncs * params.per_iteration_s)
     for i, (w, (ops, dtype, eager, host_steps)) in enumerate(steps):
         if w:
             cost = step_cost(ops, params, dtype, host_steps, dispatches=eager).total().scaled(w)
-            phases[int(spec and i > 0)] += cost
+            phases[limiter_phase(point, i)] += cost
     first, rest = phases_held(*(power_capped(c, energy_scale) for c in phases), params)
     total = first + rest
     if main is None:
@@ -226,11 +231,11 @@ class PointSet:
                 if w:
                     steps.append((len(owner), w, inputs))  # each step its own row, summed into its point below
                     owner.append(i)
-                    phase.append(int(point.kind == "spec" and j > 0))  # point_cost's phases: verify, the rest
+                    phase.append(limiter_phase(point, j))
         self._set, self._syncs = StepSet(steps, len(owner)), syncs
         self._owner, self._points = np.array(owner, dtype=int), len(points)
         self._phase = np.array(phase, dtype=int)
-        self._sync_phase = np.array([int(p.kind == "spec") for p in points])
+        self._sync_phase = np.array([limiter_phase(p, -1) for p in points])
 
     @property
     def has_latency_bound_kernels(self) -> bool:
