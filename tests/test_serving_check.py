@@ -104,6 +104,33 @@ def test_best_k_compares_cards_on_one_scale():
     assert b["best_k_measured"] == 0 and b["best_k_predicted"] == 0
 
 
+def test_best_k_counts_the_tokens_expected_at_alpha_not_the_tokens_drawn():
+    # the same calls' energy: k = 4 costs 3.36 J per call and brings 3.3616 tokens expected at alpha 0.8
+    # ((1 - 0.8^5) / (1 - 0.8)): 0.9995 J per token; k = 5 costs 3.95 J for 3.6893 expected: 1.0707 J per token. A
+    # lucky run of draws gave k = 5 4.0 tokens per call, which per token drawn (0.9875 J) would make it look best
+    def spec(k, e_meas, e_pred, expected, drawn):
+        return dict(
+            row(k, 1, e_meas / drawn, e_pred / drawn),
+            energy_meas=e_meas,
+            energy_pred=e_pred,
+            expected_tokens=expected,
+            tokens=drawn,
+        )
+
+    rows = [spec(0, 2.0, 2.0, 1.0, 1.0), spec(4, 3.36, 3.36, 3.3616, 3.3616), spec(5, 3.95, 3.95, 3.68928, 4.0)]
+    (b,) = best_k_check(rows)
+    assert b["best_k_measured"] == 4 and b["best_k_predicted"] == 4 and b["energy_gap"] == 0.0
+
+
+def test_best_k_averages_the_measurements_of_one_k():
+    # k = 4 measured twice (1.00 and 1.04: mean 1.02), k = 5 once (1.01): per k, k = 5 is the least; the predicted k = 4
+    # then costs 1.02 / 1.01 - 1 = 0.99 % more, within the 1 % bound (a min over rows would call k = 4 best at 1.00)
+    rows = [row(0, 1, 2.0, 2.0), row(4, 1, 1.00, 0.90), row(4, 1, 1.04, 0.90), row(5, 1, 1.01, 0.95)]
+    (b,) = best_k_check(rows)
+    assert b["best_k_measured"] == 5 and b["best_k_predicted"] == 4
+    assert b["energy_gap"] == pytest.approx(1.02 / 1.01 - 1) and b["ok"]
+
+
 def test_best_k_is_per_batch():
     # at batch 1 k=4 is cheapest, at batch 64 standard decoding: one best k per batch, not one over both
     rows = [row(0, 1, 2.0, 2.0), row(4, 1, 1.0, 1.0), row(0, 64, 0.2, 0.2), row(4, 64, 0.3, 0.3)]

@@ -127,15 +127,23 @@ def cross_validate(
 BEST_K_REGRET = 0.01  # the issues' bound: the measured energy at the predicted k within 1 % of the measured minimum
 
 
-def _on_one_scale(r: dict, key: str) -> float:
-    """A row's energy brought to the typical card by its card's factor (1 where none was fitted)."""
-    return r[key] / r.get("card_factor", 1.0)
+def _on_one_scale(r: dict, which: str) -> float:
+    """A row's energy per token at its acceptance rate (which: "meas" or "pred"), brought to the typical card by its
+    card's factor (1 where none was fitted). Per token expected at alpha, not per token drawn: the validator draws
+    acceptance on the host, so a call's work (k drafts, a verify of k + 1) and energy do not depend on the draws, while
+    the count of tokens drawn varies by about 1 % at batch 1 (docs/validation.md), the size of the bound itself."""
+    if "expected_tokens" in r:
+        per_token = r[f"energy_{which}"] / r["expected_tokens"]
+    else:
+        per_token = r[f"energy_tok_{which}"]
+    return per_token / r.get("card_factor", 1.0)
 
 
 def best_k_check(rows: list[dict]) -> list[dict]:
     """For each (pair, batch, context, alpha) of the speculative points: the k of least measured energy per token,
     against the k of least predicted energy per token (k=0, standard decoding, competes at every alpha). Points of
-    several cards are compared on one scale, each divided by its card's factor."""
+    several cards are compared on one scale, each divided by its card's factor; the measurements of one k (several
+    cards or repeats) are averaged, so that a k measured more often is not favoured by its lowest draw."""
     spec = [r for r in rows if r["kind"] == "spec"]
     settings = {}
     for r in spec:
@@ -145,10 +153,13 @@ def best_k_check(rows: list[dict]) -> list[dict]:
     for (model, draft, batch, context, _), rs in sorted(settings.items()):
         baseline = [r for r in rs if r["k"] == 0]
         for alpha in sorted({r["alpha"] for r in rs if r["k"] > 0}):
-            cands = baseline + [r for r in rs if r["k"] > 0 and r["alpha"] == alpha]
-            meas = min(cands, key=lambda r: _on_one_scale(r, "energy_tok_meas"))
-            pred = min(cands, key=lambda r: _on_one_scale(r, "energy_tok_pred"))
-            gap = _on_one_scale(pred, "energy_tok_meas") / _on_one_scale(meas, "energy_tok_meas") - 1
+            by_k = {}
+            for r in baseline + [r for r in rs if r["k"] > 0 and r["alpha"] == alpha]:
+                by_k.setdefault(r["k"], []).append(r)
+            meas = {k: float(np.mean([_on_one_scale(r, "meas") for r in v])) for k, v in by_k.items()}
+            pred = {k: float(np.mean([_on_one_scale(r, "pred") for r in v])) for k, v in by_k.items()}
+            k_meas, k_pred = min(meas, key=meas.get), min(pred, key=pred.get)
+            gap = meas[k_pred] / meas[k_meas] - 1
             out.append(
                 {
                     "model": model,
@@ -156,11 +167,11 @@ def best_k_check(rows: list[dict]) -> list[dict]:
                     "batch": batch,
                     "context": "ragged" if rs[0].get("contexts") else context,
                     "alpha": alpha,
-                    "ks": sorted({r["k"] for r in cands}),
-                    "best_k_measured": meas["k"],
-                    "best_k_predicted": pred["k"],
+                    "ks": sorted(by_k),
+                    "best_k_measured": k_meas,
+                    "best_k_predicted": k_pred,
                     "energy_gap": gap,
-                    "ok": meas["k"] == pred["k"] or gap <= BEST_K_REGRET,
+                    "ok": k_meas == k_pred or gap <= BEST_K_REGRET,
                 }
             )
     return out

@@ -216,6 +216,7 @@ def check_results(
     out["cross_validation"] = {
         "errors": {key: error_stats([r[f"{key}_err"] for r in cv]) for key in ("time", "energy")} if cv else {},
         "points": cv,
+        "best_k": best_k_check(cv),
         "speculation": serving_check(cv),
     }
     if any_card is not None:

@@ -350,6 +350,20 @@ def check_table(out: dict) -> None:
             f"best k {b['model']}{where} alpha {b['alpha']}: measured {b['best_k_measured']}, predicted "
             f"{b['best_k_predicted']} ({'ok' if b['ok'] else 'MISS'}, {100 * b['energy_gap']:+.1f} % energy)"
         )
+    from shivam.calibrate.evaluate import BEST_K_REGRET  # here: predict's rendering needs no calibration code
+
+    held_out = cv.get("best_k") or []
+    if held_out:
+        misses = [b for b in held_out if not b["ok"]]
+        lines.append(
+            f"best k held out by model: {len(held_out) - len(misses)} of {len(held_out)} within "
+            f"{100 * BEST_K_REGRET:g} % of the measured least energy"
+            + "".join(
+                f"; miss {b['model']} b={b['batch']} c={b['context']} alpha {b['alpha']}: measured "
+                f"{b['best_k_measured']}, predicted {b['best_k_predicted']} ({100 * b['energy_gap']:+.1f} %)"
+                for b in misses
+            )
+        )
     lines += _speculation_lines(out)
     print("\n".join(lines))
 
