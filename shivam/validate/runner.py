@@ -205,6 +205,9 @@ def run_campaign(
                 "started": time.time(),
                 "before": snapshot(),
             }
+            # the last point's call holds its decoder (weights, KV cache, graphs): drop it before call_for releases
+            # the decoders and builds this point's, or both are resident at once
+            call = None
             try:
                 call = bench.call_for(p)
                 measured = measure_steady(counter, call, repeats, min_periods, min_calls_for(p), max_spread, extensions)
