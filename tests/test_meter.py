@@ -227,3 +227,40 @@ def test_a_spread_point_on_a_host_changing_speed_says_so(monkeypatch):
     monkeypatch.setattr(meter, "measure", measure_)
     s = runner.measure_steady(None, None, repeats=3, min_periods=20, min_calls=20, max_spread=0.03, extensions=1)
     assert "spread above 3 %" in s["flags"] and "host speed varied 50 % between windows" in s["flags"]
+
+
+def test_the_last_points_decoder_is_free_before_the_next_is_built(monkeypatch, tmp_path):
+    # each point's call holds its decoder, as the engines' calls do; an 80 GB card held two 7B decoders' caches at once
+    # when the loop kept the last call alive while the next point's decoder was built: the workbench here refuses to
+    # build a decoder while an earlier one is still referenced
+    import gc
+    import weakref
+
+    from shivam.calibrate.points import Point
+    from shivam.calibrate.results import ResultsFile
+    from shivam.validate import meter, runner
+
+    monkeypatch.setattr(meter, "measure", _fake_measure({3: 0.0}))
+
+    class Decoder:
+        pass
+
+    class Bench:
+        def __init__(self):
+            self.last = None
+
+        def call_for(self, p):
+            gc.collect()
+            assert self.last is None or self.last() is None, "the last point's decoder is still alive"
+            dec = Decoder()
+            self.last = weakref.ref(dec)
+            return lambda: (dec, 1.0)[1]
+
+        def release(self):
+            pass
+
+    points = [Point(suite="t", kind="step", model="opt-125m", new_tokens=n, context=64) for n in (1, 2, 3)]
+    written = runner.run_campaign(
+        points, ResultsFile(tmp_path / "r.jsonl"), None, Bench(), None, repeats=1, min_periods=3, progress=False
+    )
+    assert [r["status"] for r in written] == ["ok", "ok", "ok"]
