@@ -10,10 +10,11 @@ from shivam.calibrate.points import Point, point_cost
 from shivam.calibrate.workflow import cross_validated_band
 from shivam.sim.workload import kv_cache_bytes, weight_bytes
 from shivam.specs import Dtypes, load_gpu, load_model, make_params
-from shivam.validate.calibration import PRIORS, calibration_points
+from shivam.validate.calibration import calibration_points, engine_priors
 
 GPU = load_gpu("h200")
 BASE = make_params(GPU, "graph")
+PRIORS = engine_priors("graph")  # what `shivam calibrate` holds for the graph engine
 TRUTH = BASE.model_copy(
     update={
         "memory_efficiency": 0.8,

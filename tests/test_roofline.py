@@ -133,6 +133,48 @@ def test_masked_attention_floor_follows_keys_and_head_dim():
     assert phi.block_bytes == pytest.approx(515 * 128 * 4)
 
 
+def test_masked_attention_blocks_reread_a_kv_heads_keys_from_l2():
+    """Each (sequence, query head, 128 queries) block reads its KV head's K and V in full, at the real head_dim; the
+    cache comes from DRAM once (kv_read_bytes), every further read from L2. Mistral-7B (32 query heads over 8 KV
+    heads, head_dim 128), batch 2, 5 new tokens over 1019 cached: 1024 keys x 128 x 2 tensors x 2 bytes = 524,288
+    bytes per head and sequence; 2 x 32 blocks read 33,554,432 bytes, of which 2 x 8 heads' 8,388,608 from DRAM."""
+    from shivam.sim.workload import step_ops
+    from shivam.specs.model import load_model
+
+    def attention(model, batch, n, context, kernels=GRAPH_KERNELS):
+        return {o.name: o for o in step_ops(model, batch, n, context, Dtypes.of("bf16"), kernels)}["attention"]
+
+    mistral = load_model("mistral-7b")
+    assert (mistral.heads, mistral.kv_heads, mistral.head_dim) == (32, 8, 128)
+    att = attention(mistral, 2, 5, 1019)
+    assert att.kv_read_bytes == pytest.approx(8_388_608)
+    assert att.l2_bytes == pytest.approx(33_554_432 - 8_388_608)
+    # an odd query count costs the time of another head_dim (block_bytes), not other bytes: the same L2 reads at 4
+    assert attention(mistral, 2, 4, 1020).l2_bytes == pytest.approx(33_554_432 - 8_388_608)
+    # one new token: the fused decode kernel, no blocks modelled, nothing re-read
+    assert attention(mistral, 2, 1, 1023).l2_bytes == 0
+    # MHA (OPT-1.3B: 32 heads of 64, one KV head each) reads each head's keys once ...
+    opt = load_model("opt-1.3b")
+    assert (opt.heads, opt.kv_heads, opt.head_dim) == (32, 32, 64)
+    assert attention(opt, 4, 5, 507).l2_bytes == 0
+    # ... except that 129 queries take two tiles per head, the second reading 641 keys x 64 x 2 x 2 again
+    assert attention(opt, 1, 129, 512).l2_bytes == pytest.approx(32 * 641 * 64 * 2 * 2)
+    # the split-KV kernel's programs read each KV head's slice once for the whole group: nothing counted
+    assert attention(mistral, 2, 5, 1019, load_engine("ref").kernels).l2_bytes == 0
+
+
+def test_l2_rereads_cost_energy_per_byte_and_no_time():
+    # the latency-bound kernel above (3 ms), its blocks reading 2 GB from L2 beyond its DRAM bytes, twice per step:
+    # 4 GB at 3 pJ per byte is 12 mJ more, the time the same
+    op = OpCost("attn", "attention", 0, 0, 5e8, 0, 0, 1, repeat=2, block_bytes=1e6, blocks=10, l2_bytes=2e9)
+    p = P.model_copy(update={"l2_j_per_byte": 3e-12})
+    with_l2, without = step_cost([op], p, "bf16"), step_cost([op._replace(l2_bytes=0.0)], p, "bf16")
+    assert float(with_l2.l2_bytes) == pytest.approx(4e9)
+    assert float(with_l2.time_s) == float(without.time_s) == pytest.approx(2 * 3e-3 + 2 * 1e-6 + 10e-6)
+    assert float(with_l2.energy_j - without.energy_j) == pytest.approx(12e-3)
+    assert float(step_cost([op], P, "bf16").energy_j) == pytest.approx(float(without.energy_j))  # 0 by default
+
+
 def test_masked_attention_floor_matches_every_profiled_kernel():
     """The floor (keys x effective head_dim x 2 tensors x 2 bytes at 9.4 GB/s per block, one wave) against the cuDNN
     kernel time the profiler measured for every profiled shape with several new tokens (h200-steps.json)."""
@@ -185,14 +227,17 @@ def test_energy_is_linear_in_the_fitted_coefficients():
     from shivam.sim.workload import step_ops
     from shivam.specs.model import load_model
 
-    c = step_cost(step_ops(load_model("mistral-7b"), 4, 9, 300, Dtypes.of("bf16"), GRAPH_KERNELS), P, "bf16")
+    p = P.model_copy(update={"l2_j_per_byte": 0.4e-12})
+    c = step_cost(step_ops(load_model("mistral-7b"), 4, 9, 300, Dtypes.of("bf16"), GRAPH_KERNELS), p, "bf16")
     f = energy_features(c)
+    assert f["l2_j_per_byte"] > 0  # 9 new tokens: the masked kernel's 32 query heads re-read 8 KV heads' keys
     coef = {
-        "static_power_w": P.static_power_w,
-        "active_power_w": P.active_power_w,
-        "dram_j_per_byte": P.dram_j_per_byte,
+        "static_power_w": p.static_power_w,
+        "active_power_w": p.active_power_w,
+        "dram_j_per_byte": p.dram_j_per_byte,
+        "l2_j_per_byte": p.l2_j_per_byte,
         "compute_scale": 1.0,
-        "pcie_j_per_byte": P.pcie_j_per_byte,
+        "pcie_j_per_byte": p.pcie_j_per_byte,
     }
     assert sum(coef[k] * f[k] for k in coef) == pytest.approx(c.energy_j)
 

@@ -49,6 +49,7 @@ ENERGY_PARAMS = (
     "block_power_w",
     "dram_j_per_byte",
     "kv_j_per_byte",
+    "l2_j_per_byte",
     "compute_scale",
     "pcie_j_per_byte",
 )

@@ -33,6 +33,7 @@ ENERGY_BOUNDS = {
     "block_power_w": (0.0, 100.0),
     "dram_j_per_byte": (0.0, 1e-8),
     "kv_j_per_byte": (0.0, 1e-8),
+    "l2_j_per_byte": (0.0, 1e-8),
     "compute_scale": (0.0, 100.0),
     "pcie_j_per_byte": (0.0, 1e-8),
 }

@@ -34,8 +34,11 @@ Per operator (docs/model.md, section 3):
 Per step:
     t_step = sum(repeat * t_op) + per_step_s
     E_step = static_power * t_step + active_power * t_busy + e_dram * dram_bytes + e_kv * kv_bytes
-             + sum(e_flop[dtype] * flops)
+             + e_l2 * l2_bytes + sum(e_flop[dtype] * flops)
              + e_pcie * pcie_bytes + block_power * sm_s_floor + misaligned_power * t_fallback
+    l2_bytes = what thread blocks read from L2 beyond the DRAM bytes: the masked kernel's blocks of the query heads
+             sharing a KV head each read its keys and values, which come from DRAM once (e_dram, which includes their
+             path through L2 to the SMs, counts that read); every further read takes the on-chip path alone
     sm_s_floor = sum over operators held at their latency floor of blocks * t_per_block (the mean block's time, span
              1): each thread block keeps a multiprocessor busy, drawing power whatever little it computes, for as
              long as it runs; a last wave of fewer blocks than multiprocessors leaves the others idle. A split-KV
@@ -135,6 +138,7 @@ class StepCost:
     e_memory: np.ndarray
     e_compute: np.ndarray
     e_pcie: np.ndarray
+    l2_bytes: np.ndarray = 0.0  # read from L2 by thread blocks beyond the DRAM bytes (several blocks, same keys)
     # tensor parallelism (0 on one GPU): collectives' time, bytes over the GPU-to-GPU link (all GPUs together), the
     # GPUs' static power over the collectives plus the link's energy per byte, the static power of GPUs left waiting
     link_s: np.ndarray = 0.0
@@ -275,7 +279,7 @@ def _energy_key(op: OpCost, compute_dtype: str) -> str:
 def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int = 1, dispatches=None) -> StepCost:
     """The step's cost. `dispatches`, when given, replaces the operators' own kernel count as what per_kernel_s
     multiplies: an eager engine's host dispatches per step (shivam.sim.workload.eager_dispatches)."""
-    busy = mem_b = comp_b = floor_sm = fallback = dram = wb = kvb = pcie = flops = launches = light = e_flop = 0.0
+    busy = mem_b = comp_b = floor_sm = fallback = dram = wb = kvb = pcie = flops = launches = light = e_flop = l2 = 0.0
     for op in ops:
         t_op, sm_s, memory_bound = op_time(op, p, compute_dtype)
         floor_sm = floor_sm + op.repeat * sm_s
@@ -287,6 +291,7 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
         dram = dram + op.repeat * op.dram_bytes
         wb = wb + op.repeat * op.weight_bytes
         kvb = kvb + op.repeat * (op.kv_read_bytes + op.kv_write_bytes)
+        l2 = l2 + op.repeat * op.l2_bytes
         pcie = pcie + op.repeat * op.pcie_bytes
         flops = flops + op.repeat * op.flops
         launches = launches + op.repeat * op.launches
@@ -295,12 +300,27 @@ def step_cost(ops: list[OpCost], p: Params, compute_dtype: str, host_steps: int 
     if dispatches is not None:  # an eager engine's dispatch count includes the light kernels
         launches, light = np.full_like(np.asarray(launches, dtype=float), dispatches), 0.0
     return _assemble(
-        p, busy, mem_b, comp_b, floor_sm, fallback, dram, wb, kvb, pcie, flops, e_flop, launches, light, host_steps
+        p, busy, mem_b, comp_b, floor_sm, fallback, dram, wb, kvb, pcie, flops, e_flop, launches, light, host_steps, l2
     )
 
 
 def _assemble(
-    p: Params, busy, mem_b, comp_b, floor_sm, fallback, dram, wb, kvb, pcie, flops, e_flop, launches, light, host_steps
+    p: Params,
+    busy,
+    mem_b,
+    comp_b,
+    floor_sm,
+    fallback,
+    dram,
+    wb,
+    kvb,
+    pcie,
+    flops,
+    e_flop,
+    launches,
+    light,
+    host_steps,
+    l2=0.0,
 ) -> StepCost:
     """The step's overhead and energy terms from its summed operator times and counts (the per-step equations)."""
     overhead = launches * p.per_kernel_s + light * p.per_light_kernel_s + host_steps * p.per_step_s
@@ -323,9 +343,10 @@ def _assemble(
         e_active=p.active_power_w * busy,
         e_floor=p.block_power_w * floor_sm,
         e_fallback=p.misaligned_power_w * fallback,
-        e_memory=p.dram_j_per_byte * dram + p.kv_j_per_byte * kvb,
+        e_memory=p.dram_j_per_byte * dram + p.kv_j_per_byte * kvb + p.l2_j_per_byte * l2,
         e_compute=e_flop,
         e_pcie=p.pcie_j_per_byte * pcie,
+        l2_bytes=l2,
     )
 
 
@@ -361,7 +382,9 @@ class StepSet:
     def __init__(self, steps: list[tuple[int, float, StepInputs]], owners: int):
         self.owners = owners
         rows: dict[tuple[str, str], dict[str, list]] = {}
-        sums = {k: np.zeros(owners) for k in ("dram", "wb", "kvb", "pcie", "flops", "launches", "light", "host_steps")}
+        sums = {
+            k: np.zeros(owners) for k in ("dram", "wb", "kvb", "l2", "pcie", "flops", "launches", "light", "host_steps")
+        }
         self._flops_by_key: dict[str, np.ndarray] = {}
         for owner, weight, step in steps:
             # a step over several contexts is that many steps: every operator counts once per element
@@ -380,6 +403,7 @@ class StepSet:
                 sums["dram"][owner] += mult * _sum_over(op.dram_bytes, shape)
                 sums["wb"][owner] += mult * _sum_over(op.weight_bytes, shape)
                 sums["kvb"][owner] += mult * _sum_over(op.kv_read_bytes + op.kv_write_bytes, shape)
+                sums["l2"][owner] += mult * _sum_over(op.l2_bytes, shape)
                 sums["pcie"][owner] += mult * _sum_over(op.pcie_bytes, shape)
                 f_sum = mult * _sum_over(op.flops, shape)
                 sums["flops"][owner] += f_sum
@@ -473,6 +497,7 @@ class StepSet:
             s["launches"],
             s["light"],
             s["host_steps"],
+            s["l2"],
         )
 
 
@@ -715,6 +740,7 @@ def energy_features(c: StepCost) -> dict:
         "block_power_w": c.floor_sm_s,
         "dram_j_per_byte": c.dram_bytes,
         "kv_j_per_byte": c.kv_bytes,
+        "l2_j_per_byte": c.l2_bytes,
         "compute_scale": c.e_compute,
         "pcie_j_per_byte": c.pcie_bytes,
     }

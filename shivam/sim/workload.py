@@ -165,6 +165,9 @@ class OpCost(NamedTuple):
     merge_steps: object = 0.0
     # kernels that only cast, fill or concatenate a few rows, at per_light_kernel_s each (a third of a typical kernel)
     light_launches: object = 0.0
+    # bytes its thread blocks read from L2 beyond its DRAM bytes: blocks that stream the same keys (the query heads
+    # of one KV head) bring them from DRAM once and read them again from L2 (roofline: l2_j_per_byte)
+    l2_bytes: object = 0.0
 
     @property
     def dram_bytes(self):
@@ -233,6 +236,7 @@ def _gated(op: OpCost, on) -> OpCost:
         block_iterations=g * op.block_iterations,
         merge_steps=g * op.merge_steps,
         light_launches=g * op.light_launches,
+        l2_bytes=g * op.l2_bytes,
     )
 
 
@@ -332,6 +336,12 @@ def step_ops(
     span = 1.0
     if longest is not None:  # each sequence's blocks stream its own keys (split-KV slices are balanced per sequence)
         span = np.where(block_bytes > 0, per_block(longest)[0] / np.where(block_bytes > 0, block_bytes, 1.0), 1.0)
+    # Each of the masked kernel's blocks reads its KV head's keys and values in full (at the real head_dim, whatever
+    # its configuration costs in time), q_tile queries at a time; the cache's DRAM bytes (the op's kv_read_bytes) are
+    # read once, so the query heads sharing a KV head, and a head's further query tiles, read them again from L2
+    tiles = np.ceil(np.asarray(new_tokens) / mk.q_tile)
+    reads = batch * attended * 2 * m.head_dim * kvb * m.heads * tiles
+    l2_bytes = np.where(masked, reads - batch * attended * 2 * kv_dim * kvb, 0.0)
     extra = 0
     if mk.kind == "split_kv":
         extra = np.where(np.asarray(new_tokens) > mk.split_kv.fused_max_new, mk.split_kv.unfused_launches, 0)
@@ -354,6 +364,7 @@ def step_ops(
             blocks_per_sm=occupancy,
             block_iterations=iterations,
             merge_steps=merge_steps,
+            l2_bytes=l2_bytes,
         )
     )
     if np.any(masked):

@@ -122,6 +122,12 @@ class Params(BaseModel):
         ge=0,
         description="energy per byte of KV cache the attention kernels read or write, beyond dram_j_per_byte",
     )
+    l2_j_per_byte: float = Field(
+        default=0.0,
+        ge=0,
+        description="energy per byte thread blocks read from L2 beyond the DRAM bytes (blocks streaming the same "
+        "keys: the query heads of one KV head in the masked attention kernel)",
+    )
     dram_floor_j_per_byte: float = Field(ge=0, description="DRAM-device energy per byte: the physical floor")
     j_per_flop: dict[str, float] = Field(description="energy per FLOP by dtype")
     pcie_Bps: float = Field(gt=0, description="host-to-device copy bandwidth")
@@ -182,6 +188,7 @@ CALIBRATED = TIME_PARAMS + (
     "block_power_w",
     "dram_j_per_byte",
     "kv_j_per_byte",
+    "l2_j_per_byte",
     "pcie_j_per_byte",
     "j_per_flop",
     "peak_flops",
