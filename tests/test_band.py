@@ -154,3 +154,41 @@ def test_the_ref_engines_quick_band_is_what_its_held_out_sets_give():
     assert np.allclose(stored.energy, recomputed.energy) and np.allclose(stored.time, recomputed.time)
     pooled = mod.leave_one_card_out("ref")["pooled"]
     assert pooled == {"points": 90, "inside": {"energy": 78, "time": 80}}
+
+
+def test_a_band_over_gpu_models_weighs_each_model_the_same():
+    # four points of one GPU at x 1.0, two of another at x 2.0: weights 1/8 and 1/4, so the cumulative weight's
+    # middles are 1/16, 3/16, 5/16, 7/16 (x 1.0) and 5/8, 7/8 (x 2.0); the 5th percentile lies below the first middle
+    # (x 1.0, the end value) and the 95th above the last (x 2.0); pooled by rows, 2 of 6 points would make it x 2.0
+    # only from the 67th percentile, and with 40 points of the first GPU the second would fall outside the band
+    from shivam.calibrate.band import band_over_gpus
+
+    def rows(ratio, n):
+        return [{"energy_meas": ratio, "energy_pred": 1.0, "time_meas": 1.0, "time_pred": 1.0}] * n
+
+    band = band_over_gpus({"a": rows(1.0, 4), "b": rows(2.0, 2)}, "")
+    assert band.energy == (1.0, 2.0) and band.time == (1.0, 1.0) and band.points == 6
+    band = band_over_gpus({"a": rows(1.0, 40), "b": rows(2.0, 2)}, "")
+    assert band.energy == (1.0, 2.0)
+    # between the middles it interpolates: 20 points of one GPU at x 1.00, 1.01, ... 1.19 have middles (i + 0.5) / 20,
+    # so the 5th percentile falls halfway between the first two (x 1.005), the 95th between the last two (x 1.185)
+    band = band_over_gpus({"a": [rows(1.0 + 0.01 * i, 1)[0] for i in range(20)]}, "")
+    assert np.allclose(band.energy, (1.005, 1.185))
+
+
+def test_the_ref_engines_datasheet_band_is_both_measured_gpu_models():
+    """The datasheet band stored in hardware/engines/ref.json is recomputed from the H200's 93 steps and the H100's 23
+    quick-suite points, each GPU model weighing the same, and is no wider than +-30 % about its centre; the H200's own
+    band held only 65 % (energy) and 52 % (time) of the H100's points, the figures docs/validation.md gives."""
+    from conftest import validation_script
+
+    from shivam.specs import load_engine
+
+    out = validation_script("datasheet_band").figures()
+    stored = load_engine("ref").datasheet_band
+    assert stored.points == out["pooled"].points == 116
+    assert np.allclose(stored.energy, out["pooled"].energy) and np.allclose(stored.time, out["pooled"].time)
+    for lo, hi in (stored.energy, stored.time):
+        assert (hi - lo) / (hi + lo) <= 0.30
+    assert round(100 * out["cross"]["h100-sxm"]["energy"]) == 65 and round(100 * out["cross"]["h100-sxm"]["time"]) == 52
+    assert round(100 * out["cross"]["h200"]["energy"]) == 73 and round(100 * out["cross"]["h200"]["time"]) == 88

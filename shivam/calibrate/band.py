@@ -9,7 +9,8 @@ calibrations of three cards banded this way contain 86 % (energy) and 90 % (time
 (docs/validation.md, "90 % bands"). Predicting for a card other than those measured, the card's energy scale is
 unknown, so the band takes the held-out predictions without their card factors (model error plus card-to-card
 spread). For a GPU known only by its datasheet, the band is how far the datasheet-only prediction fell from what the
-H200 measured, per engine (stored in the engine profile as datasheet_band).
+measured GPU models drew and took, per engine (stored in the engine profile as datasheet_band; band_over_gpus where
+more than one GPU model was measured, each weighing the same).
 
 A suite of a few models cross-validates over few points, and those points are not the ones a user asks about: on
 one card a quick calibration's 14 cross-validation points gave x 0.98-1.02 in energy while points outside the suite
@@ -46,6 +47,29 @@ def band_of_rows(rows: list[dict], basis: str, with_card_factors: bool = True) -
         time=q(_ratios(rows, "time", True)),
         points=len(rows),
         basis=basis,
+    )
+
+
+def band_over_gpus(rows_by_gpu: dict[str, list[dict]], basis: str) -> Band:
+    """The 90 % band of datasheet-only prediction rows measured on several GPU models, each GPU model weighing the
+    same whatever its number of points (a band for a GPU not measured: one model's many points must not stand for
+    every GPU). Weighted percentiles: each row carries 1 / (GPUs x its GPU's rows), placed at the middle of its share
+    of the cumulative weight."""
+    ratios = {key: [] for key in ("energy", "time")}
+    weights = []
+    for rows in rows_by_gpu.values():
+        for key in ratios:
+            ratios[key].append(_ratios(rows, key, True))
+        weights.append(np.full(len(rows), 1.0 / (len(rows) * len(rows_by_gpu))))
+    w = np.concatenate(weights)
+
+    def q(x):
+        order = np.argsort(x)
+        middle = np.cumsum(w[order]) - w[order] / 2
+        return float(np.interp(LOW, middle, x[order])), float(np.interp(HIGH, middle, x[order]))
+
+    return Band(
+        energy=q(np.concatenate(ratios["energy"])), time=q(np.concatenate(ratios["time"])), points=len(w), basis=basis
     )
 
 
