@@ -153,3 +153,14 @@ def test_codecarbon_cross_check_is_recorded_beside_the_meter(tmp_path):
     # idle host is tested in test_meter.py)
     assert cc["shivam_power_w"] == pytest.approx(100.0, rel=0.03)
     assert cc["codecarbon_total_energy_j"] > 0 and cc["codecarbon_wall_s"] > 0.3
+
+
+@pytest.mark.parametrize("probe", sorted(p.name for p in (ROOT / "validation/probes").glob("*.json")))
+def test_every_committed_probe_file_is_one_the_validator_takes(probe):
+    # a probe is committed before a card measures it: one the validator refuses costs a device call to find out
+    from shivam.validate.campaign import select_points
+
+    path = ROOT / "validation/probes" / probe
+    if not isinstance(json.loads(path.read_text()), list):
+        pytest.skip("not a points file")
+    assert select_points([], points_file=str(path))

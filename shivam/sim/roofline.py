@@ -38,7 +38,9 @@ Per step:
              + e_pcie * pcie_bytes + block_power * sm_s_floor + misaligned_power * t_fallback
     l2_bytes = what thread blocks read from L2 beyond the DRAM bytes: the masked kernel's blocks of the query heads
              sharing a KV head each read its keys and values, which come from DRAM once (e_dram, which includes their
-             path through L2 to the SMs, counts that read); every further read takes the on-chip path alone
+             path through L2 to the SMs, counts that read); every further read takes the on-chip path alone. Per
+             layer of the latency-bound masked kernel (workload.py; a split-KV kernel serves a KV group at once: 0):
+             b * (c + n) * 2 * d_h * s_kv * (H * ceil(n / q_tile) - H_kv)
     sm_s_floor = sum over operators held at their latency floor of blocks * t_per_block (the mean block's time, span
              1): each thread block keeps a multiprocessor busy, drawing power whatever little it computes, for as
              long as it runs; a last wave of fewer blocks than multiprocessors leaves the others idle. A split-KV
