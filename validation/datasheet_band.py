@@ -2,6 +2,7 @@
 
     .venv/bin/python validation/datasheet_band.py            # per-GPU bands, each GPU's points against the others'
     .venv/bin/python validation/datasheet_band.py --write    # store the pooled band in hardware/engines/ref.json
+    .venv/bin/python validation/datasheet_band.py --transfer # the H200's calibration on the H100's datasheet figures
 
 A GPU known only by its datasheet gets the engine's datasheet band: how far datasheet-only predictions fell from
 measurements. Taken from one GPU model, it assumes every other GPU's datasheet figures err as that one's do; with a
@@ -10,6 +11,10 @@ is taken over both, each GPU model weighing the same (shivam.calibrate.band.band
 93 steps of `results/h200-ref/steps_stage3.jsonl` and the H100 SXM's 23 quick-suite points of
 `results/h100-calibrate/` (one card, GPU-ad369a38), each predicted from its own GPU file and the ref profile's
 starting values alone (`shivam check FILE --gpu GPU --engine ref --no-calibration`).
+
+--transfer predicts the H100's points with the H200's ref calibration (its fitted efficiencies, per-kernel and
+per-program costs, power and energy per byte and per FLOP) on the H100's own datasheet figures (bandwidth, peak
+rates, multiprocessors, memory, power limit): how far a calibration of one Hopper GPU carries to another.
 """
 
 from __future__ import annotations
@@ -18,8 +23,14 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from shivam.calibrate import check_results
 from shivam.calibrate.band import band_of_rows, band_over_gpus, coverage
+from shivam.calibrate.points import point_cost
+from shivam.calibrate.results import load_results
+from shivam.specs import load_calibration, load_gpu
+from shivam.specs.params import make_params
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {
@@ -50,10 +61,31 @@ def figures() -> dict:
     return {"bands": bands, "cross": cross, "pooled": pooled}
 
 
+def transfer() -> dict:
+    """Measured / predicted for the H100's points, predicted by the H200's ref calibration on the H100's GPU file."""
+    measured, _ = load_results([str(ROOT / f) for f in SOURCES["h100-sxm"]])
+    h200 = load_calibration(ROOT / "hardware/calibrated/h200-ref.json")
+    params = make_params(load_gpu("h100-sxm"), "ref", h200.model_copy(update={"gpu": "h100-sxm"}), "h200-ref.json")
+    costs = [point_cost(m.point, params)[0] for m in measured]
+    return {
+        "energy": np.array([m.energy_j / float(c.energy_j) for m, c in zip(measured, costs)]),
+        "time": np.array([m.time_s / float(c.time_s) for m, c in zip(measured, costs)]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="store the pooled band in hardware/engines/ref.json")
+    parser.add_argument("--transfer", action="store_true", help="the H200's calibration on the H100's GPU file")
     args = parser.parse_args()
+    if args.transfer:
+        for key, r in transfer().items():
+            err = np.abs(1 / r - 1)
+            print(
+                f"{key}: measured / predicted x {r.min():.3f}-{r.max():.3f} (median x {np.median(r):.3f}); "
+                f"error {100 * np.median(err):.1f} % median, {100 * err.max():.1f} % max"
+            )
+        return
     out = figures()
     for gpu, band in out["bands"].items():
         c = out["cross"][gpu]
