@@ -27,7 +27,7 @@ import numpy as np
 
 from shivam.calibrate import check_results
 from shivam.calibrate.band import band_of_rows, band_over_gpus, coverage
-from shivam.calibrate.points import point_cost
+from shivam.calibrate.evaluate import predictions
 from shivam.calibrate.results import load_results
 from shivam.specs import load_calibration, load_gpu
 from shivam.specs.params import make_params
@@ -66,11 +66,8 @@ def transfer() -> dict:
     measured, _ = load_results([str(ROOT / f) for f in SOURCES["h100-sxm"]])
     h200 = load_calibration(ROOT / "hardware/calibrated/h200-ref.json")
     params = make_params(load_gpu("h100-sxm"), "ref", h200.model_copy(update={"gpu": "h100-sxm"}), "h200-ref.json")
-    costs = [point_cost(m.point, params)[0] for m in measured]
-    return {
-        "energy": np.array([m.energy_j / float(c.energy_j) for m, c in zip(measured, costs)]),
-        "time": np.array([m.time_s / float(c.time_s) for m, c in zip(measured, costs)]),
-    }
+    rows = predictions(measured, params)
+    return {key: np.array([r[f"{key}_meas"] / r[f"{key}_pred"] for r in rows]) for key in ("energy", "time")}
 
 
 def main() -> None:

@@ -339,9 +339,8 @@ def step_ops(
     # Each of the masked kernel's blocks reads its KV head's keys and values in full (at the real head_dim, whatever
     # its configuration costs in time), q_tile queries at a time; the cache's DRAM bytes (the op's kv_read_bytes) are
     # read once, so the query heads sharing a KV head, and a head's further query tiles, read them again from L2
-    tiles = np.ceil(np.asarray(new_tokens) / mk.q_tile)
-    reads = batch * attended * 2 * m.head_dim * kvb * m.heads * tiles
-    l2_bytes = np.where(masked, reads - batch * attended * 2 * kv_dim * kvb, 0.0)
+    cache_bytes = batch * attended * 2 * kv_dim * kvb
+    l2_bytes = np.where(masked, blocks * attended * 2 * m.head_dim * kvb - cache_bytes, 0.0)  # blocks: per_block's
     extra = 0
     if mk.kind == "split_kv":
         extra = np.where(np.asarray(new_tokens) > mk.split_kv.fused_max_new, mk.split_kv.unfused_launches, 0)
@@ -351,7 +350,7 @@ def step_ops(
             "attention",
             4 * T * m.heads * m.head_dim * attended + 5 * T * m.heads * attended,  # QK^T, PV, softmax
             0.0,
-            batch * attended * 2 * kv_dim * kvb,
+            cache_bytes,
             0.0,
             T * a * 2 * q_dim,
             kernels.attention_launches + extra,
