@@ -264,3 +264,32 @@ def test_the_last_points_decoder_is_free_before_the_next_is_built(monkeypatch, t
         points, ResultsFile(tmp_path / "r.jsonl"), None, Bench(), None, repeats=1, min_periods=3, progress=False
     )
     assert [r["status"] for r in written] == ["ok", "ok", "ok"]
+
+
+def test_a_decoder_being_replaced_is_free_before_its_successor_is_built(monkeypatch):
+    # a step one token deeper than the decoder's cache rebuilds the decoder; Workbench.decoder held the old one in a
+    # local while building the new, so an 80 GB card held two 7B decoders (weights and caches) at once and ran out
+    import gc
+    import weakref
+
+    from shivam.calibrate.points import Point
+    from shivam.validate.runner import Workbench
+
+    alive = []
+
+    class FakeDecoder:
+        def __init__(self, spec, batch, max_context, *rest):
+            gc.collect()
+            assert all(ref() is None for ref in alive), "the decoder being replaced is still referenced"
+            self.max_context = max_context
+            alive.append(weakref.ref(self))
+
+    bench = Workbench("cpu")
+    monkeypatch.setattr(bench, "decoder_class", lambda engine: FakeDecoder)
+    shallow = Point(suite="t", kind="step", model="opt-125m", new_tokens=1, context=1024)
+    deep = Point(suite="t", kind="step", model="opt-125m", new_tokens=5, context=1024)
+    first = bench.decoder(shallow.model, shallow.batch, 1025, shallow)
+    assert bench.decoder(shallow.model, shallow.batch, 1025, shallow) is first  # kept while it is deep enough
+    del first
+    second = bench.decoder(deep.model, deep.batch, 1029, deep)
+    assert second.max_context == 1029 and len(alive) == 2

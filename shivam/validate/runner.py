@@ -36,12 +36,16 @@ class Workbench:
 
         key = (p.engine, model, batch, p.weights_dtype, p.kv_dtype)
         dec = self._decoders.get(key)
-        if dec is None or dec.max_context < need_context:
-            self.release()
-            dec = self.decoder_class(p.engine)(
-                load_model(model), batch, max(need_context, 1024), p.weights_dtype, p.kv_dtype, self.device, p.seed
-            )
-            self._decoders[key] = dec
+        if dec is not None and dec.max_context >= need_context:
+            return dec
+        # no reference to the decoder being replaced may outlive release(): its weights and cache would stay resident
+        # while the new one is built (two 7B decoders' caches do not fit an 80 GB card)
+        dec = None
+        self.release()
+        dec = self.decoder_class(p.engine)(
+            load_model(model), batch, max(need_context, 1024), p.weights_dtype, p.kv_dtype, self.device, p.seed
+        )
+        self._decoders[key] = dec
         return dec
 
     def decoder_class(self, engine: str):
