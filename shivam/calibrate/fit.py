@@ -9,7 +9,8 @@ Two stages, because the model is built that way (docs/model.md, section 3):
            + compute_scale * E_compute + e_pcie * pcie (+ the fallback kernels' measured power, a fixed part):
            linear once the times are fixed, fitted with scipy.optimize.lsq_linear (bounded, relative error).
 Uncertainties come from the Jacobian (time) or design matrix (energy) at the solution: s^2 (J^T J)^-1.
-A parameter the data cannot identify (singular or with relative uncertainty above 100 %) is refused by name.
+A parameter the data cannot identify (singular or with relative uncertainty above 100 %) is refused by name, or in
+"hold" mode held at its prior, one at a time (the least identified first) until the rest are identified.
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ def _identifiable(names, cov, values) -> tuple[dict, list[str]]:
         if not np.isfinite(s) or (v != 0 and s / abs(v) > 1.0) or (v == 0 and s > 0):
             bad.append(n)
     return unc, bad
+
+
+def _least_identified(names, J: np.ndarray, scale: np.ndarray, unc: dict, values, bad: list[str]) -> str:
+    """The one parameter of `bad` to hold first: the largest relative uncertainty, or, where J^T J is singular (no
+    uncertainty at all), the parameter that leads the direction the data does not see (the right singular vector of
+    the scaled Jacobian's smallest singular value). One parameter the data cannot see inflates the uncertainty of
+    every parameter correlated with it; holding them all at once threw away what the data does identify."""
+    if all(np.isfinite(unc[n]) for n in bad):
+        rel = {n: unc[n] / abs(v) if v != 0 else np.inf for n, v in zip(names, values) if n in bad}
+        return max(bad, key=lambda n: rel[n])
+    _, _, vt = np.linalg.svd(J * scale, full_matrices=False)
+    weight = dict(zip(names, np.abs(vt[-1])))
+    return max(bad, key=lambda n: weight[n])
 
 
 def _covariance(J: np.ndarray, resid: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray | None:
@@ -243,7 +257,8 @@ def fit_once(
             x_scale=scale,
             method="trf",
         )
-        unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, np.maximum(np.abs(sol.x), scale)), sol.x)
+        col_scale = np.maximum(np.abs(sol.x), scale)
+        unc, bad = _identifiable(names, _covariance(sol.jac, sol.fun, col_scale), sol.x)
     else:  # every time parameter held: nothing to solve
         sol = SimpleNamespace(
             x=np.array([]), fun=_time_residuals(np.array([]), names, base, points, meas_t, energy_scale)
@@ -254,8 +269,9 @@ def fit_once(
     soft = [n for n in ("limit_stretch_exponent", "attention_compute_fraction") if n in bad]
     if soft and strict:
         return _holding(data, base, fix, soft, card_factors, points, strict, energy_scale)
-    if bad and strict == "hold":
-        return _holding(data, base, fix, bad, card_factors, points, "hold", energy_scale)
+    if bad and strict == "hold":  # one at a time: the rest may be identified once it is held
+        worst = _least_identified(names, sol.jac, col_scale, unc, sol.x, bad)
+        return _holding(data, base, fix, [worst], card_factors, points, "hold", energy_scale)
     if bad and strict:
         raise _unidentifiable(bad)
     time_values = dict(zip(names, map(float, sol.x)))
