@@ -315,3 +315,25 @@ def test_card_takes_the_engine_predict_takes_and_keeps_a_cards_own_fit(tmp_path,
     calibration._refuse_replacing_own_fit("h200", "ref", card, str(tmp_path / "elsewhere.json"))  # -o: no clash
     own.write_text(json.dumps({**bundled, "note": f"{calibration.CARD_NOTE} on NVIDIA H200 GPU-0123abcd-0000"}))
     calibration._refuse_replacing_own_fit("h200", "ref", card, None)
+
+
+def test_refit_fits_kept_measurements_again_without_a_gpu(cli, tmp_path):
+    # an H100's quick suite, its 24th point failed (out of memory): --refit fits the 23 that measured with this
+    # version's fit, names the one left out, and writes the calibration of that card; it measures nothing
+    kept = "validation/results/h100-calibrate/h100-ad369a38-quick-ref.jsonl"
+    target = tmp_path / "h100.json"
+    res = cli("calibrate", "--refit", kept, "-o", str(target))
+    assert res.returncode == 0, res.stderr
+    assert "left out (failed when measured): mistral-7b step n=5 b=128 c=2048" in res.stdout
+    cal = json.loads(target.read_text())
+    assert cal["gpu"] == "h100-sxm" and cal["engine"] == "ref"
+    assert cal["card"]["uuid"].startswith("GPU-ad369a38") and "1 failed point(s) left out" in cal["note"]
+    assert "memory_efficiency" not in cal["note"].split("held at priors:")[1]  # fitted, not held
+    assert cal["band"]["basis"].startswith("the engine's quick-calibration band")
+
+
+def test_refit_refuses_what_it_cannot_fit_in_one_line(cli, tmp_path):
+    assert_clean_error(cli("calibrate", "--refit", str(tmp_path / "none.jsonl")), "no such file")
+    assert_clean_error(cli("calibrate", "--refit", "validation/results/h200-ref/quick.jsonl"), "shivam fit")
+    kept = "validation/results/h100-calibrate/h100-ad369a38-quick-ref.jsonl"
+    assert_clean_error(cli("calibrate", "--refit", kept, "--quick"), "--refit fits measurements already taken")

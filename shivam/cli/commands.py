@@ -342,8 +342,26 @@ def cmd_calibrate(args) -> int:
     import shlex
 
     from shivam.cli.render import calibrate_summary
-    from shivam.validate.calibration import calibrate, calibrate_card
+    from shivam.validate.calibration import calibrate, calibrate_card, refit
 
+    if args.refit is not None:
+        measuring = [
+            f
+            for f, on in (
+                ("--quick", args.quick),
+                ("--card", args.card),
+                ("--engine", args.engine),
+                ("--simulate-meter", args.simulate_meter),
+            )
+            if on
+        ]
+        if measuring:
+            raise ShivamError(
+                f"--refit fits measurements already taken; {', '.join(measuring)} belong to a run that measures: "
+                f"drop them (the file says its suite and engine)"
+            )
+        calibrate_summary(refit(args.refit, output=args.output, gpu=args.gpu))
+        return 0
     if args.simulate_meter and args.gpu is None:
         raise ShivamError("--simulate-meter needs --gpu: the GPU whose figures the simulated run stands in for")
     if args.card and args.quick:

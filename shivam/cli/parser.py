@@ -216,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="testing only: on the CPU against a simulated counter, tiny models, with --gpu's figures",
     )
     p.add_argument("--min-periods", default="20", help="energy-counter periods per window (>= 20 recommended)")
+    p.add_argument(
+        "--refit",
+        default=None,
+        metavar="MEASUREMENTS",
+        help="no GPU: fit again from the measurements file a run printed (this version's fit; failed points are "
+        "left out and named)",
+    )
 
     p = sub.add_parser("fit", help="fit the simulator's parameters to measured results: a calibrated GPU profile")
     p.add_argument("results", nargs="+", help="JSONL files written by `shivam validate`")

@@ -487,6 +487,8 @@ def calibrate_summary(out: dict) -> None:
             f"residuals: energy median {100 * e['median']:.1f} %, max {100 * e['max']:.1f} %; time median "
             f"{100 * t['median']:.1f} %, max {100 * t['max']:.1f} %",
         ]
+        if out.get("failed"):
+            lines.append(f"left out (failed when measured): {', '.join(out['failed'])}")
         if max(e["median"], t["median"]) > 0.05:
             lines.append(
                 "warning: the fit leaves more than 5 % median error: these measurements do not follow the "

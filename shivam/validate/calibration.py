@@ -335,15 +335,67 @@ def calibrate(
             f"{str(failed[0].get('error', ''))[:80]}); the measurements are kept in {path}: fix the "
             f"cause and run the same command again to resume"
         )
-    outcome = fit_results([str(path)], engine, gpu or spec.id, priors, card_factors=False, strict="hold", band=True)
+    how = f"shivam calibrate{' --quick' * quick} on {card.name} {card.uuid}"
+    return _fit_and_install(path, engine, gpu or spec.id, priors, card, quick, output, how)
+
+
+def refit(measurements: str, output: str | None = None, gpu: str | None = None) -> dict:
+    """Fit a calibration again from the measurements `shivam calibrate` kept (its data directory's measurements
+    folder, or a committed copy), with this version's fit and no GPU: a calibration written by an older fit, or a run
+    that stopped at a failed point on a card no longer at hand. Points that failed are left out and named."""
+    from shivam.calibrate.results import read_records
+
+    path = Path(measurements)
+    if not path.is_file():
+        raise ShivamError(f"{measurements}: no such file; give the measurements file `shivam calibrate` printed")
+    records = read_records(path)
+    env = next((r for r in records if r.get("record") == "environment"), None)
+    points = [r for r in records if r.get("record") == "point"]
+    suites = {r["point"].get("suite") for r in points}
+    if env is None or not points or not suites <= {"calibrate", "calibrate-quick"}:
+        raise ShivamError(
+            f"{measurements}: not the measurements of `shivam calibrate` (calibrate or calibrate-quick points after an "
+            f"environment record); fit other results with `shivam fit`"
+        )
+    engines = {r["point"].get("engine", "graph") for r in points}
+    if len(engines) != 1:
+        raise ShivamError(f"{measurements}: points of several engines ({', '.join(sorted(engines))}); one per file")
+    engine = engines.pop()
+    spec = load_gpu(gpu) if gpu is not None else _gpu_named(env.get("gpu"), measurements)
+    card = Card(
+        uuid=env.get("gpu_uuid") or "simulated",
+        name=env.get("gpu") or spec.name,
+        power_limit_w=env.get("power_limit_w"),
+        max_sm_clock_mhz=env.get("max_sm_clock_mhz"),
+        driver=env.get("driver"),
+    )
+    failed = [r["label"] for r in points if r.get("status") != "ok"]
+    how = f"shivam calibrate --refit of {path.name} ({card.name} {card.uuid}"
+    how += f"; {len(failed)} failed point(s) left out: {', '.join(failed)})" if failed else ")"
+    quick = suites == {"calibrate-quick"}
+    out = _fit_and_install(path, engine, gpu or spec.id, engine_priors(engine), card, quick, output, how)
+    return {**out, "failed": failed}
+
+
+def _gpu_named(name: str | None, measurements: str) -> GPU:
+    from shivam.specs.gpu import gpu_id_for
+
+    gid = gpu_id_for(name or "")
+    if gid is None:
+        raise ShivamError(
+            f"{measurements}: measured on {name or 'an unnamed GPU'}, which is not bundled: pass its GPU file as --gpu"
+        )
+    return load_gpu(gid)
+
+
+def _fit_and_install(path, engine: str, gpu: str, priors: dict, card: Card, quick: bool, output, how: str) -> dict:
+    outcome = fit_results([str(path)], engine, gpu, priors, card_factors=False, strict="hold", band=True)
     cal = outcome.calibration
     cal.card, cal.created = card, datetime.datetime.now(datetime.timezone.utc).isoformat()
     if quick:  # a few models' cross-validation says little of the points users ask about (calibrate.band)
         cal.band = quick_band(cal.band, load_engine(engine).quick_calibration_band)
     held = {**priors, **outcome.result.held}
-    cal.note = (
-        f"shivam calibrate{' --quick' * quick} on {card.name} {card.uuid}; held at priors: {', '.join(sorted(held))}"
-    )
+    cal.note = f"{how}; held at priors: {', '.join(sorted(held))}"
     worst = max(outcome.energy_errors["median"], outcome.time_errors["median"])
     if worst > MAX_INSTALLED_ERROR and output is None:
         raise ShivamError(
@@ -358,7 +410,7 @@ def calibrate(
         "installed": output is None,
         "measurements": str(path),
         "points": outcome.points,
-        "gpu": spec.id,
+        "gpu": cal.gpu,
         "card": card.model_dump(),
         "fitted": {n: v for n, v in outcome.result.values.items() if n not in held},
         "held": held,
