@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shivam.calibrate.band import band_of_rows, coverage, quick_band
+from shivam.calibrate.band import band_of_rows, band_over_gpus, coverage, quick_band
 from shivam.calibrate.evaluate import leave_one_group_out, predictions
 from shivam.calibrate.fit import base_params, fit
 from shivam.calibrate.results import load_results
@@ -56,13 +56,13 @@ CARDS = {  # the card of each quick-suite measurement, as load_results names it
 }
 
 
-def calibrate_like(train, engine: str = "graph"):
+def calibrate_like(train, engine: str = "graph", gpu: str = "h200"):
     """The fit and band of `shivam calibrate` (shivam.validate.calibration.calibrate) on these points."""
-    base = base_params("h200", engine)
+    base = base_params(gpu, engine)
     priors = engine_priors(engine)
     result = fit(train, base, dict(priors), strict="hold", card_factors=False)
     fix = {**priors, **result.held}
-    _, band, _ = cross_validated_band(train, base, fix, False, basis=f"h200/{engine} fit")
+    _, band, _ = cross_validated_band(train, base, fix, False, basis=f"{gpu}/{engine} fit")
     models = [m for m in train if m.group != "stage1"]
     lomo = band_of_rows(leave_one_group_out(models, base, fix, False), "leave-one-model-out")
     return result, {"cross_validated_band": band, "leave-one-model-out": lomo}
@@ -107,7 +107,9 @@ def quick_calibrations():
 
 
 HELD_OUT = ROOT / "validation/results/h200-calibrate"
-# per engine, card: (its quick-suite measurements, the held-out probe sets it measured after its calibration)
+H100 = ROOT / "validation/results/h100-calibrate"
+# per engine, card: (its quick-suite measurements, the held-out probe sets it measured after its calibration), in
+# HELD_OUT unless the card is in OTHER_GPUS
 HELD_OUT_SETS = {
     "graph": {
         "GPU-d0ad0d1f": ("h200-d0ad0d1f-quick.jsonl", ["holdout.jsonl"]),
@@ -121,8 +123,19 @@ HELD_OUT_SETS = {
         "GPU-64aaaa89": ("h200-64aaaa89-quick-ref.jsonl", ["holdout-8-ref-64aaaa89.jsonl"]),
         "GPU-ed1f54de": ("h200-ed1f54de-quick-ref.jsonl", ["holdout-9-ref-ed1f54de.jsonl"]),
         "GPU-16c7c2a1": ("h200-16c7c2a1-quick-ref.jsonl", ["holdout-10-ref-16c7c2a1.jsonl"]),
+        # H100 SXM cards; GPU-f6c727ca's suite lacks one point (it ran out of memory), as `calibrate --refit` fits it
+        "GPU-778b0c9e": (
+            "h100-778b0c9e-quick-ref.jsonl",
+            ["holdout-12-ref-778b0c9e.jsonl", "holdout-10-ref-778b0c9e.jsonl", "holdout-9-ref-778b0c9e.jsonl"],
+        ),
+        "GPU-f6c727ca": ("h100-f6c727ca-quick-ref.jsonl", ["holdout-12-ref-f6c727ca.jsonl"]),
     },
 }
+OTHER_GPUS = {"GPU-778b0c9e": ("h100-sxm", H100), "GPU-f6c727ca": ("h100-sxm", H100)}  # card: (GPU, folder)
+
+
+def gpu_of(card: str) -> str:
+    return OTHER_GPUS.get(card, ("h200", HELD_OUT))[0]
 # cards whose raw files did not come back: what check printed
 PRINTED_CHECKS = {"graph": {"GPU-a140912a": "check-a140912a.txt"}, "ref": {}}
 
@@ -143,17 +156,25 @@ def held_out_rows_by_card(engine: str = "graph") -> dict[str, list[dict]]:
     """Every held-out probe point of each card, predicted by that card's own quick calibration."""
     by_card = {}
     for card, (suite, sets) in HELD_OUT_SETS[engine].items():
-        train, _ = load_results([str(HELD_OUT / suite)], engine)
-        test, _ = load_results([str(HELD_OUT / name) for name in sets], engine)
-        result, _ = calibrate_like(train, engine)
+        gpu, folder = OTHER_GPUS.get(card, ("h200", HELD_OUT))
+        train, _ = load_results([str(folder / suite)], engine)
+        test, _ = load_results([str(folder / name) for name in sets], engine)
+        result, _ = calibrate_like(train, engine, gpu)
         by_card[card] = predictions(test, result.params)
     for card, name in PRINTED_CHECKS[engine].items():
         by_card[card] = printed_rows(HELD_OUT / name)
     return by_card
 
 
-def held_out_rows(engine: str = "graph") -> list[dict]:
-    return [row for rows in held_out_rows_by_card(engine).values() for row in rows]
+def band_of_cards(by_card: dict[str, list[dict]], basis: str) -> Band:
+    """The band of these cards' held-out rows, each GPU model weighing the same (shivam.calibrate.band.band_over_gpus;
+    with one GPU model, plain percentiles of the pooled rows)."""
+    by_gpu: dict[str, list[dict]] = {}
+    for card, rows in by_card.items():
+        by_gpu.setdefault(gpu_of(card), []).extend(rows)
+    if len(by_gpu) == 1:
+        return band_of_rows(next(iter(by_gpu.values())), basis)
+    return band_over_gpus(by_gpu, basis)
 
 
 def leave_one_card_out(engine: str = "graph") -> dict:
@@ -162,8 +183,9 @@ def leave_one_card_out(engine: str = "graph") -> dict:
     by_card = held_out_rows_by_card(engine)
     out, inside, total = {}, {"energy": 0, "time": 0}, 0
     for card, rows in by_card.items():
-        others = [row for other, rs in by_card.items() if other != card for row in rs]
-        band = band_of_rows(others, f"the held-out points of the cards other than {card}")
+        rest = {other: rs for other, rs in by_card.items() if other != card}
+        others = [row for rs in rest.values() for row in rs]
+        band = band_of_cards(rest, f"the held-out points of the cards other than {card}")
         cov = coverage(rows, band)
         counts = {k: int(round(v * len(rows))) for k, v in cov.items()}
         for k in inside:
@@ -186,11 +208,16 @@ def leave_one_card_out(engine: str = "graph") -> dict:
 
 def quick_calibration_band(engine: str = "graph") -> Band:
     """measured / predicted over the held-out probe sets of the engine's cards, pooled: 5th-95th percentiles."""
-    rows = held_out_rows(engine)
-    cards = len(HELD_OUT_SETS[engine]) + len(PRINTED_CHECKS[engine])
-    return band_of_rows(
-        rows,
-        f"5th-95th percentiles of measured / predicted over {len(rows)} held-out points of {cards} H200 cards, each "
+    by_card = held_out_rows_by_card(engine)
+    rows = sum(len(r) for r in by_card.values())
+    per_gpu: dict[str, list[str]] = {}
+    for card in by_card:
+        per_gpu.setdefault(load_gpu(gpu_of(card)).name, []).append(card)
+    cards = " and ".join(f"{len(c)} {name} cards" for name, c in per_gpu.items())
+    weighing = ", each GPU model weighing the same," if len(per_gpu) > 1 else ""
+    return band_of_cards(
+        by_card,
+        f"5th-95th percentiles of measured / predicted over {rows} held-out points of {cards}{weighing} each "
         f"predicted by the quick calibration of the card that measured it, the points written before the card "
         f"measured them (validation/band_coverage.py{f' --engine {engine}' * (engine != 'graph')} --quick-band)",
     )
