@@ -123,9 +123,9 @@ def test_calibrating_an_engine_that_runs_no_decode_steps_is_refused_before_measu
 
 
 def test_without_a_calibration_to_tell_every_kv_bound_candidate_is_measured():
-    # the H100 has no bundled calibration: its datasheet figures cannot say which steps run at its limit (they put
-    # the ref engine's at 320-470 W where the H200 drew 700), so the mid and small models' all join the anchor's
-    h100, h200 = load_gpu("h100-sxm"), load_gpu("h200")
+    # the H100 PCIe has no bundled calibration: its datasheet figures cannot say which steps run at its limit (they
+    # put the ref engine's at 320-470 W where the H200 drew 700), so the mid and small models' all join the anchor's
+    h100, h200 = load_gpu("h100-pcie"), load_gpu("h200")
     assert below_power_limit(calibration_points(h100, quick=True, engine="ref"), h100, "ref") is None
     kv = [p for p in calibration_points(h100, quick=True, engine="ref") if p.batch >= 16 and p.context >= 1024]
     assert len(kv) > 5 and {p.model for p in kv} >= {"opt-1.3b", "opt-125m"}
@@ -266,7 +266,7 @@ def test_every_bundled_gpu_prediction_has_a_band():
             assert row["energy_per_token_j_low"] == pytest.approx(lo * row["energy_per_token_j"], rel=1e-12)
             assert row["energy_per_token_j_high"] == pytest.approx(hi * row["energy_per_token_j"], rel=1e-12)
             assert row["time_per_token_s_low"] < row["time_per_token_s_high"]
-        expected = "calibration band" if gid == "h200" else "datasheet-only band"
+        expected = "calibration band" if gid in ("h200", "h100-sxm") else "datasheet-only band"
         assert r.meta["band"]["basis"].startswith(expected)
 
 
@@ -337,3 +337,31 @@ def test_refit_refuses_what_it_cannot_fit_in_one_line(cli, tmp_path):
     assert_clean_error(cli("calibrate", "--refit", "validation/results/h200-ref/quick.jsonl"), "shivam fit")
     kept = "validation/results/h100-calibrate/h100-ad369a38-quick-ref.jsonl"
     assert_clean_error(cli("calibrate", "--refit", kept, "--quick"), "--refit fits measurements already taken")
+
+
+def test_the_bundled_h100_calibration_is_its_recipe_and_its_band_is_a_card_it_never_saw():
+    # hardware/calibrated/h100-sxm-ref.json: the recipe's fit of three H100 cards' quick suites (parameters and card
+    # factors refit here), and a band from the held-out probe sets of each card that measured some, predicted by the
+    # recipe fitted on the other two cards' suites with no card factor (validation/h100_calibration.py)
+    from conftest import validation_script
+
+    from shivam.calibrate import fit_results
+    from shivam.calibrate.band import band_over_gpus
+    from shivam.specs.calibration import default_engine, find_calibration, load_recipe
+
+    path = ROOT / "hardware/calibrated/h100-sxm-ref.json"
+    stored = json.loads(path.read_text())
+    recipe = load_recipe("h100-sxm-ref")
+    refit = fit_results([str(ROOT / f) for f in recipe.results], recipe=recipe, band=False)
+    for name, value in refit.result.values.items():  # compute_scale is in the per-FLOP energies
+        assert stored["parameters"].get(name, value) == pytest.approx(value, rel=1e-6), name
+    assert stored["parameters"]["j_per_flop"]["bf16"] == pytest.approx(refit.result.params.j_per_flop["bf16"])
+    assert set(stored["card_factors"]) == {c for c in refit.result.card_factors} and len(stored["card_factors"]) == 3
+    mod = validation_script("h100_calibration")
+    by_card = mod.rows_of_unseen_cards()
+    assert {c: len(r) for c, r in by_card.items()} == {"GPU-778b0c9e": 90, "GPU-f6c727ca": 30}
+    band = band_over_gpus(by_card, "")
+    assert stored["band"]["points"] == 120
+    assert stored["band"]["energy"] == pytest.approx(band.energy) and stored["band"]["time"] == pytest.approx(band.time)
+    # predict on an H100 SXM takes it, on the engine it was measured on
+    assert default_engine("h100-sxm") == "ref" and find_calibration("h100-sxm", "ref") == path
