@@ -1,7 +1,7 @@
 """The bundled H100 SXM calibration of the reference engine, and how far it carries to a card it was not fitted on.
 
     .venv/bin/python validation/h100_calibration.py           # the figures
-    .venv/bin/python validation/h100_calibration.py --write   # store the held-out band in hardware/calibrated/h100-sxm-ref.json
+    .venv/bin/python validation/h100_calibration.py --write   # store its held-out band in the bundled calibration
 
 hardware/calibrated/h100-sxm-ref.json is the recipe h100-sxm-ref fitted over three H100 cards' quick suites with one
 energy scale per card. What a user of another H100 gets is that calibration with no card measured. Two of the cards

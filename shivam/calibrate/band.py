@@ -53,8 +53,8 @@ def band_of_rows(rows: list[dict], basis: str, with_card_factors: bool = True) -
 def band_over_gpus(rows_by_gpu: dict[str, list[dict]], basis: str) -> Band:
     """The 90 % band of prediction rows measured on several GPU models, each GPU model weighing the same whatever
     its number of points (a band for a GPU not measured, or for a calibration of any card: one model's many points
-    must not stand for every GPU). Weighted percentiles: each row carries 1 / (GPUs x its GPU's rows), placed at the middle of its share
-    of the cumulative weight."""
+    must not stand for every GPU). Weighted percentiles: each row carries 1 / (GPUs x its GPU's rows), placed at the
+    middle of its share of the cumulative weight."""
     ratios = {key: [] for key in ("energy", "time")}
     weights = []
     for rows in rows_by_gpu.values():
