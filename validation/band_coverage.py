@@ -136,6 +136,8 @@ OTHER_GPUS = {"GPU-778b0c9e": ("h100-sxm", H100), "GPU-f6c727ca": ("h100-sxm", H
 
 def gpu_of(card: str) -> str:
     return OTHER_GPUS.get(card, ("h200", HELD_OUT))[0]
+
+
 # cards whose raw files did not come back: what check printed
 PRINTED_CHECKS = {"graph": {"GPU-a140912a": "check-a140912a.txt"}, "ref": {}}
 
