@@ -216,7 +216,7 @@ def quick_calibration_band(engine: str = "graph") -> Band:
     for card in by_card:
         per_gpu.setdefault(load_gpu(gpu_of(card)).name, []).append(card)
     cards = " and ".join(f"{len(c)} {name} cards" for name, c in per_gpu.items())
-    weighing = ", each GPU model weighing the same," if len(per_gpu) > 1 else ""
+    weighing = ", each GPU model weighing the same," if len(per_gpu) > 1 else ","
     return band_of_cards(
         by_card,
         f"5th-95th percentiles of measured / predicted over {rows} held-out points of {cards}{weighing} each "

@@ -22,7 +22,6 @@ from shivam.calibrate import error_stats, fit_results
 from shivam.calibrate.band import band_over_gpus, coverage
 from shivam.calibrate.evaluate import predictions
 from shivam.calibrate.results import load_results
-from shivam.specs import load_calibration
 from shivam.specs.calibration import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +70,8 @@ def main() -> None:
         f"{band.time[1]:.3f}"
     )
     everything = [r for rows in by_card.values() for r in rows]
-    own = load_calibration(CALIBRATION).band
+    recipe = load_recipe("h100-sxm-ref")
+    own = fit_results([str(ROOT / f) for f in recipe.results], recipe=recipe, band=True).calibration.band
     for name, b in (("the fit's own cross-validation band", own), ("the held-out band", band)):
         c = coverage(everything, b)
         print(

@@ -75,16 +75,21 @@ def _identifiable(names, cov, values) -> tuple[dict, list[str]]:
     return unc, bad
 
 
-def _least_identified(names, J: np.ndarray, scale: np.ndarray, unc: dict, values, bad: list[str]) -> str:
-    """The one parameter of `bad` to hold first: the largest relative uncertainty, or, where J^T J is singular (no
-    uncertainty at all), the parameter that leads the direction the data does not see (the right singular vector of
-    the scaled Jacobian's smallest singular value). One parameter the data cannot see inflates the uncertainty of
-    every parameter correlated with it; holding them all at once threw away what the data does identify."""
+def _least_identified(names, J: np.ndarray, scale: np.ndarray, unc: dict, bad: list[str]) -> str:
+    """The one parameter of `bad` to hold first: the largest uncertainty relative to its scale, or, where J^T J is
+    singular (no uncertainty at all), the parameter with the largest share of the directions the data does not see
+    (the right singular vectors of the scaled Jacobian with singular values below 1e-6 of the largest, and every
+    direction past the points' count). One parameter the data cannot see inflates the uncertainty of every
+    parameter correlated with it; holding them all at once threw away what the data does identify."""
     if all(np.isfinite(unc[n]) for n in bad):
-        rel = {n: unc[n] / abs(v) if v != 0 else np.inf for n, v in zip(names, values) if n in bad}
+        rel = {n: unc[n] / s for n, s in zip(names, scale)}
         return max(bad, key=lambda n: rel[n])
-    _, _, vt = np.linalg.svd(J * scale, full_matrices=False)
-    weight = dict(zip(names, np.abs(vt[-1])))
+    Js = J * scale
+    if not np.all(np.isfinite(Js)):
+        return bad[0]
+    _, sv, vt = np.linalg.svd(Js, full_matrices=True)
+    unseen = [i for i in range(len(names)) if i >= len(sv) or sv[i] <= 1e-6 * sv[0]] or [len(names) - 1]
+    weight = dict(zip(names, np.sum(vt[unseen] ** 2, axis=0)))
     return max(bad, key=lambda n: weight[n])
 
 
@@ -270,7 +275,7 @@ def fit_once(
     if soft and strict:
         return _holding(data, base, fix, soft, card_factors, points, strict, energy_scale)
     if bad and strict == "hold":  # one at a time: the rest may be identified once it is held
-        worst = _least_identified(names, sol.jac, col_scale, unc, sol.x, bad)
+        worst = _least_identified(names, sol.jac, col_scale, unc, bad)
         return _holding(data, base, fix, [worst], card_factors, points, "hold", energy_scale)
     if bad and strict:
         raise _unidentifiable(bad)

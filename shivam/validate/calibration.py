@@ -28,6 +28,7 @@ from shivam.specs.calibration import (
     bundled_calibration,
     default_engine,
     load_calibration,
+    local_card_uuids,
     user_calibrations,
     user_calibrations_dir,
 )
@@ -350,7 +351,7 @@ def refit(measurements: str, output: str | None = None, gpu: str | None = None) 
         raise ShivamError(f"{measurements}: no such file; give the measurements file `shivam calibrate` printed")
     records = read_records(path)
     env = next((r for r in records if r.get("record") == "environment"), None)
-    points = [r for r in records if r.get("record") == "point"]
+    points = [r for r in records if r.get("record") == "point" and isinstance(r.get("point"), dict)]
     suites = {r["point"].get("suite") for r in points}
     if env is None or not points or not suites <= {"calibrate", "calibrate-quick"}:
         raise ShivamError(
@@ -361,6 +362,11 @@ def refit(measurements: str, output: str | None = None, gpu: str | None = None) 
     if len(engines) != 1:
         raise ShivamError(f"{measurements}: points of several engines ({', '.join(sorted(engines))}); one per file")
     engine = engines.pop()
+    if env.get("simulated_meter") and (output is None or gpu is None):
+        raise ShivamError(
+            f"{measurements}: measured by the simulated counter, no real GPU: give --gpu (the GPU it stood in for) "
+            f"and -o FILE, so that nothing is installed where predict would use it"
+        )
     spec = load_gpu(gpu) if gpu is not None else _gpu_named(env.get("gpu"), measurements)
     card = Card(
         uuid=env.get("gpu_uuid") or "simulated",
@@ -369,7 +375,13 @@ def refit(measurements: str, output: str | None = None, gpu: str | None = None) 
         max_sm_clock_mhz=env.get("max_sm_clock_mhz"),
         driver=env.get("driver"),
     )
-    failed = [r["label"] for r in points if r.get("status") != "ok"]
+    failed = [r.get("label", "?") for r in points if r.get("status") != "ok"]
+    if output is None and (failed or card.uuid not in local_card_uuids()):
+        # installed, it would be what predict takes for every card of this GPU model here
+        why = f"{len(failed)} of its points failed" if failed else f"its card {card.uuid} is not on this machine"
+        raise ShivamError(
+            f"{measurements}: {why}, so the refit is not installed where predict would take it; pass -o FILE"
+        )
     how = f"shivam calibrate --refit of {path.name} ({card.name} {card.uuid}"
     how += f"; {len(failed)} failed point(s) left out: {', '.join(failed)})" if failed else ")"
     quick = suites == {"calibrate-quick"}
