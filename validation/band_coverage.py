@@ -1,4 +1,4 @@
-"""Coverage of the 90 % band of a `shivam calibrate --quick` calibration, on the committed H200 data.
+"""Coverage of the 90 % band of a `shivam calibrate --quick` calibration, on the committed H200 and H100 data.
 
     .venv/bin/python validation/band_coverage.py            # development set: validation/results/h200/
     .venv/bin/python validation/band_coverage.py --holdout  # the quick calibration of GPU-d0ad0d1f and its 17
@@ -16,7 +16,8 @@ calibration of the card that measured it (refitted here from its committed quick
 GPU-a140912a, whose raw files did not come back from the device, the predictions its check printed), and prints
 the 5th-95th percentiles: the band of every quick calibration (shivam.calibrate.band.quick_band); --write stores
 them in the engine's profile as quick_calibration_band (--engine: graph, the default, or ref, whose quick calibrations
-are refitted with the ref profile's calibration_priors as `shivam calibrate` holds them).
+are refitted with the ref profile's calibration_priors as `shivam calibrate` holds them; its cards are H200s and
+H100s, and the band weighs each GPU model the same: shivam.calibrate.band.band_over_gpus).
 
 Development set: three cards measured the quick suite (quick.jsonl, quick-repeat.jsonl on GPU-9ad100d2,
 quick-extensions.jsonl on GPU-4d8e221f). For each, the points of the `calibrate --quick` suite measured on that card
