@@ -486,20 +486,27 @@ def calibrate_card(
         raise ShivamError(f"{spec.id} has no calibration of its GPU model to scale: run `shivam calibrate` instead")
     params = resolve_params(spec, engine, str(model_path))
     points = card_points(spec, simulated=simulate_meter, engine=engine)
+    from rich.progress import Progress
+
     bench = Workbench(meter.device)
     calls = [bench.call_for(p) for p in points]
-    measure_steady(meter.counter, calls[0], 1, min_periods, min_calls_for(points[0]), 1.0, 0)  # warm-up
     predicted = sum(float(point_cost(p, params)[0].energy_j) for p in points)
     scales = []
-    for _ in range(runs):
-        measured = sum(
-            measure_steady(meter.counter, call, 2, min_periods, min_calls_for(p), 1.0, 0)["energy_per_call_j"]
-            for p, call in zip(points, calls)
-        )
-        scales.append(measured / predicted)
-        if len(scales) >= 2 and abs(scales[-1] / scales[-2] - 1) <= agree:
-            break
-    else:
+    with Progress(transient=True) as bar:  # at most a warm-up and `runs` runs of every point
+        task = bar.add_task("warm-up", total=1 + runs * len(points))
+        measure_steady(meter.counter, calls[0], 1, min_periods, min_calls_for(points[0]), 1.0, 0)
+        bar.advance(task)
+        for run in range(runs):
+            measured = 0.0
+            for p, call in zip(points, calls):
+                bar.update(task, description=f"run {run + 1}: {p.label()}")
+                steady = measure_steady(meter.counter, call, 2, min_periods, min_calls_for(p), 1.0, 0)
+                measured += steady["energy_per_call_j"]
+                bar.advance(task)
+            scales.append(measured / predicted)
+            if len(scales) >= 2 and abs(scales[-1] / scales[-2] - 1) <= agree:
+                break
+    if not (len(scales) >= 2 and abs(scales[-1] / scales[-2] - 1) <= agree):
         raise ShivamError(
             f"the card's energy scale did not settle: runs gave {', '.join(f'{s:.3f}' for s in scales)}"
             f" (more than {100 * agree:.1f} % apart); let the GPU idle and run again"
