@@ -135,8 +135,16 @@ HELD_OUT_SETS = {
 OTHER_GPUS = {"GPU-778b0c9e": ("h100-sxm", H100), "GPU-f6c727ca": ("h100-sxm", H100)}  # card: (GPU, folder)
 
 
-def gpu_of(card: str) -> str:
-    return OTHER_GPUS.get(card, ("h200", HELD_OUT))[0]
+def gpu_and_folder(card: str) -> tuple[str, Path]:
+    return OTHER_GPUS.get(card, ("h200", HELD_OUT))
+
+
+def by_gpu(by_card: dict[str, list]) -> dict[str, list]:
+    """The cards' lists joined per GPU model (its id)."""
+    out: dict[str, list] = {}
+    for card, items in by_card.items():
+        out.setdefault(gpu_and_folder(card)[0], []).extend(items)
+    return out
 
 
 # cards whose raw files did not come back: what check printed
@@ -159,7 +167,7 @@ def held_out_rows_by_card(engine: str = "graph") -> dict[str, list[dict]]:
     """Every held-out probe point of each card, predicted by that card's own quick calibration."""
     by_card = {}
     for card, (suite, sets) in HELD_OUT_SETS[engine].items():
-        gpu, folder = OTHER_GPUS.get(card, ("h200", HELD_OUT))
+        gpu, folder = gpu_and_folder(card)
         train, _ = load_results([str(folder / suite)], engine)
         test, _ = load_results([str(folder / name) for name in sets], engine)
         result, _ = calibrate_like(train, engine, gpu)
@@ -172,12 +180,8 @@ def held_out_rows_by_card(engine: str = "graph") -> dict[str, list[dict]]:
 def band_of_cards(by_card: dict[str, list[dict]], basis: str) -> Band:
     """The band of these cards' held-out rows, each GPU model weighing the same (shivam.calibrate.band.band_over_gpus;
     with one GPU model, plain percentiles of the pooled rows)."""
-    by_gpu: dict[str, list[dict]] = {}
-    for card, rows in by_card.items():
-        by_gpu.setdefault(gpu_of(card), []).extend(rows)
-    if len(by_gpu) == 1:
-        return band_of_rows(next(iter(by_gpu.values())), basis)
-    return band_over_gpus(by_gpu, basis)
+    rows = by_gpu(by_card)
+    return band_of_rows(next(iter(rows.values())), basis) if len(rows) == 1 else band_over_gpus(rows, basis)
 
 
 def leave_one_card_out(engine: str = "graph") -> dict:
@@ -187,7 +191,7 @@ def leave_one_card_out(engine: str = "graph") -> dict:
     out, inside, total = {}, {"energy": 0, "time": 0}, 0
     for card, rows in by_card.items():
         rest = {other: rs for other, rs in by_card.items() if other != card}
-        others = [row for rs in rest.values() for row in rs]
+        others = sum(len(rs) for rs in rest.values())
         band = band_of_cards(rest, f"the held-out points of the cards other than {card}")
         cov = coverage(rows, band)
         counts = {k: int(round(v * len(rows))) for k, v in cov.items()}
@@ -196,7 +200,7 @@ def leave_one_card_out(engine: str = "graph") -> dict:
         total += len(rows)
         out[card] = {"points": len(rows), "energy": list(band.energy), "time": list(band.time), "inside": counts}
         print(
-            f"{card}: band of {len(others)} other points, energy x {band.energy[0]:.3f}-{band.energy[1]:.3f} holds "
+            f"{card}: band of {others} other points, energy x {band.energy[0]:.3f}-{band.energy[1]:.3f} holds "
             f"{counts['energy']}/{len(rows)}, time x {band.time[0]:.3f}-{band.time[1]:.3f} holds "
             f"{counts['time']}/{len(rows)}"
         )
@@ -213,10 +217,8 @@ def quick_calibration_band(engine: str = "graph") -> Band:
     """measured / predicted over the held-out probe sets of the engine's cards, pooled: 5th-95th percentiles."""
     by_card = held_out_rows_by_card(engine)
     rows = sum(len(r) for r in by_card.values())
-    per_gpu: dict[str, list[str]] = {}
-    for card in by_card:
-        per_gpu.setdefault(load_gpu(gpu_of(card)).name, []).append(card)
-    cards = " and ".join(f"{len(c)} {name} cards" for name, c in per_gpu.items())
+    per_gpu = by_gpu({card: [card] for card in by_card})
+    cards = " and ".join(f"{len(c)} {load_gpu(gpu).name} cards" for gpu, c in per_gpu.items())
     weighing = ", each GPU model weighing the same," if len(per_gpu) > 1 else ","
     return band_of_cards(
         by_card,

@@ -219,11 +219,11 @@ def _gpu_of(meter, gpu: str | None) -> GPU:
     return load_gpu(meter.gpu_id)
 
 
-def _card(meter, gpu: GPU) -> Card:
-    env = meter.env
+def _card(env: dict, gpu_name: str) -> Card:
+    """The card an environment record (the meter's, or a results file's) names; the GPU's name where it names none."""
     return Card(
         uuid=env.get("gpu_uuid") or "simulated",
-        name=env.get("gpu") or gpu.name,
+        name=env.get("gpu") or gpu_name,
         power_limit_w=env.get("power_limit_w"),
         max_sm_clock_mhz=env.get("max_sm_clock_mhz"),
         driver=env.get("driver"),
@@ -325,7 +325,7 @@ def calibrate(
     if engine is None:
         engine = calibration_engine(spec)
         priors = engine_priors(engine)
-    card = _card(meter, spec)
+    card = _card(meter.env, spec.name)
     points = calibration_points(spec, quick, simulated=simulate_meter, engine=engine)
     folder = user_calibrations_dir().parent / "measurements"
     name = f"{spec.id}-{_card_key(card)}-{'quick' if quick else 'full'}{_engine_suffix(engine)}-{_suite_key(points)}"
@@ -367,14 +367,7 @@ def refit(measurements: str, output: str | None = None, gpu: str | None = None) 
             f"{measurements}: measured by the simulated counter, no real GPU: give --gpu (the GPU it stood in for) "
             f"and -o FILE, so that nothing is installed where predict would use it"
         )
-    spec = load_gpu(gpu) if gpu is not None else _gpu_named(env.get("gpu"), measurements)
-    card = Card(
-        uuid=env.get("gpu_uuid") or "simulated",
-        name=env.get("gpu") or spec.name,
-        power_limit_w=env.get("power_limit_w"),
-        max_sm_clock_mhz=env.get("max_sm_clock_mhz"),
-        driver=env.get("driver"),
-    )
+    card = _card(env, env.get("gpu") or load_gpu(gpu).name)  # a simulated run names no GPU: --gpu is given
     failed = [r.get("label", "?") for r in points if r.get("status") != "ok"]
     if output is None and (failed or card.uuid not in local_card_uuids()):
         # installed, it would be what predict takes for every card of this GPU model here
@@ -385,22 +378,12 @@ def refit(measurements: str, output: str | None = None, gpu: str | None = None) 
     how = f"shivam calibrate --refit of {path.name} ({card.name} {card.uuid}"
     how += f"; {len(failed)} failed point(s) left out: {', '.join(failed)})" if failed else ")"
     quick = suites == {"calibrate-quick"}
-    out = _fit_and_install(path, engine, gpu or spec.id, engine_priors(engine), card, quick, output, how)
+    # gpu None: the GPU the file's environment record names (shivam.calibrate.workflow.results_of_one_gpu)
+    out = _fit_and_install(path, engine, gpu, engine_priors(engine), card, quick, output, how)
     return {**out, "failed": failed}
 
 
-def _gpu_named(name: str | None, measurements: str) -> GPU:
-    from shivam.specs.gpu import gpu_id_for
-
-    gid = gpu_id_for(name or "")
-    if gid is None:
-        raise ShivamError(
-            f"{measurements}: measured on {name or 'an unnamed GPU'}, which is not bundled: pass its GPU file as --gpu"
-        )
-    return load_gpu(gid)
-
-
-def _fit_and_install(path, engine: str, gpu: str, priors: dict, card: Card, quick: bool, output, how: str) -> dict:
+def _fit_and_install(path, engine: str, gpu: str | None, priors: dict, card: Card, quick: bool, output, how) -> dict:
     outcome = fit_results([str(path)], engine, gpu, priors, card_factors=False, strict="hold", band=True)
     cal = outcome.calibration
     cal.card, cal.created = card, datetime.datetime.now(datetime.timezone.utc).isoformat()
@@ -465,6 +448,8 @@ def calibrate_card(
     """Measure this card's energy scale f against the calibration of its GPU model (two runs that agree within
     `agree`, at most `runs`), and install that calibration with every energy coefficient times f, keyed by this
     card's UUID, power limit and clocks. engine None: the engine `predict` takes on this GPU (specs.default_engine)."""
+    from rich.progress import Progress
+
     from shivam.validate.runner import Workbench, measure_steady, min_calls_for
 
     _refuse_simulated_install(simulate_meter, output)
@@ -475,7 +460,7 @@ def calibrate_card(
     if engine is None:
         engine = default_engine(spec.id)
         engine_priors(engine)
-    card = _card(meter, spec)
+    card = _card(meter.env, spec.name)
     name = load_engine(engine).engine
     _refuse_replacing_own_fit(spec.id, name, card, output)
     # the GPU model's calibration: the bundled one, else an installed one that is not of a single card
@@ -486,12 +471,14 @@ def calibrate_card(
         raise ShivamError(f"{spec.id} has no calibration of its GPU model to scale: run `shivam calibrate` instead")
     params = resolve_params(spec, engine, str(model_path))
     points = card_points(spec, simulated=simulate_meter, engine=engine)
-    from rich.progress import Progress
-
     bench = Workbench(meter.device)
     calls = [bench.call_for(p) for p in points]
     predicted = sum(float(point_cost(p, params)[0].energy_j) for p in points)
     scales = []
+
+    def settled() -> bool:  # the last two runs agree
+        return len(scales) >= 2 and abs(scales[-1] / scales[-2] - 1) <= agree
+
     with Progress(transient=True) as bar:  # at most a warm-up and `runs` runs of every point
         task = bar.add_task("warm-up", total=1 + runs * len(points))
         measure_steady(meter.counter, calls[0], 1, min_periods, min_calls_for(points[0]), 1.0, 0)
@@ -504,9 +491,9 @@ def calibrate_card(
                 measured += steady["energy_per_call_j"]
                 bar.advance(task)
             scales.append(measured / predicted)
-            if len(scales) >= 2 and abs(scales[-1] / scales[-2] - 1) <= agree:
+            if settled():
                 break
-    if not (len(scales) >= 2 and abs(scales[-1] / scales[-2] - 1) <= agree):
+    if not settled():
         raise ShivamError(
             f"the card's energy scale did not settle: runs gave {', '.join(f'{s:.3f}' for s in scales)}"
             f" (more than {100 * agree:.1f} % apart); let the GPU idle and run again"
