@@ -246,25 +246,41 @@ def test_the_profiles_slicing_is_the_kernels():
             (1, 129, 512),
             (4, 9, 3000),
             (1, 1, 128),
+            (16, 1, 4096),
+            (8, 1, 6144),
         ]:
             keys = c + n
             plan = kernels.AttentionPlan(
                 b, n, m.heads, m.kv_heads, m.head_dim, bucket_for(keys, max(keys, 1024)), "cpu"
             )
-            _, blocks, _, _, _, _ = split_kv_programs(m, b, n, c, 2, sk)
+            _, blocks, _, _, _, _, empty = split_kv_programs(m, b, n, c, 2, sk)
             assert blocks == b * m.kv_heads * plan.m_blocks * plan.slices, (model, b, n, c)
+            # the kernel's own slicing (shivam/validate/kernels.py): slice s starts at s x slice_len, and a slice
+            # that starts at or past the keys it streams (the cached ones, up to 16 new tokens) streams none
+            streamed = c if n <= sk.fused_max_new else None
+            if streamed is not None:
+                slice_len = math.ceil(math.ceil(streamed / plan.block_n) / plan.slices) * plan.block_n
+                idle = sum(1 for s_ in range(plan.slices) if s_ * slice_len >= streamed)
+                assert empty == b * m.kv_heads * plan.m_blocks * idle, (model, b, n, c)
 
 
 def test_split_kv_bytes_by_hand():
     # Mistral-7B decode, batch 1, context 512: 4 query rows per KV head (one 16-row block), capacity 1024, slices
     # min(1024 / 256, 264 / 8) = 4 of 128 cached keys (32-key blocks); each program streams 128 keys x K and V x 128
-    # x 2 bytes = 65,536 bytes, and the merging program reads 4 slices x 4 rows x 128 x 4 bytes = 8,192 more
+    # x 2 bytes = 65,536 bytes, writes its partial (4 rows x 128 x 4 bytes = 2,048) and, over the merge, has one
+    # read back (2,048 more); no slice is empty
     from shivam.sim.workload import split_kv_programs
     from shivam.specs.engine import load_engine
 
     sk = load_engine("ref").kernels.masked_attention.split_kv
-    per_program, blocks, _, _, _, _ = split_kv_programs(load_model("mistral-7b"), 1, 1, 512, 2, sk)
-    assert (per_program, blocks) == (65_536 + 8_192, 8 * 4)
+    per_program, blocks, _, _, _, _, empty = split_kv_programs(load_model("mistral-7b"), 1, 1, 512, 2, sk)
+    assert (per_program, blocks, empty) == (65_536 + 2 * 2_048, 8 * 4, 0)
+    # Gemma-2B decode, batch 16, context 4,096 (one KV head, 8 query rows in a 16-row block, 256-wide heads in
+    # 32-key blocks): slices min(8,192 / 256, ceil(264 / 16)) = 17 of ceil(128 / 17) = 8 blocks, 256 keys: the first
+    # 16 slices cover the 4,096 keys and the 17th of each sequence streams none: 16 of 272 programs; each program
+    # streams 256 x 2 x 256 x 2 bytes and writes and reads back one partial of 8 rows x 256 x 4 bytes
+    per_program, blocks, _, _, _, _, empty = split_kv_programs(load_model("gemma-2b"), 16, 1, 4096, 2, sk)
+    assert (per_program, blocks, empty) == (262_144 + 2 * 8_192, 272, 16)
 
 
 def test_a_split_kv_program_computes_its_row_block_times_its_keys_between_its_loads():
@@ -280,7 +296,7 @@ def test_a_split_kv_program_computes_its_row_block_times_its_keys_between_its_lo
     from shivam.specs.engine import load_engine
 
     m, sk = load_model("mistral-7b"), load_engine("ref").kernels.masked_attention.split_kv
-    per_program, blocks, flops, occupancy, iterations, _ = split_kv_programs(m, 1, 1, 512, 2, sk)
+    per_program, blocks, flops, occupancy, iterations, _, _ = split_kv_programs(m, 1, 1, 512, 2, sk)
     assert flops == 4 * 16 * 128 * 128 and (blocks, occupancy, iterations) == (32, 3, 5)
     p = make_params(load_gpu("h200"), "ref").model_copy(
         update={"attention_block_s": 1e-6, "attention_iteration_s": 7e-7, "attention_compute_fraction": 0.5}
@@ -320,6 +336,14 @@ def test_split_kv_waves_by_hand():
     # one program alone at a time: its iterations bind
     alone = op._replace(blocks=10.0)
     assert float(op_time(alone, p, "bf16")[0]) == pytest.approx(2e-6 + 70e-6, rel=1e-12)
+    # 800 programs, the last 8 empty (launched last): two full waves of 396, and the 8 left over have no keys to
+    # stream: their wave is the fixed 2 us, not a wave of 1 MB programs
+    empty = op._replace(blocks=800.0, empty_blocks=8.0)
+    t, sm_s, _ = op_time(empty, p, "bf16")
+    assert float(t) == pytest.approx(2 * full + 2e-6, rel=1e-12)
+    assert float(sm_s) == pytest.approx(792 * full + 8 * 2e-6, rel=1e-12)
+    # the same 8 with keys to stream: a last wave of one program per multiprocessor, bound by its iterations
+    assert float(op_time(op._replace(blocks=800.0), p, "bf16")[0]) == pytest.approx(2 * full + 2e-6 + 70e-6)
 
 
 @pytest.mark.parametrize("n,context", [(256, 0), (129, 512), (2048, 0), (17, 100)])
@@ -339,9 +363,9 @@ def test_causal_prefill_streams_each_row_blocks_keys_up_to_its_last_token(n, con
     streamed = [context + min(((i + 1) * int(block_m) - 1) // group, n - 1) + 1 for i in range(int(row_blocks))]
     # each program of a row block streams one slice: ceil(ceil(streamed / BLOCK_N) / slices) * BLOCK_N keys
     keys = sum(math.ceil(math.ceil(k / block_n) / slices) * block_n for k in streamed) / len(streamed)
-    per_program, blocks, _, _, _, _ = split_kv_programs(m, 1, n, context, 2, sk)
+    per_program, blocks, _, _, _, _, _ = split_kv_programs(m, 1, n, context, 2, sk)
     assert blocks == m.kv_heads * row_blocks * slices
-    merge = 0 if slices == 1 else slices * min(block_m, n * group) * 128 * 4
+    merge = 0 if slices == 1 else 2 * min(block_m, n * group) * 128 * 4  # one partial written, one read
     # the workload rounds the mean, not each block, up to whole key blocks: within one block of keys
     assert abs((per_program - merge) / (2 * m.head_dim * 2) - keys) <= block_n
 

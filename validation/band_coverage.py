@@ -42,7 +42,7 @@ import numpy as np
 from shivam.calibrate.band import band_of_rows, band_over_gpus, coverage, quick_band
 from shivam.calibrate.evaluate import leave_one_group_out, predictions
 from shivam.calibrate.fit import base_params, fit
-from shivam.calibrate.results import load_results
+from shivam.calibrate.results import Measured, load_results, printed_measurements
 from shivam.calibrate.workflow import cross_validated_band
 from shivam.errors import ShivamError
 from shivam.specs import Band, load_calibration, load_engine, load_gpu, resolve_params
@@ -130,9 +130,13 @@ HELD_OUT_SETS = {
             ["holdout-12-ref-778b0c9e.jsonl", "holdout-10-ref-778b0c9e.jsonl", "holdout-9-ref-778b0c9e.jsonl"],
         ),
         "GPU-f6c727ca": ("h100-f6c727ca-quick-ref.jsonl", ["holdout-12-ref-f6c727ca.jsonl"]),
+        "GPU-ffb5d03d": ("h100-ffb5d03d-quick-ref.jsonl", ["holdout-12-ref-log-ffb5d03d.txt"]),
     },
 }
-OTHER_GPUS = {"GPU-778b0c9e": ("h100-sxm", H100), "GPU-f6c727ca": ("h100-sxm", H100)}  # card: (GPU, folder)
+OTHER_GPUS = {card: ("h100-sxm", H100) for card in ("GPU-778b0c9e", "GPU-f6c727ca", "GPU-ffb5d03d")}  # (GPU, folder)
+# held-out sets whose results file did not come back from the device: the table `shivam validate` printed, and the
+# probe file its rows are the points of
+PRINTED_SETS = {"holdout-12-ref-log-ffb5d03d.txt": "calibrate-holdout-12-ref.json"}
 
 
 def gpu_and_folder(card: str) -> tuple[str, Path]:
@@ -163,13 +167,22 @@ def printed_rows(path: Path) -> list[dict]:
     return rows
 
 
+def held_out_measurements(folder: Path, names: list[str], engine: str, card: str) -> list[Measured]:
+    """The measured points of a card's held-out sets: its results files, or the tables validate printed."""
+    files = [str(folder / n) for n in names if n not in PRINTED_SETS]
+    test = load_results(files, engine)[0] if files else []
+    for name in (n for n in names if n in PRINTED_SETS):
+        test += printed_measurements(folder / name, ROOT / "validation/probes" / PRINTED_SETS[name], card, engine)
+    return test
+
+
 def held_out_rows_by_card(engine: str = "graph") -> dict[str, list[dict]]:
     """Every held-out probe point of each card, predicted by that card's own quick calibration."""
     by_card = {}
     for card, (suite, sets) in HELD_OUT_SETS[engine].items():
         gpu, folder = gpu_and_folder(card)
         train, _ = load_results([str(folder / suite)], engine)
-        test, _ = load_results([str(folder / name) for name in sets], engine)
+        test = held_out_measurements(folder, [name for name in sets], engine, card)
         result, _ = calibrate_like(train, engine, gpu)
         by_card[card] = predictions(test, result.params)
     for card, name in PRINTED_CHECKS[engine].items():

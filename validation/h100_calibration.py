@@ -3,13 +3,14 @@
     .venv/bin/python validation/h100_calibration.py           # the figures
     .venv/bin/python validation/h100_calibration.py --write   # store its held-out band in the bundled calibration
 
-hardware/calibrated/h100-sxm-ref.json is the recipe h100-sxm-ref fitted over three H100 cards' quick suites with one
-energy scale per card. What a user of another H100 gets is that calibration with no card measured. Two of the cards
-also measured held-out probe sets after their quick suite (GPU-778b0c9e: sets 12, 10 and 9; GPU-f6c727ca: set 12),
-shapes, batches and models no suite has. Each of them is predicted by the recipe's fit of the other two cards'
-suites, with no card factor: a card the calibration never saw, at points it never saw. The 5th-95th percentiles of
-measured / predicted over those points, each card weighing the same, are the band --write stores; the fit's own
-leave-one-model-out band (four models, two of them one point at a time) is printed beside it for comparison.
+hardware/calibrated/h100-sxm-ref.json is the recipe h100-sxm-ref fitted over four H100 cards' quick suites with one
+energy scale per card. What a user of another H100 gets is that calibration with no card measured. Three of the cards
+also measured held-out probe sets after their quick suite (GPU-778b0c9e: sets 12, 10 and 9; GPU-f6c727ca and
+GPU-ffb5d03d: set 12, the latter's as `shivam validate` printed it, its results file lost), shapes, batches and
+models no suite has. Each of them is predicted by the recipe's fit of the other cards' suites, with no card factor:
+a card the calibration never saw, at points it never saw. The 5th-95th percentiles of measured / predicted over
+those points, each card weighing the same, are the band --write stores; the fit's own leave-one-model-out band is
+printed beside it for comparison.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from shivam.calibrate import error_stats, fit_results
 from shivam.calibrate.band import band_over_gpus, coverage
 from shivam.calibrate.evaluate import predictions
-from shivam.calibrate.results import load_results
+from shivam.calibrate.results import Measured, load_results, printed_measurements
 from shivam.specs.calibration import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,17 @@ CALIBRATION = ROOT / "hardware/calibrated/h100-sxm-ref.json"
 HELD_OUT = {  # card: the probe sets it measured after its quick suite
     "GPU-778b0c9e": ["holdout-12-ref-778b0c9e.jsonl", "holdout-10-ref-778b0c9e.jsonl", "holdout-9-ref-778b0c9e.jsonl"],
     "GPU-f6c727ca": ["holdout-12-ref-f6c727ca.jsonl"],
+    "GPU-ffb5d03d": ["holdout-12-ref-log-ffb5d03d.txt"],
 }
+# sets whose results file did not come back from the device: the table validate printed, and its probe file
+PRINTED = {"holdout-12-ref-log-ffb5d03d.txt": "validation/probes/calibrate-holdout-12-ref.json"}
+
+
+def held_out(card: str, sets: list[str]) -> list[Measured]:
+    files = [str(ROOT / FOLDER / s) for s in sets if s not in PRINTED]
+    test = load_results(files, "ref")[0] if files else []
+    printed = [s for s in sets if s in PRINTED]
+    return test + [m for s in printed for m in printed_measurements(ROOT / FOLDER / s, ROOT / PRINTED[s], card)]
 
 
 def rows_of_unseen_cards() -> dict[str, list[dict]]:
@@ -40,11 +51,14 @@ def rows_of_unseen_cards() -> dict[str, list[dict]]:
     for card, sets in HELD_OUT.items():
         train = [str(ROOT / f) for f in recipe.results if card.removeprefix("GPU-") not in f]
         fitted = fit_results(train, recipe=recipe, strict="hold", band=False)
-        test, _ = load_results([str(ROOT / FOLDER / s) for s in sets], "ref")
-        out[card] = predictions(test, fitted.result.params)
+        out[card] = predictions(held_out(card, sets), fitted.result.params)
         held = ", ".join(sorted(fitted.result.held)) or "none"
         print(f"{card}: fitted on {len(train)} cards' suites ({fitted.points} points; held besides the recipe: {held})")
     return out
+
+
+def sets_of(card: str) -> list[str]:
+    return [s.split("-")[1] for s in HELD_OUT[card]]
 
 
 def main() -> None:
@@ -61,9 +75,10 @@ def main() -> None:
     points = sum(len(r) for r in by_card.values())
     band = band_over_gpus(
         by_card,
-        f"5th-95th percentiles of measured / predicted over {points} held-out points of two H100 cards (probe sets "
-        f"12, 10 and 9; set 12), each card predicted by this recipe's fit of the other two cards' quick suites with "
-        f"no card factor, each card weighing the same (validation/h100_calibration.py)",
+        f"5th-95th percentiles of measured / predicted over {points} held-out points of {len(by_card)} H100 cards "
+        f"(probe sets {'; '.join(', '.join(sets_of(c)) for c in by_card)}), each card predicted by this recipe's fit "
+        f"of the other cards' quick suites with no card factor, each card weighing the same "
+        f"(validation/h100_calibration.py)",
     )
     print(
         f"held-out band: energy x {band.energy[0]:.3f}-{band.energy[1]:.3f}, time x {band.time[0]:.3f}-"

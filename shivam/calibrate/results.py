@@ -152,3 +152,23 @@ def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Meas
             f"no measured points{' of the ' + engine + ' engine' if engine else ''} in {', '.join(paths)}"
         )
     return out, gpu
+
+
+def printed_measurements(log: str | Path, probe: str | Path, card: str, engine: str | None = None) -> list[Measured]:
+    """The points of a probe file as `shivam validate` printed them (its table: point, ms and J per call, the median
+    of windows), for a run whose results file was lost: each row matched to its probe point by label. The table
+    rounds to 4-5 significant figures and has no tokens per call, spreads or environment record."""
+    source = f"probe file {str(probe)!r}"
+    try:
+        records = json.loads(read_text(probe, "probe file", "give a points file"))
+        points = {p.label(): p for p in (Point.model_validate(r) for r in records)}
+    except (json.JSONDecodeError, TypeError, ValidationError) as exc:
+        raise ShivamError(f"{source}: not a list of points ({exc.__class__.__name__}); give a points file") from None
+    out = []
+    for line in read_text(log, "printed table", "give the output of `shivam validate`").splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if line.startswith("│ ") and len(cells) >= 3 and cells[0] in points:
+            p = points[cells[0]]
+            if engine is None or p.engine == engine:
+                out.append(Measured(p, float(cells[1]) / 1e3, float(cells[2]), 0.0, p.model, card))
+    return out

@@ -18,8 +18,9 @@ Per operator (docs/model.md, section 3):
              blocks in launch order, for the measured ragged batches of 8-128 sequences)
     t_waves (a split-KV kernel, whose programs per multiprocessor o the engine profile gives by compiled variant)
              replaces both t_roof and t_block: P programs run in floor(P / (o S)) full waves of o per multiprocessor
-             (S multiprocessors) and a last wave of the rest, ceil(rest / S) per multiprocessor; a wave of m per
-             multiprocessor lasts
+             (S multiprocessors) and a last wave of the rest, ceil(rest / S) per multiprocessor (a last wave of
+             programs with no keys to stream, empty last slices the grid launches last, attention_block_s); a wave
+             of m per multiprocessor lasts
                  attention_block_s + max(iterations * attention_iteration_s, m * block_bytes / share)
                  + m * block_flops / sm_rate,   share = bandwidth * attention_memory_efficiency / S
              (block_flops: the program's row block, padded rows included, times its keys)
@@ -241,7 +242,8 @@ def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
     each lasts attention_block_s + max(alone, m bytes / share) + m FLOPs / sm_rate: each program streams no faster
     than alone (its iterations x attention_iteration_s), the m together no faster than the multiprocessor's share of
     the bandwidth, and they take turns at its tensor cores. The programs past the last full wave spread over the
-    multiprocessors, ceil(rest / multiprocessors) each."""
+    multiprocessors, ceil(rest / multiprocessors) each; where they are all empty (op.empty_blocks: launched last, no
+    keys to stream), their wave is each program's fixed time, and the last wave with keys is the full one before."""
     occupancy = np.maximum(op.blocks_per_sm, 1.0)
     sms = p.multiprocessors
     share = p.bandwidth_Bps * p.attention_memory_efficiency / sms
@@ -253,9 +255,12 @@ def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
     full = np.floor(op.blocks / (occupancy * sms))
     rest = op.blocks - full * occupancy * sms
     full_wave = wave(occupancy)
-    tail = np.where(rest > 0, wave(np.ceil(rest / sms)), 0.0)  # the part-filled last wave, if any
+    # the part-filled last wave, if any; of empty programs alone (launched last), each program's fixed time
+    empty_tail = (rest > 0) & (rest <= op.empty_blocks)
+    tail = np.where(rest > 0, np.where(empty_tail, p.attention_block_s, wave(np.ceil(rest / sms))), 0.0)
     resident = full * occupancy * sms * full_wave + rest * tail
-    return full * full_wave + tail, np.where(rest > 0, tail, full_wave), resident
+    last = np.where((rest > 0) & ~empty_tail, tail, full_wave)  # the last wave with keys to stream
+    return full * full_wave + tail, last, resident
 
 
 def overlap(t_mem, t_comp, p: float):
@@ -379,6 +384,7 @@ class StepSet:
         "blocks_per_sm",
         "block_iterations",
         "merge_steps",
+        "empty_blocks",
     )
 
     def __init__(self, steps: list[tuple[int, float, StepInputs]], owners: int):
@@ -439,6 +445,7 @@ class StepSet:
                 blocks_per_sm=np.concatenate(g["blocks_per_sm"]),
                 block_iterations=np.concatenate(g["block_iterations"]),
                 merge_steps=np.concatenate(g["merge_steps"]),
+                empty_blocks=np.concatenate(g["empty_blocks"]),
             )
             self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
 

@@ -84,13 +84,15 @@ def split_kv_layout(heads: int, kv_heads: int, batch, new_tokens, capacity, sk, 
 
 
 def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float, sk):
-    """(bytes one program of a split-KV attention kernel streams, programs per layer, FLOPs one program computes), as
-    the kernel slices its work (split_kv_capacity, split_kv_layout): each program streams its share of the cached
-    keys (up to fused_max_new new tokens come straight from the GEMM; above, the new keys up to the row block's last
-    token, on average) and, when there are several slices, the program that finishes last reads every slice's
-    partial result (its rows, head_dim padded to a power of two) back to merge them. Over each key it streams, a
-    program multiplies its whole row block (padded rows included: the tensor-core tile is block_m rows) by the key
-    and by its value: 4 x block_m x head_dim FLOPs."""
+    """(bytes one program of a split-KV attention kernel streams, programs per layer, FLOPs one program computes,
+    programs per multiprocessor, inner iterations per program, merge steps, programs with no keys to stream), as the
+    kernel slices its work (split_kv_capacity, split_kv_layout): each program streams its share of the cached keys
+    (up to fused_max_new new tokens come straight from the GEMM; above, the new keys up to the row block's last token,
+    on average) and, when there are several slices, writes its partial result (its rows, head_dim padded to a power
+    of two, fp32), which the program that finishes last reads back with the other slices' to merge them: one partial
+    written and one read per program (the merge's own time is merge_steps). Over each key it streams, a program
+    multiplies its whole row block (padded rows included: the tensor-core tile is block_m rows) by the key and by its
+    value: 4 x block_m x head_dim FLOPs."""
     n = np.asarray(new_tokens)
     keys = context + n
     block_n, block_m, row_blocks, slices = split_kv_layout(
@@ -106,7 +108,7 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     streamed = np.where(n <= sk.fused_max_new, context, context + causal_new)
     slice_keys = np.ceil(np.ceil(streamed / block_n) / slices) * block_n
     width = max(16.0, float(_pow2_at_least(m.head_dim)))  # the partials are padded to a power-of-two head_dim
-    merge = np.where(slices > 1, slices * np.minimum(block_m, rows) * width * sk.partial_bytes, 0.0)
+    merge = np.where(slices > 1, 2 * np.minimum(block_m, rows) * width * sk.partial_bytes, 0.0)
     programs = batch * m.kv_heads * row_blocks * slices
     occupancy = split_kv_occupancy(sk, m.head_dim, block_m, block_n, slices)
     # a program alone waits on its loads once per block of keys, and once more for the slices' partials it merges
@@ -115,7 +117,13 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     # the merging program's loop is unrolled over the slice count padded to a power of two, and each of its slices'
     # steps reduces over all of them: slices x padded slices steps, after every slice is done
     merge_steps = np.where(slices > 1, slices * _pow2_at_least(slices), 0.0)
-    return slice_keys * 2 * m.head_dim * kv_bytes + merge, programs, flops, occupancy, iterations, merge_steps
+    # slices of slice_keys each may cover the keys before the last slice: the kernel's last slices then stream
+    # nothing (272 programs of Gemma-2B at batch 16 over 4,096 keys: 17 slices of 256 keys, the 17th empty). The grid
+    # launches them last (the slice is its slowest axis), so a last wave of them only pays each program's fixed time
+    busy = np.where(slice_keys > 0, np.ceil(streamed / np.maximum(slice_keys, 1)), slices)
+    empty = batch * m.kv_heads * row_blocks * np.maximum(slices - np.maximum(busy, 1), 0)
+    block_bytes = slice_keys * 2 * m.head_dim * kv_bytes + merge
+    return block_bytes, programs, flops, occupancy, iterations, merge_steps, empty
 
 
 def split_kv_occupancy(sk, head_dim: int, block_m, block_n, slices):
@@ -163,6 +171,8 @@ class OpCost(NamedTuple):
     block_iterations: object = 0.0
     # and the steps of its merge, which the last program runs after the others (roofline.op_time)
     merge_steps: object = 0.0
+    # and of its `blocks`, those with no keys to stream (a split-KV kernel's empty last slices), launched last
+    empty_blocks: object = 0.0
     # kernels that only cast, fill or concatenate a few rows, at per_light_kernel_s each (a third of a typical kernel)
     light_launches: object = 0.0
     # bytes its thread blocks read from L2 beyond its DRAM bytes: blocks that stream the same keys (the query heads
@@ -235,6 +245,7 @@ def _gated(op: OpCost, on) -> OpCost:
         blocks_per_sm=g * op.blocks_per_sm,
         block_iterations=g * op.block_iterations,
         merge_steps=g * op.merge_steps,
+        empty_blocks=g * op.empty_blocks,
         light_launches=g * op.light_launches,
         l2_bytes=g * op.l2_bytes,
     )
@@ -330,9 +341,9 @@ def step_ops(
         blocks = np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0)
         # cuDNN's masked kernel: its blocks' time is fitted as streaming alone (attention_cta_Bps), no FLOPs term,
         # its occupancy not known
-        return np.where(masked, (c + new_tokens) * 2 * kvb * head_dim, 0.0), blocks, 0.0, 0.0, 0.0, 0.0
+        return np.where(masked, (c + new_tokens) * 2 * kvb * head_dim, 0.0), blocks, 0.0, 0.0, 0.0, 0.0, 0.0
 
-    block_bytes, blocks, block_flops, occupancy, iterations, merge_steps = per_block(context)
+    block_bytes, blocks, block_flops, occupancy, iterations, merge_steps, empty = per_block(context)
     span = 1.0
     if longest is not None:  # each sequence's blocks stream its own keys (split-KV slices are balanced per sequence)
         span = np.where(block_bytes > 0, per_block(longest)[0] / np.where(block_bytes > 0, block_bytes, 1.0), 1.0)
@@ -363,6 +374,7 @@ def step_ops(
             blocks_per_sm=occupancy,
             block_iterations=iterations,
             merge_steps=merge_steps,
+            empty_blocks=empty,
             l2_bytes=l2_bytes,
         )
     )
