@@ -347,7 +347,7 @@ def test_refit_refuses_what_it_cannot_fit_in_one_line(cli, tmp_path):
 
 
 def test_the_bundled_h100_calibration_is_its_recipe_and_its_band_is_a_card_it_never_saw():
-    # hardware/calibrated/h100-sxm-ref.json: the recipe's fit of four H100 cards' quick suites (parameters and card
+    # hardware/calibrated/h100-sxm-ref.json: the recipe's fit of five H100 cards' quick suites (parameters and card
     # factors refit here), and a band from the held-out probe sets of each card that measured some, predicted by the
     # recipe fitted on the other cards' suites with no card factor (validation/h100_calibration.py)
     from conftest import validation_script
@@ -364,14 +364,15 @@ def test_the_bundled_h100_calibration_is_its_recipe_and_its_band_is_a_card_it_ne
         if name != "compute_scale":  # which is in the per-FLOP energies
             assert stored["parameters"][name] == pytest.approx(value, rel=1e-6), name
     assert stored["parameters"]["j_per_flop"]["bf16"] == pytest.approx(refit.result.params.j_per_flop["bf16"])
-    assert len(stored["card_factors"]) == 4
+    assert len(stored["card_factors"]) == 5
     for card, factor in refit.result.card_factors.items():
         assert stored["card_factors"][card] == pytest.approx(factor, rel=1e-6)
     mod = validation_script("h100_calibration")
     by_card = mod.rows_of_unseen_cards()
-    assert {c: len(r) for c, r in by_card.items()} == {"GPU-778b0c9e": 90, "GPU-f6c727ca": 30, "GPU-ffb5d03d": 30}
+    counts = {"GPU-778b0c9e": 90, "GPU-f6c727ca": 30, "GPU-ffb5d03d": 30, "GPU-0993e514": 30}
+    assert {c: len(r) for c, r in by_card.items()} == counts
     band = band_over_gpus(by_card, "")
-    assert stored["band"]["points"] == 150
+    assert stored["band"]["points"] == 180
     assert stored["band"]["energy"] == pytest.approx(band.energy) and stored["band"]["time"] == pytest.approx(band.time)
     # predict on an H100 SXM takes it, on the engine it was measured on
     assert default_engine("h100-sxm") == "ref" and find_calibration("h100-sxm", "ref") == path

@@ -131,9 +131,11 @@ HELD_OUT_SETS = {
         ),
         "GPU-f6c727ca": ("h100-f6c727ca-quick-ref.jsonl", ["holdout-12-ref-f6c727ca.jsonl"]),
         "GPU-ffb5d03d": ("h100-ffb5d03d-quick-ref.jsonl", ["holdout-12-ref-log-ffb5d03d.txt"]),
+        "GPU-0993e514": ("h100-0993e514-quick-ref.jsonl", ["holdout-13-ref-0993e514.jsonl"]),
     },
 }
-OTHER_GPUS = {card: ("h100-sxm", H100) for card in ("GPU-778b0c9e", "GPU-f6c727ca", "GPU-ffb5d03d")}  # (GPU, folder)
+H100_CARDS = ("GPU-778b0c9e", "GPU-f6c727ca", "GPU-ffb5d03d", "GPU-0993e514")
+OTHER_GPUS = {card: ("h100-sxm", H100) for card in H100_CARDS}  # card: (GPU, folder)
 # held-out sets whose results file did not come back from the device: the table `shivam validate` printed, and the
 # probe file its rows are the points of
 PRINTED_SETS = {"holdout-12-ref-log-ffb5d03d.txt": "calibrate-holdout-12-ref.json"}

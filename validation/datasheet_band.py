@@ -8,8 +8,8 @@ A GPU known only by its datasheet gets the engine's datasheet band: how far data
 measurements. Taken from one GPU model, it assumes every other GPU's datasheet figures err as that one's do; with a
 second GPU model measured, that assumption is tested (each GPU's points against the band of the other) and the band
 is taken over both, each GPU model weighing the same (shivam.calibrate.band.band_over_gpus). The points: the H200's
-93 steps of `results/h200-ref/steps_stage3.jsonl` and the H100 SXM's 92 quick-suite points of
-`results/h100-calibrate/` (four cards), each predicted from its own GPU file and the ref profile's
+93 steps of `results/h200-ref/steps_stage3.jsonl` and the H100 SXM's 114 quick-suite points of
+`results/h100-calibrate/` (five cards), each predicted from its own GPU file and the ref profile's
 starting values alone (`shivam check FILE --gpu GPU --engine ref --no-calibration`).
 
 --transfer predicts the H100's points with the H200's ref calibration (its fitted efficiencies, per-kernel and
@@ -40,6 +40,7 @@ SOURCES = {
         "validation/results/h100-calibrate/h100-f6c727ca-quick-ref.jsonl",
         "validation/results/h100-calibrate/h100-778b0c9e-quick-ref.jsonl",
         "validation/results/h100-calibrate/h100-ffb5d03d-quick-ref.jsonl",
+        "validation/results/h100-calibrate/h100-0993e514-quick-ref.jsonl",
     ],
 }
 

@@ -3,14 +3,14 @@
     .venv/bin/python validation/h100_calibration.py           # the figures
     .venv/bin/python validation/h100_calibration.py --write   # store its held-out band in the bundled calibration
 
-hardware/calibrated/h100-sxm-ref.json is the recipe h100-sxm-ref fitted over four H100 cards' quick suites with one
-energy scale per card. What a user of another H100 gets is that calibration with no card measured. Three of the cards
+hardware/calibrated/h100-sxm-ref.json is the recipe h100-sxm-ref fitted over five H100 cards' quick suites with one
+energy scale per card. What a user of another H100 gets is that calibration with no card measured. Four of the cards
 also measured held-out probe sets after their quick suite (GPU-778b0c9e: sets 12, 10 and 9; GPU-f6c727ca and
-GPU-ffb5d03d: set 12, the latter's as `shivam validate` printed it, its results file lost), shapes, batches and
-models no suite has. Each of them is predicted by the recipe's fit of the other cards' suites, with no card factor:
-a card the calibration never saw, at points it never saw. The 5th-95th percentiles of measured / predicted over
-those points, each card weighing the same, are the band --write stores; the fit's own leave-one-model-out band is
-printed beside it for comparison.
+GPU-ffb5d03d: set 12, the latter's as `shivam validate` printed it, its results file lost; GPU-0993e514: set 13),
+shapes, batches and models no suite has. Each of them is predicted by the recipe's fit of the other cards' suites,
+with no card factor: a card the calibration never saw, at points it never saw. The 5th-95th percentiles of
+measured / predicted over those points, each card weighing the same, are the band --write stores; the fit's own
+leave-one-model-out band is printed beside it for comparison.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ HELD_OUT = {  # card: the probe sets it measured after its quick suite
     "GPU-778b0c9e": ["holdout-12-ref-778b0c9e.jsonl", "holdout-10-ref-778b0c9e.jsonl", "holdout-9-ref-778b0c9e.jsonl"],
     "GPU-f6c727ca": ["holdout-12-ref-f6c727ca.jsonl"],
     "GPU-ffb5d03d": ["holdout-12-ref-log-ffb5d03d.txt"],
+    "GPU-0993e514": ["holdout-13-ref-0993e514.jsonl"],
 }
 # sets whose results file did not come back from the device: the table validate printed, and its probe file
 PRINTED = {"holdout-12-ref-log-ffb5d03d.txt": "validation/probes/calibrate-holdout-12-ref.json"}
