@@ -8,6 +8,7 @@
     .venv/bin/python validation/band_coverage.py --quick-band [--write]  # the graph engine's quick-calibration band
     .venv/bin/python validation/band_coverage.py --leave-one-card-out    # that band, each card's from the others'
     .venv/bin/python validation/band_coverage.py --engine ref --quick-band [--write]  # the same for the ref engine
+    .venv/bin/python validation/band_coverage.py --engine ref --errors   # each held-out set's errors, by its card
 
 --holdout refits the suite's measurements as `shivam calibrate` does and estimates the band again; --calibration
 takes a calibration file's parameters and band as they are, and the band the engine now gives a quick calibration.
@@ -192,6 +193,30 @@ def held_out_rows_by_card(engine: str = "graph") -> dict[str, list[dict]]:
     return by_card
 
 
+def held_out_errors(engine: str = "graph") -> dict:
+    """Each card's held-out sets, each predicted by that card's own quick calibration with no card factor (what
+    `shivam calibrate --quick` and then `shivam check` give on that card): median and largest errors per set."""
+    out = {}
+    for card, (suite, sets) in HELD_OUT_SETS[engine].items():
+        gpu, folder = gpu_and_folder(card)
+        train, _ = load_results([str(folder / suite)], engine)
+        params = calibrate_like(train, engine, gpu)[0].params
+        for name in sets:
+            rows = predictions(held_out_measurements(folder, [name], engine, card), params)
+            e, t = (np.abs([r[f"{k}_err"] for r in rows]) for k in ("energy", "time"))
+            out[f"{card} {name}"] = stats = {
+                "points": len(rows),
+                "energy": [float(np.median(e)), float(e.max())],
+                "time": [float(np.median(t)), float(t.max())],
+            }
+            (e_med, e_max), (t_med, t_max) = (100 * np.array(stats[k]) for k in ("energy", "time"))
+            print(
+                f"{card} {name:34s} {len(rows):3d} points: energy {e_med:.1f} % median / {e_max:.1f} % max, "
+                f"time {t_med:.1f} % / {t_max:.1f} %"
+            )
+    return out
+
+
 def band_of_cards(by_card: dict[str, list[dict]], basis: str) -> Band:
     """The band of these cards' held-out rows, each GPU model weighing the same (shivam.calibrate.band.band_over_gpus;
     with one GPU model, plain percentiles of the pooled rows)."""
@@ -287,11 +312,14 @@ def main() -> None:
     parser.add_argument(
         "--leave-one-card-out", action="store_true", help="each card's coverage by the band of the other cards' points"
     )
+    parser.add_argument(
+        "--errors", action="store_true", help="each card's held-out sets predicted by its own quick calibration"
+    )
     args = parser.parse_args()
     if args.write and not args.quick_band:
         parser.error("--write stores the quick-calibration band: give it with --quick-band")
-    if args.engine != "graph" and not (args.quick_band or args.leave_one_card_out):
-        parser.error("--engine chooses the quick calibrations of --quick-band and --leave-one-card-out: give one")
+    if args.engine != "graph" and not (args.quick_band or args.leave_one_card_out or args.errors):
+        parser.error("--engine chooses the quick calibrations of --quick-band, --leave-one-card-out or --errors")
     if args.quick_band:
         band = quick_calibration_band(args.engine)
         print(
@@ -307,6 +335,8 @@ def main() -> None:
             path.write_text(json.dumps(profile, indent=2) + "\n")
     elif args.leave_one_card_out:
         figures = leave_one_card_out(args.engine)
+    elif args.errors:
+        figures = held_out_errors(args.engine)
     elif args.calibration:
         figures = stored(args.calibration, args.held_out)
     elif args.holdout:
