@@ -164,3 +164,37 @@ def test_every_committed_probe_file_is_one_the_validator_takes(probe):
     if not isinstance(json.loads(path.read_text()), list):
         pytest.skip("not a points file")
     assert select_points([], points_file=str(path))
+
+
+def test_a_printed_table_is_read_back_against_its_probe_file(tmp_path):
+    # the table `shivam validate` prints (ms and J per call) stands in for a results file that was lost: each row is
+    # matched to its probe point by label, failed points are left out, and a bad table is one ShivamError
+    from shivam.calibrate.results import printed_measurements
+    from shivam.errors import ShivamError
+
+    probe = tmp_path / "probe.json"
+    points = [
+        {"suite": "p", "engine": "ref", "kind": "step", "model": "gpt2", "new_tokens": 1, "context": 512, "batch": b}
+        for b in (4, 8)
+    ]
+    probe.write_text(json.dumps(points))
+
+    def table(*rows):
+        log = tmp_path / f"log-{len(list(tmp_path.glob('log-*')))}.txt"
+        head = "┃ point ┃ ms/call ┃ J/call ┃ spread ┃ W ┃ predicted J/call ┃ pred. error ┃\n"
+        log.write_text(head + "".join(f"│ {r} │\n" for r in rows))
+        return log
+
+    good = table("gpt2 step n=1 b=4 c=512 │   1.250 │ 0.4000 │  0.2 % │ 320", "gpt2 step n=1 b=8 c=512 │ FAILED │ │ │")
+    (m,) = printed_measurements(good, probe, "GPU-x")
+    assert (m.point.batch, m.time_s, m.energy_j, m.card) == (4, 0.00125, 0.4, "GPU-x")
+    for bad, why in (
+        (table("gpt2 step n=1 b=4 c=512 │ — │ 0.4000 │ │"), "no positive ms and J"),
+        (table("gpt2 step n=1 b=4 c=512 │ 1.0 │ 0.4 │ │", "gpt2 step n=1 b=4 c=512 │ 1.0 │ 0.4 │ │"), "printed twice"),
+        (table("opt-125m step n=1 b=4 c=512 │ 1.0 │ 0.4 │ │"), "no measured point"),
+    ):
+        with pytest.raises(ShivamError, match=why):
+            printed_measurements(bad, probe, "GPU-x")
+    probe.write_text('{"not": "a list"}')
+    with pytest.raises(ShivamError, match="not a list of points"):
+        printed_measurements(good, probe, "GPU-x")

@@ -257,11 +257,12 @@ def test_the_profiles_slicing_is_the_kernels():
             assert blocks == b * m.kv_heads * plan.m_blocks * plan.slices, (model, b, n, c)
             # the kernel's own slicing (shivam/validate/kernels.py): slice s starts at s x slice_len, and a slice
             # that starts at or past the keys it streams (the cached ones, up to 16 new tokens) streams none
-            streamed = c if n <= sk.fused_max_new else None
-            if streamed is not None:
-                slice_len = math.ceil(math.ceil(streamed / plan.block_n) / plan.slices) * plan.block_n
-                idle = sum(1 for s_ in range(plan.slices) if s_ * slice_len >= streamed)
+            if n <= sk.fused_max_new:
+                slice_len = math.ceil(math.ceil(c / plan.block_n) / plan.slices) * plan.block_n
+                idle = sum(1 for s_ in range(plan.slices) if s_ * slice_len >= c)
                 assert empty == b * m.kv_heads * plan.m_blocks * idle, (model, b, n, c)
+            else:  # each row block's keys end at its own last token: not counted
+                assert empty == 0, (model, b, n, c)
 
 
 def test_split_kv_bytes_by_hand():
@@ -276,9 +277,10 @@ def test_split_kv_bytes_by_hand():
     per_program, blocks, _, _, _, _, empty = split_kv_programs(load_model("mistral-7b"), 1, 1, 512, 2, sk)
     assert (per_program, blocks, empty) == (65_536 + 2 * 2_048, 8 * 4, 0)
     # Gemma-2B decode, batch 16, context 4,096 (one KV head, 8 query rows in a 16-row block, 256-wide heads in
-    # 32-key blocks): slices min(8,192 / 256, ceil(264 / 16)) = 17 of ceil(128 / 17) = 8 blocks, 256 keys: the first
-    # 16 slices cover the 4,096 keys and the 17th of each sequence streams none: 16 of 272 programs; each program
-    # streams 256 x 2 x 256 x 2 bytes and writes and reads back one partial of 8 rows x 256 x 4 bytes
+    # 32-key blocks; capacity 4,097): slices min(ceil(4,097 / 256), ceil(264 / 16)) = 17 of ceil(128 / 17) = 8
+    # blocks, 256 keys: the first 16 slices cover the 4,096 keys and the 17th of each sequence streams none: 16 of
+    # 272 programs; each program streams 256 x 2 x 256 x 2 bytes and writes and reads back one partial of 8 rows x
+    # 256 x 4 bytes
     per_program, blocks, _, _, _, _, empty = split_kv_programs(load_model("gemma-2b"), 16, 1, 4096, 2, sk)
     assert (per_program, blocks, empty) == (262_144 + 2 * 8_192, 272, 16)
 
@@ -336,14 +338,20 @@ def test_split_kv_waves_by_hand():
     # one program alone at a time: its iterations bind
     alone = op._replace(blocks=10.0)
     assert float(op_time(alone, p, "bf16")[0]) == pytest.approx(2e-6 + 70e-6, rel=1e-12)
-    # 800 programs, the last 8 empty (launched last): two full waves of 396, and the 8 left over have no keys to
-    # stream: their wave is the fixed 2 us, not a wave of 1 MB programs
+    # 800 programs, the last 8 empty (launched last): two full waves of 396, and the 8 left over have no cached keys
+    # to stream: their wave is the fixed 2 us and one iteration (the step's new keys), not a wave of 1 MB programs
     empty = op._replace(blocks=800.0, empty_blocks=8.0)
     t, sm_s, _ = op_time(empty, p, "bf16")
-    assert float(t) == pytest.approx(2 * full + 2e-6, rel=1e-12)
-    assert float(sm_s) == pytest.approx(792 * full + 8 * 2e-6, rel=1e-12)
-    # the same 8 with keys to stream: a last wave of one program per multiprocessor, bound by its iterations
-    assert float(op_time(op._replace(blocks=800.0), p, "bf16")[0]) == pytest.approx(2 * full + 2e-6 + 70e-6)
+    assert float(t) == pytest.approx(2 * full + 2e-6 + 7e-7, rel=1e-12)
+    assert float(sm_s) == pytest.approx(792 * full + 8 * (2e-6 + 7e-7), rel=1e-12)
+    # the same 8 with keys to stream, or only 4 of them empty: a last wave of one program per multiprocessor, bound
+    # by its iterations
+    for busy_tail in (op._replace(blocks=800.0), op._replace(blocks=800.0, empty_blocks=4.0)):
+        assert float(op_time(busy_tail, p, "bf16")[0]) == pytest.approx(2 * full + 2e-6 + 70e-6)
+    # a ragged batch's longest program (span 1.5) bounds the last wave with keys, the full one before the empty tail
+    longest = 2e-6 + 1.5 * 70e-6
+    ragged = empty._replace(block_span=1.5)
+    assert float(op_time(ragged, p, "bf16")[0]) == pytest.approx(full + longest + 2e-6 + 7e-7, rel=1e-12)
 
 
 @pytest.mark.parametrize("n,context", [(256, 0), (129, 512), (2048, 0), (17, 100)])

@@ -156,19 +156,35 @@ def load_results(paths: list[str], engine: str | None = None) -> tuple[list[Meas
 
 def printed_measurements(log: str | Path, probe: str | Path, card: str, engine: str | None = None) -> list[Measured]:
     """The points of a probe file as `shivam validate` printed them (its table: point, ms and J per call, the median
-    of windows), for a run whose results file was lost: each row matched to its probe point by label. The table
-    rounds to 4-5 significant figures and has no tokens per call, spreads or environment record."""
-    source = f"probe file {str(probe)!r}"
+    of windows), for a run whose results file was lost: each row matched to its probe point by label; failed points
+    (FAILED in the table) are left out, as load_results leaves out failed records. The table rounds to 4-5
+    significant figures and has no tokens per call, spreads or environment record."""
+    fix = "give the output of `shivam validate --points-file PROBE` and that probe file"
     try:
         records = json.loads(read_text(probe, "probe file", "give a points file"))
         points = {p.label(): p for p in (Point.model_validate(r) for r in records)}
-    except (json.JSONDecodeError, TypeError, ValidationError) as exc:
-        raise ShivamError(f"{source}: not a list of points ({exc.__class__.__name__}); give a points file") from None
-    out = []
-    for line in read_text(log, "printed table", "give the output of `shivam validate`").splitlines():
+    except (json.JSONDecodeError, TypeError, ValidationError):
+        raise ShivamError(f"probe file {str(probe)!r} is not a list of points; give a points file") from None
+    out, seen = [], set()
+    for line in read_text(log, "printed table", fix).splitlines():
         cells = [c.strip() for c in line.strip().strip("│").split("│")]
-        if line.startswith("│ ") and len(cells) >= 3 and cells[0] in points:
-            p = points[cells[0]]
-            if engine is None or p.engine == engine:
-                out.append(Measured(p, float(cells[1]) / 1e3, float(cells[2]), 0.0, p.model, card))
+        if not (line.startswith("│ ") and len(cells) >= 3 and cells[0] in points) or cells[1] == "FAILED":
+            continue
+        p = points[cells[0]]
+        if p.label() in seen:
+            raise ShivamError(f"{log}: point {p.label()} is printed twice; {fix}, one run's table")
+        seen.add(p.label())
+        try:
+            time_s, energy_j = float(cells[1]) / 1e3, float(cells[2])
+        except ValueError:
+            time_s = energy_j = math.nan
+        if not (math.isfinite(time_s) and math.isfinite(energy_j) and time_s > 0 and energy_j > 0):
+            raise ShivamError(
+                f"{log}: point {p.label()} has no positive ms and J per call ({cells[1]!r}, {cells[2]!r}); {fix}"
+            )
+        p.check()
+        if engine is None or p.engine == engine:
+            out.append(Measured(p, time_s, energy_j, 0.0, p.model, card))
+    if not out:
+        raise ShivamError(f"{log}: no measured point of {probe} in the table; {fix}")
     return out

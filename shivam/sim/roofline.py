@@ -19,8 +19,8 @@ Per operator (docs/model.md, section 3):
     t_waves (a split-KV kernel, whose programs per multiprocessor o the engine profile gives by compiled variant)
              replaces both t_roof and t_block: P programs run in floor(P / (o S)) full waves of o per multiprocessor
              (S multiprocessors) and a last wave of the rest, ceil(rest / S) per multiprocessor (a last wave of
-             programs with no keys to stream, empty last slices the grid launches last, attention_block_s); a wave
-             of m per multiprocessor lasts
+             programs with no cached keys to stream, empty last slices the grid launches last: attention_block_s +
+             attention_iteration_s, the one block of new keys they attend to); a wave of m per multiprocessor lasts
                  attention_block_s + max(iterations * attention_iteration_s, m * block_bytes / share)
                  + m * block_flops / sm_rate,   share = bandwidth * attention_memory_efficiency / S
              (block_flops: the program's row block, padded rows included, times its keys)
@@ -243,7 +243,8 @@ def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
     than alone (its iterations x attention_iteration_s), the m together no faster than the multiprocessor's share of
     the bandwidth, and they take turns at its tensor cores. The programs past the last full wave spread over the
     multiprocessors, ceil(rest / multiprocessors) each; where they are all empty (op.empty_blocks: launched last, no
-    keys to stream), their wave is each program's fixed time, and the last wave with keys is the full one before."""
+    cached keys to stream), their wave is each program's fixed time and one iteration (the step's new keys), and the
+    last wave with keys is the full one before."""
     occupancy = np.maximum(op.blocks_per_sm, 1.0)
     sms = p.multiprocessors
     share = p.bandwidth_Bps * p.attention_memory_efficiency / sms
@@ -257,7 +258,9 @@ def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
     full_wave = wave(occupancy)
     # the part-filled last wave, if any; of empty programs alone (launched last), each program's fixed time
     empty_tail = (rest > 0) & (rest <= op.empty_blocks)
-    tail = np.where(rest > 0, np.where(empty_tail, p.attention_block_s, wave(np.ceil(rest / sms))), 0.0)
+    # (an empty last slice still attends to the step's new keys: one iteration)
+    empty_wave = p.attention_block_s + p.attention_iteration_s
+    tail = np.where(rest > 0, np.where(empty_tail, empty_wave, wave(np.ceil(rest / sms))), 0.0)
     resident = full * occupancy * sms * full_wave + rest * tail
     last = np.where((rest > 0) & ~empty_tail, tail, full_wave)  # the last wave with keys to stream
     return full * full_wave + tail, last, resident

@@ -117,11 +117,15 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     # the merging program's loop is unrolled over the slice count padded to a power of two, and each of its slices'
     # steps reduces over all of them: slices x padded slices steps, after every slice is done
     merge_steps = np.where(slices > 1, slices * _pow2_at_least(slices), 0.0)
-    # slices of slice_keys each may cover the keys before the last slice: the kernel's last slices then stream
-    # nothing (272 programs of Gemma-2B at batch 16 over 4,096 keys: 17 slices of 256 keys, the 17th empty). The grid
-    # launches them last (the slice is its slowest axis), so a last wave of them only pays each program's fixed time
+    # slices of slice_keys each may cover the cached keys before the last slice: the kernel's last slices then stream
+    # none (272 programs of Gemma-2B at batch 16 over 4,096 keys: 17 slices of 256 keys, the 17th empty). The grid
+    # launches them last (the slice is its slowest axis), so a last wave of them pays only each program's fixed time
+    # and the one block of new keys the last slice attends to. Counted where every row block streams the same keys
+    # (up to fused_max_new new tokens; above, each row block's keys end at its own last token)
     busy = np.where(slice_keys > 0, np.ceil(streamed / np.maximum(slice_keys, 1)), slices)
-    empty = batch * m.kv_heads * row_blocks * np.maximum(slices - np.maximum(busy, 1), 0)
+    empty = np.where(
+        n <= sk.fused_max_new, batch * m.kv_heads * row_blocks * np.maximum(slices - np.maximum(busy, 1), 0), 0.0
+    )
     block_bytes = slice_keys * 2 * m.head_dim * kv_bytes + merge
     return block_bytes, programs, flops, occupancy, iterations, merge_steps, empty
 
@@ -347,6 +351,7 @@ def step_ops(
     span = 1.0
     if longest is not None:  # each sequence's blocks stream its own keys (split-KV slices are balanced per sequence)
         span = np.where(block_bytes > 0, per_block(longest)[0] / np.where(block_bytes > 0, block_bytes, 1.0), 1.0)
+        empty = 0.0  # each sequence slices its own keys: the last-launched programs need not all be empty
     # Each of the masked kernel's blocks reads its KV head's keys and values in full (at the real head_dim, whatever
     # its configuration costs in time), q_tile queries at a time; the cache's DRAM bytes (the op's kv_read_bytes) are
     # read once, so the query heads sharing a KV head, and a head's further query tiles, read them again from L2
