@@ -7,6 +7,7 @@ events), and profiles the replays (torch.profiler, CUPTI: one record per kernel 
 kernel time by class (GEMM, attention, add_norm, act, other) against the replay's time.
 
     PYTHONPATH=$PWD python3 validation/decode_breakdown.py [--model mistral-7b] [--context 512] [--batch 1]
+        [--new-tokens 1]   # n > 1: a verify step of n new tokens, against the weights-only graph of batch x n rows
 
 Prints one line per (step, class): kernels per step, device time per step (µs), mean per kernel; then each step's
 kernel-busy time, the profiled span per replay, and the replay time (without the profiler) less the busy time:
@@ -38,8 +39,9 @@ def kernel_class(name: str) -> str:
     return next((label for label, pattern in CLASSES if pattern.search(name)), "other")
 
 
-def profile_graph(fn, reps: int) -> tuple[dict[str, list[float]], float]:
-    """Each class's kernel durations (s) over `reps` replays of fn's CUDA graph, and the replays' span per replay."""
+def profile_graph(fn, reps: int) -> tuple[dict[str, list[float]], float, dict[str, int]]:
+    """Each class's kernel durations (s) over `reps` replays of fn's CUDA graph, the replays' span per replay, and
+    how many times each GEMM kernel (by name) ran."""
     replay = graphed({}, torch.device("cuda"), "probe", fn)
     for _ in range(5):
         replay()
@@ -49,6 +51,7 @@ def profile_graph(fn, reps: int) -> tuple[dict[str, list[float]], float]:
             replay()
         torch.cuda.synchronize()
     by_class: dict[str, list[float]] = defaultdict(list)
+    gemms: dict[str, int] = defaultdict(int)
     starts, ends = [], []
     for event in prof.events():
         if event.device_type != torch.autograd.DeviceType.CUDA or event.device_time <= 0:
@@ -56,10 +59,12 @@ def profile_graph(fn, reps: int) -> tuple[dict[str, list[float]], float]:
         if "memcpy" in event.name.lower() or "memset" in event.name.lower():
             continue
         by_class[kernel_class(event.name)].append(event.device_time * 1e-6)
+        if kernel_class(event.name) == "gemm":
+            gemms[event.name] += 1
         starts.append(event.time_range.start)
         ends.append(event.time_range.end)
     span = (max(ends) - min(starts)) * 1e-6 / reps if starts else float("nan")
-    return by_class, span
+    return by_class, span, gemms
 
 
 def main() -> None:
@@ -68,20 +73,22 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--new-tokens", type=int, default=1)
     args = ap.parse_args()
+    n = args.new_tokens
     dec = RefDecoder(load_model(args.model), args.batch, args.context + 64, device="cuda")
     dec.k_cache.normal_()
     dec.v_cache.normal_()
-    token = torch.zeros((args.batch, 1), dtype=torch.long, device="cuda")
-    lens, plan = dec.lens_for(args.context), dec.plan(1, args.context + 1)
-    weights_only, _ = weights_only_run(dec, args.batch)
+    token = torch.zeros((args.batch, n), dtype=torch.long, device="cuda")
+    lens, plan = dec.lens_for(args.context), dec.plan(n, args.context + n)
+    weights_only, _ = weights_only_run(dec, args.batch * n)
     steps = {"weights-only": weights_only, "decode": lambda: dec.ref_logits(token, lens, plan).argmax(dim=-1)}
     replay = {name: replay_seconds(fn) for name, fn in steps.items()}
     w, d = replay["weights-only"], replay["decode"]
-    print(f"{args.model} batch {args.batch} context {args.context}: weights-only {1e3 * w:.3f} ms, "
+    print(f"{args.model} batch {args.batch} context {args.context} new tokens {n}: weights-only {1e3 * w:.3f} ms, "
           f"decode {1e3 * d:.3f} ms ({d / w:.3f}x)")  # fmt: skip
     for name, fn in steps.items():
-        by_class, span = profile_graph(fn, args.reps)
+        by_class, span, gemms = profile_graph(fn, args.reps)
         busy = 0.0
         for label in sorted(by_class, key=lambda c: -sum(by_class[c])):
             times = by_class[label]
@@ -91,6 +98,8 @@ def main() -> None:
                   f"{1e6 * per_step / count:6.2f} us each")  # fmt: skip
         print(f"  {name:12s} busy {1e6 * busy:.1f} us, profiled span {1e6 * span:.1f} us, replay "
               f"{1e6 * replay[name]:.1f} us: between kernels {1e6 * (replay[name] - busy):.1f} us")  # fmt: skip
+        for kernel, count in sorted(gemms.items(), key=lambda kv: -kv[1]):
+            print(f"    {count / args.reps:6.0f} per step  {kernel[:110]}")
 
 
 if __name__ == "__main__":
