@@ -11,7 +11,7 @@ from test_cli import assert_clean_error
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
 from shivam.specs import GPU, Dtypes, load_gpu, load_model, make_params
-from shivam.specs.calibration import find_calibration, load_calibration
+from shivam.specs.calibration import find_calibration, load_calibration, load_recipe
 from shivam.validate.calibration import (
     PRIORS,
     below_power_limit,
@@ -82,6 +82,17 @@ def test_the_reference_engine_is_calibrated_on_its_own_points_and_priors():
     assert engine_priors("graph") == {**PRIORS, "l2_j_per_byte": 0.0}
     with pytest.raises(ShivamError, match="--engine graph or ref"):
         engine_priors("hf-static")
+    # a GPU model with a bundled ref calibration holds each resident program's power at its own fitted value (the
+    # H100 SXM's, fitted over five cards' suites together); one without, the engine's; the graph engine's L2 prior
+    # stays 0 on the H200 though its bundled calibration fits the term (the quick band was measured without it)
+    from shivam.validate.calibration import gpu_priors
+
+    h100 = load_calibration(find_calibration("h100-sxm", "ref"))
+    assert "block_power_w" not in load_recipe("h100-sxm-ref").fix
+    assert gpu_priors("ref", "h100-sxm") == {**engine_priors("ref"), "block_power_w": h100.parameters["block_power_w"]}
+    assert 0.18 < h100.parameters["block_power_w"] < 0.20 and h100.uncertainty["block_power_w"] < 0.015
+    assert gpu_priors("ref", "l4") == engine_priors("ref") and gpu_priors("ref", None) == engine_priors("ref")
+    assert gpu_priors("graph", "h200") == engine_priors("graph")
 
 
 def test_calibrate_measures_the_engine_it_is_asked_for(tmp_path, monkeypatch):

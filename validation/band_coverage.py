@@ -47,7 +47,7 @@ from shivam.calibrate.results import Measured, load_results, printed_measurement
 from shivam.calibrate.workflow import cross_validated_band
 from shivam.errors import ShivamError
 from shivam.specs import Band, load_calibration, load_engine, load_gpu, resolve_params
-from shivam.validate.calibration import calibration_points, engine_priors
+from shivam.validate.calibration import calibration_points, gpu_priors
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "validation/results/h200"
@@ -61,7 +61,7 @@ CARDS = {  # the card of each quick-suite measurement, as load_results names it
 def calibrate_like(train, engine: str = "graph", gpu: str = "h200"):
     """The fit and band of `shivam calibrate` (shivam.validate.calibration.calibrate) on these points."""
     base = base_params(gpu, engine)
-    priors = engine_priors(engine)
+    priors = gpu_priors(engine, gpu)
     result = fit(train, base, dict(priors), strict="hold", card_factors=False)
     fix = {**priors, **result.held}
     _, band, _ = cross_validated_band(train, base, fix, False, basis=f"{gpu}/{engine} fit")

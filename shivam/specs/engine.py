@@ -200,6 +200,11 @@ class CalibrationPriors(BaseModel):
     model_config = ConfigDict(extra="forbid")
     values: dict[str, float]
     basis: str
+    per_gpu_model: list[str] = Field(
+        default=[],
+        description="of `values`, those a GPU model's bundled calibration of this engine replaces where one exists: "
+        "facts of the kernel on that GPU model, which several cards' suites fitted together identify",
+    )
 
 
 class EngineProfile(BaseModel):

@@ -22,7 +22,17 @@ from shivam.calibrate.points import Point, PointSet, point_cost
 from shivam.errors import ShivamError
 from shivam.sim.scenario import Scenario
 from shivam.sim.workload import kv_cache_bytes, weight_bytes
-from shivam.specs import GPU, Calibration, Dtypes, load_engine, load_gpu, load_model, make_params, resolve_params
+from shivam.specs import (
+    GPU,
+    Calibration,
+    Dtypes,
+    gpu_id_for,
+    load_engine,
+    load_gpu,
+    load_model,
+    make_params,
+    resolve_params,
+)
 from shivam.specs.calibration import (
     Card,
     bundled_calibration,
@@ -117,6 +127,20 @@ def engine_priors(engine: str) -> dict[str, float]:
     if unknown:
         raise ShivamError(f"engine {prof.engine}: calibration_priors names no fitted parameter: {', '.join(unknown)}")
     return {**PRIORS, **own}
+
+
+def gpu_priors(engine: str, gpu_id: str | None) -> dict[str, float]:
+    """engine_priors, where the GPU model has a bundled calibration of the engine with the profile's per_gpu_model
+    priors taken from it: facts of the kernel on that GPU model (each resident split-KV program's power), which one
+    card's suite cannot separate from its static power but several cards' suites fitted together can (the H100
+    SXM's five: 0.192 +- 0.011 W per program, against the H200's 0.215)."""
+    priors = engine_priors(engine)
+    own = load_engine(engine).calibration_priors
+    path = bundled_calibration(gpu_id, engine) if gpu_id and own else None
+    if path is None:
+        return priors
+    fitted = load_calibration(path).parameters
+    return {**priors, **{k: float(fitted[k]) for k in own.per_gpu_model if isinstance(fitted.get(k), (int, float))}}
 
 
 def calibration_engine(gpu: GPU) -> str:
@@ -319,12 +343,12 @@ def calibrate(
 
     _refuse_simulated_install(simulate_meter, output)
     # before anything is measured: an engine that cannot be calibrated is refused
-    priors = engine_priors(engine) if engine is not None else None
+    if engine is not None:
+        engine_priors(engine)
     meter = open_meter(gpu_index, simulate_meter, command)
     spec = _gpu_of(meter, gpu)
-    if engine is None:
-        engine = calibration_engine(spec)
-        priors = engine_priors(engine)
+    engine = engine or calibration_engine(spec)
+    priors = gpu_priors(engine, spec.id)
     card = _card(meter.env, spec.name)
     points = calibration_points(spec, quick, simulated=simulate_meter, engine=engine)
     folder = user_calibrations_dir().parent / "measurements"
@@ -379,7 +403,8 @@ def refit(measurements: str, output: str | None = None, gpu: str | None = None) 
     how += f"; {len(failed)} failed point(s) left out: {', '.join(failed)})" if failed else ")"
     quick = suites == {"calibrate-quick"}
     # gpu None: the GPU the file's environment record names (shivam.calibrate.workflow.results_of_one_gpu)
-    out = _fit_and_install(path, engine, gpu, engine_priors(engine), card, quick, output, how)
+    gpu_id = gpu or gpu_id_for(env.get("gpu") or "")
+    out = _fit_and_install(path, engine, gpu, gpu_priors(engine, gpu_id), card, quick, output, how)
     return {**out, "failed": failed}
 
 
