@@ -135,8 +135,9 @@ def gpu_priors(engine: str, gpu_id: str | None) -> dict[str, float]:
     card's suite cannot separate from its static power but several cards' suites fitted together can (the H100
     SXM's five: 0.192 +- 0.011 W per program, against the H200's 0.215)."""
     priors = engine_priors(engine)
-    own = load_engine(engine).calibration_priors
-    path = bundled_calibration(gpu_id, engine) if gpu_id and own else None
+    profile = load_engine(engine)
+    own = profile.calibration_priors
+    path = bundled_calibration(gpu_id, profile.engine) if gpu_id and own else None
     if path is None:
         return priors
     fitted = load_calibration(path).parameters
@@ -403,7 +404,7 @@ def refit(measurements: str, output: str | None = None, gpu: str | None = None) 
     how += f"; {len(failed)} failed point(s) left out: {', '.join(failed)})" if failed else ")"
     quick = suites == {"calibrate-quick"}
     # gpu None: the GPU the file's environment record names (shivam.calibrate.workflow.results_of_one_gpu)
-    gpu_id = gpu or gpu_id_for(env.get("gpu") or "")
+    gpu_id = gpu or (gpu_id_for(env["gpu"]) if isinstance(env.get("gpu"), str) else None)
     out = _fit_and_install(path, engine, gpu, gpu_priors(engine, gpu_id), card, quick, output, how)
     return {**out, "failed": failed}
 
