@@ -135,8 +135,8 @@ HELD_OUT_SETS = {
         "GPU-0993e514": ("h100-0993e514-quick-ref.jsonl", ["holdout-13-ref-0993e514.jsonl"]),
     },
 }
-H100_CARDS = ("GPU-778b0c9e", "GPU-f6c727ca", "GPU-ffb5d03d", "GPU-0993e514")
-OTHER_GPUS = {card: ("h100-sxm", H100) for card in H100_CARDS}  # card: (GPU, folder)
+# card: (GPU, folder) of the cards whose quick suite is an H100's
+OTHER_GPUS = {card: ("h100-sxm", H100) for card, (suite, _) in HELD_OUT_SETS["ref"].items() if suite[:5] == "h100-"}
 # held-out sets whose results file did not come back from the device: the table `shivam validate` printed, and the
 # probe file its rows are the points of
 PRINTED_SETS = {"holdout-12-ref-log-ffb5d03d.txt": "calibrate-holdout-12-ref.json"}
@@ -179,15 +179,21 @@ def held_out_measurements(folder: Path, names: list[str], engine: str, card: str
     return test
 
 
-def held_out_rows_by_card(engine: str = "graph") -> dict[str, list[dict]]:
-    """Every held-out probe point of each card, predicted by that card's own quick calibration."""
-    by_card = {}
+def own_quick_calibrations(engine: str):
+    """(card, its folder, its held-out sets, the parameters of its quick calibration refitted from its suite) of each
+    card that measured held-out sets."""
     for card, (suite, sets) in HELD_OUT_SETS[engine].items():
         gpu, folder = gpu_and_folder(card)
         train, _ = load_results([str(folder / suite)], engine)
-        test = held_out_measurements(folder, [name for name in sets], engine, card)
-        result, _ = calibrate_like(train, engine, gpu)
-        by_card[card] = predictions(test, result.params)
+        yield card, folder, sets, calibrate_like(train, engine, gpu)[0].params
+
+
+def held_out_rows_by_card(engine: str = "graph") -> dict[str, list[dict]]:
+    """Every held-out probe point of each card, predicted by that card's own quick calibration."""
+    by_card = {
+        card: predictions(held_out_measurements(folder, sets, engine, card), params)
+        for card, folder, sets, params in own_quick_calibrations(engine)
+    }
     for card, name in PRINTED_CHECKS[engine].items():
         by_card[card] = printed_rows(HELD_OUT / name)
     return by_card
@@ -197,10 +203,7 @@ def held_out_errors(engine: str = "graph") -> dict:
     """Each card's held-out sets, each predicted by that card's own quick calibration with no card factor (what
     `shivam calibrate --quick` and then `shivam check` give on that card): median and largest errors per set."""
     out = {}
-    for card, (suite, sets) in HELD_OUT_SETS[engine].items():
-        gpu, folder = gpu_and_folder(card)
-        train, _ = load_results([str(folder / suite)], engine)
-        params = calibrate_like(train, engine, gpu)[0].params
+    for card, folder, sets, params in own_quick_calibrations(engine):
         for name in sets:
             rows = predictions(held_out_measurements(folder, [name], engine, card), params)
             e, t = (np.abs([r[f"{k}_err"] for r in rows]) for k in ("energy", "time"))

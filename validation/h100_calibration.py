@@ -17,32 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from shivam.calibrate import error_stats, fit_results
 from shivam.calibrate.band import band_over_gpus, coverage
 from shivam.calibrate.evaluate import predictions
-from shivam.calibrate.results import Measured, load_results, printed_measurements
 from shivam.specs.calibration import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = "validation/results/h100-calibrate"
 CALIBRATION = ROOT / "hardware/calibrated/h100-sxm-ref.json"
-HELD_OUT = {  # card: the probe sets it measured after its quick suite
-    "GPU-778b0c9e": ["holdout-12-ref-778b0c9e.jsonl", "holdout-10-ref-778b0c9e.jsonl", "holdout-9-ref-778b0c9e.jsonl"],
-    "GPU-f6c727ca": ["holdout-12-ref-f6c727ca.jsonl"],
-    "GPU-ffb5d03d": ["holdout-12-ref-log-ffb5d03d.txt"],
-    "GPU-0993e514": ["holdout-13-ref-0993e514.jsonl"],
-}
-# sets whose results file did not come back from the device: the table validate printed, and its probe file
-PRINTED = {"holdout-12-ref-log-ffb5d03d.txt": "validation/probes/calibrate-holdout-12-ref.json"}
+# the H100 cards that measured held-out sets after their quick suite, and those sets (band_coverage.py, beside this
+# file, keeps every card's)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from band_coverage import HELD_OUT_SETS, OTHER_GPUS, held_out_measurements  # noqa: E402
 
-
-def held_out(card: str, sets: list[str]) -> list[Measured]:
-    files = [str(ROOT / FOLDER / s) for s in sets if s not in PRINTED]
-    test = load_results(files, "ref")[0] if files else []
-    printed = [s for s in sets if s in PRINTED]
-    return test + [m for s in printed for m in printed_measurements(ROOT / FOLDER / s, ROOT / PRINTED[s], card)]
+HELD_OUT = {card: HELD_OUT_SETS["ref"][card][1] for card in OTHER_GPUS}
 
 
 def rows_of_unseen_cards() -> dict[str, list[dict]]:
@@ -52,7 +43,7 @@ def rows_of_unseen_cards() -> dict[str, list[dict]]:
     for card, sets in HELD_OUT.items():
         train = [str(ROOT / f) for f in recipe.results if card.removeprefix("GPU-") not in f]
         fitted = fit_results(train, recipe=recipe, strict="hold", band=False)
-        out[card] = predictions(held_out(card, sets), fitted.result.params)
+        out[card] = predictions(held_out_measurements(ROOT / FOLDER, sets, "ref", card), fitted.result.params)
         held = ", ".join(sorted(fitted.result.held)) or "none"
         print(f"{card}: fitted on {len(train)} cards' suites ({fitted.points} points; held besides the recipe: {held})")
     return out
