@@ -125,6 +125,7 @@ HELD_OUT_SETS = {
         "GPU-64aaaa89": ("h200-64aaaa89-quick-ref.jsonl", ["holdout-8-ref-64aaaa89.jsonl"]),
         "GPU-ed1f54de": ("h200-ed1f54de-quick-ref.jsonl", ["holdout-9-ref-ed1f54de.jsonl"]),
         "GPU-16c7c2a1": ("h200-16c7c2a1-quick-ref.jsonl", ["holdout-10-ref-16c7c2a1.jsonl"]),
+        "GPU-bebd4d52": ("h200-bebd4d52-quick-ref.jsonl", ["holdout-13-ref-bebd4d52.jsonl"]),
         # H100 SXM cards; GPU-f6c727ca's suite lacks one point (it ran out of memory), as `calibrate --refit` fits it
         "GPU-778b0c9e": (
             "h100-778b0c9e-quick-ref.jsonl",
