@@ -6,6 +6,8 @@ KV, 128 wide) in the engine's fused form (q, k, v from the GEMM's output): decod
     PYTHONPATH=$PWD python3 validation/tune_attention.py
     PYTHONPATH=$PWD python3 validation/tune_attention.py --wide   # Gemma-2B's heads (8 query, 1 KV, 256 wide)
     PYTHONPATH=$PWD python3 validation/tune_attention.py --wide-prefill   # the same heads' prefill (unfused) path
+    PYTHONPATH=$PWD python3 validation/tune_attention.py --prefill [MODEL]   # a prompt's attention at the profile's
+                                                  # settings, its useful TFLOP/s and the bundled calibration's time
 
 --wide times the verify and decode tiles of 256-wide heads (18 layers, batch 1 and 4, context 1024, and 9 new
 tokens at 512) over warps, key blocks, query-row blocks and pipeline stages, and prints each compiled variant's
@@ -115,7 +117,59 @@ def wide_prefill() -> int:
     return 0
 
 
+PREFILL = [(1, n) for n in (129, 512, 2048, 8192)] + [(8, n) for n in (512, 2048)]  # (batch, prompt tokens)
+
+
+def predicted_attention_s(model, batch: int, n: int, context: int) -> float:
+    """The bundled ref calibration's time for one layer's attention kernel of this step, launch cost apart."""
+    from shivam.sim.roofline import op_time
+    from shivam.sim.workload import step_ops
+    from shivam.specs import Dtypes, load_engine, load_gpu, resolve_params
+
+    params = resolve_params(load_gpu("h200"), "ref")
+    ops = step_ops(model, batch, n, context, Dtypes.of("bf16"), load_engine("ref").kernels)
+    return float(op_time(next(op for op in ops if op.name == "attention"), params, "bf16")[0])
+
+
+def prefill(name: str = "mistral-7b") -> int:
+    """The unfused path of 128-wide heads at the profile's launch settings: a prompt's causal attention over an empty
+    cache, per layer, with the rate of its useful products (each new token against the keys up to its own) and what
+    the bundled ref calibration predicts for the same kernel."""
+    from shivam.specs.model import load_model
+
+    m = load_model(name)
+    heads, kvh, d, layers = m.heads, m.kv_heads, m.head_dim, 4  # per-layer times: four layers per replay
+    torch.manual_seed(0)
+    print(f"{name}: {heads} query heads, {kvh} KV heads, {d} wide; us per layer, useful TFLOP/s, predicted us")
+    for b, n in PREFILL:
+        cap = max(1024, n)
+        kc = torch.randn(layers, b, kvh, cap, d, device="cuda", dtype=torch.bfloat16)
+        vc = torch.randn_like(kc)
+        lens = torch.zeros((b,), device="cuda", dtype=torch.int32)
+        q = torch.randn(b, n, heads, d, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty_like(q)
+        plan = kernels.AttentionPlan(b, n, heads, kvh, d, cap, "cuda")
+
+        def fn(plan=plan, out=out, q=q, kc=kc, vc=vc, lens=lens):
+            for i in range(layers):
+                kernels.attention(q, kc[i], vc[i], lens, plan, out)
+
+        t = timed(fn, reps=10) / layers
+        useful = 4 * b * n * heads * d * (n + 1) / 2
+        predicted = predicted_attention_s(m, b, n, 0)
+        print(
+            f"b={b} n={n:5d}: {1e6 * t:10.1f} us  {useful / t / 1e12:6.1f} TFLOP/s  predicted {1e6 * predicted:9.1f} us"
+            f"  (block_m {plan.block_m}, block_n {plan.block_n}, {plan.m_blocks} row blocks, {plan.slices} slices)",
+            flush=True,
+        )
+        del kc, vc
+    return 0
+
+
 def main():
+    if "--prefill" in sys.argv:
+        rest = sys.argv[sys.argv.index("--prefill") + 1 :]
+        return prefill(*rest[:1])
     if "--wide-prefill" in sys.argv:
         return wide_prefill()
     if "--wide" in sys.argv:
