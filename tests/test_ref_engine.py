@@ -123,6 +123,16 @@ def test_add_norm_and_activations_equal_torch():
     assert torch.equal(kernels.gated_act(up, torch.empty_like(up), False), torch.relu(up))
 
 
+def test_pdl_asked_for_without_a_hopper_gpu_launches_as_before(monkeypatch):
+    """SHIVAM_REF_PDL asks for programmatic dependent launch; where there is no GPU of compute capability 9.0 (here:
+    the interpreter) the kernels take no PDL options and compute what they did."""
+    x, delta, w = torch.randn(3, 64), torch.randn(3, 64), torch.randn(64)
+    before = kernels.add_norm(x.clone(), delta, w, None, torch.empty_like(x), False)
+    monkeypatch.setattr(kernels, "PDL", True)
+    assert kernels.pdl_launch() == {"GDC": False}
+    assert torch.equal(kernels.add_norm(x.clone(), delta, w, None, torch.empty_like(x), False), before)
+
+
 @pytest.mark.parametrize("cfg", [TINY_LLAMA, TINY_OPT])
 def test_ref_logits_equal_the_graph_decoder(cfg):
     # same weights (same seed), same prompt: prefill, a verify step of 4 and a decode step agree to fp32 rounding

@@ -98,7 +98,7 @@ def occupancy_table(props) -> int:
                         0 if fused else q.stride(2), qkv.stride(1) if fused else 0, kc.stride(0), kc.stride(1),
                         kc.stride(2), out.stride(0), out.stride(1), out.stride(2), 1, 1, 1, 1, s_pad, 0, 0.1,
                         D=d, D_PAD=d_pad, BLOCK_M=block_m, BLOCK_N=block_n, NEW_PAD=16, TREE=False, FUSED=fused,
-                        ROPE=rope, S_PAD=s_pad, num_warps=4, num_stages=3,
+                        ROPE=rope, S_PAD=s_pad, GDC=False, num_warps=4, num_stages=3,
                     )  # fmt: skip
                     torch.cuda.synchronize()
                     row = {"head_dim": d, "block_m": block_m, "block_n": block_n, "fused": fused, "s_pad": s_pad}

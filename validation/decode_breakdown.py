@@ -8,6 +8,8 @@ kernel time by class (GEMM, attention, add_norm, act, other) against the replay'
 
     PYTHONPATH=$PWD python3 validation/decode_breakdown.py [--model mistral-7b] [--context 512] [--batch 1]
         [--new-tokens 1]   # n > 1: a verify step of n new tokens, against the weights-only graph of batch x n rows
+        [--pdl]            # the same step again with the engine's Triton kernels under programmatic dependent
+                           # launch (shivam.validate.kernels.PDL), captured and timed in the same run
 
 Prints one line per (step, class): kernels per step, device time per step (µs), mean per kernel; then each step's
 kernel-busy time, the profiled span per replay, and the replay time (without the profiler) less the busy time:
@@ -23,6 +25,7 @@ from collections import defaultdict
 import torch
 
 from shivam.specs.model import load_model
+from shivam.validate import kernels
 from shivam.validate.engine_suite import weights_only_run
 from shivam.validate.engines import graphed, replay_seconds
 from shivam.validate.ref import RefDecoder
@@ -67,6 +70,19 @@ def profile_graph(fn, reps: int) -> tuple[dict[str, list[float]], float, dict[st
     return by_class, span, gemms
 
 
+def under_pdl(fn):
+    """fn with the engine's Triton kernels launched under PDL while it runs (and while a graph captures it)."""
+
+    def run():
+        kernels.PDL = True
+        try:
+            return fn()
+        finally:
+            kernels.PDL = False
+
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="mistral-7b")
@@ -74,6 +90,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--new-tokens", type=int, default=1)
+    ap.add_argument("--pdl", action="store_true", help="also the step under programmatic dependent launch")
     args = ap.parse_args()
     n = args.new_tokens
     dec = RefDecoder(load_model(args.model), args.batch, args.context + 64, device="cuda")
@@ -83,10 +100,15 @@ def main() -> None:
     lens, plan = dec.lens_for(args.context), dec.plan(n, args.context + n)
     weights_only, _ = weights_only_run(dec, args.batch * n)
     steps = {"weights-only": weights_only, "decode": lambda: dec.ref_logits(token, lens, plan).argmax(dim=-1)}
+    if args.pdl:
+        steps["decode, PDL"] = under_pdl(steps["decode"])
     replay = {name: replay_seconds(fn) for name, fn in steps.items()}
     w, d = replay["weights-only"], replay["decode"]
     print(f"{args.model} batch {args.batch} context {args.context} new tokens {n}: weights-only {1e3 * w:.3f} ms, "
           f"decode {1e3 * d:.3f} ms ({d / w:.3f}x)")  # fmt: skip
+    if args.pdl:
+        p = replay["decode, PDL"]
+        print(f"  decode under PDL {1e3 * p:.3f} ms ({p / w:.3f}x the weights-only graph, {p / d:.3f}x without PDL)")
     for name, fn in steps.items():
         by_class, span, gemms = profile_graph(fn, args.reps)
         busy = 0.0

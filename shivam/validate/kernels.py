@@ -48,6 +48,19 @@ import triton.language as tl  # noqa: E402
 # 3.23 verify): the committed measurements and the profile describe the settings the profile holds.
 SPLIT_KV = load_engine("ref").kernels.masked_attention.split_kv
 
+# Programmatic dependent launch (Hopper and later): each kernel launched with it may start while the kernel before it
+# in the stream finishes, and waits on that kernel's writes (griddepcontrol.wait) before it reads or writes anything,
+# so its launch latency overlaps the previous kernel's tail. Off by default; SHIVAM_REF_PDL=1, or a script setting
+# PDL (validation/decode_breakdown.py --pdl times the decode step both ways in one run).
+PDL = os.environ.get("SHIVAM_REF_PDL") == "1"
+
+
+def pdl_launch() -> dict:
+    """The launch options of a kernel under PDL: GDC (the kernel's waits) and launch_pdl, where PDL is on and the
+    GPU is of compute capability 9.0 or above; none otherwise (and never in Triton's interpreter)."""
+    on = PDL and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
+    return {"GDC": True, "launch_pdl": True} if on else {"GDC": False}
+
 
 def _pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
@@ -81,13 +94,16 @@ def _attention(
     sq_b, sq_t, sq_h, s_row, sk_b, sk_h, sk_t, so_b, so_t, so_h,
     n_new, group, kv_heads, n_heads, n_slices, pos_offset, sm_scale,
     D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NEW_PAD: tl.constexpr,
-    TREE: tl.constexpr, FUSED: tl.constexpr, ROPE: tl.constexpr, S_PAD: tl.constexpr,
+    TREE: tl.constexpr, FUSED: tl.constexpr, ROPE: tl.constexpr, S_PAD: tl.constexpr, GDC: tl.constexpr,
 ):  # fmt: skip
     """One program per (sequence, KV head, block of query rows, slice of the cached keys). FUSED (decode and verify):
     q and the new keys come from the q/k/v GEMM's output, rotated here; the last slice's program attends to the new
     keys and (for the first row block) writes them and their values into the cache. Otherwise (prefill) q and the
     new keys are already in Q and the cache. With several slices, the last program of a row block to finish merges
     the slices' partial results (log-sum-exp), counted on an atomic: no second kernel."""
+    if GDC:  # launched early: the kernel before it writes q, the new keys and (prefill) the cache
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     pid_bh, pid_m, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = (pid_bh // kv_heads).to(tl.int64), pid_bh % kv_heads  # 64-bit: a batch of large caches passes 2^31
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # row = new token x group + head within the group
@@ -286,7 +302,7 @@ def attention(
         n, plan.group, plan.kv_heads, heads, plan.slices, pos_offset, 1.0 / math.sqrt(d),
         D=d, D_PAD=plan.d_pad, BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, NEW_PAD=max(16, _pow2(n)),
         TREE=tree is not None, FUSED=fused, ROPE=cos is not None, S_PAD=_pow2(plan.slices),
-        num_warps=plan.num_warps, num_stages=plan.num_stages,
+        num_warps=plan.num_warps, num_stages=plan.num_stages, **pdl_launch(),
     )  # fmt: skip
     return out
 
@@ -319,8 +335,11 @@ def causal_tree(n: int) -> torch.Tensor:
 @triton.jit
 def _add_norm(
     X, Delta, W, Bias, Y, width, eps,
-    BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, LAYERNORM: tl.constexpr,
+    BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, LAYERNORM: tl.constexpr, GDC: tl.constexpr,
 ):  # fmt: skip
+    if GDC:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, BLOCK)
     ok = i < width
@@ -348,7 +367,7 @@ def add_norm(x, delta, weight, bias, out, layernorm: bool, eps: float = 1e-5):
     rows = x.numel() // width
     _add_norm[(rows,)](
         x, delta if delta is not None else x, weight, bias if bias is not None else weight, out, width, eps,
-        BLOCK=_pow2(width), HAS_DELTA=delta is not None, LAYERNORM=layernorm,
+        BLOCK=_pow2(width), HAS_DELTA=delta is not None, LAYERNORM=layernorm, **pdl_launch(),
     )  # fmt: skip
     return out
 
@@ -357,8 +376,11 @@ def add_norm(x, delta, weight, bias, out, layernorm: bool, eps: float = 1e-5):
 def _rope_to_cache(
     QKV, Cos, Sin, Lens, Qout, Kc, Vc,
     n_new, heads, kv_heads, s_row, sq_b, sq_t, sq_h, sk_b, sk_h, sk_t, pos_offset,
-    D: tl.constexpr, HALF_PAD: tl.constexpr, ROPE: tl.constexpr,
+    D: tl.constexpr, HALF_PAD: tl.constexpr, ROPE: tl.constexpr, GDC: tl.constexpr,
 ):  # fmt: skip
+    if GDC:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     row, hh = tl.program_id(0).to(tl.int64), tl.program_id(1)  # row = sequence x n_new + token; hh: q, then kv heads
     b, t = row // n_new, row % n_new
     pos = tl.load(Lens + b) + pos_offset + t
@@ -391,12 +413,15 @@ def rope_to_cache(qkv, cos, sin, lens, q_out, k_cache, v_cache, heads, kv_heads,
         qkv, cos if rope else qkv, sin if rope else qkv, lens, q_out, k_cache, v_cache,
         n, heads, kv_heads, qkv.stride(1), q_out.stride(0), q_out.stride(1), q_out.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), pos_offset,
-        D=d, HALF_PAD=_pow2(d // 2), ROPE=rope,
+        D=d, HALF_PAD=_pow2(d // 2), ROPE=rope, **pdl_launch(),
     )  # fmt: skip
 
 
 @triton.jit
-def _act(X, Y, width, BLOCK: tl.constexpr, GATED: tl.constexpr):
+def _act(X, Y, width, BLOCK: tl.constexpr, GATED: tl.constexpr, GDC: tl.constexpr):
+    if GDC:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     row, blk = tl.program_id(0).to(tl.int64), tl.program_id(1)
     i = blk * BLOCK + tl.arange(0, BLOCK)
     ok = i < width
@@ -414,5 +439,5 @@ def gated_act(x, out, gated: bool):
     width = out.shape[-1]
     rows = out.numel() // width
     block = min(1024, _pow2(width))
-    _act[(rows, math.ceil(width / block))](x, out, width, BLOCK=block, GATED=gated)
+    _act[(rows, math.ceil(width / block))](x, out, width, BLOCK=block, GATED=gated, **pdl_launch())
     return out
