@@ -125,10 +125,11 @@ def test_ref_engine_replay_equals_eager_and_matches_sdpa():
     assert torch.equal(replay(), ref.logits(tokens, 40).argmax(-1))
 
 
-def test_ref_engine_under_pdl_gives_the_same_logits_in_eager_and_graph_replay():
+def test_ref_engine_under_pdl_gives_the_same_logits_in_eager_and_graph_replay(monkeypatch):
     """Programmatic dependent launch changes when the Triton kernels start, never what they compute: every kernel
-    waits on the one before it before touching memory, so a prefill, a verify step and its CUDA graph replay give the
-    logits they give without it, bit for bit."""
+    waits on the one before it before touching memory, so a prefill (where one Triton kernel, RoPE and the cache
+    write, precedes another, attention) and a verify step, eager and replayed from CUDA graphs, give the results
+    they give without it, bit for bit."""
     import torch
 
     from shivam.specs.model import load_model
@@ -140,15 +141,17 @@ def test_ref_engine_under_pdl_gives_the_same_logits_in_eager_and_graph_replay():
     spec = load_model(str(ROOT / "tests/data/tiny-llama.json"))
     results = {}
     for pdl in (False, True):
-        kernels.PDL = pdl
-        try:
-            assert kernels.pdl_launch()["GDC"] is pdl
-            ref = RefDecoder(spec, 2, 256, device="cuda", seed=3)
-            prompt = torch.randint(0, 256, (2, 40), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
-            tokens = torch.randint(0, 256, (2, 5), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
-            results[pdl] = (ref.logits(prompt, 0), ref.logits(tokens, 40), ref.step_fn(tokens, 40)())
-        finally:
-            kernels.PDL = False
+        monkeypatch.setattr(kernels, "PDL", pdl)
+        assert kernels.pdl_launch()["GDC"] is pdl
+        ref = RefDecoder(spec, 2, 256, device="cuda", seed=3)
+        prompt = torch.randint(0, 256, (2, 40), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+        tokens = torch.randint(0, 256, (2, 5), device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+        results[pdl] = (
+            ref.logits(prompt, 0),
+            ref.step_fn(prompt, 0)(),
+            ref.logits(tokens, 40),
+            ref.step_fn(tokens, 40)(),
+        )
     for without, under in zip(results[False], results[True]):
         assert torch.equal(without, under)
 

@@ -123,14 +123,20 @@ def test_add_norm_and_activations_equal_torch():
     assert torch.equal(kernels.gated_act(up, torch.empty_like(up), False), torch.relu(up))
 
 
-def test_pdl_asked_for_without_a_hopper_gpu_launches_as_before(monkeypatch):
-    """SHIVAM_REF_PDL asks for programmatic dependent launch; where there is no GPU of compute capability 9.0 (here:
-    the interpreter) the kernels take no PDL options and compute what they did."""
+def test_pdl_asked_for_in_the_interpreter_launches_as_before(monkeypatch):
+    """SHIVAM_REF_PDL asks for programmatic dependent launch. Triton's interpreter cannot run its waits (inline
+    assembly), so there, even where a Hopper GPU is present (faked here), the kernels take no PDL options and
+    compute what they did."""
     x, delta, w = torch.randn(3, 64), torch.randn(3, 64), torch.randn(64)
     before = kernels.add_norm(x.clone(), delta, w, None, torch.empty_like(x), False)
     monkeypatch.setattr(kernels, "PDL", True)
+    monkeypatch.setattr(kernels, "_hopper_or_later", lambda device: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert kernels.pdl_launch() == {"GDC": False}
     assert torch.equal(kernels.add_norm(x.clone(), delta, w, None, torch.empty_like(x), False), before)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # outside the interpreter, on that GPU, the kernels would take it
+    assert kernels.pdl_launch() == {"GDC": True, "launch_pdl": True}
 
 
 @pytest.mark.parametrize("cfg", [TINY_LLAMA, TINY_OPT])

@@ -9,7 +9,8 @@ kernel time by class (GEMM, attention, add_norm, act, other) against the replay'
     PYTHONPATH=$PWD python3 validation/decode_breakdown.py [--model mistral-7b] [--context 512] [--batch 1]
         [--new-tokens 1]   # n > 1: a verify step of n new tokens, against the weights-only graph of batch x n rows
         [--pdl]            # the same step again with the engine's Triton kernels under programmatic dependent
-                           # launch (shivam.validate.kernels.PDL), captured and timed in the same run
+                           # launch (shivam.validate.kernels.PDL), captured and timed in the same run; compare the
+                           # replay times: under PDL a kernel's profiled time includes its wait on the one before
 
 Prints one line per (step, class): kernels per step, device time per step (µs), mean per kernel; then each step's
 kernel-busy time, the profiled span per replay, and the replay time (without the profiler) less the busy time:
@@ -70,15 +71,16 @@ def profile_graph(fn, reps: int) -> tuple[dict[str, list[float]], float, dict[st
     return by_class, span, gemms
 
 
-def under_pdl(fn):
-    """fn with the engine's Triton kernels launched under PDL while it runs (and while a graph captures it)."""
+def with_pdl(fn, on: bool):
+    """fn with the engine's Triton kernels launched under PDL, or not, while it runs (and while a graph captures
+    it), whatever SHIVAM_REF_PDL says."""
 
     def run():
-        kernels.PDL = True
+        before, kernels.PDL = kernels.PDL, on
         try:
             return fn()
         finally:
-            kernels.PDL = False
+            kernels.PDL = before
 
     return run
 
@@ -99,9 +101,10 @@ def main() -> None:
     token = torch.zeros((args.batch, n), dtype=torch.long, device="cuda")
     lens, plan = dec.lens_for(args.context), dec.plan(n, args.context + n)
     weights_only, _ = weights_only_run(dec, args.batch * n)
-    steps = {"weights-only": weights_only, "decode": lambda: dec.ref_logits(token, lens, plan).argmax(dim=-1)}
+    step = lambda: dec.ref_logits(token, lens, plan).argmax(dim=-1)  # noqa: E731
+    steps = {"weights-only": weights_only, "decode": with_pdl(step, False)}
     if args.pdl:
-        steps["decode, PDL"] = under_pdl(steps["decode"])
+        steps["decode, PDL"] = with_pdl(step, True)
     replay = {name: replay_seconds(fn) for name, fn in steps.items()}
     w, d = replay["weights-only"], replay["decode"]
     print(f"{args.model} batch {args.batch} context {args.context} new tokens {n}: weights-only {1e3 * w:.3f} ms, "

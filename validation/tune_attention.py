@@ -120,13 +120,13 @@ def wide_prefill() -> int:
 PREFILL = [(1, n) for n in (129, 512, 2048, 8192)] + [(8, n) for n in (512, 2048)]  # (batch, prompt tokens)
 
 
-def predicted_attention_s(model, batch: int, n: int, context: int) -> float:
-    """The bundled ref calibration's time for one layer's attention kernel of this step, launch cost apart."""
+def predicted_attention_s(model, batch: int, n: int, context: int, gpu: str = "h200") -> float:
+    """The GPU's bundled ref calibration's time for one layer's attention kernel of this step, launch cost apart."""
     from shivam.sim.roofline import op_time
     from shivam.sim.workload import step_ops
     from shivam.specs import Dtypes, load_engine, load_gpu, resolve_params
 
-    params = resolve_params(load_gpu("h200"), "ref")
+    params = resolve_params(load_gpu(gpu), "ref")
     ops = step_ops(model, batch, n, context, Dtypes.of("bf16"), load_engine("ref").kernels)
     return float(op_time(next(op for op in ops if op.name == "attention"), params, "bf16")[0])
 
@@ -135,15 +135,21 @@ def prefill(name: str = "mistral-7b") -> int:
     """The unfused path of 128-wide heads at the profile's launch settings: a prompt's causal attention over an empty
     cache, per layer, with the rate of its useful products (each new token against the keys up to its own) and what
     the bundled ref calibration predicts for the same kernel."""
+    from shivam.sim.workload import split_kv_capacity
+    from shivam.specs.gpu import gpu_id_for
     from shivam.specs.model import load_model
 
     m = load_model(name)
+    gpu = gpu_id_for(torch.cuda.get_device_name())
+    if gpu is None:
+        sys.exit(f"no bundled GPU file for {torch.cuda.get_device_name()}: the predicted column needs one")
     heads, kvh, d, layers = m.heads, m.kv_heads, m.head_dim, 4  # per-layer times: four layers per replay
     torch.manual_seed(0)
-    print(f"{name}: {heads} query heads, {kvh} KV heads, {d} wide; us per layer, useful TFLOP/s, predicted us")
+    print(f"{name} on {gpu}: {heads} query heads, {kvh} KV heads, {d} wide; us per layer, useful TFLOP/s, "
+          f"and the time {gpu}'s bundled ref calibration predicts")  # fmt: skip
     for b, n in PREFILL:
-        cap = max(1024, n)
-        kc = torch.randn(layers, b, kvh, cap, d, device="cuda", dtype=torch.bfloat16)
+        cap = int(split_kv_capacity(n, kernels.SPLIT_KV))  # the engine's plan for n keys (ref.bucket_for)
+        kc = torch.randn(layers, b, kvh, max(cap, n), d, device="cuda", dtype=torch.bfloat16)
         vc = torch.randn_like(kc)
         lens = torch.zeros((b,), device="cuda", dtype=torch.int32)
         q = torch.randn(b, n, heads, d, device="cuda", dtype=torch.bfloat16)
@@ -156,13 +162,12 @@ def prefill(name: str = "mistral-7b") -> int:
 
         t = timed(fn, reps=10) / layers
         useful = 4 * b * n * heads * d * (n + 1) / 2
-        predicted = predicted_attention_s(m, b, n, 0)
+        predicted = predicted_attention_s(m, b, n, 0, gpu)
         print(
             f"b={b} n={n:5d}: {1e6 * t:10.1f} us  {useful / t / 1e12:6.1f} TFLOP/s  predicted {1e6 * predicted:9.1f} us"
             f"  (block_m {plan.block_m}, block_n {plan.block_n}, {plan.m_blocks} row blocks, {plan.slices} slices)",
             flush=True,
         )
-        del kc, vc
     return 0
 
 

@@ -18,6 +18,7 @@ The wrappers take torch tensors and launch the kernels; with TRITON_INTERPRET=1 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -55,10 +56,21 @@ SPLIT_KV = load_engine("ref").kernels.masked_attention.split_kv
 PDL = os.environ.get("SHIVAM_REF_PDL") == "1"
 
 
+@functools.cache
+def _hopper_or_later(device: int) -> bool:
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
 def pdl_launch() -> dict:
     """The launch options of a kernel under PDL: GDC (the kernel's waits) and launch_pdl, where PDL is on and the
-    GPU is of compute capability 9.0 or above; none otherwise (and never in Triton's interpreter)."""
-    on = PDL and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
+    GPU is of compute capability 9.0 or above; none otherwise, and never in Triton's interpreter (which cannot run
+    the waits' inline assembly)."""
+    on = (
+        PDL
+        and os.environ.get("TRITON_INTERPRET") != "1"
+        and torch.cuda.is_available()
+        and _hopper_or_later(torch.cuda.current_device())
+    )
     return {"GDC": True, "launch_pdl": True} if on else {"GDC": False}
 
 
