@@ -322,18 +322,25 @@ def test_a_split_kv_program_computes_its_row_block_times_its_keys_between_its_lo
     attention = next(op for op in step_ops(m, 1, 1, 512, Dtypes(), p.kernels) if op.name == "attention")
     sm_rate = p.peak_flops["bf16"] * p.compute_efficiency * 0.5 / p.multiprocessors
     share = p.bandwidth_Bps * p.attention_memory_efficiency / p.multiprocessors
-    wave = 1e-6 + max(5 * 7e-7, per_program / share) + flops / sm_rate
+    wave = 1e-6 + smooth_max(5 * 7e-7, per_program / share, p.overlap_exponent) + flops / sm_rate
     merge = 4 * 4 * p.attention_merge_s  # 4 slices, the merge's loop unrolled over 4
     t, sm_s, _ = op_time(attention, p, "bf16")
     assert float(t) == pytest.approx(wave + merge, rel=1e-12)
     assert float(sm_s) == pytest.approx(wave * blocks, rel=1e-12)
 
 
+def smooth_max(a: float, b: float, q: float) -> float:
+    """(a^q + b^q)^(1/q) by hand, relative to the larger (q = 100, the profile's default, underflows otherwise)."""
+    big = max(a, b)
+    return big * ((a / big) ** q + (b / big) ** q) ** (1 / q)
+
+
 def test_split_kv_waves_by_hand():
     # 1,000 programs of 1 MB holding 3 per multiprocessor on 132: two full waves of 396 and a last of 208 (2 per
     # multiprocessor); at 5 TB/s a multiprocessor's share is 37.9 GB/s, so a full wave streams 3 MB per
-    # multiprocessor in 79.2 us and the last 2 MB in 52.8 us, unless a program alone (100 iterations of 0.7 us: 70 us)
-    # is slower; 2 us fixed per wave
+    # multiprocessor in 79.2 us and the last 2 MB in 52.8 us, against a program alone (100 iterations of 0.7 us:
+    # 70 us), the two combined as memory and compute are (the profile's overlap exponent, 100: within 0.7 % of the
+    # larger); 2 us fixed per wave
     from shivam.sim.roofline import op_time
     from shivam.sim.workload import OpCost
     from shivam.specs import load_gpu, make_params
@@ -346,14 +353,21 @@ def test_split_kv_waves_by_hand():
         "attention", "attention", 0.0, 0.0, 1e9, 0.0, 0.0, 1,
         block_bytes=1e6, blocks=1000.0, blocks_per_sm=3.0, block_iterations=100.0,
     )  # fmt: skip
-    share = 5e12 / 132
-    full, last = 2e-6 + 3e6 / share, 2e-6 + max(70e-6, 2e6 / share)
+    share, q = 5e12 / 132, p.overlap_exponent
+    full, last = 2e-6 + smooth_max(70e-6, 3e6 / share, q), 2e-6 + smooth_max(70e-6, 2e6 / share, q)
     t, sm_s, _ = op_time(op, p, "bf16")
     assert float(t) == pytest.approx(2 * full + last, rel=1e-12)
     assert float(sm_s) == pytest.approx(792 * full + 208 * last, rel=1e-12)
-    # one program alone at a time: its iterations bind
+    # where the data shows partial overlap (exponent 2), a full wave's 79.2 us of bandwidth and 70 us of latency give
+    # sqrt(79.2^2 + 70^2) = 105.7 us
+    p2 = p.model_copy(update={"overlap_exponent": 2.0})
+    full2, last2 = 2e-6 + math.hypot(70e-6, 3e6 / share), 2e-6 + math.hypot(70e-6, 2e6 / share)
+    assert float(op_time(op, p2, "bf16")[0]) == pytest.approx(2 * full2 + last2, rel=1e-12)
+    assert math.hypot(70e-6, 3e6 / share) == pytest.approx(105.7e-6, rel=1e-3)
+    # ten programs: their iterations bind (their 1 MB each at a multiprocessor's share: 26.4 us)
     alone = op._replace(blocks=10.0)
-    assert float(op_time(alone, p, "bf16")[0]) == pytest.approx(2e-6 + 70e-6, rel=1e-12)
+    assert float(op_time(alone, p, "bf16")[0]) == pytest.approx(2e-6 + smooth_max(70e-6, 1e6 / share, q), rel=1e-12)
+    assert float(op_time(alone, p, "bf16")[0]) == pytest.approx(2e-6 + 70e-6, rel=1e-9)
     # 800 programs, the last 8 empty (launched last): two full waves of 396, and the 8 left over have no cached keys
     # to stream: their wave is the fixed 2 us and one iteration (the step's new keys), not a wave of 1 MB programs
     empty = op._replace(blocks=800.0, empty_blocks=8.0)

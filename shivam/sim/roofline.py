@@ -21,11 +21,12 @@ Per operator (docs/model.md, section 3):
              (S multiprocessors) and a last wave of the rest, ceil(rest / S) per multiprocessor (a last wave of
              programs with no cached keys to stream, empty last slices the grid launches last: attention_block_s +
              attention_iteration_s, the one block of new keys they attend to); a wave of m per multiprocessor lasts
-                 attention_block_s + max(iterations * attention_iteration_s, m * block_bytes / share)
+                 attention_block_s + overlap(iterations * attention_iteration_s, m * block_bytes / share)
                  + m * block_flops / sm_rate,   share = bandwidth * attention_memory_efficiency / S
              (block_flops: the program's row block, padded rows included, times its keys)
              (a program alone waits on its loads once per block of keys; m programs together stream at most a
-             multiprocessor's share of the bandwidth). A ragged batch's last wave lasts at least its longest
+             multiprocessor's share of the bandwidth; where the two times are close, both bite, and they combine
+             as an operator's memory and compute times do). A ragged batch's last wave lasts at least its longest
              program alone, attention_block_s + span * (iterations * attention_iteration_s + block_flops / sm_rate).
              Then the last program of each row block merges the slices' partials: + merge_steps *
              attention_merge_s (merge_steps = slices * slices padded to a power of two, the merge's unrolled loop)
@@ -239,9 +240,10 @@ def op_time(op: OpCost, p: Params, compute_dtype: str):
 def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
     """(time of a split-KV kernel's programs run in waves of blocks_per_sm per multiprocessor, time of its last
     wave, program-seconds resident: each program for its wave's time). A wave whose multiprocessors hold m programs
-    each lasts attention_block_s + max(alone, m bytes / share) + m FLOPs / sm_rate: each program streams no faster
-    than alone (its iterations x attention_iteration_s), the m together no faster than the multiprocessor's share of
-    the bandwidth, and they take turns at its tensor cores. The programs past the last full wave spread over the
+    each lasts attention_block_s + overlap(alone, m bytes / share) + m FLOPs / sm_rate: each program streams no
+    faster than alone (its iterations x attention_iteration_s), the m together no faster than the multiprocessor's
+    share of the bandwidth (where the two are close, both bite: the smooth maximum of an operator's memory and
+    compute times), and they take turns at its tensor cores. The programs past the last full wave spread over the
     multiprocessors, ceil(rest / multiprocessors) each; where they are all empty (op.empty_blocks: launched last, no
     cached keys to stream), their wave is each program's fixed time and one iteration (the step's new keys), and the
     last wave with keys is the full one before."""
@@ -250,7 +252,7 @@ def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
     share = p.bandwidth_Bps * p.attention_memory_efficiency / sms
 
     def wave(m):
-        streamed = np.maximum(alone, m * op.block_bytes / share)
+        streamed = overlap(alone, m * op.block_bytes / share, p.overlap_exponent)
         return np.where(op.block_bytes > 0, p.attention_block_s + streamed + m * op.block_flops / sm_rate, 0.0)
 
     full = np.floor(op.blocks / (occupancy * sms))
