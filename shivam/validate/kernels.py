@@ -79,6 +79,15 @@ def _pow2(n: int) -> int:
 
 
 @triton.jit
+def _after_predecessor(GDC: tl.constexpr):
+    """Under PDL (GDC), wait for the kernel before this one to finish and its writes to be visible, before anything
+    is read or written, then let the next kernel launch; nothing otherwise."""
+    if GDC:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
 def _rotated(src, row_off, head_off, d, d_ok, rows_ok, Cos, Sin, pos, D: tl.constexpr, ROPE: tl.constexpr):
     """Rows of head vectors [rows, D_PAD] at src + row_off + head_off + d, rotated at positions `pos` (rotate-half
     RoPE: the partner of element d is d +- D/2) when ROPE."""
@@ -113,9 +122,7 @@ def _attention(
     keys and (for the first row block) writes them and their values into the cache. Otherwise (prefill) q and the
     new keys are already in Q and the cache. With several slices, the last program of a row block to finish merges
     the slices' partial results (log-sum-exp), counted on an atomic: no second kernel."""
-    if GDC:  # launched early: the kernel before it writes q, the new keys and (prefill) the cache
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    _after_predecessor(GDC)  # the kernel before it writes q, the new keys and (prefill) the cache
     pid_bh, pid_m, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = (pid_bh // kv_heads).to(tl.int64), pid_bh % kv_heads  # 64-bit: a batch of large caches passes 2^31
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # row = new token x group + head within the group
@@ -349,9 +356,7 @@ def _add_norm(
     X, Delta, W, Bias, Y, width, eps,
     BLOCK: tl.constexpr, HAS_DELTA: tl.constexpr, LAYERNORM: tl.constexpr, GDC: tl.constexpr,
 ):  # fmt: skip
-    if GDC:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    _after_predecessor(GDC)
     row = tl.program_id(0).to(tl.int64)
     i = tl.arange(0, BLOCK)
     ok = i < width
@@ -390,9 +395,7 @@ def _rope_to_cache(
     n_new, heads, kv_heads, s_row, sq_b, sq_t, sq_h, sk_b, sk_h, sk_t, pos_offset,
     D: tl.constexpr, HALF_PAD: tl.constexpr, ROPE: tl.constexpr, GDC: tl.constexpr,
 ):  # fmt: skip
-    if GDC:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    _after_predecessor(GDC)
     row, hh = tl.program_id(0).to(tl.int64), tl.program_id(1)  # row = sequence x n_new + token; hh: q, then kv heads
     b, t = row // n_new, row % n_new
     pos = tl.load(Lens + b) + pos_offset + t
@@ -431,9 +434,7 @@ def rope_to_cache(qkv, cos, sin, lens, q_out, k_cache, v_cache, heads, kv_heads,
 
 @triton.jit
 def _act(X, Y, width, BLOCK: tl.constexpr, GATED: tl.constexpr, GDC: tl.constexpr):
-    if GDC:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+    _after_predecessor(GDC)
     row, blk = tl.program_id(0).to(tl.int64), tl.program_id(1)
     i = blk * BLOCK + tl.arange(0, BLOCK)
     ok = i < width
