@@ -68,8 +68,9 @@ def test_the_reference_engine_is_calibrated_on_its_own_points_and_priors():
     assert len(ref) == len(graph) - 4 + 3  # stage I's four points out, three KV-bound points in
     assert {p.engine for p in card_points(gpu, engine="ref")} == {"ref"}
     # the ref profile's priors join the ones every engine holds: the bundled calibration's resident-program power, its
-    # e_kv (0) and attention products' rate, and the split-KV kernel's fixed and merge times measured alone; the graph
-    # engine fits block power and fixed time, and holds the masked kernel's L2 re-reads at 0 (one GQA model per suite)
+    # e_kv (0) and attention products' rates (verify and prompt tiles), and the split-KV kernel's fixed and merge
+    # times measured alone; the graph engine fits block power and fixed time, and holds the masked kernel's L2
+    # re-reads at 0 (one GQA model per suite)
     bundled = load_calibration(find_calibration("h200", "ref")).parameters
     assert engine_priors("ref") == {
         **PRIORS,
@@ -78,6 +79,7 @@ def test_the_reference_engine_is_calibrated_on_its_own_points_and_priors():
         "attention_block_s": bundled["attention_block_s"],
         "attention_merge_s": bundled["attention_merge_s"],
         "attention_compute_fraction": pytest.approx(bundled["attention_compute_fraction"], abs=0.01),
+        "prompt_attention_fraction": pytest.approx(bundled["prompt_attention_fraction"], abs=0.01),
     }
     assert engine_priors("graph") == {**PRIORS, "l2_j_per_byte": 0.0}
     with pytest.raises(ShivamError, match="--engine graph or ref"):

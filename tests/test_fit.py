@@ -294,11 +294,13 @@ def test_fit_recovers_how_much_longer_calls_at_the_power_limit_run():
 
 
 def test_fit_recovers_the_attention_kernels_rate_from_long_prompts():
-    # the reference engine's split-KV kernel at 0.55 of the matmuls' rate in its products: prefills of 512-8192 tokens
-    # of four models (attention 3-30 % of their FLOPs) beside decode and verify steps; the fit starts at 1 (the
-    # datasheet's: attention as fast as a GEMM) and must find it along with the compute efficiency it trades against
-    fixed = {**FIXED, "attention_block_s": 0.0, "overlap_exponent": 100.0, "block_power_w": 0.0, "kv_j_per_byte": 0.0}
-    truth = BASE_REF.model_copy(update={**TRUTH, **fixed, "attention_compute_fraction": 0.55})
+    # the reference engine's split-KV kernel at 0.55 of the matmuls' rate in its prompt tiles' products: prefills of
+    # 512-8192 tokens of four models (attention 3-30 % of their FLOPs) beside decode and verify steps; the fit starts
+    # at the profile's 0.4 and must find it along with the compute efficiency it trades against (the verify tiles'
+    # rate held at 1)
+    fixed = {**FIXED, "attention_block_s": 0.0, "overlap_exponent": 100.0, "block_power_w": 0.0, "kv_j_per_byte": 0.0,
+             "attention_compute_fraction": 1.0}  # fmt: skip
+    truth = BASE_REF.model_copy(update={**TRUTH, **fixed, "prompt_attention_fraction": 0.55})
     models = ("qwen2-0.5b", "llama-3.2-1b", "mistral-7b", "opt-1.3b")
     pts = [Point(suite="s", kind="prefill", model=m, prompt=n, batch=b) for m in models for n in (512, 2048, 8192)
            for b in (1, 4)]  # fmt: skip
@@ -308,16 +310,17 @@ def test_fit_recovers_the_attention_kernels_rate_from_long_prompts():
         for n, b, c in ((1, 1, 512), (9, 1, 512), (1, 32, 2048), (129, 4, 512))
     ]
     data = measured(pts, truth, np.random.default_rng(1))
+    assert BASE_REF.prompt_attention_fraction == 0.4
     res = fit(data, BASE_REF, fixed)
-    for name, value in (("attention_compute_fraction", 0.55), ("compute_efficiency", 0.6)):
+    for name, value in (("prompt_attention_fraction", 0.55), ("compute_efficiency", 0.6)):
         got, sd = res.values[name], res.uncertainty[name]
         assert abs(got - value) <= max(4 * sd, 0.03 * value) and abs(got - value) <= 0.15 * value, (name, got, sd)
-    # batch-1 decode steps stream their caches: halving attention's rate moves none of them by 2 %, so nothing in
-    # such data sets it and it is held at 1, named as held
+    # batch-1 decode steps stream their caches and verify of 9 tokens is no prompt: halving the prompt tiles' rate
+    # moves none of them by 2 %, so nothing in such data sets it and it is held at the profile's value, named as held
     decode = [m for m in data if m.point.kind == "step" and m.point.new_tokens == 1 and m.point.batch == 1]
     narrow = decode + [m for m in data if m.point.kind == "step" and m.point.new_tokens == 9]
     res = fit(narrow, BASE_REF, {**fixed, "compute_efficiency": 0.6})  # memory-bound steps: nothing sets it either
-    assert "attention_compute_fraction" not in res.values and res.held.get("attention_compute_fraction") == 1.0
+    assert "prompt_attention_fraction" not in res.values and res.held.get("prompt_attention_fraction") == 0.4
 
 
 def test_verify_and_decode_over_long_caches_at_batch_see_the_attention_kernels_rate_without_prompts():

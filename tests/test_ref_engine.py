@@ -269,7 +269,7 @@ def test_the_profiles_slicing_is_the_kernels():
             plan = kernels.AttentionPlan(
                 b, n, m.heads, m.kv_heads, m.head_dim, bucket_for(keys, max(keys, 1024)), "cpu"
             )
-            _, blocks, _, _, _, _, empty = split_kv_programs(m, b, n, c, 2, sk)
+            _, blocks, _, _, _, _, empty, _, _ = split_kv_programs(m, b, n, c, 2, sk)
             assert blocks == b * m.kv_heads * plan.m_blocks * plan.slices, (model, b, n, c)
             # the kernel's own slicing (shivam/validate/kernels.py): slice s starts at s x slice_len, and a slice
             # that starts at or past the keys it streams (the cached ones, up to 16 new tokens) streams none
@@ -290,14 +290,14 @@ def test_split_kv_bytes_by_hand():
     from shivam.specs.engine import load_engine
 
     sk = load_engine("ref").kernels.masked_attention.split_kv
-    per_program, blocks, _, _, _, _, empty = split_kv_programs(load_model("mistral-7b"), 1, 1, 512, 2, sk)
+    per_program, blocks, _, _, _, _, empty, _, _ = split_kv_programs(load_model("mistral-7b"), 1, 1, 512, 2, sk)
     assert (per_program, blocks, empty) == (65_536 + 2 * 2_048, 8 * 4, 0)
     # Gemma-2B decode, batch 16, context 4,096 (one KV head, 8 query rows in a 16-row block, 256-wide heads in
     # 32-key blocks; capacity 4,097): slices min(ceil(4,097 / 256), ceil(264 / 16)) = 17 of ceil(128 / 17) = 8
     # blocks, 256 keys: the first 16 slices cover the 4,096 keys and the 17th of each sequence streams none: 16 of
     # 272 programs; each program streams 256 x 2 x 256 x 2 bytes and writes and reads back one partial of 8 rows x
     # 256 x 4 bytes
-    per_program, blocks, _, _, _, _, empty = split_kv_programs(load_model("gemma-2b"), 16, 1, 4096, 2, sk)
+    per_program, blocks, _, _, _, _, empty, _, _ = split_kv_programs(load_model("gemma-2b"), 16, 1, 4096, 2, sk)
     assert (per_program, blocks, empty) == (262_144 + 2 * 8_192, 272, 16)
 
 
@@ -314,7 +314,7 @@ def test_a_split_kv_program_computes_its_row_block_times_its_keys_between_its_lo
     from shivam.specs.engine import load_engine
 
     m, sk = load_model("mistral-7b"), load_engine("ref").kernels.masked_attention.split_kv
-    per_program, blocks, flops, occupancy, iterations, _, _ = split_kv_programs(m, 1, 1, 512, 2, sk)
+    per_program, blocks, flops, occupancy, iterations, _, _, _, _ = split_kv_programs(m, 1, 1, 512, 2, sk)
     assert flops == 4 * 16 * 128 * 128 and (blocks, occupancy, iterations) == (32, 3, 5)
     p = make_params(load_gpu("h200"), "ref").model_copy(
         update={"attention_block_s": 1e-6, "attention_iteration_s": 7e-7, "attention_compute_fraction": 0.5}
@@ -327,6 +327,45 @@ def test_a_split_kv_program_computes_its_row_block_times_its_keys_between_its_lo
     t, sm_s, _ = op_time(attention, p, "bf16")
     assert float(t) == pytest.approx(wave + merge, rel=1e-12)
     assert float(sm_s) == pytest.approx(wave * blocks, rel=1e-12)
+
+
+def test_prompt_tiles_read_their_keys_from_dram_once_and_compute_at_their_own_rate():
+    # Mistral-7B prefill of 2,048 tokens: 8,192 query rows per KV head in 128 row blocks of 64 (16 tokens each), one
+    # slice (1,024 programs already fill 264), 64-key blocks; row block i streams the keys up to its last token, 16 i:
+    # on average (16 x 127 x 128 / 2 + 2,048) / 128 = 1,032 keys, rounded up to 17 blocks of 64: 1,088 keys x K and V
+    # x 128 x 2 bytes = 557,056 bytes. A KV head's 2,048 keys and values (1 MiB) come from DRAM once, L2 serves the
+    # other row blocks: 8,192 DRAM bytes a program. Its products (4 x 64 x 1,088 x 128 FLOPs) run at the prompt
+    # tiles' rate (compute_efficiency x prompt_attention_fraction of the peak); the 1,024 programs, 2 per
+    # multiprocessor, run in 3 full waves of 264 and a last of 232 (2 per multiprocessor)
+    from shivam.sim.roofline import op_time
+    from shivam.sim.workload import split_kv_programs, step_ops
+    from shivam.specs import Dtypes, load_gpu, make_params
+    from shivam.specs.engine import load_engine
+
+    m, sk = load_model("mistral-7b"), load_engine("ref").kernels.masked_attention.split_kv
+    programs = split_kv_programs(m, 1, 2048, 0, 2, sk)
+    per_program, blocks, flops, occupancy, iterations, _, _, dram_share, prompt = programs
+    assert (per_program, blocks, flops, occupancy, iterations) == (557_056, 1024, 4 * 64 * 1088 * 128, 2, 17)
+    assert prompt and float(dram_share) == pytest.approx(8192 / 557_056, rel=1e-12)
+    p = make_params(load_gpu("h200"), "ref").model_copy(
+        update={"attention_block_s": 1e-6, "attention_iteration_s": 7e-7, "prompt_attention_fraction": 0.4,
+                "attention_compute_fraction": 1.0, "overlap_exponent": 2.0}
+    )  # fmt: skip
+    attention = next(op for op in step_ops(m, 1, 2048, 0, Dtypes(), p.kernels) if op.name == "attention")
+    prompt_rate = p.peak_flops["bf16"] * p.compute_efficiency * 0.4 / p.multiprocessors
+    share = p.bandwidth_Bps * p.attention_memory_efficiency / p.multiprocessors
+    wave = 1e-6 + math.hypot(17 * 7e-7, 2 * 8192 / share) + 2 * flops / prompt_rate
+    t, sm_s, _ = op_time(attention, p, "bf16")
+    assert float(t) == pytest.approx(4 * wave, rel=1e-12)
+    assert float(sm_s) == pytest.approx(1024 * wave, rel=1e-12)
+    # a verify step of 5 tokens (fused, up to 16) keeps the programs' own bytes and the attention products' rate
+    per_program, _, _, _, _, _, _, dram_share, prompt = split_kv_programs(m, 1, 5, 1024, 2, sk)
+    assert not prompt and float(dram_share) == 1.0
+    # a profile without prompt tiles (None) costs the prompt's programs as any other: all their bytes from DRAM
+    plain = p.model_copy(update={"prompt_attention_fraction": None})
+    sm_rate = p.peak_flops["bf16"] * p.compute_efficiency / p.multiprocessors
+    wave = 1e-6 + math.hypot(17 * 7e-7, 2 * 557_056 / share) + 2 * flops / sm_rate
+    assert float(op_time(attention, plain, "bf16")[0]) == pytest.approx(4 * wave, rel=1e-12)
 
 
 def smooth_max(a: float, b: float, q: float) -> float:
@@ -401,7 +440,7 @@ def test_causal_prefill_streams_each_row_blocks_keys_up_to_its_last_token(n, con
     streamed = [context + min(((i + 1) * int(block_m) - 1) // group, n - 1) + 1 for i in range(int(row_blocks))]
     # each program of a row block streams one slice: ceil(ceil(streamed / BLOCK_N) / slices) * BLOCK_N keys
     keys = sum(math.ceil(math.ceil(k / block_n) / slices) * block_n for k in streamed) / len(streamed)
-    per_program, blocks, _, _, _, _, _ = split_kv_programs(m, 1, n, context, 2, sk)
+    per_program, blocks, _, _, _, _, _, _, _ = split_kv_programs(m, 1, n, context, 2, sk)
     assert blocks == m.kv_heads * row_blocks * slices
     merge = 0 if slices == 1 else 2 * min(block_m, n * group) * 128 * 4  # one partial written, one read
     # the workload rounds the mean, not each block, up to whole key blocks: within one block of keys

@@ -30,6 +30,7 @@ TIME_BOUNDS = {
     "memory_efficiency": (0.05, 1.2),
     "compute_efficiency": (0.05, 1.2),
     "attention_compute_fraction": (0.1, 2.0),
+    "prompt_attention_fraction": (0.05, 2.0),
     "overlap_exponent": (1.0, 100.0),
     "per_kernel_s": (0.0, 1e-3),
     "per_step_s": (0.0, 0.05),
@@ -148,6 +149,8 @@ def _moved_by(points: PointSet, base: Params, name: str, value: float) -> np.nda
     return np.abs(points.uncapped(_with(base, {name: value})).time_s / t0 - 1.0)
 
 
+# held at their priors where the data cannot identify them, not refused
+SOFT_PARAMS = ("limit_stretch_exponent", "attention_compute_fraction", "prompt_attention_fraction")
 LIMIT_POINTS = 10  # points at the board's limit, below which limit_stretch_exponent is held, not fitted
 LIMIT_ROUNDS = 6  # refits from the fitted energy parameters, for the time of calls held at the board's limit
 
@@ -244,8 +247,22 @@ def fit_once(
         # ones), and told from the other time parameters only by several of them
         "limit_stretch_exponent": int(np.sum(points.hold_factors(base) < 1.0)) >= LIMIT_POINTS,
     }
+    # the prompt tiles' products (a profile that has them): long prompts, and verify of more new tokens than the
+    # kernel fuses, over long caches
+    relevant["prompt_attention_fraction"] = (
+        base.prompt_attention_fraction is not None
+        and int(
+            np.sum(
+                _moved_by(points, base, "prompt_attention_fraction", 0.5 * base.prompt_attention_fraction)
+                >= ATTENTION_MOVE
+            )
+        )
+        >= ATTENTION_POINTS
+    )
     names = [n for n in TIME_PARAMS if n not in fix and relevant.get(n, True)]
-    held = {n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix}
+    held = {  # (a parameter the profile does not have, None, is not held: it stays absent)
+        n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix and getattr(base, n) is not None
+    }
     base = _with(base, fix)
     # overlap_exponent near its default (100, the roofline max) sits on a plateau with no gradient: start at 4;
     # limit_stretch_exponent at 0, its bound, has a zero scale: start at 0.1
@@ -271,7 +288,7 @@ def fit_once(
         unc, bad = {}, []
     # too few or too alike calls at the limit, or too little compute-bound attention: held at their priors (0 and 1,
     # what an engine without them does), not refused
-    soft = [n for n in ("limit_stretch_exponent", "attention_compute_fraction") if n in bad]
+    soft = [n for n in SOFT_PARAMS if n in bad]
     if soft and strict:
         return _holding(data, base, fix, soft, card_factors, points, strict, energy_scale)
     if bad and strict == "hold":  # one at a time: the rest may be identified once it is held
@@ -404,6 +421,7 @@ def calibration_file(result: FitResult, gpu: str, engine: str, sources: list[str
         n: getattr(p, n)
         for n in TIME_PARAMS
         + tuple(n for n in ENERGY_PARAMS if n != "compute_scale")  # compute_scale is written into j_per_flop
+        if getattr(p, n) is not None  # a parameter the engine's profile does not have
     }
     params["j_per_flop"] = dict(p.j_per_flop)
     return Calibration(

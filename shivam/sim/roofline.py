@@ -23,7 +23,9 @@ Per operator (docs/model.md, section 3):
              attention_iteration_s, the one block of new keys they attend to); a wave of m per multiprocessor lasts
                  attention_block_s + overlap(iterations * attention_iteration_s, m * block_bytes / share)
                  + m * block_flops / sm_rate,   share = bandwidth * attention_memory_efficiency / S
-             (block_flops: the program's row block, padded rows included, times its keys)
+             (block_flops: the program's row block, padded rows included, times its keys; a prompt tile's, more
+             new tokens than the kernel fuses: block_bytes x block_dram_share, its KV head's keys and values once over
+             its row blocks, the rest read from L2, and sm_rate at prompt_attention_fraction, where the profile has it)
              (a program alone waits on its loads once per block of keys; m programs together stream at most a
              multiprocessor's share of the bandwidth; where the two times are close, both bite, and they combine
              as an operator's memory and compute times do). A ragged batch's last wave lasts at least its longest
@@ -216,6 +218,9 @@ def op_time(op: OpCost, p: Params, compute_dtype: str):
     if op.kind == "matmul_misaligned":
         return t_mem + t_comp + t_pcie, 0.0, t_mem >= t_comp
     sm_rate = rate(p, op.kind, compute_dtype) * comp_eff / p.multiprocessors
+    if op.kind == "attention" and p.prompt_attention_fraction is not None:  # a prompt's tiles compute at their own rate
+        prompt_rate = rate(p, op.kind, compute_dtype) * p.compute_efficiency * p.prompt_attention_fraction
+        sm_rate = np.where(np.asarray(op.prompt_tiles) > 0, prompt_rate / p.multiprocessors, sm_rate)
     known = op.blocks_per_sm > 0
     # a block alone: its bytes at the per-block rate, or (split-KV) its iterations each waiting on its loads
     alone = np.where(known, op.block_iterations * p.attention_iteration_s, op.block_bytes / p.attention_cta_Bps)
@@ -252,7 +257,9 @@ def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
     share = p.bandwidth_Bps * p.attention_memory_efficiency / sms
 
     def wave(m):
-        streamed = overlap(alone, m * op.block_bytes / share, p.overlap_exponent)
+        # a prompt tile's keys come from DRAM once per KV head (the profile's prompt tiles), the rest from L2
+        dram = op.block_bytes * (op.block_dram_share if p.prompt_attention_fraction is not None else 1.0)
+        streamed = overlap(alone, m * dram / share, p.overlap_exponent)
         return np.where(op.block_bytes > 0, p.attention_block_s + streamed + m * op.block_flops / sm_rate, 0.0)
 
     full = np.floor(op.blocks / (occupancy * sms))
@@ -390,6 +397,8 @@ class StepSet:
         "block_iterations",
         "merge_steps",
         "empty_blocks",
+        "block_dram_share",
+        "prompt_tiles",
     )
 
     def __init__(self, steps: list[tuple[int, float, StepInputs]], owners: int):
@@ -451,6 +460,8 @@ class StepSet:
                 block_iterations=np.concatenate(g["block_iterations"]),
                 merge_steps=np.concatenate(g["merge_steps"]),
                 empty_blocks=np.concatenate(g["empty_blocks"]),
+                block_dram_share=np.concatenate(g["block_dram_share"]),
+                prompt_tiles=np.concatenate(g["prompt_tiles"]),
             )
             self._groups.append((kind, dtype, stacked, np.concatenate(g["owner"]), np.concatenate(g["m"])))
 

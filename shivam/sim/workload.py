@@ -85,7 +85,8 @@ def split_kv_layout(heads: int, kv_heads: int, batch, new_tokens, capacity, sk, 
 
 def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float, sk):
     """(bytes one program of a split-KV attention kernel streams, programs per layer, FLOPs one program computes,
-    programs per multiprocessor, inner iterations per program, merge steps, programs with no keys to stream), as the
+    programs per multiprocessor, inner iterations per program, merge steps, programs with no keys to stream, the share
+    of a program's bytes that come from DRAM, whether its programs are prompt tiles), as the
     kernel slices its work (split_kv_capacity, split_kv_layout): each program streams its share of the cached keys
     (up to fused_max_new new tokens come straight from the GEMM; above, the new keys up to the row block's last token,
     on average) and, when there are several slices, writes its partial result (its rows, head_dim padded to a power
@@ -127,7 +128,13 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
         n <= sk.fused_max_new, batch * m.kv_heads * row_blocks * np.maximum(slices - np.maximum(busy, 1), 0), 0.0
     )
     block_bytes = slice_keys * 2 * m.head_dim * kv_bytes + merge
-    return block_bytes, programs, flops, occupancy, iterations, merge_steps, empty
+    # prompt tiles: a KV head's row blocks stream the same keys; DRAM delivers them once (its keys and values, all
+    # of them), L2 the rest
+    prompt = n > sk.fused_max_new
+    unique = (context + n) * 2 * m.head_dim * kv_bytes / (row_blocks * slices) + merge
+    streams = block_bytes > 0
+    share = np.where(prompt & streams, np.minimum(unique / np.where(streams, block_bytes, 1.0), 1.0), 1.0)
+    return block_bytes, programs, flops, occupancy, iterations, merge_steps, empty, share, prompt
 
 
 def split_kv_occupancy(sk, head_dim: int, block_m, block_n, slices):
@@ -182,6 +189,11 @@ class OpCost(NamedTuple):
     # bytes its thread blocks read from L2 beyond its DRAM bytes: blocks that stream the same keys (the query heads
     # of one KV head) bring them from DRAM once and read them again from L2 (roofline: l2_j_per_byte)
     l2_bytes: object = 0.0
+    # a split-KV kernel's prompt tiles (more new tokens than the kernel fuses): of a program's block_bytes, the
+    # share that comes from DRAM (the row blocks of one KV head stream the same keys: the first brings them into L2),
+    # and whether its products run at the prompt tiles' own rate (roofline.op_time)
+    block_dram_share: object = 1.0
+    prompt_tiles: object = 0.0
 
     @property
     def dram_bytes(self):
@@ -252,6 +264,8 @@ def _gated(op: OpCost, on) -> OpCost:
         empty_blocks=g * op.empty_blocks,
         light_launches=g * op.light_launches,
         l2_bytes=g * op.l2_bytes,
+        block_dram_share=op.block_dram_share,
+        prompt_tiles=g * op.prompt_tiles,
     )
 
 
@@ -345,9 +359,9 @@ def step_ops(
         blocks = np.where(masked, batch * m.heads * np.ceil(np.asarray(new_tokens) / mk.q_tile), 0.0)
         # cuDNN's masked kernel: its blocks' time is fitted as streaming alone (attention_cta_Bps), no FLOPs term,
         # its occupancy not known
-        return np.where(masked, (c + new_tokens) * 2 * kvb * head_dim, 0.0), blocks, 0.0, 0.0, 0.0, 0.0, 0.0
+        return np.where(masked, (c + new_tokens) * 2 * kvb * head_dim, 0.0), blocks, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0
 
-    block_bytes, blocks, block_flops, occupancy, iterations, merge_steps, empty = per_block(context)
+    block_bytes, blocks, block_flops, occupancy, iterations, merge_steps, empty, dram_share, prompt = per_block(context)
     span = 1.0
     if longest is not None:  # each sequence's blocks stream its own keys (split-KV slices are balanced per sequence)
         span = np.where(block_bytes > 0, per_block(longest)[0] / np.where(block_bytes > 0, block_bytes, 1.0), 1.0)
@@ -381,6 +395,8 @@ def step_ops(
             merge_steps=merge_steps,
             empty_blocks=empty,
             l2_bytes=l2_bytes,
+            block_dram_share=dram_share,
+            prompt_tiles=np.asarray(prompt, dtype=float),
         )
     )
     if np.any(masked):

@@ -233,6 +233,13 @@ class EngineProfile(BaseModel):
     attention_memory_efficiency: float = Field(
         0.9, gt=0, le=1.5, description="fraction of the DRAM bandwidth a split-KV kernel's programs stream at together"
     )
+    prompt_attention_fraction: float | None = Field(
+        None,
+        gt=0,
+        le=2,
+        description="a split-KV kernel's prompt tiles: their products' rate relative to the matmuls' (keys re-read "
+        "from L2); None: as its other programs",
+    )
     misaligned_matmul_fraction: float = Field(gt=0, le=1)
     misaligned_bandwidth_fraction: float = Field(gt=0, le=1)
     misaligned_gemv_bandwidth_fraction: float = Field(gt=0, le=1)

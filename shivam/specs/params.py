@@ -38,6 +38,13 @@ class Params(BaseModel):
         description="the attention kernel's rate in its QK^T and PV products relative to the matmuls' "
         "(compute_efficiency): what a long prompt's compute-bound causal attention runs at",
     )
+    prompt_attention_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=2,
+        description="a split-KV kernel's prompt tiles (more new tokens than it fuses): their products' rate relative "
+        "to the matmuls', their keys re-read from L2 by every row block after the first; None: as other programs",
+    )
     overlap_exponent: float = Field(
         default=100.0,
         ge=1,
@@ -165,6 +172,7 @@ TIME_PARAMS = (
     "memory_efficiency",
     "compute_efficiency",
     "attention_compute_fraction",
+    "prompt_attention_fraction",
     "overlap_exponent",
     "per_kernel_s",
     "per_step_s",
@@ -247,6 +255,7 @@ def make_params(
         attention_iteration_s=prof.attention_iteration_s,
         attention_merge_s=prof.attention_merge_s,
         attention_memory_efficiency=prof.attention_memory_efficiency,
+        prompt_attention_fraction=prof.prompt_attention_fraction,
         multiprocessors=gpu.multiprocessors,
         misaligned_matmul_fraction=prof.misaligned_matmul_fraction,
         misaligned_bandwidth_fraction=prof.misaligned_bandwidth_fraction,
