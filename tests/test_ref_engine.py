@@ -346,7 +346,7 @@ def test_prompt_tiles_read_their_keys_from_dram_once_and_compute_at_their_own_ra
     programs = split_kv_programs(m, 1, 2048, 0, 2, sk)
     per_program, blocks, flops, occupancy, iterations, _, _, dram_share, prompt = programs
     assert (per_program, blocks, flops, occupancy, iterations) == (557_056, 1024, 4 * 64 * 1088 * 128, 2, 17)
-    assert prompt and float(dram_share) == pytest.approx(8192 / 557_056, rel=1e-12)
+    assert prompt == 128 and float(dram_share) == pytest.approx(8192 / 557_056, rel=1e-12)
     p = make_params(load_gpu("h200"), "ref").model_copy(
         update={"attention_block_s": 1e-6, "attention_iteration_s": 7e-7, "prompt_attention_fraction": 0.4,
                 "attention_compute_fraction": 1.0, "overlap_exponent": 2.0}
@@ -358,6 +358,14 @@ def test_prompt_tiles_read_their_keys_from_dram_once_and_compute_at_their_own_ra
     t, sm_s, _ = op_time(attention, p, "bf16")
     assert float(t) == pytest.approx(4 * wave, rel=1e-12)
     assert float(sm_s) == pytest.approx(1024 * wave, rel=1e-12)
+    # the same prompt at batch 8: the layer's cache (8 x 2,048 x 2 x 1,024 x 2 bytes = 67 MB) no longer fits the
+    # H200's 60 MB of L2, so only the row blocks of a KV head resident together share a read: 264 programs at once
+    # over the 64 (sequence, KV head) pairs' row blocks, 4.125 of each; 4 x 1,024 programs in 2 per multiprocessor
+    # run in 31 full waves of 264 and a last of 8 (1 per multiprocessor)
+    batch8 = next(op for op in step_ops(m, 8, 2048, 0, Dtypes(), p.kernels) if op.name == "attention")
+    assert float(batch8.kv_read_bytes) == 8 * 2048 * 2 * 1024 * 2 > p.l2_capacity_bytes == 60e6
+    wave8 = lambda k: 1e-6 + math.hypot(17 * 7e-7, k * 557_056 / 4.125 / share) + k * flops / prompt_rate  # noqa: E731
+    assert float(op_time(batch8, p, "bf16")[0]) == pytest.approx(31 * wave8(2) + wave8(1), rel=1e-12)
     # a verify step of 5 tokens (fused, up to 16) keeps the programs' own bytes and the attention products' rate
     per_program, _, _, _, _, _, _, dram_share, prompt = split_kv_programs(m, 1, 5, 1024, 2, sk)
     assert not prompt and float(dram_share) == 1.0

@@ -286,8 +286,8 @@ def fit_once(
             x=np.array([]), fun=_time_residuals(np.array([]), names, base, points, meas_t, energy_scale)
         )
         unc, bad = {}, []
-    # too few or too alike calls at the limit, or too little compute-bound attention: held at their priors (0 and 1,
-    # what an engine without them does), not refused
+    # too few or too alike calls at the limit, or too little compute-bound attention: held at their priors (base's:
+    # 0 and 1, what an engine without them does, and the profile's prompt-tile rate), not refused
     soft = [n for n in SOFT_PARAMS if n in bad]
     if soft and strict:
         return _holding(data, base, fix, soft, card_factors, points, strict, energy_scale)

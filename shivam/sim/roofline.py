@@ -23,9 +23,11 @@ Per operator (docs/model.md, section 3):
              attention_iteration_s, the one block of new keys they attend to); a wave of m per multiprocessor lasts
                  attention_block_s + overlap(iterations * attention_iteration_s, m * block_bytes / share)
                  + m * block_flops / sm_rate,   share = bandwidth * attention_memory_efficiency / S
-             (block_flops: the program's row block, padded rows included, times its keys; a prompt tile's, more
-             new tokens than the kernel fuses: block_bytes x block_dram_share, its KV head's keys and values once over
-             its row blocks, the rest read from L2, and sm_rate at prompt_attention_fraction, where the profile has it)
+             (block_flops: the program's row block, padded rows included, times its keys)
+             prompt tiles (more new tokens than the kernel fuses, where the profile has prompt_attention_fraction):
+             the bandwidth term takes block_bytes x their DRAM share (_prompt_dram_share: the KV head's keys and
+             values once over its row blocks where the layer's cache fits in L2, else once over the row blocks
+             resident together), and sm_rate is R x compute_efficiency x prompt_attention_fraction / S
              (a program alone waits on its loads once per block of keys; m programs together stream at most a
              multiprocessor's share of the bandwidth; where the two times are close, both bite, and they combine
              as an operator's memory and compute times do). A ragged batch's last wave lasts at least its longest
@@ -43,7 +45,8 @@ Per step:
     l2_bytes = what thread blocks read from L2 beyond the DRAM bytes: the masked kernel's blocks of the query heads
              sharing a KV head each read its keys and values, which come from DRAM once (e_dram, which includes their
              path through L2 to the SMs, counts that read); every further read takes the on-chip path alone. Per
-             layer of the latency-bound masked kernel (workload.py; a split-KV kernel serves a KV group at once: 0):
+             layer of the latency-bound masked kernel (workload.py; a split-KV kernel serves a KV group at once: 0,
+             its prompt tiles' re-reads not counted):
              b * (c + n) * 2 * d_h * s_kv * (H * ceil(n / q_tile) - H_kv)
     sm_s_floor = sum over operators held at their latency floor of blocks * t_per_block (the mean block's time, span
              1): each thread block keeps a multiprocessor busy, drawing power whatever little it computes, for as
@@ -256,9 +259,9 @@ def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
     sms = p.multiprocessors
     share = p.bandwidth_Bps * p.attention_memory_efficiency / sms
 
+    dram = op.block_bytes * _prompt_dram_share(op, p, occupancy)
+
     def wave(m):
-        # a prompt tile's keys come from DRAM once per KV head (the profile's prompt tiles), the rest from L2
-        dram = op.block_bytes * (op.block_dram_share if p.prompt_attention_fraction is not None else 1.0)
         streamed = overlap(alone, m * dram / share, p.overlap_exponent)
         return np.where(op.block_bytes > 0, p.attention_block_s + streamed + m * op.block_flops / sm_rate, 0.0)
 
@@ -273,6 +276,22 @@ def _split_kv_waves(op: OpCost, p: Params, alone, sm_rate):
     resident = full * occupancy * sms * full_wave + rest * tail
     last = np.where((rest > 0) & ~empty_tail, tail, full_wave)  # the last wave with keys to stream
     return full * full_wave + tail, last, resident
+
+
+def _prompt_dram_share(op: OpCost, p: Params, occupancy):
+    """Of a split-KV program's bytes, the share DRAM delivers: all, except a prompt's tiles under a profile that
+    has them, whose row blocks of one KV head stream the same keys. Where the layer's cache fits in L2, the first row
+    block brings them in and the others read them there (block_dram_share); where it does not, only the row blocks
+    of a KV head resident in the same wave share one read (the grid runs the heads' first row blocks, then their
+    second, ...: (occupancy x multiprocessors) / (programs / row blocks) of them at once, at least one)."""
+    if p.prompt_attention_fraction is None:
+        return 1.0
+    rows = np.asarray(op.prompt_tiles, dtype=float)
+    per_row_block = np.maximum(op.blocks / np.maximum(rows, 1.0), 1.0)  # programs of one row block (heads, slices)
+    resident = np.clip(occupancy * p.multiprocessors / per_row_block, 1.0, np.maximum(rows, 1.0))
+    in_l2 = op.kv_read_bytes <= p.l2_capacity_bytes
+    share = np.where(in_l2, op.block_dram_share, np.maximum(op.block_dram_share, 1.0 / resident))
+    return np.where(rows > 0, share, 1.0)
 
 
 def overlap(t_mem, t_comp, p: float):

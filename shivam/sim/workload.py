@@ -86,7 +86,8 @@ def split_kv_layout(heads: int, kv_heads: int, batch, new_tokens, capacity, sk, 
 def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float, sk):
     """(bytes one program of a split-KV attention kernel streams, programs per layer, FLOPs one program computes,
     programs per multiprocessor, inner iterations per program, merge steps, programs with no keys to stream, the share
-    of a program's bytes that come from DRAM, whether its programs are prompt tiles), as the
+    of a program's bytes that come from DRAM where the cache stays in L2, the row blocks of a prompt's tiles (0: not
+    a prompt)), as the
     kernel slices its work (split_kv_capacity, split_kv_layout): each program streams its share of the cached keys
     (up to fused_max_new new tokens come straight from the GEMM; above, the new keys up to the row block's last token,
     on average) and, when there are several slices, writes its partial result (its rows, head_dim padded to a power
@@ -134,7 +135,8 @@ def split_kv_programs(m: ModelSpec, batch, new_tokens, context, kv_bytes: float,
     unique = (context + n) * 2 * m.head_dim * kv_bytes / (row_blocks * slices) + merge
     streams = block_bytes > 0
     share = np.where(prompt & streams, np.minimum(unique / np.where(streams, block_bytes, 1.0), 1.0), 1.0)
-    return block_bytes, programs, flops, occupancy, iterations, merge_steps, empty, share, prompt
+    prompt_rows = np.where(prompt, row_blocks, 0)
+    return block_bytes, programs, flops, occupancy, iterations, merge_steps, empty, share, prompt_rows
 
 
 def split_kv_occupancy(sk, head_dim: int, block_m, block_n, slices):
@@ -190,8 +192,9 @@ class OpCost(NamedTuple):
     # of one KV head) bring them from DRAM once and read them again from L2 (roofline: l2_j_per_byte)
     l2_bytes: object = 0.0
     # a split-KV kernel's prompt tiles (more new tokens than the kernel fuses): of a program's block_bytes, the
-    # share that comes from DRAM (the row blocks of one KV head stream the same keys: the first brings them into L2),
-    # and whether its products run at the prompt tiles' own rate (roofline.op_time)
+    # share that comes from DRAM where the layer's cache stays in L2 (the row blocks of one KV head stream the same
+    # keys: the first brings them into L2), and the row blocks that stream the same keys (0: no prompt tiles; their
+    # products run at the prompt tiles' own rate; roofline.op_time)
     block_dram_share: object = 1.0
     prompt_tiles: object = 0.0
 

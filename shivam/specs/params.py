@@ -83,6 +83,7 @@ class Params(BaseModel):
         "(a multiprocessor's share of it bounds the programs it runs at once)",
     )
     multiprocessors: int = Field(gt=0, description="streaming multiprocessors: thread blocks that run at once")
+    l2_capacity_bytes: float = Field(default=0.0, ge=0, description="the L2 cache's size (the GPU file's l2_mb)")
     per_light_kernel_s: float = Field(
         ge=0, description="cost of a kernel that only casts, fills or concatenates a few rows"
     )
@@ -257,6 +258,7 @@ def make_params(
         attention_memory_efficiency=prof.attention_memory_efficiency,
         prompt_attention_fraction=prof.prompt_attention_fraction,
         multiprocessors=gpu.multiprocessors,
+        l2_capacity_bytes=gpu.l2_mb * 1e6,
         misaligned_matmul_fraction=prof.misaligned_matmul_fraction,
         misaligned_bandwidth_fraction=prof.misaligned_bandwidth_fraction,
         misaligned_gemv_bandwidth_fraction=prof.misaligned_gemv_bandwidth_fraction,

@@ -133,7 +133,7 @@ def gpu_priors(engine: str, gpu_id: str | None) -> dict[str, float]:
     """engine_priors, where the GPU model has a bundled calibration of the engine with the profile's per_gpu_model
     priors taken from it: facts of the kernel on that GPU model (each resident split-KV program's power), which one
     card's suite cannot separate from its static power but several cards' suites fitted together can (the H100
-    SXM's five: 0.192 +- 0.011 W per program, against the H200's 0.215)."""
+    SXM's five: 0.192 +- 0.011 W per program, against the H200's 0.206)."""
     priors = engine_priors(engine)
     profile = load_engine(engine)
     own = profile.calibration_priors
