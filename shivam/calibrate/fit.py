@@ -149,6 +149,11 @@ def _moved_by(points: PointSet, base: Params, name: str, value: float) -> np.nda
     return np.abs(points.uncapped(_with(base, {name: value})).time_s / t0 - 1.0)
 
 
+def _seen(points: PointSet, base: Params, name: str, value: float) -> bool:
+    """Whether at least ATTENTION_POINTS points' time moves by ATTENTION_MOVE when `name` takes `value`."""
+    return int(np.sum(_moved_by(points, base, name, value) >= ATTENTION_MOVE)) >= ATTENTION_POINTS
+
+
 # held at their priors where the data cannot identify them, not refused
 SOFT_PARAMS = ("limit_stretch_exponent", "attention_compute_fraction", "prompt_attention_fraction")
 LIMIT_POINTS = 10  # points at the board's limit, below which limit_stretch_exponent is held, not fitted
@@ -228,37 +233,22 @@ def fit_once(
         # the merge's steps matter only where a few sequences' caches are cut into many slices (long contexts at
         # small batch): fitted only where doubling it moves enough points' time, as for the attention's products
         "attention_merge_s": points.has_occupancy
-        and int(
-            np.sum(_moved_by(points, base, "attention_merge_s", 2.0 * base.attention_merge_s or 1e-8) >= ATTENTION_MOVE)
-        )
-        >= ATTENTION_POINTS,
+        and _seen(points, base, "attention_merge_s", 2.0 * base.attention_merge_s or 1e-8),
         "per_step_s": bool(kinds - {"stage1"}),
         "per_kernel_s": bool(kinds - {"stage1"}),
         # the attention kernel's products: a long prompt's causal attention, a split-KV program's products between
         # its loads (verify over long caches and large batches); decode attention streaming its cache barely moves
-        "attention_compute_fraction": int(
-            np.sum(
-                _moved_by(points, base, "attention_compute_fraction", 0.5 * base.attention_compute_fraction)
-                >= ATTENTION_MOVE
-            )
-        )
-        >= ATTENTION_POINTS,
+        "attention_compute_fraction": _seen(
+            points, base, "attention_compute_fraction", 0.5 * base.attention_compute_fraction
+        ),
+        # the prompt tiles' products (a profile that has them): long prompts, and verify of more new tokens than the
+        # kernel fuses, over long caches
+        "prompt_attention_fraction": base.prompt_attention_fraction is not None
+        and _seen(points, base, "prompt_attention_fraction", 0.5 * base.prompt_attention_fraction),
         # moved only by points at the board's limit under base's energy parameters (fit redoes it from the fitted
         # ones), and told from the other time parameters only by several of them
         "limit_stretch_exponent": int(np.sum(points.hold_factors(base) < 1.0)) >= LIMIT_POINTS,
     }
-    # the prompt tiles' products (a profile that has them): long prompts, and verify of more new tokens than the
-    # kernel fuses, over long caches
-    relevant["prompt_attention_fraction"] = (
-        base.prompt_attention_fraction is not None
-        and int(
-            np.sum(
-                _moved_by(points, base, "prompt_attention_fraction", 0.5 * base.prompt_attention_fraction)
-                >= ATTENTION_MOVE
-            )
-        )
-        >= ATTENTION_POINTS
-    )
     names = [n for n in TIME_PARAMS if n not in fix and relevant.get(n, True)]
     held = {  # (a parameter the profile does not have, None, is not held: it stays absent)
         n: getattr(base, n) for n in TIME_PARAMS if n not in names and n not in fix and getattr(base, n) is not None
