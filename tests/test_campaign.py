@@ -198,3 +198,18 @@ def test_a_printed_table_is_read_back_against_its_probe_file(tmp_path):
     probe.write_text('{"not": "a list"}')
     with pytest.raises(ShivamError, match="not a list of points"):
         printed_measurements(good, probe, "GPU-x")
+
+
+def test_a_generate_points_record_holds_its_calls_phases(tmp_path):
+    # transformers' generate() on the static cache: the record keeps the calls' set-up, prefill and step times, so a
+    # cost per call can be told from a cost per token (shivam.validate.runner.phase_summary)
+    pfile = tmp_path / "points.json"
+    point = {"suite": "t", "engine": "hf-static", "kind": "generate", "model": TINY, "prompt": 6, "gen": 4}
+    pfile.write_text(json.dumps([{**point, "weights_dtype": "fp32"}]))
+    res = subprocess.run(validate_cmd(pfile, tmp_path / "out"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    (rec,) = point_records(tmp_path / "out" / "points.jsonl")
+    phases = rec["measured"]["generate_phases"]
+    assert phases["steps"] == 3 and phases["calls"] >= 3
+    assert phases["setup_range_s"][0] <= phases["setup_s"] <= phases["setup_range_s"][1]
+    assert 0 < phases["step_s"] < rec["measured"]["time_per_call_s"]

@@ -131,6 +131,47 @@ def test_hf_static_engine_generates_every_token_with_a_static_cache():
     assert static.stats["iterations"] == 4
 
 
+def test_generate_calls_are_split_into_set_up_prefill_and_steps(tmp_path):
+    # the streamer's clock sees the prompt, then each step's tokens: 5 new tokens are a prefill and 4 steps; the
+    # phases add up to the call's wall time measured outside it
+    import time
+
+    from shivam.validate.engines import generate_call, hf_model
+
+    model = hf_model(TINY_LLAMA, "fp32", "cpu")
+    call = generate_call(model, 6, 5, 2, static=True)
+    t0 = time.perf_counter()
+    call()
+    wall = time.perf_counter() - t0
+    (ph,) = call.stats["phases"]
+    assert ph["steps"] == call.stats["iterations"] == 4
+    parts = [ph["setup_s"], ph["prefill_s"], ph["step_s"], ph["finish_s"]]
+    assert all(x >= 0 for x in parts) and ph["step_s"] > 0
+    total = ph["setup_s"] + ph["prefill_s"] + ph["steps"] * ph["step_s"] + ph["finish_s"]
+    assert total <= wall and total == pytest.approx(wall, abs=2e-3)
+    # assisted: one hand-over per iteration (the target's forwards after the first)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    twin = hf_model(TINY_LLAMA, "fp32", "cpu", weights=str(tmp_path))
+    assisted = generate_call(model, 6, 12, 1, draft_model=twin, k=3)
+    assisted()
+    assert assisted.stats["phases"][0]["steps"] == assisted.stats["iterations"]
+
+
+def test_call_phases_by_hand():
+    from shivam.errors import ShivamError
+    from shivam.validate.engines import call_phases
+    from shivam.validate.runner import phase_summary
+
+    ph = call_phases(10.0, [11.0, 13.0, 14.0, 15.0, 16.0], 16.5)
+    assert ph == {"setup_s": 1.0, "prefill_s": 2.0, "step_s": 1.0, "steps": 3.0, "finish_s": 0.5}
+    other = call_phases(0.0, [3.0, 4.0, 10.0], 10.0)  # one step of 6 s
+    summary = phase_summary([ph, other, ph])
+    assert summary["calls"] == 3 and summary["step_s"] == 1.0 and summary["step_range_s"] == [1.0, 6.0]
+    assert summary["setup_range_s"] == [1.0, 3.0]
+    with pytest.raises(ShivamError, match="streamer"):
+        call_phases(0.0, [1.0], 2.0)
+
+
 def test_ref_points_run_on_the_reference_decoder():
     from shivam.calibrate.points import Point
     from shivam.validate.ref import RefDecoder

@@ -12,6 +12,7 @@ Weights are random (energy depends on shapes, not values) unless a local safeten
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -388,12 +389,47 @@ def hf_model(ref: str, dtype: str, device, weights: str | None = None):
     return model.eval()
 
 
+class TokenClock:
+    """A generate() streamer that only keeps the host's clock at each hand-over: generate() hands it the prompt once
+    its inputs are prepared, then the tokens of each decoding step (an assisted iteration's accepted tokens at once)
+    after copying them to the host, which waits for the step to finish. The times split a call into its phases."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, value) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def call_phases(start: float, times: list[float], stop: float) -> dict[str, float]:
+    """One generate() call's host-timed phases from its TokenClock times: set-up (configuration, cache allocation or
+    reset, input preparation: until the prompt is handed over), prefill (the prompt's forward and the first token),
+    step (the mean of the decoding steps or assisted iterations after the first token) and finish (after the last
+    token, until the device is idle)."""
+    if len(times) < 2:
+        raise ShivamError(
+            f"generate() handed {len(times)} batches of tokens to the streamer; expected the prompt and one per step"
+        )
+    steps = len(times) - 2
+    return {
+        "setup_s": times[0] - start,
+        "prefill_s": times[1] - times[0],
+        "step_s": (times[-1] - times[1]) / steps if steps else float("nan"),
+        "steps": float(steps),
+        "finish_s": stop - times[-1],
+    }
+
+
 def generate_call(
     model, prompt: int, gen: int, batch: int, draft_model=None, k: int = 0, seed: int = 0, static: bool = False
 ):
     """transformers generate() of exactly `gen` new tokens (greedy; assisted when a draft is given); with a static
     cache (`cache_implementation="static"`, which transformers compiles itself) when `static`. Counts the target's
-    forward calls, so tokens per iteration = gen / (calls - 1) is measured, not assumed."""
+    forward calls, so tokens per iteration = gen / (calls - 1) is measured, not assumed, and times each call's
+    phases (call_phases) on the host through a streamer: a call's set-up and prefill apart from its loop."""
     device = next(model.parameters()).device
     g = torch.Generator(device="cpu").manual_seed(seed)
     vocab = (
@@ -416,13 +452,18 @@ def generate_call(
     kwargs = dict(generation_config=GenerationConfig(**settings), attention_mask=torch.ones_like(ids))
     if draft_model is not None:
         kwargs["assistant_model"] = draft_model
-    stats = {"iterations": 0, "calls": 0}
+    stats = {"iterations": 0, "calls": 0, "phases": []}
+    clock = TokenClock()
+    kwargs["streamer"] = clock
 
     def call() -> float:
         before = calls["n"]
+        clock.times.clear()
+        start = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(ids, **kwargs)
         sync(device)
+        stats["phases"].append(call_phases(start, clock.times, time.perf_counter()))
         stats["iterations"] += calls["n"] - before - 1  # the first forward is the prefill
         stats["calls"] += 1
         return float(batch * (out.shape[1] - prompt))

@@ -8,6 +8,7 @@ id is already recorded is skipped, so an interrupted campaign completes with eve
 from __future__ import annotations
 
 import math
+import statistics
 import time
 import traceback
 
@@ -115,6 +116,20 @@ class Workbench:
         return e.spec_call(target, self._decoders[key], p.k, p.alpha, p.context, p.seed, p.contexts)
 
 
+def phase_summary(phases: list[dict]) -> dict:
+    """The phases of a point's generate() calls (engines.call_phases; every call of the point, warm-up included):
+    each phase's median and range over the calls, in seconds. A host-bound call's set-up and loop move apart when
+    the host's speed moves, and the set-up (cache allocation, compile guards) is a cost per call, not per token."""
+    out: dict = {"calls": len(phases)}
+    for name in ("setup_s", "prefill_s", "step_s", "finish_s"):
+        values = [ph[name] for ph in phases if ph[name] == ph[name]]  # a one-token call has no steps (nan)
+        if values:
+            out[name] = statistics.median(values)
+            out[name.replace("_s", "_range_s")] = [min(values), max(values)]
+    out["steps"] = phases[-1]["steps"]
+    return out
+
+
 def min_calls_for(p: Point) -> int:
     """Calls per window at least. A generate() call lasts 0.1-1 s, so 10 of them already span 1-10 s (and the 20
     counter periods still bound the window from below); 20 for everything else."""
@@ -219,6 +234,8 @@ def run_campaign(
                 stats = getattr(call, "stats", None)
                 if stats and stats["calls"]:
                     record["measured"]["iterations_per_call"] = stats["iterations"] / stats["calls"]
+                if stats and stats.get("phases"):
+                    record["measured"]["generate_phases"] = phase_summary(stats["phases"])
                 if codecarbon_gpu is not False:
                     from shivam.validate.codecarbon_check import codecarbon_window
 
