@@ -28,9 +28,10 @@ def test_check_reproduces_the_documented_figures_from_another_directory(tmp_path
     assert figures == ("1.9 % median / 14.0 % max in energy", "1.6 % / 9.9 % in time")
     assert cv["energy"]["n"] == 228 and len({r["fold"] for r in out["cross_validation"]["points"]}) == 13
     # the issues' bound: the measured energy at the predicted k within 1 % of the measured least, in and out of sample
-    for best in (out["best_k"], out["cross_validation"]["best_k"]):
+    # (near-ties go to the smaller window: in sample Mistral-7B at alpha 0.6 takes k = 4, 0.5 % above measured k = 3)
+    for best, exact in ((out["best_k"], 5), (out["cross_validation"]["best_k"], 6)):
         assert len(best) == 6 and all(b["ok"] for b in best)
-        assert sum(b["best_k_measured"] == b["best_k_predicted"] for b in best) == 5
+        assert sum(b["best_k_measured"] == b["best_k_predicted"] for b in best) == exact
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert all(f in readme for f in figures)
 

@@ -103,3 +103,26 @@ def test_required_alpha_reproduces_the_target_ratio(mistral_h200):
     a = res["required_alpha"]["4"]
     check = prediction(mistral_h200, [4], [a])
     assert check["rows"][1]["energy_ratio"] == pytest.approx(2.0, rel=1e-3)
+
+
+def test_near_ties_go_to_the_smaller_window():
+    from shivam.sim.speculative import NEAR_TIE, best_window
+
+    assert NEAR_TIE == 0.005
+    ks = [0, 2, 4, 8]
+    # k = 4 is least; k = 2 is 0.4 % above it: a tie, and the smaller window wins
+    assert best_window(ks, [1.5, 1.004, 1.0, 1.2]) == 2
+    # 0.6 % above: no tie
+    assert best_window(ks, [1.5, 1.006, 1.0, 1.2]) == 4
+    assert best_window(ks, [1.5, 1.004, 1.0, 1.2], near_tie=0.0) == 4
+    assert best_window([0, 1], [1.0, 1.0]) == 0
+
+
+def test_a_best_k_at_the_end_of_the_scan_is_flagged():
+    import shivam
+
+    # Mistral-7B on an L4 with an 80 % draft: energy per token still falls at k = 8 (docs: README's example)
+    short = shivam.predict(model="mistral-7b", gpu="l4", k=range(1, 9), alpha=0.8)
+    assert short.best_k() == 8 and any("largest k scanned (8)" in w for w in short.warnings)
+    longer = shivam.predict(model="mistral-7b", gpu="l4", k=range(1, 21), alpha=0.8)
+    assert 8 < longer.best_k() < 20 and not any("largest k scanned" in w for w in longer.warnings)

@@ -262,6 +262,12 @@ def predict(
         best_by_batch[str(b)] = res["best"]
     first = results[0]
     meta["band"] = {"energy": list(p.energy_band), "time": list(p.time_band), "basis": p.band_basis}
+    edge = _best_at_the_edge(best_by_batch, ks)
+    if edge:
+        meta["warnings"].append(
+            f"the best k by energy is the largest k scanned ({max(ks)}) at {edge}: a larger window may save more; "
+            f"scan further, e.g. --k 1..{min(2 * max(ks), 64)}"
+        )
     if len(batches) == 1:
         return Prediction(meta, rows, first["best"], first["contexts_averaged"], first.get("required_alpha"), scn)
     meta["batch"] = batches
@@ -280,6 +286,26 @@ def predict(
         best_by_batch,
         crossover,
     )
+
+
+def _best_at_the_edge(best_by_batch: dict, ks) -> str | None:
+    """Where the best k by energy is the largest k of a scan of several (and below the largest allowed, 64): which
+    acceptance rates (and batches) it is at, for a warning; None where it is nowhere."""
+    top = max(ks)
+    if len(set(ks) - {0}) < 2 or top >= 64:
+        return None
+    at = {
+        (label, batch)
+        for batch, best in best_by_batch.items()
+        for label, b in best.items()
+        if b["best_k_energy"] == top
+    }
+    if not at:
+        return None
+    alphas = sorted({label for label, _ in at})
+    batches = sorted({int(b) for _, b in at})
+    where = f"alpha {', '.join(alphas)}"
+    return where if len(best_by_batch) == 1 else f"{where} (batch {', '.join(map(str, batches))})"
 
 
 def _fits(build, batch: int) -> bool:

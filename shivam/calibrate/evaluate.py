@@ -9,6 +9,7 @@ import numpy as np
 from shivam.calibrate.fit import card_scales, fit
 from shivam.calibrate.points import point_cost
 from shivam.calibrate.results import Measured
+from shivam.sim.speculative import best_window
 from shivam.specs import Params
 
 
@@ -158,7 +159,7 @@ def best_k_check(rows: list[dict]) -> list[dict]:
                 by_k.setdefault(r["k"], []).append(r)
             meas = {k: float(np.mean([_on_one_scale(r, "meas") for r in v])) for k, v in by_k.items()}
             pred = {k: float(np.mean([_on_one_scale(r, "pred") for r in v])) for k, v in by_k.items()}
-            k_meas, k_pred = min(meas, key=meas.get), min(pred, key=pred.get)
+            k_meas, k_pred = min(meas, key=meas.get), best_window(list(pred), list(pred.values()))
             gap = meas[k_pred] / meas[k_meas] - 1
             out.append(
                 {

@@ -27,6 +27,7 @@ from shivam.sim.roofline import (
 )
 from shivam.sim.speculative import (
     alpha_for_tokens,
+    best_window,
     per_token,
     tokens_per_iteration,
     tokens_per_iteration_beta,
@@ -304,7 +305,7 @@ def predictions(
         rows, best = [], {}
         for a, label in enumerate(labels):
             e_k, t_k = e[:, a], t[:, a]
-            best_e, best_t = ks[int(np.argmin(e_k))], ks[int(np.argmin(t_k))]
+            best_e, best_t = best_window(ks, e_k), best_window(ks, t_k)
             best[label] = {"best_k_energy": best_e, "best_k_latency": best_t}
             for i, k in enumerate(ks):
                 rows.append(

@@ -22,6 +22,21 @@ import numpy as np
 from shivam.errors import ShivamError
 from shivam.sim.roofline import StepCost
 
+# Windows whose predicted energy (or time) per token is within this fraction of the least are a tie, and the smallest
+# of them is the best k. Were the model exact, the pick would cost at most 0.5 % over the least, half the 1 % regret
+# the best-k check allows (shivam.calibrate.evaluate.BEST_K_REGRET), leaving the other half to the model's error;
+# near a flat optimum the smaller window drafts less for a difference the model cannot resolve, and loses less when
+# acceptance falls below the assumed rate (the best window shrinks with alpha).
+NEAR_TIE = 0.005
+
+
+def best_window(ks, per_token, near_tie: float = NEAR_TIE) -> int:
+    """The best k: the smallest window whose figure per token (energy or time, one per k of `ks`) is within
+    `near_tie` of the least."""
+    values = np.asarray(per_token, dtype=float)
+    least = values.min()
+    return min(k for k, v in zip(ks, values) if v <= least * (1 + near_tie))
+
 
 def tokens_per_iteration(alpha, k):
     """Expected tokens per iteration for i.i.d. acceptance probability alpha and window k (broadcasts)."""
