@@ -79,3 +79,23 @@ def test_70b_parameter_counts(alias, vocab, billions):
     assert m.param_count() == 80 * layer + 2 * vocab * 8192 + 8192
     assert round(m.param_count() / 1e9, 1) == billions
     assert (m.kv_heads, m.max_context) == (8, 4096 if alias == "llama-2-70b" else 8192)
+
+
+def test_gpu_memory_is_what_a_program_can_allocate():
+    # vendors state GPU memory in binary GB; the H200's driver reports 143,771 MiB (the cards measured), so
+    # Llama-3-70B's 70.6e9 bf16 weights (141.1e9 bytes) fit one H200 with room for a short cache
+    import shivam
+    from shivam.errors import ShivamError
+    from shivam.specs.gpu import GPU, load_gpu
+
+    assert load_gpu("h200").capacity_bytes == pytest.approx(143_771 * 2**20, rel=1e-5)
+    assert load_gpu("t4").capacity_bytes == pytest.approx(16 * 2**30 * 15 / 16, rel=1e-5)  # GDDR6 with ECC on
+    assert load_gpu("a100-80gb").capacity_bytes == 80 * 2**30  # no usable_gb given: the capacity as stated
+    r = shivam.predict(model="llama-3-70b", gpu="h200", k=[0], alpha=0.8)
+    assert r.rows[0]["energy_per_token_j"] > 0
+    raw = load_gpu("t4").model_dump()
+    raw["memory"]["usable_gb"]["value"] = 20.0  # above 16 GiB
+    with pytest.raises(ValueError, match="usable_gb 20 .* exceeds capacity_gb 16"):
+        GPU.model_validate(raw)
+    with pytest.raises(ShivamError, match="does not fit on NVIDIA H100"):
+        shivam.predict(model="llama-3-70b", gpu="h100-sxm", k=[0], alpha=0.8)

@@ -185,13 +185,15 @@ def _fits(gpu: str, tp: int, **shape) -> bool:
 
 
 def test_llama_2_70b_memory_per_gpu_as_arithmetic_says():
-    # batch 8 of 1024 + 1024 tokens: 137.95 GB of bf16 weights + 8 x 2049 x 327,680 = 5.37 GB of KV cache on one GPU
-    shape = dict(batch=8, prompt=1024, gen=1024)
-    assert 68_976_648_192 * 2 + 8 * 2049 * 327_680 > 141e9
+    # batch 32 of 1024 + 1024 tokens: 137.95 GB of bf16 weights + 32 x 2049 x 327,680 = 21.49 GB of KV cache on one
+    # GPU, above the 143,771 MiB (150.76 GB) an H200's driver reports
+    shape = dict(batch=32, prompt=1024, gen=1024)
+    assert 68_976_648_192 * 2 + 32 * 2049 * 327_680 > 143_771 * 2**20
     assert not _fits("h200", 1, **shape) and _fits("h200", 2, **shape)
-    # the A100-80GB: half of that (~71.7 GB) fits in 80 GB at TP 2, and a quarter at TP 4
+    # the A100-80GB: half of that (~79.7 GB) fits in 80 GiB (85.9 GB) at TP 2, and a quarter at TP 4
     assert not _fits("a100-80gb", 1, **shape) and _fits("a100-80gb", 2, **shape) and _fits("a100-80gb", 4, **shape)
-    # batch 1 of 128 + 128 tokens: 137.98 GB, which one H200's 141 GB holds by this arithmetic
+    # batch 8 of 1024 + 1024 tokens (143.3 GB) and batch 1 of 128 + 128 tokens (137.98 GB) fit one H200
+    assert _fits("h200", 1, batch=8, prompt=1024, gen=1024)
     assert _fits("h200", 1)
 
 

@@ -235,13 +235,13 @@ def check_fits(scn: Scenario, k_max: int, gpu_name: str) -> None:
         split = f"use --tp {least} or more, or " if least is not None else ""
         raise ShivamError(
             f"{scn.target.name} does not fit on {where}: weights, KV cache and activations need {target:,.0f} bytes"
-            f"{per_gpu} ({target / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB); {split}{fix}"
+            f"{per_gpu} ({target / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.1f} GB usable); {split}{fix}"
         )
     need = scn.memory_needed(k_max)
     if need > have:
         raise ShivamError(
             f"the draft {scn.draft.name} does not fit beside {scn.target.name} on {where}: both need "
-            f"{need:,.0f} bytes{per_gpu} ({need / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.0f} GB), "
+            f"{need:,.0f} bytes{per_gpu} ({need / 1e9:.1f} GB), the GPU has {have:,.0f} ({have / 1e9:.1f} GB usable), "
             f"{scn.target.name} alone {target / 1e9:.1f} GB; {fix}, or a smaller --draft"
             + (" or a larger --draft-tp" if scn.draft_tp < scn.tp else "")
         )

@@ -27,8 +27,28 @@ class Estimate(BaseModel):
 class Memory(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: str = Field(description="HBM3e, GDDR6, ...")
-    capacity_gb: float = Field(gt=0, le=1e5, description="device memory, GB (1e9 bytes)")
+    capacity_gb: float = Field(
+        gt=0, le=1e5, description="device memory as the vendor states it, binary GB (80 GB: 80 x 2^30 bytes)"
+    )
     bandwidth_gbs: float = Field(ge=1, le=1e6, description="datasheet DRAM bandwidth, GB/s")
+    usable_gb: Estimate | None = Field(
+        None,
+        description="memory a program can allocate, GB (1e9 bytes): the driver's total (nvidia-smi memory.total) where "
+        "measured, or the capacity less what ECC reserves (1/16 of GDDR6 where ECC is on); without it, capacity_gb",
+    )
+
+    @model_validator(mode="after")
+    def _usable_within_capacity(self):
+        if self.usable_gb is not None and self.usable_gb.value * 1e9 > self.capacity_gb * 2**30:
+            raise ValueError(
+                f"memory.usable_gb {self.usable_gb.value:g} (1e9 bytes) exceeds capacity_gb {self.capacity_gb:g} "
+                f"({self.capacity_gb * 2**30 / 1e9:.3f} in 1e9 bytes): lower usable_gb or leave it out"
+            )
+        return self
+
+    @property
+    def usable_bytes(self) -> float:
+        return self.usable_gb.value * 1e9 if self.usable_gb is not None else self.capacity_gb * 2**30
 
 
 class Pcie(BaseModel):
@@ -125,7 +145,7 @@ class GPU(BaseModel):
 
     @property
     def capacity_bytes(self) -> float:
-        return self.memory.capacity_gb * 1e9
+        return self.memory.usable_bytes
 
     def default_dtype(self) -> str:
         return "bf16" if "bf16" in self.peak_tflops else "fp16"
