@@ -478,3 +478,26 @@ def test_messages_name_the_real_value_and_limit(cli):
         assert_clean_error(
             cli("predict", "--model", "opt-125m", "--gpu", "l4", "--batch", batch), "between 1 and 1,000,000"
         )
+
+
+def test_an_edited_copy_of_a_bundled_gpu_does_not_take_its_calibration(tmp_path):
+    # an L4's figures under the id "h200": the H200's calibration (its 140 W static power, fitted efficiencies) would
+    # describe another GPU, so the copy is predicted from its own datasheet figures, with a warning naming why
+    import shivam
+
+    l4 = json.loads((ROOT / "hardware/l4.json").read_text())
+    (tmp_path / "mine.json").write_text(json.dumps({**l4, "id": "h200"}))
+    edited = shivam.predict(model="mistral-7b", gpu=str(tmp_path / "mine.json"), k=[4], alpha=0.8)
+    assert not edited.meta["calibrated"] and "datasheet" in edited.meta["parameters"]
+    assert any("bundled id 'h200' but differs from it" in w and "memory" in w for w in edited.warnings)
+    # its own datasheet figures give what the bundled L4 gives
+    l4_rows = shivam.predict(model="mistral-7b", gpu="l4", k=[4], alpha=0.8, engine=edited.meta["engine"]).rows
+    assert edited.rows[-1]["energy_per_token_j"] == pytest.approx(l4_rows[-1]["energy_per_token_j"], rel=1e-12)
+    # a copy that changes only words keeps the bundled calibration; a named calibration is taken as asked
+    h200 = json.loads((ROOT / "hardware/h200.json").read_text())
+    (tmp_path / "renamed.json").write_text(json.dumps({**h200, "name": "our H200", "notes": "rack 4"}))
+    renamed = shivam.predict(model="mistral-7b", gpu=str(tmp_path / "renamed.json"), k=[4], alpha=0.8)
+    assert renamed.meta["calibrated"] and not any("differs" in w for w in renamed.warnings)
+    cal = ROOT / "hardware/calibrated/h200-ref.json"
+    named = shivam.predict(model="mistral-7b", gpu=str(tmp_path / "mine.json"), k=[4], alpha=0.8, calibration=str(cal))
+    assert named.meta["calibrated"] and not any("differs" in w for w in named.warnings)

@@ -19,6 +19,7 @@ from shivam.specs import (
     ModelSpec,
     Params,
     default_engine,
+    differs_from_bundled,
     engine_ids,
     load_engine,
     load_gpu,
@@ -298,6 +299,15 @@ def build_scenario(
         prompt = check_int(prompt, "--prompt", 0, MAX_TOKENS)
     batch = check_int(batch, "--batch", 1, MAX_BATCH)
     gen = check_int(gen, "--gen", 1, MAX_TOKENS)
+    warnings = []
+    edited = differs_from_bundled(gpu_spec)
+    if edited and calibration is None:  # the calibrations of that id were fitted on another GPU
+        calibration = False
+        warnings.append(
+            f"the GPU file has the bundled id {gpu_spec.id!r} but differs from it ({', '.join(edited)}): the "
+            f"calibrations of {gpu_spec.id} were measured on another GPU, so its datasheet figures are used; give the "
+            f"file an id of its own, or --calibration FILE to take one anyway"
+        )
     engine = engine_arg(engine, gpu_spec, calibration)
     dtypes = dtypes_arg(gpu_spec, weights_dtype, act_dtype, kv_dtype)
     params = params_arg(gpu_spec, engine, calibration)
@@ -317,7 +327,6 @@ def build_scenario(
         power_limit_steps=power_limit,
     )
     check_fits(scn, k_max, gpu_spec.name)
-    warnings = []
     for model, n, option in ((target, tp, "--tp"), (draft_spec, draft_tp, "--draft-tp")):
         if model is not None and model.kv_heads < n:
             warnings.append(

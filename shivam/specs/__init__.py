@@ -17,7 +17,7 @@ from shivam.specs.calibration import (
 )
 from shivam.specs.dtypes import Dtypes, nbytes, normalize
 from shivam.specs.engine import EngineProfile, Kernels, engine_ids, load_engine
-from shivam.specs.gpu import GPU, gpu_id_for, gpu_ids, load_gpu
+from shivam.specs.gpu import GPU, differs_from_bundled, gpu_id_for, gpu_ids, load_gpu
 from shivam.specs.model import ModelSpec, bundled_index, load_model
 from shivam.specs.params import Params, make_params, resolve_params
 
@@ -37,6 +37,7 @@ __all__ = [
     "bundled_index",
     "engine_ids",
     "gpu_id_for",
+    "differs_from_bundled",
     "gpu_ids",
     "load_calibration",
     "load_engine",

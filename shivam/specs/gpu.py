@@ -184,6 +184,16 @@ def load_gpu(ref: str) -> GPU:
         raise ShivamError(validation_message(exc, shown, fix="see `shivam gpus --schema`")) from None
 
 
+def differs_from_bundled(gpu: GPU) -> list[str]:
+    """Where a GPU carries a bundled GPU's id: the fields in which it differs from that bundled file (a user's copy,
+    edited); empty where it is the bundled GPU or its id is its own."""
+    if gpu.id not in gpu_ids():
+        return []
+    mine, bundled = gpu.model_dump(), load_gpu(gpu.id).model_dump()
+    figures = (set(mine) | set(bundled)) - {"name", "sources", "notes"}  # words do not change what a GPU does
+    return [key for key in sorted(figures) if mine.get(key) != bundled.get(key)]
+
+
 # NVML device names -> bundled GPU ids
 _NVML_NAMES = {
     "H200": "h200",
