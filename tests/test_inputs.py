@@ -501,3 +501,17 @@ def test_an_edited_copy_of_a_bundled_gpu_does_not_take_its_calibration(tmp_path)
     cal = ROOT / "hardware/calibrated/h200-ref.json"
     named = shivam.predict(model="mistral-7b", gpu=str(tmp_path / "mine.json"), k=[4], alpha=0.8, calibration=str(cal))
     assert named.meta["calibrated"] and not any("differs" in w for w in named.warnings)
+
+
+def test_a_prediction_beyond_the_measured_says_so():
+    # the bands come from single-GPU measurements of dense models with 16-bit or fp8 weights and a 16-bit KV cache
+    import shivam
+
+    def beyond(**kw):
+        r = shivam.predict(gpu="h200", k=[4], alpha=0.8, draft="llama-68m", **kw)
+        return [w for w in r.warnings if "goes beyond them" in w]
+
+    assert beyond(model="mistral-7b") == [] and beyond(model="mistral-7b", weights_dtype="fp8") == []
+    assert "(--tp 2)" in beyond(model="llama-2-70b", tp=2)[0]
+    assert "(mixture of experts: mixtral-8x7b, fp8 KV cache)" in beyond(model="mixtral-8x7b", kv_dtype="fp8")[0]
+    assert "(int4 weights)" in beyond(model="mistral-7b", weights_dtype="int4")[0]

@@ -254,6 +254,23 @@ def check_fits(scn: Scenario, k_max: int, gpu_name: str) -> None:
             )
 
 
+def beyond_the_measured(target: ModelSpec, draft, dtypes: Dtypes, tp: int, draft_tp: int) -> list[str]:
+    """What a prediction takes beyond every measurement its band comes from (the validator's suites, on which the
+    calibrations and the datasheet band are fitted: single-GPU runs of dense models, weights in 16 bits or fp8, the
+    KV cache in 16 bits)."""
+    out = []
+    if tp > 1 or draft_tp > 1:
+        out.append(f"--tp {tp}" + (f" --draft-tp {draft_tp}" if draft_tp > 1 else ""))
+    moe = [m.name for m in (target, draft) if m is not None and m.experts > 1]
+    if moe:
+        out.append(f"mixture of experts: {', '.join(moe)}")
+    if dtypes.weights not in ("fp32", "fp16", "bf16", "fp8"):
+        out.append(f"{dtypes.weights} weights")
+    if dtypes.kv not in ("fp16", "bf16"):
+        out.append(f"{dtypes.kv} KV cache")
+    return out
+
+
 def build_scenario(
     model,
     gpu,
@@ -334,6 +351,13 @@ def build_scenario(
                 f"head replicated on {model.kv_head_copies(n)} GPUs, so its KV cache per GPU stops shrinking at "
                 f"{option} {model.kv_heads}"
             )
+    beyond = beyond_the_measured(target, draft_spec, dtypes, tp, draft_tp)
+    if beyond:
+        warnings.append(
+            f"the 90 % band comes from measurements on one GPU of dense models with 16-bit or fp8 weights and a 16-bit "
+            f"KV cache; this prediction goes beyond them ({', '.join(beyond)}): take the band as the least of its "
+            f"uncertainty"
+        )
     if draft_spec is not None and draft_spec.vocab != target.vocab:
         warnings.append(
             f"the draft {draft_spec.name} has a vocabulary of {draft_spec.vocab:,} tokens and "
