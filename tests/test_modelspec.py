@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import ROOT
 
 from shivam.specs.dtypes import nbytes
 from shivam.specs.model import load_model
@@ -99,3 +100,16 @@ def test_gpu_memory_is_what_a_program_can_allocate():
         GPU.model_validate(raw)
     with pytest.raises(ShivamError, match="does not fit on NVIDIA H100"):
         shivam.predict(model="llama-3-70b", gpu="h100-sxm", k=[0], alpha=0.8)
+
+
+def test_a_hidden_size_the_heads_do_not_divide_needs_a_head_dim(tmp_path):
+    from shivam.errors import ShivamError
+    from shivam.specs.model import load_model
+
+    cfg = json.loads((ROOT / "models/mistral-7b.json").read_text())
+    cfg.update(hidden_size=897, num_attention_heads=14, num_key_value_heads=14)
+    (tmp_path / "odd.json").write_text(json.dumps(cfg))
+    with pytest.raises(ShivamError, match="hidden size 897 is not a multiple of the 14 attention heads"):
+        load_model(str(tmp_path / "odd.json"))
+    (tmp_path / "given.json").write_text(json.dumps({**cfg, "head_dim": 64}))  # an explicit head_dim stands
+    assert load_model(str(tmp_path / "given.json")).head_dim == 64

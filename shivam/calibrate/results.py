@@ -75,6 +75,7 @@ class Measured:
     # None where the meter could not measure it (a window's median of 0)
     energy_spread: float | None = 0.0
     time_spread: float | None = 0.0
+    source: str = ""  # the results file it was read from
 
     @classmethod
     def from_record(cls, r: dict, card: str = "", source: str = "results file") -> Measured:
@@ -112,6 +113,7 @@ class Measured:
             card,
             _spread(m.get("energy_spread")),
             _spread(m.get("time_spread")),
+            source,
         )
 
 

@@ -122,7 +122,8 @@ def fit_results(
         else f"shivam fit {' '.join(paths)} --engine {engine} "
         f"{' '.join(f'--fix {n}={v:g}' for n, v in fix.items())}{' --card-factors' * bool(card_factors)}"
     ).strip()
-    cal = calibration_file(result, load_gpu(gpu).id, engine, [str(p) for p in paths], note=note)
+    used = {m.source for m in data}  # the files that gave this engine's points: the calibration's provenance
+    cal = calibration_file(result, load_gpu(gpu).id, engine, [str(p) for p in paths if str(p) in used], note=note)
     if recipe is not None:
         cal.recipe = recipe.name
     if band:

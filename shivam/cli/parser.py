@@ -40,8 +40,8 @@ def _scenario_args(p: argparse.ArgumentParser, batch_default: str = "1") -> None
     p.add_argument(
         "--batch",
         default=batch_default,
-        help=f"sequences decoded together: 8, or a scan such as 1..256 or 1,8,64 (at most {MAX_BATCHES:,} sizes; "
-        f"a scan reports the crossover batches)",
+        help=f"sequences decoded together: 8, or a scan such as 1..256 or 1,8,64 (at most {MAX_BATCHES:,} sizes, "
+        f"and {MAX_GRID_ROWS:,} k x alpha x batch rows; a scan reports the crossover batches)",
     )
     p.add_argument("--prompt", default="128", help="prompt tokens (prefilled: TTFT and energy per request)")
     p.add_argument("--gen", default="128", help="generated tokens: results average over the growing context")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--alpha",
         default=None,
         help=f"acceptance rates: 0.6,0.8 or 0.5..0.9:0.1 (default 0.6,0.7,0.8,"
-        f"0.9; at most {MAX_GRID_ROWS:,} k x alpha rows)",
+        f"0.9; at most {MAX_GRID_ROWS:,} k x alpha x batch rows)",
     )
     p.add_argument("--acceptance", default=None, help="per-position acceptance a_1,a_2,... (instead of --alpha)")
     p.add_argument(

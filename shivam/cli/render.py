@@ -347,7 +347,7 @@ def check_table(out: dict) -> None:
     for b in out["best_k"]:
         where = f" b={b['batch']} c={b['context']}" if several else ""
         lines.append(
-            f"best k {b['model']}{where} alpha {b['alpha']}: measured {b['best_k_measured']}, predicted "
+            f"best k in sample {b['model']}{where} alpha {b['alpha']}: measured {b['best_k_measured']}, predicted "
             f"{b['best_k_predicted']} ({'ok' if b['ok'] else 'MISS'}, {100 * b['energy_gap']:+.1f} % energy)"
         )
     from shivam.calibrate.evaluate import BEST_K_REGRET  # here: predict's rendering needs no calibration code

@@ -354,6 +354,11 @@ def spec_from_config(cfg: dict, name: str, source: str = "config.json") -> Model
             f"{source}: hidden size {fields['hidden']} is smaller than the number of attention heads "
             f"{fields['heads']}; fix the config's hidden size or heads"
         )
+    if not cfg.get("head_dim") and fields["hidden"] % fields["heads"]:
+        raise ShivamError(
+            f"{source}: hidden size {fields['hidden']} is not a multiple of the {fields['heads']} attention heads and "
+            f"the config gives no head_dim; fix the hidden size or the heads, or give head_dim"
+        )
     fields.setdefault("head_dim", fields["hidden"] // fields["heads"])
     try:
         return ModelSpec(name=name, family=family, **fields)
