@@ -94,6 +94,7 @@ def cmd_predict(args) -> int:
         from shivam.report import prediction_report
 
         prediction_report(res, args.report)
+        print(f"shivam: wrote the report {args.report}", file=sys.stderr)
     if args.format == "json":
         _print_json(doc)
     elif args.format == "csv":
@@ -433,6 +434,7 @@ def cmd_report(args) -> int:
 
     writable_file(args.output, "-o")
     validation_report(args.results, args.output, args.calibration, args.engine, args.gpu, args.card_factors)
+    print(f"shivam: wrote the report {args.output}", file=sys.stderr)
     return 0
 
 
