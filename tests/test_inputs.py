@@ -515,3 +515,13 @@ def test_a_prediction_beyond_the_measured_says_so():
     assert "(--tp 2)" in beyond(model="llama-2-70b", tp=2)[0]
     assert "(mixture of experts: mixtral-8x7b, fp8 KV cache)" in beyond(model="mixtral-8x7b", kv_dtype="fp8")[0]
     assert "(int4 weights)" in beyond(model="mistral-7b", weights_dtype="int4")[0]
+
+
+def test_a_draft_no_smaller_than_its_target_is_flagged():
+    import shivam
+
+    def flagged(**kw):
+        return any("not smaller than" in w for w in shivam.predict(gpu="h200", k=[4], alpha=0.8, **kw).warnings)
+
+    assert flagged(model="opt-125m", draft="opt-125m") and flagged(model="mistral-7b", draft="mixtral-8x7b")
+    assert not flagged(model="mistral-7b", draft="llama-68m")

@@ -358,6 +358,12 @@ def build_scenario(
             f"KV cache; this prediction goes beyond them ({', '.join(beyond)}): take the band as the least of its "
             f"uncertainty"
         )
+    if draft_spec is not None and draft_spec.active_param_count() >= target.active_param_count():
+        warnings.append(
+            f"the draft {draft_spec.name} ({draft_spec.active_param_count() / 1e9:.2f} B parameters per token) is not "
+            f"smaller than {target.name} ({target.active_param_count() / 1e9:.2f} B): each draft step costs at least "
+            f"what a decode step of the target does, so speculation cannot save; choose a smaller --draft"
+        )
     if draft_spec is not None and draft_spec.vocab != target.vocab:
         warnings.append(
             f"the draft {draft_spec.name} has a vocabulary of {draft_spec.vocab:,} tokens and "

@@ -85,15 +85,16 @@ def cmd_predict(args) -> int:
         target_ratio=parse_float(args.target_ratio, "--target-ratio", 1e-6, 1e6) if args.target_ratio else None,
         **_scenario_kwargs(args),
     )
-    _warn(res.warnings)
     doc = res.to_dict()
     if args.units == "kWh":
         for row in doc["rows"]:
             row["energy_per_token_kwh"] = row["energy_per_token_j"] / J_PER_KWH
-    if args.report:
+    if args.report:  # written before any warning: a report that cannot be written ends the command in one line
         from shivam.report import prediction_report
 
         prediction_report(res, args.report)
+    _warn(res.warnings)
+    if args.report:
         print(f"shivam: wrote the report {args.report}", file=sys.stderr)
     if args.format == "json":
         _print_json(doc)

@@ -128,6 +128,9 @@ def prediction_table(res: dict, units: str = "J") -> None:
         f"\n90 % band: energy x {band['energy'][0]:.2f}-{band['energy'][1]:.2f}, time x {band['time'][0]:.2f}-"
         f"{band['time'][1]:.2f} of the figures ({band['basis'].split(':')[0]}; rows carry _low/_high)"
     )
+    outside = [name for name in ("energy", "time") if not band[name][0] <= 1 <= band[name][1]]
+    if outside:  # a datasheet-only band: the measurements it comes from fell to one side of such figures
+        caption += f"; the {' and '.join(outside)} figures lie outside it: a measurement is expected in the band"
     base = next(r for r in res["rows"] if r["k"] == 0)
     best_rows = [r for r in res["rows"] if r["best_energy"] and r["k"]]
     caption += (
