@@ -162,14 +162,17 @@ def test_call_phases_by_hand():
     from shivam.validate.engines import call_phases
     from shivam.validate.runner import phase_summary
 
-    ph = call_phases(10.0, [11.0, 13.0, 14.0, 15.0, 16.0], 16.5)
-    assert ph == {"setup_s": 1.0, "prefill_s": 2.0, "step_s": 1.0, "steps": 3.0, "finish_s": 0.5}
-    other = call_phases(0.0, [3.0, 4.0, 10.0], 10.0)  # one step of 6 s
+    # started at 10, first forward at 10.5, the prompt handed over at 10.25, tokens at 13, 14, 15, 16, idle at 16.5
+    ph = call_phases(10.0, 10.5, [10.25, 13.0, 14.0, 15.0, 16.0], 16.5)
+    assert ph == {"setup_s": 0.5, "prefill_s": 2.5, "step_s": 1.0, "steps": 3.0, "finish_s": 0.5}
+    other = call_phases(0.0, 1.0, [0.5, 4.0, 10.0], 10.0)  # one step of 6 s
     summary = phase_summary([ph, other, ph])
     assert summary["calls"] == 3 and summary["step_s"] == 1.0 and summary["step_range_s"] == [1.0, 6.0]
-    assert summary["setup_range_s"] == [1.0, 3.0]
+    assert summary["setup_range_s"] == [0.5, 1.0]
     with pytest.raises(ShivamError, match="streamer"):
-        call_phases(0.0, [1.0], 2.0)
+        call_phases(0.0, 0.5, [1.0], 2.0)
+    with pytest.raises(ShivamError, match="ran no forward"):
+        call_phases(0.0, None, [1.0, 2.0], 2.0)
 
 
 def test_ref_points_run_on_the_reference_decoder():

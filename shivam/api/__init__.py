@@ -2,7 +2,7 @@
 
     import shivam
     r = shivam.predict(model="mistral-7b", gpu="l4", k=range(0, 9), alpha=0.8)
-    r.best_k()            # the k of least energy per token
+    r.best_k()            # the k of least energy per token (near-ties to the smaller)
     r.rows                # the rows `shivam predict --format json` prints
     r.to_pandas()         # a DataFrame (pandas is imported only here)
 

@@ -150,8 +150,17 @@ def gpu_arg(ref) -> GPU:
     return naming("--gpu", load_gpu, str(ref))
 
 
+def own_calibration(gpu: GPU, calibration: CalibrationArg) -> CalibrationArg:
+    """The calibration a GPU takes where none is named: False (its datasheet figures) for an edited copy of a bundled
+    GPU file that keeps the bundled id, since every calibration of that id, bundled or installed, was measured on
+    the bundled GPU (specs.differs_from_bundled); else as given."""
+    return False if calibration is None and differs_from_bundled(gpu) else calibration
+
+
 def engine_arg(engine, gpu: GPU | None = None, calibration: CalibrationArg = None) -> str:
     """The engine named, else the one a prediction for this GPU and calibration takes (specs.default_engine)."""
+    if gpu is not None:
+        calibration = own_calibration(gpu, calibration)
     if engine is None:
         engine = DEFAULT_ENGINE if gpu is None else naming("--calibration", default_engine, gpu.id, calibration)
     if not isinstance(engine, (str, Path)) or not str(engine):
@@ -179,6 +188,7 @@ def params_arg(gpu: GPU, engine: str, calibration: CalibrationArg) -> Params:
             f"--calibration {calibration!r}: give a calibration file, None (the bundled one) or False "
             f"(datasheet estimates)"
         )
+    calibration = own_calibration(gpu, calibration)
     use_bundled = calibration is not False
     path = str(calibration) if isinstance(calibration, (str, Path)) else None
     return naming("--calibration", resolve_params, gpu, engine, path, use_bundled)
@@ -264,7 +274,7 @@ def beyond_the_measured(target: ModelSpec, draft, dtypes: Dtypes, tp: int, draft
     moe = [m.name for m in (target, draft) if m is not None and m.experts > 1]
     if moe:
         out.append(f"mixture of experts: {', '.join(moe)}")
-    if dtypes.weights not in ("fp32", "fp16", "bf16", "fp8"):
+    if dtypes.weights not in ("fp16", "bf16", "fp8"):
         out.append(f"{dtypes.weights} weights")
     if dtypes.kv not in ("fp16", "bf16"):
         out.append(f"{dtypes.kv} KV cache")
@@ -318,8 +328,7 @@ def build_scenario(
     gen = check_int(gen, "--gen", 1, MAX_TOKENS)
     warnings = []
     edited = differs_from_bundled(gpu_spec)
-    if edited and calibration is None:  # the calibrations of that id were fitted on another GPU
-        calibration = False
+    if edited and calibration is None:  # engine_arg and params_arg take its datasheet figures (own_calibration)
         warnings.append(
             f"the GPU file has the bundled id {gpu_spec.id!r} but differs from it ({', '.join(edited)}): the "
             f"calibrations of {gpu_spec.id} were measured on another GPU, so its datasheet figures are used; give the "
@@ -358,11 +367,11 @@ def build_scenario(
             f"KV cache; this prediction goes beyond them ({', '.join(beyond)}): take the band as the least of its "
             f"uncertainty"
         )
-    if draft_spec is not None and draft_spec.active_param_count() >= target.active_param_count():
+    if k_max and draft_spec is not None and draft_spec.active_param_count() >= target.active_param_count():
         warnings.append(
             f"the draft {draft_spec.name} ({draft_spec.active_param_count() / 1e9:.2f} B parameters per token) is not "
             f"smaller than {target.name} ({target.active_param_count() / 1e9:.2f} B): each draft step costs at least "
-            f"what a decode step of the target does, so speculation cannot save; choose a smaller --draft"
+            f"what a decode step of the target does, so speculation cannot save; give --draft a smaller model"
         )
     if draft_spec is not None and draft_spec.vocab != target.vocab:
         warnings.append(

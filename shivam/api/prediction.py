@@ -8,6 +8,7 @@ from typing import Literal
 
 from shivam.api.checks import (
     DEFAULT_ALPHAS,
+    K_MAX,
     MAX_GRID_ROWS,
     CalibrationArg,
     build_scenario,
@@ -60,8 +61,9 @@ class Prediction:
     def best_k(
         self, objective: Literal["energy", "latency"] = "energy", alpha: float | None = None, batch: int | None = None
     ) -> int:
-        """The k of least energy (or time) per token, at `alpha` (needed when the prediction holds several) and
-        `batch` (needed when it holds several)."""
+        """The k of least energy (or time) per token, near-ties (within 0.5 %) going to the smaller k
+        (shivam.sim.speculative.best_window), at `alpha` (needed when the prediction holds several) and `batch`
+        (needed when it holds several)."""
         if objective not in ("energy", "latency"):
             raise ShivamError(f"objective {objective!r}: use 'energy' or 'latency'")
         best = self.best
@@ -266,7 +268,7 @@ def predict(
     if edge:
         meta["warnings"].append(
             f"the best k by energy is the largest k scanned ({max(ks)}) at {edge}: a larger window may save more; "
-            f"scan further, e.g. --k 1..{min(2 * max(ks), 64)}"
+            f"scan further, e.g. --k 1..{min(2 * max(ks), K_MAX)}"
         )
     if len(batches) == 1:
         return Prediction(meta, rows, first["best"], first["contexts_averaged"], first.get("required_alpha"), scn)
@@ -289,23 +291,15 @@ def predict(
 
 
 def _best_at_the_edge(best_by_batch: dict, ks) -> str | None:
-    """Where the best k by energy is the largest k of a scan of several (and below the largest allowed, 64): which
-    acceptance rates (and batches) it is at, for a warning; None where it is nowhere."""
+    """Where a prediction at one batch size scans several k and the best k by energy is the largest of them (below
+    the largest allowed, K_MAX), at an acceptance rate below 1 (where every draft is accepted, the largest k always
+    wins): those rates, for a warning; None where there are none. A batch scan asks about the crossover, not k."""
     top = max(ks)
-    if len(set(ks) - {0}) < 2 or top >= 64:
+    if len(best_by_batch) != 1 or len(set(ks) - {0}) < 2 or top >= K_MAX:
         return None
-    at = {
-        (label, batch)
-        for batch, best in best_by_batch.items()
-        for label, b in best.items()
-        if b["best_k_energy"] == top
-    }
-    if not at:
-        return None
-    alphas = sorted({label for label, _ in at})
-    batches = sorted({int(b) for _, b in at})
-    where = f"alpha {', '.join(alphas)}"
-    return where if len(best_by_batch) == 1 else f"{where} (batch {', '.join(map(str, batches))})"
+    (best,) = best_by_batch.values()
+    at = [label for label, b in best.items() if b["best_k_energy"] == top and label != "1"]
+    return f"alpha {', '.join(at)}" if at else None
 
 
 def _fits(build, batch: int) -> bool:

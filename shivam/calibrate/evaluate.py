@@ -142,7 +142,8 @@ def _on_one_scale(r: dict, which: str) -> float:
 
 def best_k_check(rows: list[dict]) -> list[dict]:
     """For each (pair, batch, context, alpha) of the speculative points: the k of least measured energy per token,
-    against the k of least predicted energy per token (k=0, standard decoding, competes at every alpha). Points of
+    against the best k by predicted energy per token (speculative.best_window: near-ties to the smaller window; k=0,
+    standard decoding, competes at every alpha). Points of
     several cards are compared on one scale, each divided by its card's factor; the measurements of one k (several
     cards or repeats) are averaged, so that a k measured more often is not favoured by its lowest draw."""
     spec = [r for r in rows if r["kind"] == "spec"]

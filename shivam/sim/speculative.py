@@ -34,8 +34,11 @@ def best_window(ks, per_token, near_tie: float = NEAR_TIE) -> int:
     """The best k: the smallest window whose figure per token (energy or time, one per k of `ks`) is within
     `near_tie` of the least."""
     values = np.asarray(per_token, dtype=float)
-    least = values.min()
-    return min(k for k, v in zip(ks, values) if v <= least * (1 + near_tie))
+    finite = np.isfinite(values)
+    if not finite.any():
+        return list(ks)[0]
+    least = values[finite].min()
+    return min(k for k, v, ok in zip(ks, values, finite) if ok and v <= least + near_tie * abs(least))
 
 
 def tokens_per_iteration(alpha, k):

@@ -39,6 +39,8 @@ class Memory(BaseModel):
 
     @model_validator(mode="after")
     def _usable_within_capacity(self):
+        if self.usable_gb is not None and self.usable_gb.value <= 0:
+            raise ValueError("memory.usable_gb must be above 0 GB (leave it out where it is not known)")
         if self.usable_gb is not None and self.usable_gb.value * 1e9 > self.capacity_gb * 2**30:
             raise ValueError(
                 f"memory.usable_gb {self.usable_gb.value:g} (1e9 bytes) exceeds capacity_gb {self.capacity_gb:g} "
@@ -190,8 +192,19 @@ def differs_from_bundled(gpu: GPU) -> list[str]:
     if gpu.id not in gpu_ids():
         return []
     mine, bundled = gpu.model_dump(), load_gpu(gpu.id).model_dump()
-    figures = (set(mine) | set(bundled)) - {"name", "sources", "notes"}  # words do not change what a GPU does
-    return [key for key in sorted(figures) if mine.get(key) != bundled.get(key)]
+    if mine["memory"].get("usable_gb") is None:  # a copy of a file from before usable_gb: its memory as bundled
+        mine["memory"]["usable_gb"] = bundled["memory"].get("usable_gb")
+    return [key for key in sorted(set(mine) | set(bundled)) if _figures(mine.get(key)) != _figures(bundled.get(key))]
+
+
+def _figures(value):
+    """A GPU file's value without its words (names, sources, notes, each figure's basis and estimate flag): what
+    changes what the GPU does."""
+    if isinstance(value, dict):
+        return {k: _figures(v) for k, v in value.items() if k not in ("basis", "estimate")}
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return None
+    return value
 
 
 # NVML device names -> bundled GPU ids

@@ -332,7 +332,7 @@ def spec_from_config(cfg: dict, name: str, source: str = "config.json") -> Model
             layers=need("num_hidden_layers"),
             heads=heads,
             kv_heads=cfg.get("num_key_value_heads") or heads,
-            head_dim=cfg.get("head_dim") or d // heads,
+            **({"head_dim": cfg["head_dim"]} if cfg.get("head_dim") else {}),
             intermediate=need("intermediate_size"),
             vocab=need("vocab_size"),
             embed_dim=d,
@@ -354,7 +354,7 @@ def spec_from_config(cfg: dict, name: str, source: str = "config.json") -> Model
             f"{source}: hidden size {fields['hidden']} is smaller than the number of attention heads "
             f"{fields['heads']}; fix the config's hidden size or heads"
         )
-    if not cfg.get("head_dim") and fields["hidden"] % fields["heads"]:
+    if "head_dim" not in fields and fields["hidden"] % fields["heads"]:
         raise ShivamError(
             f"{source}: hidden size {fields['hidden']} is not a multiple of the {fields['heads']} attention heads and "
             f"the config gives no head_dim; fix the hidden size or the heads, or give head_dim"

@@ -389,10 +389,22 @@ def hf_model(ref: str, dtype: str, device, weights: str | None = None):
     return model.eval()
 
 
+def _first_forward_clock(state: dict):
+    """A forward pre-hook keeping the host's clock when the model's first forward of a call (the prefill) starts."""
+
+    def hook(*_):
+        if state["first_start"] is None:
+            state["first_start"] = time.perf_counter()
+
+    return hook
+
+
 class TokenClock:
-    """A generate() streamer that only keeps the host's clock at each hand-over: generate() hands it the prompt once
-    its inputs are prepared, then the tokens of each decoding step (an assisted iteration's accepted tokens at once)
-    after copying them to the host, which waits for the step to finish. The times split a call into its phases."""
+    """A generate() streamer that only keeps the host's clock at each hand-over: generate() hands it the prompt, then
+    the tokens of each decoding step (an assisted iteration's accepted tokens at once) after copying them to the
+    host, which waits for the step to finish (as generate() does each step anyway, to test whether to stop; the
+    streamer adds a copy of the step's tokens). With the prefill's start (a forward pre-hook), the times split a
+    call into its phases (call_phases)."""
 
     def __init__(self):
         self.times: list[float] = []
@@ -404,19 +416,20 @@ class TokenClock:
         pass
 
 
-def call_phases(start: float, times: list[float], stop: float) -> dict[str, float]:
-    """One generate() call's host-timed phases from its TokenClock times: set-up (configuration, cache allocation or
-    reset, input preparation: until the prompt is handed over), prefill (the prompt's forward and the first token),
-    step (the mean of the decoding steps or assisted iterations after the first token) and finish (after the last
-    token, until the device is idle)."""
-    if len(times) < 2:
+def call_phases(start: float, first_forward: float | None, times: list[float], stop: float) -> dict[str, float]:
+    """One generate() call's host-timed phases: set-up (configuration, cache allocation or reset, input preparation,
+    compile guards: until the first forward starts), prefill (the prompt's forward, until its token is on the host),
+    step (the mean of the decoding steps or assisted iterations after the first token: TokenClock's hand-overs
+    after the prompt's) and finish (after the last token, until the device is idle)."""
+    if len(times) < 2 or first_forward is None:
         raise ShivamError(
-            f"generate() handed {len(times)} batches of tokens to the streamer; expected the prompt and one per step"
+            f"generate() handed {len(times)} batches of tokens to the streamer"
+            f"{' and ran no forward' if first_forward is None else ''}; expected the prompt, a prefill and one per step"
         )
     steps = len(times) - 2
     return {
-        "setup_s": times[0] - start,
-        "prefill_s": times[1] - times[0],
+        "setup_s": first_forward - start,
+        "prefill_s": times[1] - first_forward,
         "step_s": (times[-1] - times[1]) / steps if steps else float("nan"),
         "steps": float(steps),
         "finish_s": stop - times[-1],
@@ -437,8 +450,9 @@ def generate_call(
     )
     ids = torch.randint(3, vocab, (batch, prompt), generator=g).to(device)
     if not hasattr(model, "_shivam_forwards"):
-        model._shivam_forwards = {"n": 0}
+        model._shivam_forwards = {"n": 0, "first_start": None}
         model.register_forward_hook(lambda *a: model._shivam_forwards.__setitem__("n", model._shivam_forwards["n"] + 1))
+        model.register_forward_pre_hook(_first_forward_clock(model._shivam_forwards))
     calls = model._shivam_forwards
     from transformers import GenerationConfig
 
@@ -459,11 +473,12 @@ def generate_call(
     def call() -> float:
         before = calls["n"]
         clock.times.clear()
+        calls["first_start"] = None
         start = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(ids, **kwargs)
         sync(device)
-        stats["phases"].append(call_phases(start, clock.times, time.perf_counter()))
+        stats["phases"].append(call_phases(start, calls["first_start"], clock.times, time.perf_counter()))
         stats["iterations"] += calls["n"] - before - 1  # the first forward is the prefill
         stats["calls"] += 1
         return float(batch * (out.shape[1] - prompt))
