@@ -327,8 +327,9 @@ def build_scenario(
     batch = check_int(batch, "--batch", 1, MAX_BATCH)
     gen = check_int(gen, "--gen", 1, MAX_TOKENS)
     warnings = []
-    edited = differs_from_bundled(gpu_spec)
-    if edited and calibration is None:  # engine_arg and params_arg take its datasheet figures (own_calibration)
+    edited = differs_from_bundled(gpu_spec) if calibration is None else []
+    if edited:  # own_calibration's rule, applied once here: engine_arg and params_arg then take the datasheet figures
+        calibration = False
         warnings.append(
             f"the GPU file has the bundled id {gpu_spec.id!r} but differs from it ({', '.join(edited)}): the "
             f"calibrations of {gpu_spec.id} were measured on another GPU, so its datasheet figures are used; give the "

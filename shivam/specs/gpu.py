@@ -191,10 +191,17 @@ def differs_from_bundled(gpu: GPU) -> list[str]:
     edited); empty where it is the bundled GPU or its id is its own."""
     if gpu.id not in gpu_ids():
         return []
-    mine, bundled = gpu.model_dump(), load_gpu(gpu.id).model_dump()
-    if mine["memory"].get("usable_gb") is None:  # a copy of a file from before usable_gb: its memory as bundled
-        mine["memory"]["usable_gb"] = bundled["memory"].get("usable_gb")
-    return [key for key in sorted(set(mine) | set(bundled)) if _figures(mine.get(key)) != _figures(bundled.get(key))]
+    bundled = _bundled_figures(gpu.id)
+    mine = {key: _figures(value) for key, value in gpu.model_dump().items()}
+    if gpu.memory.usable_gb is None:  # a copy of a file from before usable_gb: its memory as bundled
+        mine["memory"]["usable_gb"] = bundled["memory"]["usable_gb"]
+    return [key for key in sorted(set(mine) | set(bundled)) if mine.get(key) != bundled.get(key)]
+
+
+@cache
+def _bundled_figures(gpu_id: str) -> dict:
+    """A bundled GPU file's figures (_figures of each field), read once per process."""
+    return {key: _figures(value) for key, value in load_gpu(gpu_id).model_dump().items()}
 
 
 def _figures(value):
